@@ -1,0 +1,46 @@
+# sellerlift: every target builds .venv on first use (torch CPU wheel first, then the package).
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 5000
+# Tests use both cores; set PYTEST_WORKERS=0 for a serial run.
+PYTEST_WORKERS ?= 2
+
+.PHONY: help install train train-transformer test test-slow ui clean
+
+help:
+	@echo "make train        train + track + export the default model on the simulator"
+	@echo "make test         the fast test suite (what CI runs)"
+	@echo "make test-slow    the slow tests"
+	@echo "make ui           the MLflow UI on http://$(HOST):$(PORT)"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, from the local CPU wheel: nothing below may pull a CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[train,dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+train: $(STAMP)
+	$(PY) train.py $(ARGS)
+
+train-transformer: $(STAMP)
+	$(PY) train.py experiment=transformer $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -n $(PYTEST_WORKERS) --timeout=900 $(ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow -n $(PYTEST_WORKERS) --timeout=3600 $(ARGS)
+
+ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+		--default-artifact-root $(CURDIR)/mlruns/artifacts --host $(HOST) --port $(PORT)
+
+clean:
+	rm -rf outputs multirun bundles .pytest_cache

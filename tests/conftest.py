@@ -1,0 +1,44 @@
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+# Tests never write to the developer's mlruns/ or MLflow server.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def compose_config(overrides=(), root: Path | None = None):
+    """The same config `python train.py <overrides>` would see, rooted at ``root``."""
+    overrides = list(overrides)
+    if root is not None:
+        overrides.append(f"paths.root_dir={root}")
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    return cfg
+
+
+TINY = [
+    "trainer=debug",
+    "trainer.enable_progress_bar=false",
+    "~callbacks.progress_bar",
+    "data.source.n_customers=800",
+    "data.source.n_sellers=5",
+    "data.source.progress=false",
+    "data.max_len=32",
+    "data.datamodule.batch_size=64",
+    "model.module.net.d_model=16",
+    "model.module.net.head_hidden=16",
+]
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    def make(*extra):
+        return compose_config([*TINY, *extra], root=tmp_path)
+
+    return make

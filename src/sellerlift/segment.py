@@ -1,0 +1,405 @@
+"""RFM segmentation: log1p + standardise -> k-means for a range of k -> named segments.
+
+k is picked by one of three criteria, all computed by :func:`select_k`:
+
+- ``"elbow"``: kneedle-style, the k whose (normalised) inertia lies farthest
+  below the chord from the first to the last k;
+- ``"silhouette"``: the k with the highest mean silhouette (subsampled on large data);
+- ``"gap"``: the gap statistic (Tibshirani, Walther & Hastie 2001) with the
+  1-standard-error rule: the smallest k with Gap(k) >= Gap(k+1) - s_{k+1};
+  reference data are uniform over the bounding box of the scaled data.
+
+or fixed by passing an int as ``rule``. The default is ``"silhouette"``.
+
+The fitted :class:`SegmentModel` is plain data (JSON-serialisable) and assigns
+segments with NumPy only, so the server needs no scikit-learn. (The PyPI
+``gap-stat`` package ships only an sdist that no longer builds, so the gap
+statistic is implemented here.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+RFM_FEATURES: list[str] = ["recency_days", "frequency", "monetary", "tenure_days"]
+RULES = ("silhouette", "gap", "elbow")
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass
+class SegmentModel:
+    """Nearest-centroid segment assignment in log1p-standardised RFM space."""
+
+    feature_names: list[str]
+    scaler_mean: list[float]
+    scaler_scale: list[float]
+    centroids: list[list[float]]  # scaled space, one row per segment
+    names: list[str]
+    k: int
+
+    def transform(self, rfm: np.ndarray | pd.DataFrame) -> np.ndarray:
+        """Raw RFM (original units) -> the scaled space the centroids live in."""
+        X = _feature_matrix(rfm, self.feature_names)
+        return (np.log1p(X) - np.asarray(self.scaler_mean)) / np.asarray(self.scaler_scale)
+
+    def assign(self, rfm: np.ndarray | pd.DataFrame) -> np.ndarray:
+        """Index of the nearest centroid for each row (pure NumPy)."""
+        return nearest_centroid(self.transform(rfm), np.asarray(self.centroids, dtype=np.float64))
+
+    def assign_names(self, rfm: np.ndarray | pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.names, dtype=object)[self.assign(rfm)]
+
+    def centroids_original(self) -> pd.DataFrame:
+        """Centroids back in original units (days, purchases, dollars), indexed by name."""
+        C = np.asarray(self.centroids) * np.asarray(self.scaler_scale) + np.asarray(self.scaler_mean)
+        return pd.DataFrame(np.expm1(C), index=pd.Index(self.names, name="segment"), columns=self.feature_names)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "SegmentModel":
+        return cls(
+            feature_names=[str(f) for f in d["feature_names"]],
+            scaler_mean=[float(v) for v in d["scaler_mean"]],
+            scaler_scale=[float(v) for v in d["scaler_scale"]],
+            centroids=[[float(v) for v in row] for row in d["centroids"]],
+            names=[str(n) for n in d["names"]],
+            k=int(d["k"]),
+        )
+
+
+def nearest_centroid(Xs: np.ndarray, C: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """argmin_j ||x - c_j||^2, with exact differences (not the ||x||^2 - 2xc trick) in chunks."""
+    out = np.empty(len(Xs), dtype=np.int64)
+    for s in range(0, len(Xs), chunk):
+        d = ((Xs[s:s + chunk, None, :] - C[None, :, :]) ** 2).sum(axis=-1)
+        out[s:s + chunk] = d.argmin(axis=1)
+    return out
+
+
+def _feature_matrix(rfm: np.ndarray | pd.DataFrame, feature_names: list[str]) -> np.ndarray:
+    if isinstance(rfm, pd.DataFrame):
+        missing = [c for c in feature_names if c not in rfm.columns]
+        if missing:
+            raise ValueError(f"rfm is missing column(s) {missing}; expected {feature_names}")
+        X = rfm[feature_names].to_numpy(dtype=np.float64)
+    else:
+        X = np.asarray(rfm, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(feature_names):
+            raise ValueError(f"rfm must have shape (n, {len(feature_names)}) with columns {feature_names}; got {X.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError("rfm has NaN or infinite values")
+    if (X < 0).any():
+        bad = [feature_names[j] for j in np.flatnonzero((X < 0).any(axis=0))]
+        raise ValueError(f"rfm has negative values in {bad}; RFM features are >= 0 (log1p scale)")
+    return X
+
+
+# --------------------------------------------------------------------------- choosing k
+
+
+@dataclass
+class KSelection:
+    ks: list[int]
+    inertia: list[float]
+    silhouette: list[float]
+    gap: list[float]
+    gap_se: list[float]  # s_k = sd_k * sqrt(1 + 1/B)
+    k_elbow: int
+    k_silhouette: int
+    k_gap: int
+    chosen: int | None = None
+    rule: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame({"k": self.ks, "inertia": self.inertia, "silhouette": self.silhouette,
+                             "gap": self.gap, "gap_se": self.gap_se}).set_index("k")
+
+
+def _kmeans(X: np.ndarray, k: int, seed: int, n_init: int):
+    from sklearn.cluster import KMeans  # training-time only; the model itself needs NumPy alone
+    from threadpoolctl import threadpool_limits
+
+    # On small data OpenMP start-up dominates (10-50x slower on a busy machine): run single-threaded.
+    with threadpool_limits(limits=1 if len(X) < 50_000 else None):
+        return KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(X)
+
+
+def _check_ks(ks, n_rows: int) -> list[int]:
+    ks = sorted({int(k) for k in ks})
+    if not ks:
+        raise ValueError("ks is empty; give at least one number of clusters, e.g. ks=range(3, 11)")
+    if ks[0] < 2:
+        raise ValueError(f"ks must be >= 2 (got {ks[0]}): silhouette and segment names need two or more clusters")
+    if n_rows <= ks[-1]:
+        raise ValueError(
+            f"ks goes up to k={ks[-1]} but the data has only {n_rows} row(s); "
+            f"k-means needs more rows than clusters: lower ks or pass more customers"
+        )
+    return ks
+
+
+def elbow_k(ks, inertia) -> int:
+    """Kneedle-style elbow: k whose normalised inertia lies farthest below the first-last chord."""
+    ks = np.asarray(ks, dtype=np.float64)
+    w = np.asarray(inertia, dtype=np.float64)
+    if len(ks) < 3:
+        return int(ks[0])
+    x = (ks - ks[0]) / (ks[-1] - ks[0])
+    span = w[0] - w[-1]
+    y = (w - w[-1]) / span if span > 0 else np.zeros_like(w)
+    # The chord goes from (0, 1) to (1, 0): distance below it is proportional to 1 - x - y.
+    return int(ks[int(np.argmax(1.0 - x - y))])
+
+
+def gap_k(ks, gap, gap_se) -> int:
+    """Tibshirani's 1-SE rule: smallest k with Gap(k) >= Gap(k+1) - s_{k+1} (falls back to argmax Gap)."""
+    for i in range(len(ks) - 1):
+        if gap[i] >= gap[i + 1] - gap_se[i + 1]:
+            return int(ks[i])
+    return int(ks[int(np.argmax(gap))])
+
+
+def gap_statistic(X: np.ndarray, ks, inertia_of, refs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gap(k) = E*[log W*_k] - log W_k with uniform references over the bounding box of X.
+
+    ``inertia_of(data, k)`` returns the within-cluster sum of squares W_k.
+    Returns (gap, s) with s_k = sd_k * sqrt(1 + 1/B).
+    """
+    if refs < 1:
+        raise ValueError(f"gap_refs must be >= 1, got {refs}")
+    rng = np.random.default_rng(seed)
+    lo, hi = X.min(axis=0), X.max(axis=0)
+    log_w = np.array([np.log(inertia_of(X, k)) for k in ks])
+    log_w_ref = np.empty((refs, len(ks)))
+    for b in range(refs):
+        R = rng.uniform(lo, hi, size=X.shape)
+        log_w_ref[b] = [np.log(inertia_of(R, k)) for k in ks]
+    gap = log_w_ref.mean(axis=0) - log_w
+    s = log_w_ref.std(axis=0) * np.sqrt(1.0 + 1.0 / refs)
+    return gap, s
+
+
+def select_k(
+    X_scaled: np.ndarray,
+    ks=range(3, 11),
+    seed: int = 0,
+    silhouette_sample: int = 10000,
+    gap_refs: int = 10,
+    gap_sample: int = 3000,
+    n_init: int = 4,
+) -> KSelection:
+    """Fit k-means for every k in ``ks`` on already-scaled data and score each k.
+
+    Silhouette is computed on ``silhouette_sample`` rows at most and the gap
+    statistic on ``gap_sample`` rows at most (both seeded subsamples), so large
+    tables stay fast; inertia and elbow use all rows.
+    """
+    from sklearn.metrics import silhouette_score
+
+    X = np.asarray(X_scaled, dtype=np.float64)
+    ks = _check_ks(ks, len(X))
+    rng = np.random.default_rng(seed)
+    inertia, sil = [], []
+    for k in ks:
+        km = _kmeans(X, k, seed, n_init)
+        inertia.append(float(km.inertia_))
+        ss = silhouette_sample if len(X) > silhouette_sample else None
+        sil.append(float(silhouette_score(X, km.labels_, sample_size=ss, random_state=seed)))
+    Xg = X[rng.choice(len(X), gap_sample, replace=False)] if len(X) > gap_sample else X
+    gap, se = gap_statistic(Xg, ks, lambda D, k: _kmeans(D, k, seed, n_init).inertia_, gap_refs, seed)
+    return KSelection(
+        ks=ks, inertia=inertia, silhouette=sil, gap=gap.tolist(), gap_se=se.tolist(),
+        k_elbow=elbow_k(ks, inertia), k_silhouette=int(ks[int(np.argmax(sil))]), k_gap=gap_k(ks, gap, se),
+    )
+
+
+# --------------------------------------------------------------------------- naming
+
+# Archetype -> weights on the centroid's z-scores (recency, frequency, monetary, tenure).
+# A name is used only where its score clears NAME_THRESHOLD ("where the data supports it").
+ARCHETYPES: dict[str, tuple[float, float, float, float]] = {
+    "high value": (-1.0, 1.0, 1.0, 0.0),          # recent, frequent, big baskets
+    "lapsed": (1.0, -0.5, 0.0, 0.5),              # long gone, had been around
+    "new / low engagement": (-0.5, -1.0, 0.0, -1.0),  # short tenure, few purchases
+    "promotion-sensitive": (0.0, 0.5, -1.0, 0.0),  # buys fairly often, small baskets
+    "occasional": (0.0, -0.5, 0.5, 0.0),          # rare buyers with normal baskets
+    "intermittent": (0.0, 1.0, 0.0, 0.0),         # repeat buyers, neither recent nor gone
+}
+NAME_THRESHOLD = 0.5
+
+
+def _describe(z: np.ndarray) -> str:
+    """Fallback name from the centroid's levels, e.g. 'recent, frequent, low spend'."""
+    r, f, m = z[0], z[1], z[2]
+    words = ["recent" if r < -0.5 else "dormant" if r > 0.5 else "mid-recency",
+             "frequent" if f > 0.5 else "infrequent" if f < -0.5 else "mid-frequency",
+             "high spend" if m > 0.5 else "low spend" if m < -0.5 else "mid spend"]
+    return ", ".join(words)
+
+
+def name_segments(centroids_scaled: np.ndarray, feature_names: list[str]) -> list[str]:
+    """Unique, deterministic names from centroids (in z-score units of log1p features).
+
+    Archetype names go to clusters by a maximum-score one-to-one matching; a
+    cluster whose best available archetype scores below NAME_THRESHOLD gets a
+    descriptive name instead. Duplicates get ' (2)', ' (3)', ...
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    C = np.asarray(centroids_scaled, dtype=np.float64)
+    k = len(C)
+    order = [feature_names.index(f) for f in RFM_FEATURES if f in feature_names]
+    Z = np.zeros((k, 4))
+    Z[:, : len(order)] = C[:, order]
+    W = np.array(list(ARCHETYPES.values()))
+    W = W / np.linalg.norm(W, axis=1, keepdims=True)
+    scores = Z @ W.T  # k x archetypes
+    # Extra "descriptive" columns worth the threshold: chosen when no archetype beats it.
+    full = np.hstack([scores, np.full((k, k), NAME_THRESHOLD)])
+    rows, cols = linear_sum_assignment(full, maximize=True)
+    arche = list(ARCHETYPES)
+    names = [""] * k
+    for i, j in zip(rows, cols):
+        names[i] = arche[j] if j < len(arche) else _describe(Z[i])
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        seen[n] = seen.get(n, 0) + 1
+        if seen[n] > 1:
+            names[i] = f"{n} ({seen[n]})"
+    return names
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def _scale(rfm: pd.DataFrame, feature_names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """log1p (RFM is heavy-tailed) then StandardScaler; returns scaled X, mean, scale."""
+    from sklearn.preprocessing import StandardScaler
+
+    L = np.log1p(_feature_matrix(rfm, feature_names))
+    sc = StandardScaler().fit(L)
+    return sc.transform(L), sc.mean_.copy(), sc.scale_.copy()
+
+
+def fit_segments(
+    rfm: pd.DataFrame,
+    ks=range(3, 11),
+    rule: str | int = "silhouette",
+    seed: int = 0,
+    feature_names: list[str] | None = None,
+    silhouette_sample: int = 10000,
+    gap_refs: int = 10,
+    gap_sample: int = 3000,
+    n_init: int = 4,
+) -> tuple[SegmentModel, KSelection]:
+    """Scale RFM, pick k by ``rule`` ("silhouette" | "gap" | "elbow" | an int k), fit, name.
+
+    Segments are ordered by descending "value" (frequency + monetary - recency of
+    the centroid) so segment 0 is the most valuable, whatever k-means' labels were.
+    """
+    feature_names = list(feature_names or RFM_FEATURES)
+    if isinstance(rule, (int, np.integer)) and not isinstance(rule, bool):
+        ks_used = [int(rule)]
+    elif rule in RULES:
+        ks_used = ks
+    else:
+        raise ValueError(f"rule={rule!r}: expected one of {list(RULES)} or a fixed int k")
+    X, mean, scale = _scale(rfm, feature_names)
+    sel = select_k(X, ks_used, seed=seed, silhouette_sample=silhouette_sample,
+                   gap_refs=gap_refs, gap_sample=gap_sample, n_init=n_init)
+    k = int(rule) if len(ks_used) == 1 else {"silhouette": sel.k_silhouette, "gap": sel.k_gap,
+                                               "elbow": sel.k_elbow}[rule]
+    sel.chosen, sel.rule = k, str(rule)
+    C = _kmeans(X, k, seed, n_init).cluster_centers_
+    idx = {f: feature_names.index(f) for f in ("recency_days", "frequency", "monetary") if f in feature_names}
+    value = sum(C[:, idx[f]] * (-1 if f == "recency_days" else 1) for f in idx) if idx else np.zeros(k)
+    C = C[np.argsort(-np.asarray(value), kind="stable")]
+    model = SegmentModel(
+        feature_names=feature_names, scaler_mean=mean.tolist(), scaler_scale=scale.tolist(),
+        centroids=C.tolist(), names=name_segments(C, feature_names), k=k,
+    )
+    return model, sel
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def segment_summary(rfm: pd.DataFrame, labels_or_names, churn=None, intent=None) -> pd.DataFrame:
+    """Per segment: size, share, mean recency/frequency/monetary/tenure, churn and intent rates."""
+    seg = np.asarray(labels_or_names)
+    if len(seg) != len(rfm):
+        raise ValueError(f"labels_or_names has {len(seg)} entries but rfm has {len(rfm)} rows")
+    df = pd.DataFrame({"segment": seg})
+    for c in RFM_FEATURES:
+        if c in rfm.columns:
+            df[c] = rfm[c].to_numpy(dtype=np.float64)
+    for name, y in (("churn_rate", churn), ("intent_rate", intent)):
+        df[name] = np.nan if y is None else np.asarray(y, dtype=np.float64)
+    g = df.groupby("segment", sort=False)
+    out = g.mean()
+    out.insert(0, "n", g.size())
+    out.insert(1, "share", out["n"] / len(df))
+    out = out.rename(columns={c: f"mean_{c}" for c in RFM_FEATURES})
+    return out.sort_values("share", ascending=False, kind="stable").reset_index()
+
+
+def plot_k_selection(sel: KSelection, path) -> Path:
+    """Elbow, silhouette and gap panels in one PNG (Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    panels = [
+        ("inertia (elbow)", sel.inertia, None, sel.k_elbow),
+        ("silhouette", sel.silhouette, None, sel.k_silhouette),
+        ("gap statistic (1-SE)", sel.gap, sel.gap_se, sel.k_gap),
+    ]
+    for ax, (title, y, err, k_best) in zip(axes, panels):
+        ax.errorbar(sel.ks, y, yerr=err, marker="o", capsize=3 if err is not None else 0)
+        ax.axvline(k_best, color="tab:red", ls="--", lw=1, label=f"k = {k_best}")
+        if sel.chosen is not None and sel.chosen != k_best:
+            ax.axvline(sel.chosen, color="gray", ls=":", lw=1, label=f"chosen k = {sel.chosen}")
+        ax.set_title(title)
+        ax.set_xlabel("k")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def rfm_from_events(events: pd.DataFrame, cutoff) -> pd.DataFrame:
+    """RFM table (RFM_FEATURES) per customer from events with ts < ``cutoff`` (exclusive).
+
+    recency_days: days from the last purchase to cutoff (from the first event if
+    the customer never bought); frequency: purchases; monetary: mean purchase
+    amount (0 if none); tenure_days: days from the first event to cutoff.
+    """
+    cutoff = pd.Timestamp(cutoff)
+    ev = events.loc[events["ts"] < cutoff]
+    if ev.empty:
+        raise ValueError(f"no events before cutoff {cutoff}")
+    day = pd.Timedelta(days=1)
+    g = ev.groupby("customer_id", sort=True)
+    first = g["ts"].min()
+    buys = ev.loc[ev["event_type"] == "purchase"].groupby("customer_id", sort=True)
+    last_buy = buys["ts"].max().reindex(first.index)
+    out = pd.DataFrame(index=first.index)
+    out["recency_days"] = (cutoff - last_buy.fillna(first)) / day
+    out["frequency"] = buys.size().reindex(first.index).fillna(0).astype(np.int64)
+    out["monetary"] = buys["amount"].mean().reindex(first.index).fillna(0.0)
+    out["tenure_days"] = (cutoff - first) / day
+    return out

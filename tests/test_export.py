@@ -1,0 +1,83 @@
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from sellerlift.export import (INPUT_NAMES, ParityError, check_parity, example_inputs, export_sequence_onnx,
+                               verify_bundle, write_bundle)
+from sellerlift.features import AGGREGATES, EVENT_NUMERIC, FeatureSpec
+from sellerlift.models.networks import ExportWrapper, GRUEncoder, SequenceNet, TransformerEncoder
+
+F, A = len(EVENT_NUMERIC), len(AGGREGATES)
+
+
+@pytest.fixture(scope="module")
+def gru_onnx(tmp_path_factory):
+    torch.manual_seed(0)
+    net = SequenceNet(GRUEncoder(16, 16), d_model=16, head_hidden=16).eval()
+    path = export_sequence_onnx(net, tmp_path_factory.mktemp("onnx") / "sequence.onnx", F, A)
+    return net, path
+
+
+@pytest.mark.parametrize("encoder", ["gru", "transformer"])
+def test_padding_does_not_leak_into_the_representation(encoder):
+    torch.manual_seed(0)
+    enc = GRUEncoder(16, 16) if encoder == "gru" else TransformerEncoder(16, 2, 1, 32, 0.0)
+    net = ExportWrapper(SequenceNet(enc, d_model=16, head_hidden=16)).eval()
+    ex = example_inputs(3, 5, F, A)
+    args = [torch.from_numpy(ex[k]) for k in INPUT_NAMES]
+    with torch.no_grad():
+        base = net(*args)
+        # garbage in the padded positions and extra padding columns change nothing
+        et, num, length, agg = args
+        mask = torch.arange(5)[None, :] < length[:, None]
+        noisy_num = torch.where(mask[..., None], num, torch.randn_like(num) * 10)
+        wider_et = torch.cat([et, torch.zeros(3, 4, dtype=et.dtype)], 1)
+        wider_num = torch.cat([noisy_num, torch.randn(3, 4, F)], 1)
+        other = net(wider_et, wider_num, length, agg)
+    for a, b in zip(base, other):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_empty_history_gives_finite_outputs():
+    net = ExportWrapper(SequenceNet(TransformerEncoder(16, 2, 1, 32), d_model=16, head_hidden=16)).eval()
+    ex = example_inputs(2, 3, F, A)
+    ex["length"][:] = 0
+    with torch.no_grad():
+        out = net(*(torch.from_numpy(ex[k]) for k in INPUT_NAMES))
+    assert all(torch.isfinite(o).all() for o in out)
+
+
+def test_onnx_matches_torch_on_many_shapes(gru_onnx):
+    net, path = gru_onnx
+    assert check_parity(net, path, F, A) <= 1e-5
+    sess = ort.InferenceSession(str(path))
+    ex = example_inputs(5, 200, F, A)  # longer than anything seen at export time
+    out = sess.run(None, ex)
+    assert out[0].shape == (5,) and out[2].shape[0] == 5
+
+
+def test_parity_failure_is_loud(gru_onnx, tmp_path):
+    net, path = gru_onnx
+    changed = SequenceNet(GRUEncoder(16, 16), d_model=16, head_hidden=16).eval()  # other weights
+    with pytest.raises(ParityError, match="parity failed"):
+        check_parity(changed, path, F, A)
+
+
+def test_bundle_manifest_and_tamper_detection(gru_onnx, tmp_path):
+    _, path = gru_onnx
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    onnx_copy = bundle / "sequence.onnx"
+    onnx_copy.write_bytes(path.read_bytes())
+    write_bundle(bundle, {"sequence": onnx_copy}, FeatureSpec(max_len=8), {"test/intent_auroc": 0.7})
+    manifest = verify_bundle(bundle)
+    assert manifest["files"]["sequence"]["sha256"] and manifest["discount_levels"][0] == 0
+    assert json.loads((bundle / "feature_spec.json").read_text())["max_len"] == 8
+    data = bytearray(onnx_copy.read_bytes())
+    data[-1] ^= 0xFF
+    onnx_copy.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256"):
+        verify_bundle(bundle)

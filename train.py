@@ -15,7 +15,7 @@ def main(cfg: DictConfig) -> float | None:
     from sellerlift.pipeline import run
 
     result = run(cfg)
-    return result.test_metrics.get("test/churn_auroc")
+    return result.metrics.get("test/churn_auroc")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@ CONFIGS = REPO / "configs"
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+@pytest.fixture(autouse=True)
+def _no_tracking_uri_leaks(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 def compose_config(overrides=(), root: Path | None = None):
     """The same config `python train.py <overrides>` would see, rooted at ``root``."""
     overrides = list(overrides)

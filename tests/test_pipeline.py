@@ -37,8 +37,9 @@ def test_tiny_run_tracks_exports_and_registers(tiny_config, tmp_path, model):
     # Bundle: manifest with sha256, feature spec, metrics; ONNX loads and is in parity.
     manifest = verify_bundle(result.bundle_dir)
     assert manifest["feature_spec"]["max_len"] == 32
-    assert manifest["metrics"] == pytest.approx(result.test_metrics)
-    assert result.parity <= 1e-5
+    assert manifest["metrics"] == pytest.approx(result.metrics)
+    assert "segments" in manifest["files"]
+    assert result.bundle_extra["onnx_parity_max_abs_diff"] <= 1e-5
     sess = ort.InferenceSession(str(result.bundle_dir / "sequence.onnx"))
     assert [i.name for i in sess.get_inputs()] == ["event_type", "numeric", "length", "aggregates"]
 

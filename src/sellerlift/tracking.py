@@ -6,6 +6,7 @@ Default store: ``sqlite:///<repo>/mlruns/mlflow.db`` with artifacts under
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,12 +43,22 @@ def register_onnx(tracking_uri: str, run_id: str, onnx_path: str | Path, registe
     import mlflow
     import onnx
 
+    # mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI in os.environ: put it back afterwards.
+    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+    previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        # Explicit requirements: inferring them imports half the environment (seconds per call).
-        info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name=artifact_name,
-                                     registered_model_name=registered_name,
-                                     pip_requirements=["onnxruntime", "numpy"])
+    try:
+        with mlflow.start_run(run_id=run_id):
+            # Explicit requirements: inferring them imports half the environment (seconds per call).
+            info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name=artifact_name,
+                                         registered_model_name=registered_name,
+                                         pip_requirements=["onnxruntime", "numpy"])
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
     return info.registered_model_version
 
 

@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, from the local CPU wheel: nothing below may pull a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[train,dev]"
+	$(PY) -m pip install -q -e ".[train,serve,dev]"
 	# CDNOW_master.txt ships inside the Lifetimes wheel; its code is never imported (breaks on pandas 3).
 	$(PY) -m pip install -q --no-deps lifetimes==0.11.3
 	@touch $(STAMP)

@@ -54,8 +54,14 @@ def prepare(tables: Tables, cfg: DictConfig) -> Prepared:
 
 
 def _quiet_libraries() -> None:
-    for name in ("torch.onnx", "torch._export", "torch.export", "onnxscript", "alembic", "mlflow"):
+    """Keep the console for our progress and results: libraries' chatter goes to WARNING+."""
+    import mlflow  # noqa: F401  (configures its logger on import; set levels after that)
+
+    for name in ("torch.onnx", "torch._export", "torch.export", "onnxscript", "onnx_ir", "alembic", "mlflow"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", module="torch.onnx")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*axis name.*")
@@ -126,8 +132,8 @@ def _finish(ctx: RunContext) -> None:
 
 def _print_summary(ctx: RunContext) -> None:
     table = Table(title=f"{ctx.cfg.model.name} on {ctx.tables.name}: test set", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
     for name, value in ctx.summary_rows:
         table.add_row(name, value)
     if ctx.run_id:

@@ -114,3 +114,73 @@ def load_cdnow_events(path: str | os.PathLike | None = None) -> pd.DataFrame:
     })
     df = validate(df, "events", source=str(path))
     return sort_table(df, "events")
+
+
+# --------------------------------------------------------------------------- data source
+
+DEFAULT_CUTOFF = "1997-10-01"  # exclusive: history through 1997-09-30, the classic 39-week calibration
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class CDNOWSource:
+    """CDNOW as a pipeline data source (``configs/data/cdnow.yaml``).
+
+    ``cutoff`` is exclusive: events with ``ts < cutoff`` are history, the rest is
+    the future the labels are read from. The default 1997-10-01 gives history
+    through 1997-09-30. ``horizons`` (the config's ``data.horizons``) is checked
+    here, before any work starts: a cutoff that leaves no room for the longest
+    label window, or that lies before the first purchase, fails with a message
+    naming the config keys. One store: ``seller_id`` is 0 for every row.
+    """
+
+    name = "cdnow"
+
+    def __init__(self, cutoff: str = DEFAULT_CUTOFF, which: str = "master", path: str | None = None,
+                 horizons: dict | None = None, min_customers: int = 50):
+        try:
+            self.cutoff = pd.Timestamp(cutoff)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"data.source.cutoff={cutoff!r} is not a date; expected e.g. 1997-10-01 ({e})") from None
+        if self.cutoff.tzinfo is not None:
+            self.cutoff = self.cutoff.tz_convert("UTC").tz_localize(None)
+        self.which = which
+        self.path = Path(path) if path else None
+        self.horizons = {str(k): int(v) for k, v in (horizons or {}).items()}
+        self.min_customers = int(min_customers)
+
+    def _path(self) -> Path:
+        return self.path if self.path is not None else cdnow_path(self.which)
+
+    def fingerprint(self, path: Path | None = None) -> str:
+        sha = _file_sha256(path or self._path())
+        return f"cdnow-{sha[:16]}-cutoff{self.cutoff:%Y%m%d}"
+
+    def load(self):
+        from sellerlift.data.sources import Tables
+        from sellerlift.labels import check_horizon
+
+        path = self._path()
+        events = load_cdnow_events(path)
+        first, last = events["ts"].min(), events["ts"].max()
+        history = events["ts"] < self.cutoff
+        n_customers = events.loc[history, "customer_id"].nunique()
+        if n_customers < self.min_customers:
+            raise ValueError(
+                f"data.source.cutoff={self.cutoff.date()}: only {n_customers} customer(s) of {path.name} have "
+                f"purchases before the cutoff (need >= {self.min_customers}); the data runs from {first.date()} "
+                f"to {last.date()}: choose a later cutoff"
+            )
+        if self.horizons:
+            key, days = max(self.horizons.items(), key=lambda kv: kv[1])
+            check_horizon(events, self.cutoff, days,
+                          source=f"{path.name} (data.source.cutoff={self.cutoff.date()}, data.horizons.{key}={days})")
+        return Tables(self.name, events, self.cutoff, self.fingerprint(path))

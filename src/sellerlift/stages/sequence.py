@@ -111,14 +111,14 @@ def _log_plots(ctx: RunContext, net) -> None:
 
 def _summary(m: dict, c: dict, timings: dict, parity: float) -> list[tuple[str, str]]:
     def fmt(d, k):
-        return f"{d[k]:.4f}" if k in d else "—"
+        return f"{d[k]:.3f}" if k in d else "—"
 
     rows = []
     for head in TARGETS:
-        rows.append((f"{head}: AUROC (ceiling) / AP (ceiling) / ECE / precision@top20%",
-                     f"{fmt(m, f'test/{head}_auroc')} ({fmt(c, f'ceiling/{head}_auroc')}) / "
-                     f"{fmt(m, f'test/{head}_ap')} ({fmt(c, f'ceiling/{head}_ap')}) / "
-                     f"{fmt(m, f'test/{head}_ece')} / {fmt(m, f'test/{head}_precision_top20')}"))
+        rows.append((f"{head}: AUROC (ceiling)", f"{fmt(m, f'test/{head}_auroc')} ({fmt(c, f'ceiling/{head}_auroc')})"))
+        rows.append((f"{head}: AP (ceiling) · ECE · precision@top20%",
+                     f"{fmt(m, f'test/{head}_ap')} ({fmt(c, f'ceiling/{head}_ap')}) · {fmt(m, f'test/{head}_ece')}"
+                     f" · {fmt(m, f'test/{head}_precision_top20')}"))
     rows.append(("training throughput", f"{timings.get('train_sequences_per_s', float('nan')):,.0f} sequences/s"))
     rows.append(("ONNX parity max |torch - onnx|", f"{parity:.1e}"))
     return rows

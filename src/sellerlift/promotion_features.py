@@ -1,0 +1,151 @@
+"""Inputs of the promotion response model (DIPN), in pure NumPy/pandas (no torch).
+
+The inference server calls :func:`dipn_inputs` on the output of
+``features.build_features(events, cutoff, spec)`` (already standardised with the
+bundle's feature spec) and, when the bundle says ``uses_sequence_outputs``, on the
+outputs of ``sequence.onnx`` for the same customers. Training calls the same
+function, on features computed *as of each offer's time* by
+:func:`offer_time_features`, so the model sees at training time exactly what the
+server will compute at scoring time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from sellerlift.features import AGGREGATES, FeatureSpec, SequenceFeatures, build_features
+from sellerlift.schema import EVENT_TYPES
+
+# Sequence-model outputs DIPN may read (probabilities, one column each).
+SEQUENCE_OUTPUTS = ("intent_7d", "churn_90d")
+SECONDS_PER_DAY = 86_400
+
+
+def input_names(uses_sequence_outputs: bool) -> list[str]:
+    """Column names of :func:`dipn_inputs`, in order (written into the bundle manifest)."""
+    names = [f"aggregate/{a}" for a in AGGREGATES]
+    if uses_sequence_outputs:
+        names += [f"sequence/{o}" for o in SEQUENCE_OUTPUTS]
+    return names
+
+
+def dipn_inputs(feats: SequenceFeatures, sequence_outputs: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """float32 [n, F]: the standardised aggregates, then (optionally) the sequence model's scores.
+
+    ``feats`` must come from ``FeatureSpec.transform`` (build_features with a fitted
+    spec). ``sequence_outputs`` maps ``intent_7d`` / ``churn_90d`` to [n] or [n, 1]
+    probabilities from ``sequence.onnx``; they enter as centred logits.
+    """
+    agg = np.asarray(feats.aggregates, dtype=np.float32)
+    if agg.ndim != 2 or agg.shape[1] != len(AGGREGATES):
+        raise ValueError(f"feats.aggregates: expected [n, {len(AGGREGATES)}], got {agg.shape}")
+    cols = [agg]
+    if sequence_outputs is not None:
+        for name in SEQUENCE_OUTPUTS:
+            if name not in sequence_outputs:
+                raise ValueError(f"sequence_outputs: missing '{name}'; got {sorted(sequence_outputs)}")
+            p = np.asarray(sequence_outputs[name], dtype=np.float64).reshape(-1)
+            if len(p) != len(agg):
+                raise ValueError(f"sequence_outputs['{name}']: expected {len(agg)} rows, got {len(p)}")
+            p = np.clip(p, 1e-4, 1 - 1e-4)
+            cols.append((np.log(p / (1 - p)) / 4.0).astype(np.float32)[:, None])  # logit, roughly unit scale
+    out = np.concatenate(cols, axis=1).astype(np.float32)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _seconds(ts) -> np.ndarray:
+    return np.asarray(ts, dtype="datetime64[s]").astype(np.int64)
+
+
+def offer_time_features(
+    events: pd.DataFrame,
+    customer_id: np.ndarray,
+    offer_ts: np.ndarray,
+    spec: FeatureSpec,
+    chunk_rows: int = 4_000_000,
+) -> SequenceFeatures:
+    """Features of each (customer, offer time) pair as of that time, one row per offer.
+
+    Vectorised: every offer's history (its customer's events strictly before the
+    offer time) is shifted in time so all offers share one reference cutoff, and
+    the offers become pseudo-customers of a single :func:`build_features` call
+    (features depend on times only through differences to the cutoff and between
+    events, so the shift is exact). Chunked to bound memory.
+    """
+    if not spec.fitted:
+        raise ValueError("spec: expected a fitted FeatureSpec (the run's, fitted on training customers)")
+    customer_id = np.asarray(customer_id)
+    t_offer = _seconds(offer_ts)
+    n = len(customer_id)
+    # Events sorted by (customer, ts) with integer customer codes.
+    codes_all, labels = pd.factorize(events["customer_id"].to_numpy(), sort=True)
+    ts_all = _seconds(events["ts"].to_numpy())
+    order = np.lexsort((ts_all, codes_all))
+    codes, ts = codes_all[order], ts_all[order]
+    col = events["event_type"]
+    if isinstance(col.dtype, pd.CategoricalDtype) and tuple(col.cat.categories) == EVENT_TYPES:
+        type_codes = col.cat.codes.to_numpy()
+    else:
+        type_codes = pd.Categorical(col.astype(object), categories=list(EVENT_TYPES)).codes
+    if (type_codes < 0).any():
+        raise ValueError(f"event_type: unknown value(s); expected one of {list(EVENT_TYPES)}")
+    etype = type_codes[order].astype(np.int8)
+    amount = events["amount"].to_numpy(dtype=np.float64)[order]
+    if len(ts) and ts.min() < 0:
+        raise ValueError("events.ts: times before 1970 are not supported")
+    big = np.int64(1) << 33  # > any seconds-since-1970 before 2100
+    key = codes.astype(np.int64) * big + ts
+    cust_start = np.searchsorted(codes, np.arange(len(labels)), side="left")
+    offer_code = pd.Index(labels).get_indexer(customer_id)
+    known = offer_code >= 0
+    start = np.where(known, cust_start[np.maximum(offer_code, 0)], 0)
+    end = np.where(known, np.searchsorted(key, np.maximum(offer_code, 0).astype(np.int64) * big + t_offer), 0)
+    count = end - start
+    ref = int(t_offer.max()) + 1 if n else 0
+    ref_ts = pd.Timestamp(ref, unit="s")
+
+    parts: list[SequenceFeatures] = []
+    csum = np.concatenate([[0], np.cumsum(count)])
+    a = 0
+    while a < n or (n == 0 and not parts):
+        # offers [a, b) with at most chunk_rows events (at least one offer)
+        b = max(a + 1, int(np.searchsorted(csum, csum[a] + chunk_rows, side="right")) - 1)
+        b = min(b, n)
+        cnt = count[a:b]
+        rows = np.repeat(start[a:b] - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt) + np.arange(cnt.sum())
+        pseudo = np.repeat(np.arange(b - a, dtype=np.int64), cnt)
+        shift = np.repeat(ref - t_offer[a:b], cnt)
+        frame = pd.DataFrame({
+            "customer_id": pseudo,
+            "ts": (ts[rows] + shift).astype("datetime64[s]"),
+            "event_type": pd.Categorical.from_codes(etype[rows], categories=list(EVENT_TYPES)),
+            "amount": amount[rows],
+        })
+        parts.append(build_features(frame, ref_ts, spec, customers=np.arange(b - a, dtype=np.int64)))
+        a = b
+        if n == 0:
+            break
+    feats = _concat(parts)
+    feats.customer_id = customer_id.copy()
+    return feats
+
+
+def _concat(parts: list[SequenceFeatures]) -> SequenceFeatures:
+    if len(parts) == 1:
+        return parts[0]
+    return SequenceFeatures(
+        np.concatenate([p.customer_id for p in parts]),
+        np.concatenate([p.event_type for p in parts]),
+        np.concatenate([p.numeric for p in parts]),
+        np.concatenate([p.length for p in parts]),
+        np.concatenate([p.aggregates for p in parts]),
+        pd.concat([p.raw_aggregates for p in parts], ignore_index=True),
+    )
+
+
+def order_value(feats: SequenceFeatures, fallback: float) -> np.ndarray:
+    """Expected order value per customer for allocation: observed mean basket, else ``fallback``."""
+    raw = feats.raw_aggregates
+    has = raw["has_purchase"].to_numpy() > 0
+    return np.where(has, raw["monetary"].to_numpy(dtype=np.float64), float(fallback))

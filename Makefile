@@ -8,13 +8,14 @@ PORT   ?= 5000
 # Tests use both cores; set PYTEST_WORKERS=0 for a serial run.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install train train-transformer test test-slow ui clean
+.PHONY: help install train train-transformer test test-slow ui bench bench-quick clean
 
 help:
 	@echo "make train        train + track + export the default model on the simulator"
 	@echo "make test         the fast test suite (what CI runs)"
 	@echo "make test-slow    the slow tests"
 	@echo "make ui           the MLflow UI on http://$(HOST):$(PORT)"
+	@echo "make bench        every benchmark; results in benchmarks/results and docs/benchmarks.md"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -39,6 +40,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -n $(PYTEST_WORKERS) --timeout=3600 $(ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py $(ARGS)
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/run_all.py --quick $(ARGS)
 
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \

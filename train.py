@@ -15,7 +15,9 @@ def main(cfg: DictConfig) -> float | None:
     from sellerlift.pipeline import run
 
     result = run(cfg)
-    return result.metrics.get("test/churn_auroc")
+    # What a sweep optimises (configs/train.yaml `optimized_metric`, a validation metric).
+    value = result.metrics.get(cfg.get("optimized_metric") or "val/churn_auroc")
+    return None if value is None else float(value)
 
 
 if __name__ == "__main__":

@@ -188,6 +188,7 @@ class Model:
     segments: object | None  # sellerlift.segment.SegmentModel
     dipn: object | None  # onnxruntime.InferenceSession
     dipn_inputs: object | None  # callable(feats, sequence_outputs) -> float32 [B, F]
+    dipn_uses_sequence: bool
     levels: tuple[int, ...]
     loaded_at: float = field(default_factory=time.time)
 
@@ -234,6 +235,7 @@ class Model:
                 raise BundleError(f"{bundle_dir}: segments.json is not a valid SegmentModel ({err})") from None
         levels = tuple(int(x) for x in manifest.get("discount_levels", DISCOUNT_LEVELS))
         dipn = dipn_inputs = None
+        uses_seq = False
         if "dipn" in blobs:
             dipn_inputs = _dipn_inputs_fn()
             try:
@@ -243,8 +245,20 @@ class Model:
             if [i.name for i in dipn.get_inputs()] != [DIPN_INPUT] or DIPN_OUTPUT not in [
                     o.name for o in dipn.get_outputs()]:
                 raise BundleError(f"{bundle_dir}: dipn.onnx must map '{DIPN_INPUT}' -> '{DIPN_OUTPUT}'")
+            info = manifest.get("dipn") or {}
+            width = dipn.get_inputs()[0].shape[-1]
+            if "uses_sequence_outputs" in info:
+                uses_seq = bool(info["uses_sequence_outputs"])
+            else:  # older manifests: tell from the input width
+                from sellerlift.features import AGGREGATES
+
+                uses_seq = isinstance(width, int) and width != len(AGGREGATES)
+            names = info.get("inputs")
+            if isinstance(width, int) and isinstance(names, list) and len(names) != width:
+                raise BundleError(f"{bundle_dir}: manifest lists {len(names)} DIPN inputs but dipn.onnx takes {width}")
         model = cls(bundle_dir=bundle_dir, source=source, manifest=MappingProxyType(manifest), manifest_sha256=msha,
-                    spec=spec, sequence=seq, segments=segments, dipn=dipn, dipn_inputs=dipn_inputs, levels=levels)
+                    spec=spec, sequence=seq, segments=segments, dipn=dipn, dipn_inputs=dipn_inputs,
+                    dipn_uses_sequence=uses_seq, levels=levels)
         model.warm_up()
         log.info("loaded bundle %s (version %s, run %s, %s) in %.2fs; promotion model: %s", bundle_dir,
                  model.version, model.run_id, source, time.perf_counter() - t0, "yes" if dipn else "no")
@@ -315,7 +329,8 @@ class Model:
         """Conversion probability at each discount level, [n, K] float32."""
         if self.dipn is None:
             raise RuntimeError("no promotion model in this bundle")
-        x = np.ascontiguousarray(self.dipn_inputs(feats, sequence_outputs), dtype=np.float32)
+        x = self.dipn_inputs(feats, sequence_outputs if self.dipn_uses_sequence else None)
+        x = np.ascontiguousarray(x, dtype=np.float32)
         (curve,) = self.dipn.run([DIPN_OUTPUT], {DIPN_INPUT: x})
         if curve.shape != (len(feats.length), len(self.levels)) or not np.isfinite(curve).all():
             raise RuntimeError(f"promotion model returned shape {curve.shape} / non-finite values; expected "

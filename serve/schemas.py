@@ -8,14 +8,18 @@ vectorised, in :mod:`serve.app`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from sellerlift.schema import EVENT_TYPES
 
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
-CustomerId = StrictStr | StrictInt
+CustomerId = Annotated[StrictStr, Field(min_length=1, max_length=256)] | StrictInt
+# ISO 8601 date, optionally followed by a time and offset; the rest is checked by the parser.
+# (Also keeps out words pandas would accept, such as "now".)
+TS_PATTERN = r"^(19|20|21)\d\d-?\d\d-?\d\d([T ][0-9:.,]+(Z|[+-]\d\d(:?\d\d)?)?)?$"
+Timestamp = Annotated[StrictStr, Field(max_length=64, pattern=TS_PATTERN)]
 
 _STRICT = ConfigDict(strict=True, extra="forbid")
 
@@ -33,7 +37,7 @@ _EXAMPLE_CUSTOMERS = [
 class Event(BaseModel):
     model_config = _STRICT
     type: EventType = Field(description="what happened; one of " + ", ".join(EVENT_TYPES))
-    ts: StrictStr = Field(max_length=64, description="ISO 8601 time; an offset is converted to UTC, no offset = UTC. "
+    ts: Timestamp = Field(description="ISO 8601 time; an offset is converted to UTC, no offset = UTC. "
                                                      "Must not be after the customer's as-of time.")
     amount: float = Field(0.0, ge=0.0, allow_inf_nan=False,
                           description="order value for purchases (net of discount), else 0")
@@ -42,7 +46,7 @@ class Event(BaseModel):
 class Customer(BaseModel):
     model_config = _STRICT
     customer_id: CustomerId = Field(description="your identifier, echoed back (string <= 256 chars or integer)")
-    as_of: StrictStr | None = Field(None, max_length=64,
+    as_of: Timestamp | None = Field(None,
                                     description="score as of this time (ISO 8601); default: the request's as_of")
     events: list[Event] = Field(default_factory=list, description="raw history, any order; empty = cold start")
 
@@ -50,7 +54,7 @@ class Customer(BaseModel):
 class ScoreRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": [
         {"as_of": "2026-01-01T00:00:00Z", "customers": _EXAMPLE_CUSTOMERS}]})
-    as_of: StrictStr | None = Field(None, max_length=64, description="default as-of time for every customer")
+    as_of: Timestamp | None = Field(None, description="default as-of time for every customer")
     customers: list[Customer] = Field(description="customers to score (limit: max_customers)")
 
 
@@ -106,7 +110,7 @@ class AllocateRequest(BaseModel):
             {**_EXAMPLE_CUSTOMERS[0], "value": 60.0, "margin": 0.4, "seller_id": "s-1"},
             {**_EXAMPLE_CUSTOMERS[1], "value": 35.0, "margin": 0.3, "seller_id": "s-2"},
         ]}]})
-    as_of: StrictStr | None = Field(None, max_length=64)
+    as_of: Timestamp | None = Field(None)
     customers: list[AllocateCustomer]
     budget: float | None = Field(None, ge=0.0, allow_inf_nan=False,
                                  description="cap on total expected discount spend; null = no total cap")

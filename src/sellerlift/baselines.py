@@ -322,7 +322,7 @@ class LightGBMBaseline(_PerHeadSklearn):
         yv = data.targets[val, i]
         if len(val) and 0 < yv.mean() < 1:
             Xv = pd.DataFrame(data.X[val], columns=data.feature_names)
-            model.fit(X, y, eval_set=[(Xv, yv.astype(np.int64))], eval_metric="binary_logloss",
+            model.fit(X, y, eval_X=(Xv,), eval_y=(yv.astype(np.int64),), eval_metric="binary_logloss",
                       callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
         else:  # no usable validation split: a fixed, modest number of rounds
             model.set_params(n_estimators=min(self.n_estimators, 200))

@@ -24,7 +24,7 @@ import pandas as pd
 
 from sellerlift.schema import EVENT_TYPES
 
-SECONDS_PER_DAY = 86_400.0
+US_PER_DAY = 86_400e6  # timestamps are handled as int64 microseconds
 EVENT_NUMERIC = ("log_amount", "log_gap_days", "log_age_days")
 PURCHASE = EVENT_TYPES.index("purchase") + 1  # type ids start at 1; 0 is padding
 
@@ -122,8 +122,8 @@ class SequenceFeatures:
         return self.raw_aggregates[cols].set_index(pd.Index(self.customer_id, name="customer_id"))
 
 
-def _to_seconds(ts) -> np.ndarray:
-    return np.asarray(ts, dtype="datetime64[s]").astype(np.int64)
+def _to_micros(ts) -> np.ndarray:
+    return np.asarray(ts, dtype="datetime64[us]").astype(np.int64)
 
 
 def _type_ids(col: pd.Series) -> np.ndarray:
@@ -151,10 +151,12 @@ def build_features(
     """
     spec = spec or FeatureSpec()
     L = int(spec.max_len)
-    cutoff_s = _to_seconds(np.datetime64(pd.Timestamp(cutoff).tz_localize(None) if pd.Timestamp(cutoff).tzinfo
-                                         else pd.Timestamp(cutoff), "s"))
-    ts = _to_seconds(events["ts"].to_numpy())
-    keep = ts < cutoff_s
+    cutoff = pd.Timestamp(cutoff)
+    if cutoff.tzinfo is not None:  # the contract's timestamps are naive UTC
+        cutoff = cutoff.tz_convert("UTC").tz_localize(None)
+    cutoff_us = _to_micros(np.datetime64(cutoff, "us"))
+    ts = _to_micros(events["ts"].to_numpy())
+    keep = ts < cutoff_us
     cid = events["customer_id"].to_numpy()[keep]
     ts = ts[keep]
     etype = _type_ids(events["event_type"])[keep]
@@ -188,9 +190,9 @@ def build_features(
     # Per-event numeric features.
     gap = np.zeros(len(ts), dtype=np.float64)
     if len(ts) > 1:
-        gap[1:] = (ts[1:] - ts[:-1]) / SECONDS_PER_DAY
+        gap[1:] = (ts[1:] - ts[:-1]) / US_PER_DAY
         gap[starts] = 0.0  # first event of a customer has no predecessor
-    age = (cutoff_s - ts) / SECONDS_PER_DAY
+    age = (cutoff_us - ts) / US_PER_DAY
     numeric_rows = np.stack([np.log1p(amount), np.log1p(gap), np.log1p(age)], axis=1).astype(np.float32)
 
     # Keep the last L events of each customer, oldest first, padded on the right.
@@ -206,7 +208,7 @@ def build_features(
     length = np.zeros(n, dtype=np.int64)
     length[slot] = kept
 
-    raw = _aggregates(n, slot, starts, counts, ts, etype, amount, cutoff_s)
+    raw = _aggregates(n, slot, starts, counts, ts, etype, amount, cutoff_us)
     agg = raw.to_numpy(dtype=np.float64).copy()
     for j, name in enumerate(AGGREGATES):
         if name in _LOG_AGGREGATES:
@@ -240,8 +242,8 @@ def _segment_sum(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> 
     return cums[starts + counts] - cums[starts]
 
 
-def _aggregates(n, slot, starts, counts, ts, etype, amount, cutoff_s) -> pd.DataFrame:
-    days_before = (cutoff_s - ts) / SECONDS_PER_DAY
+def _aggregates(n, slot, starts, counts, ts, etype, amount, cutoff_us) -> pd.DataFrame:
+    days_before = (cutoff_us - ts) / US_PER_DAY
     is_purchase = etype == PURCHASE
     out = {name: np.zeros(n) for name in AGGREGATES}
     if len(starts):

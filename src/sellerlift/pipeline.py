@@ -86,22 +86,59 @@ def run(cfg: DictConfig) -> RunResult:
                   f"cutoff {tables.cutoff.date()}; intent rate {prep.targets[:, 0].mean():.3f}, "
                   f"churn rate {prep.targets[:, 1].mean():.3f}")
 
-    logger = instantiate(cfg.logger) if cfg.get("logger") else None
+    # Multi-process training (trainer=ddp_cpu, multi-node): only global rank 0 tracks, exports and writes.
+    zero = is_global_zero()
+    logger = instantiate(cfg.logger, **_logger_kwargs(cfg)) if cfg.get("logger") and zero else None
     run_id = logger.run_id if logger is not None else None
     bundle_dir = root / cfg.paths.bundles_dir / (run_id or time.strftime("%Y%m%d-%H%M%S"))
-    bundle_dir.mkdir(parents=True, exist_ok=True)
+    if zero:
+        bundle_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(cfg, root, tables, prep, bundle_dir, logger, run_id)
     ctx.timings["data_s"] = time.perf_counter() - t0
     try:
         _start_tracking(ctx)
         for stage in stages:
             stage(ctx)
-        _finish(ctx)
+            if not zero:  # other ranks only help train the model stage
+                break
+        if zero:
+            _finish(ctx)
     except BaseException as err:
         if ctx.client is not None:
             tracking.mark_failed(ctx.client, run_id, err)
         raise
     return RunResult(run_id, bundle_dir, dict(ctx.metrics), dict(ctx.timings), dict(ctx.bundle_extra))
+
+
+def is_global_zero() -> bool:
+    """True in the process that owns the MLflow run and the bundle (global rank 0, or no DDP at all).
+
+    Read from the environment the launchers set (Lightning's subprocess launcher: LOCAL_RANK and
+    NODE_RANK; torchrun: RANK; SLURM: SLURM_PROCID), since the run starts before the Trainer exists.
+    """
+    import os
+
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").strip().isdigit():
+            return int(os.environ[var]) == 0
+    node = os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0")).strip() or "0"
+    local = os.environ.get("LOCAL_RANK", "0").strip() or "0"
+    return int(node) == 0 and int(local) == 0
+
+
+def _logger_kwargs(cfg: DictConfig) -> dict:
+    """Run tags known at creation: the parent run of a sweep trial (``tracking.parent_run_id``)."""
+    parent = (cfg.get("tracking") or {}).get("parent_run_id")
+    if not parent:
+        return {}
+    tags = {"mlflow.parentRunId": str(parent)}
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():  # a sweep trial: which one, with which overrides
+        hc = HydraConfig.get()
+        tags["sweep.trial"] = str(hc.job.get("num", ""))
+        tags["sweep.overrides"] = " ".join(hc.overrides.task)[:5000]
+    return {"tags": tags}
 
 
 def _start_tracking(ctx: RunContext) -> None:
@@ -126,8 +163,21 @@ def _finish(ctx: RunContext) -> None:
     if ctx.client is not None:
         ctx.log_metrics({f"timing/{k}": v for k, v in ctx.timings.items()})
         ctx.client.log_artifacts(ctx.run_id, str(ctx.bundle_dir), "bundle")
+        _after_run(ctx)
         ctx.client.set_terminated(ctx.run_id, "FINISHED")
     _print_summary(ctx)
+
+
+def _after_run(ctx: RunContext) -> None:
+    """Champion check (registry alias) and the run report, once the bundle is logged."""
+    from sellerlift import champion, report
+
+    if (ctx.cfg.get("champion") or {}).get("enabled", False):
+        decision = champion.check_run(ctx.client, ctx.run_id, ctx.cfg, bundle_dir=ctx.bundle_dir)
+        if decision is not None:
+            ctx.summary_rows.append(("champion", decision.summary()))
+    if (ctx.cfg.get("report") or {}).get("enabled", False):
+        ctx.summary_rows.append(("report", report.log_report(ctx.client, ctx.run_id)))
 
 
 def _print_summary(ctx: RunContext) -> None:

@@ -19,7 +19,6 @@ from sellerlift.schema import EVENT_TYPES
 
 # Sequence-model outputs DIPN may read (probabilities, one column each).
 SEQUENCE_OUTPUTS = ("intent_7d", "churn_90d")
-SECONDS_PER_DAY = 86_400
 
 
 def input_names(uses_sequence_outputs: bool) -> list[str]:
@@ -54,8 +53,8 @@ def dipn_inputs(feats: SequenceFeatures, sequence_outputs: dict[str, np.ndarray]
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def _seconds(ts) -> np.ndarray:
-    return np.asarray(ts, dtype="datetime64[s]").astype(np.int64)
+def _micros(ts) -> np.ndarray:
+    return np.asarray(ts, dtype="datetime64[us]").astype(np.int64)
 
 
 def offer_time_features(
@@ -67,6 +66,24 @@ def offer_time_features(
 ) -> SequenceFeatures:
     """Features of each (customer, offer time) pair as of that time, one row per offer.
 
+    See :func:`iter_offer_time_features`; this concatenates its chunks.
+    """
+    parts = [f for _, f in iter_offer_time_features(events, customer_id, offer_ts, spec, chunk_rows=chunk_rows)]
+    feats = _concat(parts)
+    feats.customer_id = np.asarray(customer_id).copy()
+    return feats
+
+
+def iter_offer_time_features(
+    events: pd.DataFrame,
+    customer_id: np.ndarray,
+    offer_ts: np.ndarray,
+    spec: FeatureSpec,
+    chunk_rows: int = 4_000_000,
+    chunk_offers: int = 50_000,
+):
+    """Yield ``(slice of offers, SequenceFeatures)`` chunks, each row as of its offer's time.
+
     Vectorised: every offer's history (its customer's events strictly before the
     offer time) is shifted in time so all offers share one reference cutoff, and
     the offers become pseudo-customers of a single :func:`build_features` call
@@ -76,11 +93,11 @@ def offer_time_features(
     if not spec.fitted:
         raise ValueError("spec: expected a fitted FeatureSpec (the run's, fitted on training customers)")
     customer_id = np.asarray(customer_id)
-    t_offer = _seconds(offer_ts)
+    t_offer = _micros(offer_ts)
     n = len(customer_id)
     # Events sorted by (customer, ts) with integer customer codes.
     codes_all, labels = pd.factorize(events["customer_id"].to_numpy(), sort=True)
-    ts_all = _seconds(events["ts"].to_numpy())
+    ts_all = _micros(events["ts"].to_numpy())
     order = np.lexsort((ts_all, codes_all))
     codes, ts = codes_all[order], ts_all[order]
     col = events["event_type"]
@@ -92,43 +109,50 @@ def offer_time_features(
         raise ValueError(f"event_type: unknown value(s); expected one of {list(EVENT_TYPES)}")
     etype = type_codes[order].astype(np.int8)
     amount = events["amount"].to_numpy(dtype=np.float64)[order]
-    if len(ts) and ts.min() < 0:
-        raise ValueError("events.ts: times before 1970 are not supported")
-    big = np.int64(1) << 33  # > any seconds-since-1970 before 2100
-    key = codes.astype(np.int64) * big + ts
     cust_start = np.searchsorted(codes, np.arange(len(labels)), side="left")
     offer_code = pd.Index(labels).get_indexer(customer_id)
     known = offer_code >= 0
     start = np.where(known, cust_start[np.maximum(offer_code, 0)], 0)
-    end = np.where(known, np.searchsorted(key, np.maximum(offer_code, 0).astype(np.int64) * big + t_offer), 0)
+    # Events strictly before each offer: sort offers into the (customer, ts) order of the events,
+    # offers first on ties; an offer's rank minus the offers ranked before it = events before it.
+    kc, kt = offer_code[known], t_offer[known]
+    all_code = np.concatenate([kc, codes])
+    all_ts = np.concatenate([kt, ts])
+    is_event = np.concatenate([np.zeros(len(kc), np.int8), np.ones(len(codes), np.int8)])
+    rank = np.empty(len(all_code), dtype=np.int64)
+    rank[np.lexsort((is_event, all_ts, all_code))] = np.arange(len(all_code))
+    r_off = rank[: len(kc)]
+    before = np.empty(len(kc), dtype=np.int64)  # offers ranked before each offer
+    before[np.argsort(r_off, kind="stable")] = np.arange(len(kc))
+    end = np.zeros(n, dtype=np.int64)
+    end[known] = r_off - before
+    end = np.where(known, end, start)
     count = end - start
     ref = int(t_offer.max()) + 1 if n else 0
-    ref_ts = pd.Timestamp(ref, unit="s")
+    ref_ts = pd.Timestamp(ref, unit="us")
 
-    parts: list[SequenceFeatures] = []
     csum = np.concatenate([[0], np.cumsum(count)])
     a = 0
-    while a < n or (n == 0 and not parts):
-        # offers [a, b) with at most chunk_rows events (at least one offer)
+    while a < n or n == 0:
+        # offers [a, b) with at most chunk_rows events / chunk_offers offers (at least one offer)
         b = max(a + 1, int(np.searchsorted(csum, csum[a] + chunk_rows, side="right")) - 1)
-        b = min(b, n)
+        b = min(b, n, a + chunk_offers)
         cnt = count[a:b]
         rows = np.repeat(start[a:b] - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt) + np.arange(cnt.sum())
         pseudo = np.repeat(np.arange(b - a, dtype=np.int64), cnt)
         shift = np.repeat(ref - t_offer[a:b], cnt)
         frame = pd.DataFrame({
             "customer_id": pseudo,
-            "ts": (ts[rows] + shift).astype("datetime64[s]"),
+            "ts": (ts[rows] + shift).astype("datetime64[us]"),
             "event_type": pd.Categorical.from_codes(etype[rows], categories=list(EVENT_TYPES)),
             "amount": amount[rows],
         })
-        parts.append(build_features(frame, ref_ts, spec, customers=np.arange(b - a, dtype=np.int64)))
+        feats = build_features(frame, ref_ts, spec, customers=np.arange(b - a, dtype=np.int64))
+        feats.customer_id = customer_id[a:b].copy()
+        yield slice(a, b), feats
         a = b
         if n == 0:
             break
-    feats = _concat(parts)
-    feats.customer_id = customer_id.copy()
-    return feats
 
 
 def _concat(parts: list[SequenceFeatures]) -> SequenceFeatures:

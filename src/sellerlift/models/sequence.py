@@ -38,7 +38,8 @@ class SequenceModule(L.LightningModule):
         w = torch.tensor(self.hparams.loss_weights, dtype=logits.dtype, device=logits.device)
         loss = (per_head * w).sum()
         bs = logits.shape[0]
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, on_epoch=True, on_step=False)
+        # sync_dist: under DDP every rank sees the same val/loss (early stopping, best checkpoint).
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, on_epoch=True, on_step=False, sync_dist=True)
         if stage != "train":
             probs = torch.sigmoid(logits.detach())
             for i, head in enumerate(HEADS):

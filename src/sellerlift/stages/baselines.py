@@ -34,7 +34,7 @@ METRICS = ("auroc", "ap", "ece")
 def train_baselines(ctx: RunContext) -> dict[str, bl.BaselineResult]:
     bcfg = ctx.cfg.get("baselines") or {}
     models_cfg = {k: v for k, v in (bcfg.get("models") or {}).items() if v is not None}
-    if not models_cfg:
+    if not models_cfg and not bcfg.get("predictions_dir"):
         return {}
     top_fraction = float(bcfg.get("top_fraction", 0.2))
     t0 = time.perf_counter()
@@ -57,12 +57,13 @@ def train_baselines(ctx: RunContext) -> dict[str, bl.BaselineResult]:
     ctx.log_table(table, "model_comparison")
     ctx.log_table(bands, "calibration_bands")
     ctx.log_metrics(_gap_metrics(table))
-    if bcfg.get("plots", True):
+    if bcfg.get("plots", True) and results:
         _log_plots(ctx, data, seq_name, seq_probs, probs)
     if bcfg.get("predictions_dir"):
         _write_predictions(Path(bcfg.predictions_dir), ctx, data, seq_name, seq_probs, probs, table, bands)
     ctx.timings["baselines_s"] = time.perf_counter() - t0
-    ctx.summary_rows += _summary(table)
+    if results:
+        ctx.summary_rows += _summary(table)
     return results
 
 

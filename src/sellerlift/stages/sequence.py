@@ -38,6 +38,11 @@ def train_sequence(ctx: RunContext) -> None:
         model.load_state_dict(torch.load(best, weights_only=True)["state_dict"])
     test_metrics = {k: float(v) for k, v in test_out.items() if k.startswith("test/") and k != "test/loss"}
     ctx.metrics.update(test_metrics)
+    # Validation metrics of the same (best) weights: what sweeps and the champion check select on.
+    val_out = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+    ctx.metrics.update({k: float(v) for k, v in val_out.items() if k.startswith("val/") and k != "val/loss"})
+    if not trainer.is_global_zero:  # DDP: the other ranks only help train and evaluate; rank 0 exports
+        return
     ceiling = ceiling_metrics(ctx)
     ctx.log_metrics(ceiling)
 

@@ -1,0 +1,116 @@
+"""Run every benchmark and write the results table into docs/benchmarks.md.
+
+    python benchmarks/run_all.py            # full sizes (tens of minutes on 2 cores)
+    python benchmarks/run_all.py --quick    # tiny sizes, about a minute: what the test suite runs
+    python benchmarks/run_all.py --only features inference
+
+Each benchmark runs in its own process and writes benchmarks/results/<name>.json
+(``<name>.quick.json`` for --quick); the markdown goes to docs/benchmarks.md
+(``benchmarks/results/benchmarks.quick.md`` for --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import RESULTS, markdown_table  # noqa: E402
+
+DOCS = HERE.parent / "docs" / "benchmarks.md"
+
+
+def _allocate_args(quick: bool) -> list[str]:
+    return ["--quick", "--out", str(RESULTS / "allocate.quick.json")] if quick else []
+
+
+# name -> (script, extra args for --quick/full)
+BENCHMARKS = {
+    "simulator": ("bench_simulator.py", lambda q: ["--quick"] if q else []),
+    "features": ("bench_features.py", lambda q: ["--quick"] if q else []),
+    "training": ("bench_training.py", lambda q: ["--quick"] if q else []),
+    "inference": ("bench_inference.py", lambda q: ["--quick"] if q else []),
+    "allocate": ("bench_allocate.py", _allocate_args),
+    "serve": ("bench_serve.py", lambda q: ["--quick"] if q else []),
+    "score": ("bench_score.py", lambda q: ["--quick"] if q else []),
+}
+
+
+def result_path(name: str, quick: bool) -> Path:
+    return RESULTS / (f"{name}.quick.json" if quick else f"{name}.json")
+
+
+def render(name: str, data: dict) -> str:
+    """One markdown section per benchmark; the columns are the figures that matter."""
+    if name == "simulator":
+        return markdown_table(data["rows"], ["customers", "events", "wall_s", "customers_per_s", "events_per_s",
+                                             "peak_rss_mib", "disk_mib"])
+    if name == "features":
+        return markdown_table([data], ["customers", "events_before_cutoff", "numpy_events_per_s",
+                                       "pandas_events_per_s", "speedup_numpy_over_pandas", "numpy_peak_traced_mib"])
+    if name == "training":
+        return markdown_table(data["rows"], ["model", "batch_size", "max_len", "sequences_per_s", "data_wait_share"])
+    if name == "inference":
+        table = markdown_table(data["rows"], ["model", "batch", "torch_eager_ms", "ort_2threads_all_ms",
+                                              "ort_1thread_all_ms", "ort_2threads_basic_ms", "speedup_ort_over_torch"])
+        q = data.get("int8_transformer", {})
+        return table + "\n\nint8 dynamic quantisation (Transformer): " + ", ".join(
+            f"{k} {v:.4g}" for k, v in q.items() if isinstance(v, float))
+    if name == "allocate":
+        rows = [{"n": r["n"], "lagrangian_s": r["lagrangian"]["median_s"], "lp_highs_s": r["lp_highs"]["median_s"],
+                 "lp_over_lagrangian": r["time_ratio_lp_over_lagrangian"], "profit_gap_rel": r["gap_rel"]}
+                for r in data.get("vs_lp", [])]
+        scale = [{"n": r["n"], "per_seller": r["per_seller"], "median_s": r["median_s"],
+                  "peak_traced_mb": r["peak_traced_mb"], "gap_vs_dual_bound_rel": r["gap_vs_dual_bound_rel"]}
+                 for r in data.get("scale", [])]
+        return (markdown_table(rows, ["n", "lagrangian_s", "lp_highs_s", "lp_over_lagrangian", "profit_gap_rel"])
+                + "\n\n" + markdown_table(scale, ["n", "per_seller", "median_s", "peak_traced_mb",
+                                                  "gap_vs_dual_bound_rel"]))
+    rows = data.get("rows") or [data]
+    cols = [k for k, v in rows[0].items() if isinstance(v, (int, float, str))][:10]
+    return markdown_table(rows, cols)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS))
+    args = ap.parse_args(argv)
+    names = args.only or list(BENCHMARKS)
+    sections, failed = [], []
+    for name in names:
+        script, extra = BENCHMARKS[name]
+        if not (HERE / script).exists():
+            print(f"[skip] {name}: {script} not present")
+            continue
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(HERE / script), *extra(args.quick)], capture_output=True,
+                              text=True)
+        took = time.perf_counter() - t0
+        if proc.returncode != 0:
+            failed.append(name)
+            print(f"[FAIL] {name} ({took:.0f} s)\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+            continue
+        print(f"[ok] {name} ({took:.0f} s)")
+        data = json.loads(result_path(name, args.quick).read_text())
+        machine = data.get("machine", {})
+        sections.append(f"## {name}\n\n{render(name, data)}\n\n"
+                        f"<sub>{machine.get('cores')} cores, load {machine.get('loadavg_at_start') or machine.get('loadavg')}, "
+                        f"commit {str(machine.get('git_commit'))[:10]}</sub>\n")
+    out = RESULTS / "benchmarks.quick.md" if args.quick else DOCS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = ("# Benchmarks\n\nGenerated by `make bench` (`python benchmarks/run_all.py`); medians of repeated runs, "
+              "ratios measured side by side in one process. Absolute times drift on shared machines: "
+              "compare the ratios.\n\n")
+    out.write_text(header + "\n".join(sections))
+    print(f"wrote {out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,556 @@
+"""The FastAPI app: validation, auth, metrics, the endpoints and zero-downtime reload.
+
+Request path: ASGI gate (auth -> body-size limit -> metrics) -> FastAPI/pydantic
+(JSON, types, per-field rules) -> :func:`build_batch` (limits, timestamps,
+vectorised) -> featurisation + onnxruntime in a thread pool (never on the
+event loop) -> JSON.
+
+The served model is one immutable :class:`serve.bundle.Model`; a handler reads
+``state.model`` once and uses that object to the end, and a reload builds the
+new model completely (verify, load, warm up) before one reference assignment
+swaps it in. Requests in flight finish on the model they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serve import __version__
+from serve.bundle import BundleError, EventBatch, Model, resolve_bundle
+from serve.config import Settings
+from serve.schemas import (AllocateRequest, AllocateResponse, CurvesRequest, CurvesResponse, ErrorResponse,
+                           ReloadRequest, ScoreRequest, ScoreResponse)
+from sellerlift.schema import EVENT_TYPES, TS_MAX, TS_MIN
+
+log = logging.getLogger("serve")
+
+# Modules the server must never load (checked by tests through /v1/models and logged at start).
+FORBIDDEN_MODULES = ("torch", "lightning", "pytorch_lightning", "hydra", "omegaconf", "mlflow", "sklearn")
+RELOAD_PATH = "/v1/admin/reload"
+ENDPOINTS = ("/v1/score", "/v1/promotions/curves", "/v1/promotions/allocate", "/healthz", "/readyz", "/v1/models",
+             "/metrics", RELOAD_PATH, "/docs", "/openapi.json", "/redoc")
+MAX_ERRORS_SHOWN = 20
+_TYPE_INDEX = {t: i for i, t in enumerate(EVENT_TYPES)}
+
+
+def heavy_modules_loaded() -> list[str]:
+    return sorted(m for m in FORBIDDEN_MODULES if m in sys.modules)
+
+
+# ------------------------------------------------------------------ errors
+
+
+class ClientError(Exception):
+    """A 4xx with field-level items: ``[(loc, msg, type), ...]``."""
+
+    def __init__(self, status: int, items: list[tuple[tuple, str, str]]):
+        super().__init__(items[0][1] if items else "")
+        self.status, self.items = status, items
+
+
+def field_name(loc) -> str:
+    """('body', 'customers', 3, 'events', 0, 'ts') -> 'customers[3].events[0].ts'."""
+    out = ""
+    for part in loc:
+        if part == "body" and out == "":
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "body"
+
+
+def _error_body(items) -> dict:
+    shown = [{"field": field_name(loc), "loc": [p if isinstance(p, int) else str(p) for p in loc], "msg": msg,
+              "type": typ} for loc, msg, typ in items[:MAX_ERRORS_SHOWN]]
+    if len(items) > MAX_ERRORS_SHOWN:
+        shown.append({"field": "body", "loc": ["body"], "msg": f"... and {len(items) - MAX_ERRORS_SHOWN} more "
+                      "error(s)", "type": "more_errors"})
+    return {"detail": shown}
+
+
+_UNION_TAGS = ("str", "int", "constrained-str", "float", "none")
+
+
+def _pydantic_items(errors) -> list[tuple[tuple, str, str]]:
+    items: list[tuple[tuple, str, str]] = []
+    for e in errors:
+        # drop the union-branch tags pydantic inserts, e.g. ('customer_id', 'str') -> ('customer_id',)
+        loc = tuple(p for p in e.get("loc", ()) if not (isinstance(p, str) and p in _UNION_TAGS))
+        msg, typ = str(e.get("msg", "invalid")), str(e.get("type", "value_error"))
+        if typ == "string_pattern_mismatch" and loc and loc[-1] in ("ts", "as_of"):
+            msg, typ = "unparseable timestamp; expected ISO 8601 like 2025-03-01T12:00:00Z", "timestamp"
+        if items and items[-1][0] == loc and typ.endswith("_type") and items[-1][2].endswith("_type"):
+            items[-1] = (loc, f"{items[-1][1]} or {msg[0].lower()}{msg[1:]}".replace(" or Input should be", " or"),
+                         items[-1][2])  # one line for a union: 'Input should be a valid string or a valid integer'
+            continue
+        items.append((loc, msg, typ))
+    return items
+
+
+# ------------------------------------------------------------------ request -> arrays
+
+
+def _parse_times(values: list[str]) -> np.ndarray:
+    """ISO 8601 strings -> naive-UTC datetime64[us]; NaT where unparseable or out of the schema's range."""
+    if not values:
+        return np.zeros(0, dtype="datetime64[us]")
+    parsed = pd.to_datetime(np.asarray(values, dtype=object), utc=True, format="ISO8601", errors="coerce")
+    out = parsed.tz_localize(None).to_numpy().astype("datetime64[us]")
+    bad = (out < np.datetime64(TS_MIN, "us")) | (out >= np.datetime64(TS_MAX, "us"))
+    out[bad] = np.datetime64("NaT")
+    return out
+
+
+def build_batch(req, settings: Settings) -> EventBatch:
+    """Check limits and timestamps of a score/curves/allocate request and flatten it into arrays."""
+    custs = req.customers
+    n = len(custs)
+    if n > settings.max_customers:
+        raise ClientError(413, [(("body", "customers"), f"too many customers: {n} > {settings.max_customers} per "
+                                 "request (max_customers)", "too_many_customers")])
+    counts = np.fromiter((len(c.events) for c in custs), dtype=np.int64, count=n)
+    over = np.flatnonzero(counts > settings.max_events_per_customer)
+    if len(over):
+        raise ClientError(413, [(("body", "customers", int(i), "events"),
+                                 f"too many events: {int(counts[i])} > {settings.max_events_per_customer} per customer "
+                                 "(max_events_per_customer)", "too_many_events") for i in over])
+
+    # as-of per customer: its own, else the request's
+    as_of_str = [c.as_of if c.as_of is not None else req.as_of for c in custs]
+    missing = [i for i, s in enumerate(as_of_str) if s is None]
+    if missing:
+        raise ClientError(422, [(("body", "customers", i, "as_of"), "missing as-of time: set it on the customer "
+                                 "or as the request's as_of", "missing") for i in missing])
+    as_of = _parse_times(as_of_str)
+    bad = np.flatnonzero(np.isnat(as_of))
+    if len(bad):
+        raise ClientError(422, [((("body", "customers", int(i), "as_of") if custs[i].as_of is not None else
+                                  ("body", "as_of")), f"unparseable or out-of-range time {as_of_str[i]!r}; expected "
+                                 f"ISO 8601 between {TS_MIN.date()} and {TS_MAX.date()}", "timestamp")
+                                for i in bad])
+
+    events = [e for c in custs for e in c.events]
+    cust = np.repeat(np.arange(n, dtype=np.int64), counts)
+    ts = _parse_times([e.ts for e in events])
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]]) if n else np.zeros(0, np.int64)
+
+    def where(k):
+        i = int(cust[k])
+        return ("body", "customers", i, "events", int(k - start[i]), "ts")
+
+    bad = np.flatnonzero(np.isnat(ts))
+    if len(bad):
+        raise ClientError(422, [(where(k), f"unparseable or out-of-range timestamp {events[k].ts!r}; expected ISO "
+                                 f"8601 between {TS_MIN.date()} and {TS_MAX.date()}", "timestamp") for k in bad])
+    late = np.flatnonzero(ts > as_of[cust])
+    if len(late):
+        raise ClientError(422, [(where(k), f"timestamp {events[k].ts!r} is after the customer's as-of time "
+                                 f"{as_of_str[int(cust[k])]!r}", "after_as_of") for k in late])
+    type_code = np.fromiter((_TYPE_INDEX[e.type] for e in events), dtype=np.int8, count=len(events))
+    amount = np.fromiter((e.amount for e in events), dtype=np.float64, count=len(events))
+    return EventBatch(n=n, cust=cust, ts=ts, type_code=type_code, amount=amount, as_of=as_of)
+
+
+def _iso(t: np.datetime64) -> str:
+    return pd.Timestamp(t).tz_localize("UTC").isoformat().replace("+00:00", "Z")
+
+
+# ------------------------------------------------------------------ metrics
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("sellerlift_requests", "HTTP requests by endpoint, method and status",
+                                ["endpoint", "method", "status"], registry=r)
+        self.errors = Counter("sellerlift_request_errors", "responses with status >= 400 by endpoint and class",
+                              ["endpoint", "kind"], registry=r)
+        self.latency = Histogram("sellerlift_request_latency_seconds", "request latency by endpoint", ["endpoint"],
+                                 buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10),
+                                 registry=r)
+        self.in_flight = Gauge("sellerlift_requests_in_flight", "requests being served", registry=r)
+        self.customers = Counter("sellerlift_customers", "customers processed by endpoint", ["endpoint"], registry=r)
+        self.inference = Histogram("sellerlift_inference_seconds", "featurisation + onnxruntime time per request",
+                                   ["endpoint"], buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5),
+                                   registry=r)
+        self.reloads = Counter("sellerlift_reloads", "bundle reloads by result", ["result"], registry=r)
+        self.model_info = Gauge("sellerlift_model_info", "the bundle being served (value 1)", ["version", "run_id"],
+                                registry=r)
+
+    def set_model(self, model: Model) -> None:
+        self.model_info.clear()
+        self.model_info.labels(model.version, str(model.run_id)).set(1)
+
+
+# ------------------------------------------------------------------ the gate: auth, body limit, metrics
+
+
+def _token_ok(header: bytes | None, tokens: list[str]) -> bool:
+    if not header or not tokens:
+        return False
+    scheme, _, given = header.decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return False
+    given_b = given.strip().encode()
+    ok = False
+    for t in tokens:  # compare against every token, constant time each
+        ok |= hmac.compare_digest(given_b, t.encode())
+    return ok
+
+
+class Gate:
+    """Pure ASGI middleware: bearer tokens, the body-size limit and Prometheus metrics, before any parsing."""
+
+    def __init__(self, app, state: "State"):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        st = self.state
+        path = scope["path"]
+        endpoint = path if path in ENDPOINTS else "other"
+        status = {"code": 500}
+        t0 = time.perf_counter()
+        st.metrics.in_flight.inc()
+
+        async def send_wrapped(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            headers = dict(scope.get("headers") or [])
+            auth = headers.get(b"authorization")
+            s = st.settings
+            if path == RELOAD_PATH:
+                if not s.admin_token:
+                    return await _json(send_wrapped, 403, {"detail": "reload is disabled: no admin token configured"})
+                if not _token_ok(auth, [s.admin_token]):
+                    return await _json(send_wrapped, 401, {"detail": "unauthorized"},
+                                       [(b"www-authenticate", b"Bearer")])
+            elif s.api_token and not _token_ok(auth, [t for t in (s.api_token, s.admin_token) if t]):
+                return await _json(send_wrapped, 401, {"detail": "unauthorized"}, [(b"www-authenticate", b"Bearer")])
+
+            limit = s.max_body_bytes
+            length = headers.get(b"content-length")
+            if length is not None:
+                try:
+                    declared = int(length)
+                except ValueError:
+                    return await _json(send_wrapped, 400, {"detail": "invalid Content-Length header"})
+                if declared > limit:
+                    return await _json(send_wrapped, 413, _too_large(limit))
+            # Read the body (bounded) once, then replay it: a chunked upload cannot exceed the limit either.
+            chunks, size, more = [], 0, True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    status["code"] = 499  # client went away
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    return await _json(send_wrapped, 413, _too_large(limit))
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+            body = b"".join(chunks)
+            sent = False
+
+            async def replay():
+                nonlocal sent
+                if not sent:
+                    sent = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            await self.app(scope, replay, send_wrapped)
+        finally:
+            st.metrics.in_flight.dec()
+            code = status["code"]
+            m = st.metrics
+            m.requests.labels(endpoint, scope.get("method", ""), str(code)).inc()
+            m.latency.labels(endpoint).observe(time.perf_counter() - t0)
+            if code >= 400:
+                m.errors.labels(endpoint, "client" if code < 500 else "server").inc()
+
+
+def _too_large(limit: int) -> dict:
+    return {"detail": [{"field": "body", "loc": ["body"], "msg": f"request body larger than {limit} bytes "
+                        "(max_body_bytes)", "type": "body_too_large"}]}
+
+
+async def _json(send, status: int, payload: dict, extra_headers=()):
+    resp = JSONResponse(payload, status_code=status)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*resp.raw_headers, *extra_headers]})
+    await send({"type": "http.response.body", "body": resp.body})
+
+
+# ------------------------------------------------------------------ the app
+
+
+class State:
+    def __init__(self, settings: Settings, model: Model | None):
+        self.settings = settings
+        self.model = model  # swapped atomically by reload; never mutated
+        self.metrics = Metrics()
+        self.executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="serve-infer")
+        self.reload_lock = asyncio.Lock()
+        if model is not None:
+            self.metrics.set_model(model)
+
+
+def load_model(settings: Settings, bundle: str | Path | None = None) -> Model:
+    if bundle is None:
+        path, source = resolve_bundle(settings)
+    else:
+        path, source = Path(bundle), "reload request"
+    return Model.load(path, source=source, ort_threads=settings.ort_intra_op_threads)
+
+
+DESCRIPTION = """
+Scores customers from raw events (intent, churn, RFM segment), returns promotion
+response curves and allocates a discount budget, from one verified sellerlift
+bundle, on onnxruntime (CPU), without torch.
+
+* Errors: every 4xx names the offending field (`detail[].field`, e.g.
+  `customers[3].events[0].ts`). 413: more customers / events / bytes than the
+  configured limits. 401: missing or wrong bearer token (when configured).
+* Times are ISO 8601; an offset is converted to UTC, no offset means UTC.
+  Events at exactly `as_of` are accepted but not used (features see `ts < as_of`);
+  events after `as_of` are rejected.
+"""
+
+_ERRORS = {401: {"description": "missing or wrong bearer token"},
+           413: {"model": ErrorResponse, "description": "over a configured limit"},
+           422: {"model": ErrorResponse, "description": "invalid input; `detail[].field` names the field"},
+           503: {"description": "no model loaded / no promotion model in this bundle"}}
+
+
+def create_app(settings: Settings | None = None, model: Model | None = None) -> FastAPI:
+    """Build the app. Loads (verifies and warms) the bundle now unless ``model`` is given; raises BundleError."""
+    settings = settings or Settings.from_env()
+    if model is None:
+        model = load_model(settings)
+    state = State(settings, model)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        log.info("serving bundle %s (version %s); heavy modules loaded: %s", state.model.bundle_dir,
+                 state.model.version, heavy_modules_loaded() or "none")
+        yield
+        state.executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="sellerlift inference server", version=__version__, description=DESCRIPTION,
+                  lifespan=lifespan, openapi_tags=[
+                      {"name": "scoring", "description": "intent, churn and segments from raw events"},
+                      {"name": "promotions", "description": "response curves and budgeted allocation"},
+                      {"name": "operations", "description": "health, readiness, model info, metrics, reload"}])
+    app.state.serve = state
+    app.add_middleware(Gate, state=state)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request, exc: RequestValidationError):
+        return JSONResponse(_error_body(_pydantic_items(exc.errors())), status_code=422)
+
+    @app.exception_handler(ClientError)
+    async def _client(request, exc: ClientError):
+        return JSONResponse(_error_body(exc.items), status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request, exc: StarletteHTTPException):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _bug(request, exc: Exception):
+        log.exception("internal error on %s", request.url.path)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+    async def run(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(state.executor, partial(fn, *args))
+
+    def current() -> Model:
+        if state.model is None:
+            raise StarletteHTTPException(503, "no model loaded")
+        return state.model
+
+    def ref(model: Model) -> dict:
+        return {"version": model.version, "run_id": model.run_id}
+
+    # -------------------------------------------------------------- scoring
+    def _score(model: Model, batch: EventBatch):
+        feats = model.features(batch)
+        out = model.run_sequence(feats)
+        return out, model.assign_segments(feats)
+
+    @app.post("/v1/score", response_model=ScoreResponse, tags=["scoring"], responses=_ERRORS,
+              summary="intent, churn and segment per customer from raw events")
+    async def score(req: ScoreRequest) -> dict:
+        model = current()
+        batch = build_batch(req, settings)
+        t0 = time.perf_counter()
+        out, seg = await run(_score, model, batch)
+        state.metrics.inference.labels("/v1/score").observe(time.perf_counter() - t0)
+        state.metrics.customers.labels("/v1/score").inc(batch.n)
+        used = np.bincount(batch.cust[batch.ts < batch.as_of[batch.cust]], minlength=batch.n)
+        intent, churn = out["intent_7d"].tolist(), out["churn_90d"].tolist()
+        seg_id, seg_name = (seg[0].tolist(), seg[1].tolist()) if seg is not None else ([None] * batch.n,) * 2
+        results = [{"customer_id": c.customer_id, "as_of": _iso(batch.as_of[i]), "intent_7d": intent[i],
+                    "churn_90d": churn[i], "segment": seg_name[i], "segment_id": seg_id[i],
+                    "n_events": int(used[i]), "cold_start": bool(used[i] == 0)}
+                   for i, c in enumerate(req.customers)]
+        return {"model": ref(model), "results": results}
+
+    # -------------------------------------------------------------- promotions
+    def need_promotions(model: Model) -> None:
+        if model.dipn is None:
+            raise StarletteHTTPException(503, "no promotion model in this bundle")
+
+    def _curves(model: Model, batch: EventBatch):
+        feats = model.features(batch)
+        return model.run_curves(feats, model.run_sequence(feats))
+
+    @app.post("/v1/promotions/curves", response_model=CurvesResponse, tags=["promotions"], responses=_ERRORS,
+              summary="conversion probability at each discount level, and uplift over no discount")
+    async def curves(req: CurvesRequest) -> dict:
+        model = current()
+        need_promotions(model)
+        batch = build_batch(req, settings)
+        t0 = time.perf_counter()
+        curve = await run(_curves, model, batch)
+        state.metrics.inference.labels("/v1/promotions/curves").observe(time.perf_counter() - t0)
+        state.metrics.customers.labels("/v1/promotions/curves").inc(batch.n)
+        conv, up = curve.tolist(), (curve - curve[:, :1]).tolist()
+        return {"model": ref(model), "discount_levels": list(model.levels),
+                "results": [{"customer_id": c.customer_id, "conversion": conv[i], "uplift": up[i]}
+                            for i, c in enumerate(req.customers)]}
+
+    def _allocate(model: Model, batch: EventBatch, value, margin, sellers, budget, seller_budgets):
+        from sellerlift.allocate import allocate_lagrangian, incremental_profit_and_spend
+
+        p = _curves(model, batch).astype(np.float64)
+        try:
+            a = allocate_lagrangian(p, value, margin, list(model.levels), budget=budget,
+                                    seller=sellers, seller_budgets=seller_budgets)
+        except ValueError as err:  # inputs are checked beforehand; this is the allocator's own word
+            raise ClientError(422, [(("body",), f"infeasible or invalid allocation request: {err}",
+                                     "allocation")]) from None
+        profit, spend = incremental_profit_and_spend(p, value, margin, list(model.levels))
+        rows = np.arange(len(value))
+        return a, p[rows, a.level_index], spend[rows, a.level_index], profit[rows, a.level_index]
+
+    @app.post("/v1/promotions/allocate", response_model=AllocateResponse, tags=["promotions"], responses=_ERRORS,
+              summary="who gets which discount under a total (and per-seller) budget")
+    async def allocate(req: AllocateRequest) -> dict:
+        model = current()
+        need_promotions(model)
+        batch = build_batch(req, settings)
+        if req.budget is None and req.seller_budgets is None:
+            raise ClientError(422, [(("body", "budget"), "give a total budget, per-seller budgets, or both",
+                                     "missing")])
+        sellers = None
+        sb = None
+        if req.seller_budgets is not None:
+            items = []
+            for i, c in enumerate(req.customers):
+                if c.seller_id is None:
+                    items.append((("body", "customers", i, "seller_id"), "required when seller_budgets is given",
+                                  "missing"))
+            for k, v in req.seller_budgets.items():
+                if not (np.isfinite(v) and v >= 0):
+                    items.append((("body", "seller_budgets", k), "expected a finite budget >= 0", "budget"))
+            if items:
+                raise ClientError(422, items)
+            sellers = np.array([str(c.seller_id) for c in req.customers], dtype=object)
+            known = set(sellers.tolist())
+            items = [(("body", "seller_budgets", k), f"no customer of seller {k!r} in this request", "unknown_seller")
+                     for k in req.seller_budgets if k not in known]
+            items += [(("body", "seller_budgets"), f"no budget for seller {s!r} (its customers: "
+                       f"customers[{int(np.flatnonzero(sellers == s)[0])}], ...)", "missing_seller_budget")
+                      for s in sorted(known) if s not in req.seller_budgets]
+            if items:
+                raise ClientError(422, items)
+            sb = {k: float(v) for k, v in req.seller_budgets.items()}
+        value = np.array([c.value for c in req.customers], dtype=np.float64)
+        margin = np.array([c.margin for c in req.customers], dtype=np.float64)
+        t0 = time.perf_counter()
+        a, conv, spend, profit = await run(_allocate, model, batch, value, margin, sellers, req.budget, sb)
+        state.metrics.inference.labels("/v1/promotions/allocate").observe(time.perf_counter() - t0)
+        state.metrics.customers.labels("/v1/promotions/allocate").inc(batch.n)
+        lv, conv, spend, profit = a.level_pct.tolist(), conv.tolist(), spend.tolist(), profit.tolist()
+        totals = {"spend": a.spend, "incremental_profit": a.profit, "roi": a.roi,
+                  "bound": float(a.bound) if np.isfinite(a.bound) else a.profit, "gap": a.gap, "status": a.status,
+                  "customers_with_discount": int((a.level_index > 0).sum()),
+                  "seller_spend": {str(k): float(v) for k, v in a.seller_spend.items()} if a.seller_spend else None}
+        return {"model": ref(model), "discount_levels": list(model.levels), "totals": totals,
+                "results": [{"customer_id": c.customer_id, "seller_id": c.seller_id, "level_pct": lv[i],
+                             "conversion": conv[i], "expected_spend": spend[i],
+                             "expected_incremental_profit": profit[i]} for i, c in enumerate(req.customers)]}
+
+    # -------------------------------------------------------------- operations
+    @app.get("/healthz", tags=["operations"], summary="the process is alive")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="a verified model is loaded and warmed up",
+             responses={503: {"description": "not ready"}})
+    async def readyz():
+        m = state.model
+        if m is None:
+            return JSONResponse({"ready": False}, status_code=503)
+        return {"ready": True, "version": m.version}
+
+    @app.get("/v1/models", tags=["operations"], summary="the bundle being served: version, sha256s, metrics")
+    async def models() -> dict:
+        m = current()
+        return {"model": m.describe(),
+                "server": {"version": __version__, "pid": os.getpid(), "heavy_modules_loaded": heavy_modules_loaded(),
+                           "limits": {k: getattr(settings, k) for k in ("max_customers", "max_events_per_customer",
+                                                                         "max_body_bytes")}}}
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
+    async def metrics():
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post(RELOAD_PATH, tags=["operations"], summary="verify, load and swap in a bundle without downtime",
+              responses={401: {"description": "missing or wrong admin token"},
+                         403: {"description": "reload disabled (no SELLERLIFT_ADMIN_TOKEN)"},
+                         409: {"description": "bundle refused (e.g. sha256 mismatch); the old one keeps serving"}})
+    async def reload(req: ReloadRequest | None = None):
+        async with state.reload_lock:
+            old = state.model
+            try:
+                new = await asyncio.to_thread(load_model, settings, req.bundle if req else None)
+            except (BundleError, OSError) as err:
+                state.metrics.reloads.labels("refused").inc()
+                log.error("reload refused, still serving %s: %s", old.version if old else None, err)
+                return JSONResponse({"detail": f"bundle refused: {err}",
+                                     "serving": old.describe() if old else None}, status_code=409)
+            state.model = new  # the swap: one reference assignment
+            state.metrics.set_model(new)
+            state.metrics.reloads.labels("ok").inc()
+            log.info("reloaded: %s -> %s (%s)", old.version if old else None, new.version, new.bundle_dir)
+        return {"reloaded": True, "previous_version": old.version if old else None, "model": new.describe()}
+
+    return app

@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, from the local CPU wheel: nothing below may pull a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[train,serve,dev]"
+	$(PY) -m pip install -q -e ".[train,serve,score,dev]"
 	# CDNOW_master.txt ships inside the Lifetimes wheel; its code is never imported (breaks on pandas 3).
 	$(PY) -m pip install -q --no-deps lifetimes==0.11.3
 	@touch $(STAMP)
@@ -53,3 +53,10 @@ ui: $(STAMP)
 
 clean:
 	rm -rf outputs multirun bundles .pytest_cache
+
+# The inference server (serve/, no torch; docs/serving.md): BUNDLE=dir or SELLERLIFT_BUNDLE, else the
+# registry alias sellerlift-sequence@champion, else the newest bundle under bundles/. Binds $(HOST).
+SERVE_PORT ?= 8000
+.PHONY: serve
+serve: $(STAMP)
+	$(PY) -m serve --host $(HOST) --port $(SERVE_PORT) $(if $(BUNDLE),--bundle $(BUNDLE)) $(ARGS)

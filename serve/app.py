@@ -21,12 +21,12 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -96,6 +96,9 @@ def _pydantic_items(errors) -> list[tuple[tuple, str, str]]:
         # drop the union-branch tags pydantic inserts, e.g. ('customer_id', 'str') -> ('customer_id',)
         loc = tuple(p for p in e.get("loc", ()) if not (isinstance(p, str) and p in _UNION_TAGS))
         msg, typ = str(e.get("msg", "invalid")), str(e.get("type", "value_error"))
+        if typ == "json_invalid":  # loc is ('body', <character position>)
+            pos = loc[1] if len(loc) > 1 else "?"
+            loc, msg = ("body",), f"invalid JSON (at character {pos}): {e.get('ctx', {}).get('error', msg)}"
         if typ == "string_pattern_mismatch" and loc and loc[-1] in ("ts", "as_of"):
             msg, typ = "unparseable timestamp; expected ISO 8601 like 2025-03-01T12:00:00Z", "timestamp"
         if items and items[-1][0] == loc and typ.endswith("_type") and items[-1][2].endswith("_type"):
@@ -120,6 +123,12 @@ def _parse_times(values: list[str]) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=4096)
+def _parse_one(value: str) -> np.datetime64:
+    """As-of times repeat across requests: parse each distinct string once (same parser as events)."""
+    return _parse_times([value])[0]
+
+
 def build_batch(req, settings: Settings) -> EventBatch:
     """Check limits and timestamps of a score/curves/allocate request and flatten it into arrays."""
     custs = req.customers
@@ -140,7 +149,7 @@ def build_batch(req, settings: Settings) -> EventBatch:
     if missing:
         raise ClientError(422, [(("body", "customers", i, "as_of"), "missing as-of time: set it on the customer "
                                  "or as the request's as_of", "missing") for i in missing])
-    as_of = _parse_times(as_of_str)
+    as_of = np.array([_parse_one(x) for x in as_of_str], dtype="datetime64[us]")
     bad = np.flatnonzero(np.isnat(as_of))
     if len(bad):
         raise ClientError(422, [((("body", "customers", int(i), "as_of") if custs[i].as_of is not None else
@@ -409,6 +418,8 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
     async def score(req: ScoreRequest) -> dict:
         model = current()
         batch = build_batch(req, settings)
+        if batch.n == 0:
+            return {"model": ref(model), "results": []}
         t0 = time.perf_counter()
         out, seg = await run(_score, model, batch)
         state.metrics.inference.labels("/v1/score").observe(time.perf_counter() - t0)
@@ -427,16 +438,23 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
         if model.dipn is None:
             raise StarletteHTTPException(503, "no promotion model in this bundle")
 
+    def promotions_available() -> None:
+        """Route dependency: runs before body validation, so a bundle without DIPN answers 503 first."""
+        need_promotions(current())
+
     def _curves(model: Model, batch: EventBatch):
         feats = model.features(batch)
         return model.run_curves(feats, model.run_sequence(feats))
 
     @app.post("/v1/promotions/curves", response_model=CurvesResponse, tags=["promotions"], responses=_ERRORS,
+              dependencies=[Depends(promotions_available)],
               summary="conversion probability at each discount level, and uplift over no discount")
     async def curves(req: CurvesRequest) -> dict:
         model = current()
         need_promotions(model)
         batch = build_batch(req, settings)
+        if batch.n == 0:
+            return {"model": ref(model), "discount_levels": list(model.levels), "results": []}
         t0 = time.perf_counter()
         curve = await run(_curves, model, batch)
         state.metrics.inference.labels("/v1/promotions/curves").observe(time.perf_counter() - t0)
@@ -461,6 +479,7 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
         return a, p[rows, a.level_index], spend[rows, a.level_index], profit[rows, a.level_index]
 
     @app.post("/v1/promotions/allocate", response_model=AllocateResponse, tags=["promotions"], responses=_ERRORS,
+              dependencies=[Depends(promotions_available)],
               summary="who gets which discount under a total (and per-seller) budget")
     async def allocate(req: AllocateRequest) -> dict:
         model = current()
@@ -492,6 +511,11 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
             if items:
                 raise ClientError(422, items)
             sb = {k: float(v) for k, v in req.seller_budgets.items()}
+        if batch.n == 0:
+            return {"model": ref(model), "discount_levels": list(model.levels), "results": [],
+                    "totals": {"spend": 0.0, "incremental_profit": 0.0, "roi": 0.0, "bound": 0.0, "gap": 0.0,
+                               "status": "optimal", "customers_with_discount": 0,
+                               "seller_spend": {} if sb is not None else None}}
         value = np.array([c.value for c in req.customers], dtype=np.float64)
         margin = np.array([c.margin for c in req.customers], dtype=np.float64)
         t0 = time.perf_counter()

@@ -2,15 +2,13 @@
 
 Only onnxruntime, NumPy, pandas and the project's torch-free modules
 (features, schema, segment, allocate, promotion_features) are imported here.
-``sellerlift.export`` is *not* imported: it imports torch at module level, so
-the sha256 check of the manifest is re-implemented below (same rules as
-``export.verify_bundle``), and it hashes exactly the bytes that are then
-loaded, so a file swapped between check and load cannot slip through.
+Bundles are verified by :func:`sellerlift.bundle.read_verified`, which hashes
+exactly the bytes that are then loaded, so a file swapped between check and
+load cannot slip through.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -23,19 +21,18 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
+from sellerlift.bundle import MANIFEST, BundleError  # noqa: F401  (BundleError is part of this module's API)
+from sellerlift.bundle import read_verified as _read_verified
 from sellerlift.features import FeatureSpec, SequenceFeatures, build_features
 from sellerlift.schema import DISCOUNT_LEVELS, EVENT_TYPES
 
 log = logging.getLogger("serve.bundle")
 
-MANIFEST = "manifest.json"
 SEQUENCE_INPUTS = ("event_type", "numeric", "length", "aggregates")
 SEQUENCE_OUTPUTS = ("intent_7d", "churn_90d", "customer_embedding")
 DIPN_INPUT, DIPN_OUTPUT = "features", "curve"
 
 
-class BundleError(RuntimeError):
-    """A bundle that cannot be served: missing, incomplete, tampered or inconsistent."""
 
 
 # ------------------------------------------------------------------ finding
@@ -103,41 +100,8 @@ def resolve_bundle(settings) -> tuple[Path, str]:
 
 
 def read_verified(bundle_dir: Path) -> tuple[dict, dict[str, bytes], str]:
-    """Manifest, the bytes of every listed file (each checked against its sha256), manifest sha256."""
-    bundle_dir = Path(bundle_dir)
-    mpath = bundle_dir / MANIFEST
-    if not mpath.is_file():
-        raise BundleError(f"{bundle_dir}: no {MANIFEST}; not a (complete) sellerlift bundle")
-    raw = mpath.read_bytes()
-    try:
-        manifest = json.loads(raw)
-        files = manifest["files"]
-        if not isinstance(files, dict):
-            raise TypeError("'files' is not an object")
-    except (ValueError, KeyError, TypeError) as err:
-        raise BundleError(f"{mpath}: unreadable manifest ({err})") from None
-    blobs: dict[str, bytes] = {}
-    root = bundle_dir.resolve()
-    for name, entry in files.items():
-        try:
-            rel, expected = str(entry["path"]), str(entry["sha256"])
-        except (KeyError, TypeError):
-            raise BundleError(f"{mpath}: entry '{name}' lacks path/sha256") from None
-        p = (bundle_dir / rel).resolve()
-        if p.parent != root:
-            raise BundleError(f"{mpath}: entry '{name}' points outside the bundle ({rel!r})")
-        if not p.is_file():
-            raise BundleError(f"{p}: listed in the manifest as '{name}' but missing")
-        data = p.read_bytes()
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != expected:
-            raise BundleError(f"{p}: sha256 {actual[:12]}... does not match the manifest ({expected[:12]}...); "
-                              "the bundle was modified or corrupted: refusing to load it")
-        blobs[name] = data
-    for required in ("sequence", "feature_spec"):
-        if required not in blobs:
-            raise BundleError(f"{mpath}: no '{required}' file in the manifest")
-    return manifest, blobs, hashlib.sha256(raw).hexdigest()
+    """Manifest, the verified bytes of every listed file, and the manifest's sha256."""
+    return _read_verified(bundle_dir, required=("sequence", "feature_spec"))
 
 
 # ------------------------------------------------------------------ the model
@@ -322,7 +286,10 @@ class Model:
     def assign_segments(self, feats: SequenceFeatures) -> tuple[np.ndarray, np.ndarray] | None:
         if self.segments is None:
             return None
-        idx = self.segments.assign(feats.rfm())
+        raw = feats.raw_aggregates
+        cols = [raw.columns.get_loc(f) for f in self.segments.feature_names]
+        # same numbers as segments.assign(feats.rfm()), without building an indexed DataFrame per request
+        idx = self.segments.assign(raw.to_numpy(dtype=np.float64)[:, cols])
         return idx, np.asarray(self.segments.names, dtype=object)[idx]
 
     def run_curves(self, feats: SequenceFeatures, sequence_outputs: dict) -> np.ndarray:

@@ -39,8 +39,8 @@ class Event(BaseModel):
     type: EventType = Field(description="what happened; one of " + ", ".join(EVENT_TYPES))
     ts: Timestamp = Field(description="ISO 8601 time; an offset is converted to UTC, no offset = UTC. "
                                                      "Must not be after the customer's as-of time.")
-    amount: float = Field(0.0, ge=0.0, allow_inf_nan=False,
-                          description="order value for purchases (net of discount), else 0")
+    amount: float = Field(0.0, ge=0.0, le=1e9, allow_inf_nan=False,
+                          description="order value for purchases (net of discount), else 0; at most 1e9")
 
 
 class Customer(BaseModel):
@@ -96,7 +96,8 @@ class CurvesResponse(BaseModel):
 
 
 class AllocateCustomer(Customer):
-    value: float = Field(ge=0.0, allow_inf_nan=False, description="expected order value if the customer buys")
+    value: float = Field(ge=0.0, le=1e9, allow_inf_nan=False,
+                         description="expected order value if the customer buys; at most 1e9")
     margin: float = Field(gt=0.0, le=1.0, allow_inf_nan=False, description="profit margin of the order, in (0, 1]")
     seller_id: CustomerId | None = Field(None, description="required when seller_budgets is given")
 

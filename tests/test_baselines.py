@@ -107,3 +107,50 @@ def test_baselines_stage_logs_child_runs(small_sim, tmp_path):
     # Baseline metrics never enter the bundle's manifest metrics.
     assert set(ctx.metrics) == seq_names
     assert list((tmp_path / "preds").glob("*.parquet"))
+
+
+def _compare_module():
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("compare_models", REPO / "benchmarks" / "compare_models.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_paired_bootstrap_separates_a_better_model():
+    import pandas as pd
+
+    cm = _compare_module()
+    rng = np.random.default_rng(0)
+    n = 2000
+    latent = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-2 * latent))).astype(float)
+    preds = pd.DataFrame({"y_churn": y, "good__churn": latent + rng.normal(scale=0.3, size=n),
+                          "weak__churn": latent + rng.normal(scale=2.0, size=n)})
+    b = cm.paired_bootstrap(preds, "good", "weak", "churn", "auroc", n_boot=200)
+    assert b["diff"] > 0 and b["ci95"][0] > 0 and b["p_a_not_better"] == 0.0
+    same = cm.paired_bootstrap(preds, "good", "good", "churn", "auroc", n_boot=50)
+    assert same["diff"] == 0 and same["ci95"] == [0.0, 0.0]
+
+
+@pytest.mark.slow
+def test_compare_models_quick(tmp_path):
+    """The benchmark end to end on small data: JSON with every row, markdown with every table."""
+    import json
+
+    cm = _compare_module()
+    out, doc = tmp_path / "cmp.json", tmp_path / "cmp.md"
+    cm.main(["--quick", "--root", str(tmp_path), "--out", str(out), "--doc", str(doc), "--bootstrap", "50"])
+    report = json.loads(out.read_text())
+    for ds in ("simulator", "cdnow"):
+        summary = report["datasets"][ds]["summary"]
+        assert {"gru", "transformer", "logreg", "random_forest", "lightgbm", "bgnbd"} <= set(summary)
+        assert summary["lightgbm"]["churn_auroc"]["mean"] > 0.6
+        assert len(report["datasets"][ds]["bootstrap"]) == 4
+    assert "ceiling" in report["datasets"]["simulator"]["summary"]
+    assert report["datasets"]["simulator"]["segments"]["archetype_ari"] is not None
+    text = doc.read_text()
+    assert "## Simulator" in text and "## CDNOW" in text and "ceiling (true probabilities)" in text

@@ -109,23 +109,34 @@ def build_test_bundle(tmp_path_factory) -> dict:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if info_path.exists():
             return json.loads(info_path.read_text())
-        from conftest import TINY, compose_config
-        from hydra.utils import instantiate
+        if (d / "failed.txt").exists():  # fail every dependent test fast, not with one training run each
+            pytest.fail(f"building the test bundle failed earlier in this session:\n{(d / 'failed.txt').read_text()}")
+        try:
+            return _build(d, info_path)
+        except Exception as err:
+            (d / "failed.txt").write_text(f"{type(err).__name__}: {err}")
+            raise
 
-        from sellerlift.pipeline import run
 
-        cfg = compose_config([*TINY, *SERVE_OVERRIDES], root=d / "run")
-        result = run(cfg)
-        tables = instantiate(cfg.data.source).load()
-        ev = tables.events.loc[tables.events["ts"] < tables.cutoff, ["customer_id", "ts", "event_type", "amount"]]
-        ev.reset_index(drop=True).to_parquet(d / "events.parquet")
-        ckpts = sorted(p for p in (d / "run").rglob("checkpoints/*.ckpt") if p.name != "last.ckpt")
-        _add_dipn(result.bundle_dir, d / "bundle_dipn", d)
-        info = {"bundle": str(result.bundle_dir), "bundle_dipn": str(d / "bundle_dipn"),
-                "ckpt": str(ckpts[-1]) if len(ckpts) == 1 else None, "cutoff": str(tables.cutoff),
-                "dipn_state": str(d / "dipn_state.pt"), "overrides": [*TINY, *SERVE_OVERRIDES]}
-        info_path.write_text(json.dumps(info))
-        return info
+def _build(d: Path, info_path: Path) -> dict:
+    from conftest import TINY, compose_config
+    from hydra.utils import instantiate
+
+    from sellerlift.pipeline import run
+
+    (d / "run").mkdir(exist_ok=True)
+    cfg = compose_config([*TINY, *SERVE_OVERRIDES], root=d / "run")
+    result = run(cfg)
+    tables = instantiate(cfg.data.source).load()
+    ev = tables.events.loc[tables.events["ts"] < tables.cutoff, ["customer_id", "ts", "event_type", "amount"]]
+    ev.reset_index(drop=True).to_parquet(d / "events.parquet")
+    ckpts = sorted(p for p in (d / "run").rglob("checkpoints/*.ckpt") if p.name != "last.ckpt")
+    _add_dipn(result.bundle_dir, d / "bundle_dipn", d)
+    info = {"bundle": str(result.bundle_dir), "bundle_dipn": str(d / "bundle_dipn"),
+            "ckpt": str(ckpts[-1]) if len(ckpts) == 1 else None, "cutoff": str(tables.cutoff),
+            "dipn_state": str(d / "dipn_state.pt"), "overrides": [*TINY, *SERVE_OVERRIDES]}
+    info_path.write_text(json.dumps(info))
+    return info
 
 
 @pytest.fixture(scope="session")
@@ -230,13 +241,14 @@ def test_score_matches_pytorch_within_1e5(client, model, bundle_info, events):
     from sellerlift.models.networks import ExportWrapper
 
     cfg = compose_config(bundle_info["overrides"])
-    module = instantiate(cfg.model.module)
-    module.load_state_dict(torch.load(bundle_info["ckpt"], weights_only=True)["state_dict"])
+    net = instantiate(cfg.model.module.net)  # the network alone: no Lightning import needed
+    state = torch.load(bundle_info["ckpt"], weights_only=True)["state_dict"]
+    net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
     ids = np.sort(events["customer_id"].unique())[:300]
     res = client.post("/v1/score", json=request_for(events, ids.tolist())).json()["results"]
     feats = reference_features(model, events, ids)
     with torch.no_grad():
-        intent, churn, _ = ExportWrapper(module.net.eval())(
+        intent, churn, _ = ExportWrapper(net.eval())(
             *(torch.from_numpy(a) for a in (feats.event_type, feats.numeric, feats.length, feats.aggregates)))
     assert np.abs(np.array([x["intent_7d"] for x in res]) - intent.numpy()).max() <= 1e-5
     assert np.abs(np.array([x["churn_90d"] for x in res]) - churn.numpy()).max() <= 1e-5
@@ -334,6 +346,7 @@ RULES = [
     ("negative amount", _mutate(["customers", 0, "events", 1, "amount"], -1.0), 422, "customers[0].events[1].amount"),
     ("amount as string", _mutate(["customers", 0, "events", 1, "amount"], "12.5"), 422,
      "customers[0].events[1].amount"),
+    ("amount absurd", _mutate(["customers", 0, "events", 1, "amount"], 1e300), 422, "customers[0].events[1].amount"),
     ("amount as bool", _mutate(["customers", 0, "events", 1, "amount"], True), 422, "customers[0].events[1].amount"),
     ("unparseable ts", _mutate(["customers", 0, "events", 0, "ts"], "yesterday"), 422, "customers[0].events[0].ts"),
     ("impossible date", _mutate(["customers", 0, "events", 0, "ts"], "2025-13-45T10:00:00"), 422,
@@ -362,6 +375,15 @@ def test_input_rules_name_the_field(client, name, body, status, field):
     assert r.status_code == status, r.text
     fields = [d["field"] for d in r.json()["detail"]]
     assert field in fields, fields
+
+
+def test_malformed_json_and_wrong_content(client):
+    r = client.post("/v1/score", content=b'{"as_of": "2026-01-01", "customers": [}',
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "body"
+    assert "invalid JSON" in r.json()["detail"][0]["msg"]
+    r = client.post("/v1/score", json=[VALID])
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "body"
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])

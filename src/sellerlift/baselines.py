@@ -173,6 +173,13 @@ def baseline_data(prep, events: pd.DataFrame, cutoff, horizons: dict) -> Baselin
 # --------------------------------------------------------------------------- models
 
 
+SMALL_DATA_ROWS = 20000  # below this, one thread: OpenMP start-up and spin-waits cost more than they save
+
+
+def _threads(n_jobs: int, n_rows: int) -> int:
+    return 1 if n_rows < SMALL_DATA_ROWS else int(n_jobs)
+
+
 def _constant_prob(y: np.ndarray) -> float:
     return float(np.clip(np.mean(y), 1e-6, 1 - 1e-6)) if len(y) else 0.5
 
@@ -275,6 +282,7 @@ class RandomForestBaseline(_PerHeadSklearn):
     def _fit_head(self, model, data, rows, i):
         if len(rows) > self.max_train_rows:
             model.set_params(max_samples=self.max_train_rows)
+        model.set_params(n_jobs=_threads(self.n_jobs, len(rows)))
         return model.fit(data.X[rows], data.targets[rows, i].astype(np.int64))
 
     def fit(self, data):
@@ -318,6 +326,7 @@ class LightGBMBaseline(_PerHeadSklearn):
 
         X = pd.DataFrame(data.X[rows], columns=data.feature_names)
         y = data.targets[rows, i].astype(np.int64)
+        model.set_params(n_jobs=_threads(self.n_jobs, len(rows)))
         val = data.rows(1)
         yv = data.targets[val, i]
         if len(val) and 0 < yv.mean() < 1:
@@ -395,8 +404,11 @@ class BaselineResult:
 
 def fit_and_evaluate(model: Baseline, data: BaselineData, top_fraction: float = 0.2) -> BaselineResult:
     """Fit on train (val for early stopping), score val and test with the shared metric names."""
+    from threadpoolctl import threadpool_limits
+
     t0 = time.perf_counter()
-    model.fit(data)
+    with threadpool_limits(limits=1 if len(data.rows(0)) < SMALL_DATA_ROWS else None):
+        model.fit(data)
     fit_s = time.perf_counter() - t0
     test, val = data.rows(2), data.rows(1)
     p_test = model.predict(data, test)

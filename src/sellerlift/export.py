@@ -1,34 +1,23 @@
-"""ONNX export with a parity check, and the serving bundle.
+"""ONNX export of the sequence model with a parity check against PyTorch.
 
-A bundle is a directory::
-
-    manifest.json      files with sha256, feature spec, levels, metrics, versions
-    sequence.onnx      (event_type, numeric, length, aggregates) -> intent_7d, churn_90d, customer_embedding
-    feature_spec.json  the fitted FeatureSpec (same content as in the manifest)
-
-The manifest is written last, through a temp file + rename, so a half-written
-bundle never looks complete.
+Writing and verifying bundles lives in :mod:`sellerlift.bundle` (torch-free, so
+the server can use it); its names are re-exported here for convenience.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sellerlift.features import FeatureSpec
+from sellerlift.bundle import MANIFEST, BundleError, sha256_file, verify_bundle, write_bundle  # noqa: F401
+from sellerlift.bundle import SEQUENCE_INPUTS as INPUT_NAMES
+from sellerlift.bundle import SEQUENCE_OUTPUTS as OUTPUT_NAMES
 from sellerlift.models.networks import ExportWrapper, SequenceNet
-from sellerlift.schema import DISCOUNT_LEVELS
 
-INPUT_NAMES = ["event_type", "numeric", "length", "aggregates"]
-OUTPUT_NAMES = ["intent_7d", "churn_90d", "customer_embedding"]
 PARITY_TOL = 1e-5
-MANIFEST = "manifest.json"
 
 
 class ParityError(AssertionError):
@@ -85,57 +74,3 @@ def check_parity(net: SequenceNet, onnx_path: str | Path, n_numeric: int, n_aggr
             raise ParityError(f"ONNX parity failed at batch={b}, length={length}: max |torch - onnx| = {diff:.2e} "
                               f"> {tol:.0e}; refusing to write a bundle")
     return worst
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def write_bundle(bundle_dir: str | Path, files: dict[str, Path], spec: FeatureSpec, metrics: dict,
-                 extra: dict | None = None) -> Path:
-    """Write ``feature_spec.json`` and the manifest (last) for files already inside ``bundle_dir``."""
-    bundle_dir = Path(bundle_dir)
-    bundle_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(bundle_dir / "feature_spec.json", json.dumps(spec.to_json(), indent=2))
-    entries = {"feature_spec": bundle_dir / "feature_spec.json", **files}
-    manifest = {
-        "format": "sellerlift-bundle/1",
-        "files": {name: {"path": p.name, "sha256": sha256_file(p)} for name, p in entries.items()},
-        "feature_spec": spec.to_json(),
-        "discount_levels": list(DISCOUNT_LEVELS),
-        "inputs": INPUT_NAMES,
-        "outputs": OUTPUT_NAMES,
-        "metrics": {k: float(v) for k, v in metrics.items()},
-        **(extra or {}),
-    }
-    _atomic_write_text(bundle_dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
-    return bundle_dir / MANIFEST
-
-
-def verify_bundle(bundle_dir: str | Path) -> dict:
-    """Load the manifest and check every file's sha256; raises on any mismatch."""
-    bundle_dir = Path(bundle_dir)
-    mpath = bundle_dir / MANIFEST
-    if not mpath.exists():
-        raise FileNotFoundError(f"{bundle_dir}: no {MANIFEST}; not a (complete) sellerlift bundle")
-    manifest = json.loads(mpath.read_text())
-    for name, entry in manifest["files"].items():
-        p = bundle_dir / entry["path"]
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: listed in the manifest as '{name}' but missing")
-        actual = sha256_file(p)
-        if actual != entry["sha256"]:
-            raise ValueError(f"{p}: sha256 {actual[:12]}... does not match the manifest ({entry['sha256'][:12]}...); "
-                             "the bundle was modified or corrupted")
-    return manifest

@@ -69,6 +69,14 @@ def _quiet_libraries() -> None:
 
 def run(cfg: DictConfig) -> RunResult:
     """Train, evaluate, export and track one model as configured."""
+    from sellerlift import config_checks, reliability
+
+    config_checks.check(cfg)  # a bad key fails here, naming it, before any work starts
+    with reliability.sigterm_raises():  # SIGTERM -> exception -> the MLflow run is marked FAILED
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> RunResult:
     import lightning as L
 
     _quiet_libraries()
@@ -153,13 +161,13 @@ def _start_tracking(ctx: RunContext) -> None:
 
 
 def _finish(ctx: RunContext) -> None:
-    from sellerlift import export
+    from sellerlift.bundle import write_bundle
 
     cfg = ctx.cfg
-    export.write_bundle(ctx.bundle_dir, ctx.bundle_files, ctx.prep.spec, ctx.metrics,
-                        extra={"run_id": ctx.run_id, "model": cfg.model.name, "data": ctx.tables.name,
-                               "data_fingerprint": ctx.tables.fingerprint, "cutoff": str(ctx.tables.cutoff),
-                               **ctx.bundle_extra})
+    write_bundle(ctx.bundle_dir, ctx.bundle_files, ctx.prep.spec, ctx.metrics,
+                 extra={"run_id": ctx.run_id, "model": cfg.model.name, "data": ctx.tables.name,
+                        "data_fingerprint": ctx.tables.fingerprint, "cutoff": str(ctx.tables.cutoff),
+                        **ctx.bundle_extra})
     if ctx.client is not None:
         ctx.log_metrics({f"timing/{k}": v for k, v in ctx.timings.items()})
         ctx.client.log_artifacts(ctx.run_id, str(ctx.bundle_dir), "bundle")

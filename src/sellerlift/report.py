@@ -107,6 +107,20 @@ def _section_of(name: str, kind: int) -> int | None:
 
 def build_report(client, run_id: str, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``report.html`` and ``report.md`` for ``run_id`` into ``out_dir``; returns both paths."""
+    import os
+
+    previous = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # one tqdm bar per downloaded plot otherwise
+    try:
+        return _build_report(client, run_id, out_dir)
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = previous
+
+
+def _build_report(client, run_id: str, out_dir: str | Path) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = client.get_run(run_id)
@@ -173,7 +187,8 @@ def _df_html(df: pd.DataFrame, max_rows: int = 40) -> str:
 
 
 def _df_md(df: pd.DataFrame, max_rows: int = 40) -> str:
-    return df.head(max_rows).to_markdown(index=False, floatfmt=".4g")
+    df = df.head(max_rows)
+    return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=".4g", missingval="—")
 
 
 _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;color:#222}

@@ -592,6 +592,9 @@ def _scan_csv(path: Path, table: str) -> None:
                     continue
                 if n_header is None:
                     n_header = len(record)
+                    twice = sorted({c for c in record if record.count(c) > 1})
+                    if twice:  # pandas would silently rename the second one to "<name>.1"
+                        problems.append(Problem(None, _no_rows(), f"duplicate column name(s) {twice} in the header"))
                     continue
                 row += 1
                 if len(record) < n_header:

@@ -11,7 +11,7 @@ Customers are sorted by score, best first; ties are grouped so the curve has one
 point per distinct score. At each cut-off with cumulative (weighted) treated
 count N_t, treated conversions Y_t, control count N_c and control conversions Y_c:
 
-* Qini:   Y_t - Y_c * N_t / N_c     (0 where N_c = 0)
+* Qini:   Y_t - Y_c * N_t / N_c     (N_t / N_c taken as 0 where N_c = 0)
 * uplift: (Y_t / N_t - Y_c / N_c) * (N_t + N_c)   (a ratio with a zero count is taken as 0)
 
 x is the cumulative (weighted) number of customers, starting at (0, 0). Areas
@@ -55,9 +55,7 @@ def _cumulative(y, t, s, w):
 def qini_curve(y, treatment, score, weight=None) -> tuple[np.ndarray, np.ndarray]:
     """(x, qini): cumulative (weighted) customers targeted and incremental conversions (sklift definition)."""
     nt, yt, nc, yc = _cumulative(*_check(y, treatment, score, weight))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.where(nc > 0, yt - yc * nt / np.where(nc > 0, nc, 1.0), 0.0)
-    return nt + nc, q
+    return nt + nc, yt - yc * np.divide(nt, nc, out=np.zeros_like(nt), where=nc > 0)
 
 
 def uplift_curve(y, treatment, score, weight=None) -> tuple[np.ndarray, np.ndarray]:
@@ -97,11 +95,15 @@ def uplift_auc_score(y, treatment, score, weight=None) -> float:
 
 
 def qini_area(y, treatment, score, weight=None) -> float:
-    """Unnormalised Qini area above the random line, per customer (incremental conversions per head)."""
+    """Qini area above the random line with both axes as shares of the population (scale-free).
+
+    Incremental conversions per customer, integrated over the share targeted; unlike
+    the normalised score it does not depend on the outcome noise of a "perfect" ranking.
+    """
     x, q = qini_curve(y, treatment, score, weight)
     if x[-1] <= 0:
         return 0.0
-    return (_area(x, q) - x[-1] * q[-1] / 2.0) / x[-1]
+    return (_area(x, q) - x[-1] * q[-1] / 2.0) / x[-1] ** 2
 
 
 # ------------------------------------------------------------ calibration
@@ -137,5 +139,12 @@ def curve_metrics(pred, true) -> dict[str, float]:
         "uplift_rmse": float(np.sqrt(np.mean((up_p - up_t) ** 2))),
         "non_monotone_frac": float(np.mean((np.diff(pred, axis=1) < -1e-6).any(axis=1))),
         "curve_bias": float(np.mean(pred - true)),
-        "uplift_corr": float(np.corrcoef(up_p[:, -1], up_t[:, -1])[0, 1]) if len(pred) > 2 else float("nan"),
+        "uplift_corr": _corr(up_p[:, -1], up_t[:, -1]),
     }
+
+
+def _corr(a, b) -> float:
+    """Pearson correlation; NaN when either side is constant."""
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])

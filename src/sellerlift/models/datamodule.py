@@ -10,7 +10,7 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from sellerlift.features import SequenceFeatures
 
@@ -42,6 +42,30 @@ class CustomerTensors(Dataset):
         }
 
 
+class EpochShuffle(RandomSampler):
+    """A permutation per epoch drawn from (seed, epoch) alone.
+
+    Lightning calls ``set_epoch`` before every epoch, so a run resumed at epoch k
+    sees the same order as an uninterrupted run would (a DataLoader generator
+    would restart its sequence on resume). A RandomSampler, so that under DDP
+    Lightning swaps it for a DistributedSampler (also seeded by epoch).
+    """
+
+    def __init__(self, n: int, seed: int = 0):
+        super().__init__(range(n))
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
+        return iter(torch.randperm(self.n, generator=gen).tolist())
+
+
 def _already_batched(batch):
     return batch
 
@@ -69,7 +93,8 @@ class SequenceDataModule(L.LightningDataModule):
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.datasets[name], batch_size=self.batch_size, shuffle=shuffle, generator=gen,
+        sampler = EpochShuffle(len(self.datasets[name]), self.seed) if shuffle else None
+        return DataLoader(self.datasets[name], batch_size=self.batch_size, sampler=sampler, generator=gen,
                           collate_fn=_already_batched, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 

@@ -87,10 +87,11 @@ class OfferTensors(Dataset):
     """Logged offers: inputs [n, F], level index [n], converted [n], weight [n]; sliced per batch."""
 
     def __init__(self, x: np.ndarray, level: np.ndarray, y: np.ndarray, w: np.ndarray | None = None):
-        self.x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        self.level = torch.from_numpy(np.ascontiguousarray(level, dtype=np.int64))
-        self.y = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
-        self.w = torch.from_numpy(np.ascontiguousarray(np.ones(len(y)) if w is None else w, dtype=np.float32))
+        # np.array copies: pandas columns may be read-only views
+        self.x = torch.from_numpy(np.array(x, dtype=np.float32))
+        self.level = torch.from_numpy(np.array(level, dtype=np.int64))
+        self.y = torch.from_numpy(np.array(y, dtype=np.float32))
+        self.w = torch.from_numpy(np.array(np.ones(len(y)) if w is None else w, dtype=np.float32))
 
     def __len__(self) -> int:
         return len(self.y)

@@ -72,7 +72,7 @@ def _candidates(seed: int, n_threads: int):
 
 def fit_propensity(x_train: np.ndarray, level_train: np.ndarray, x_val: np.ndarray, level_val: np.ndarray,
                    n_levels: int, candidates=("logistic", "lightgbm"), seed: int = 0, max_rows: int = 100_000,
-                   n_threads: int = 2) -> PropensityModel:
+                   n_threads: int = 1) -> PropensityModel:
     """Fit each candidate, keep the best calibrated on the validation offers."""
     from sklearn.metrics import log_loss
 

@@ -75,5 +75,15 @@ class SequenceModule(L.LightningModule):
         logits, _ = self(batch)
         return torch.sigmoid(logits)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The RNG state goes with the weights, so a resumed run draws the same dropout masks as an
+        # uninterrupted one (torch tensors only: the checkpoint still loads with weights_only=True).
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("torch_rng_state")
+        if state is not None and self._trainer is not None and self.trainer.state.fn == "fit":
+            torch.set_rng_state(state)
+
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

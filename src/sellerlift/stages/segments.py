@@ -25,7 +25,7 @@ def fit_segments_stage(ctx: RunContext) -> None:
     path.write_text(json.dumps(model.to_json(), indent=2))
     ctx.bundle_files["segments"] = path
     ctx.log_table(summary.reset_index() if "segment" not in summary.columns else summary, "segment_summary")
-    ctx.log_table(sel.table(), "segment_k_selection")
+    ctx.log_table(sel.table().reset_index(), "segment_k_selection")  # keep the k column
     metrics = {"segments/k": model.k}
     if prep.truth is not None and "archetype" in prep.truth:
         from sklearn.metrics import adjusted_rand_score

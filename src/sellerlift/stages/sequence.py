@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from sellerlift import export, plots
+from sellerlift import export, plots, reliability
 from sellerlift.features import AGGREGATES, EVENT_NUMERIC, SequenceFeatures
 from sellerlift.stages.context import RunContext
 
@@ -24,10 +24,17 @@ def train_sequence(ctx: RunContext) -> None:
     datamodule = instantiate(cfg.data.datamodule, _partial_=True)(feats=prep.feats, targets=prep.targets,
                                                                   split=prep.split)
     model = instantiate(cfg.model.module)
-    trainer = instantiate(cfg.trainer, _partial_=True)(logger=ctx.logger or False, callbacks=_callbacks(cfg))
+    # resume=auto|<path>: checkpoints in a stable folder, continue from its last.ckpt (sellerlift.reliability)
+    resume = reliability.plan(cfg, ctx.root)
+    callbacks = reliability.use_checkpoint_dir(_callbacks(cfg), resume)
+    trainer = instantiate(cfg.trainer, _partial_=True)(logger=ctx.logger or False, callbacks=callbacks)
+    if resume.enabled and is_global_zero():
+        reliability.begin_attempt(resume, ctx.client, ctx.run_id)
+        if resume.ckpt_path:
+            ctx.summary_rows.append(("resumed from", resume.ckpt_path))
 
     t0 = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume.ckpt_path)
     ctx.timings["fit_s"] = time.perf_counter() - t0
     epochs = max(trainer.current_epoch, 1)
     ctx.timings["train_sequences_per_s"] = int((prep.split == 0).sum()) * epochs / max(ctx.timings["fit_s"], 1e-9)
@@ -61,6 +68,7 @@ def train_sequence(ctx: RunContext) -> None:
 
         tracking.register_onnx(cfg.logger.tracking_uri, ctx.run_id, onnx_path, cfg.tracking.registered_model)
     ctx.summary_rows += _summary(test_metrics, ceiling, ctx.timings, parity)
+    reliability.finish(resume, ctx.run_id)  # trained and exported: the next resume=auto starts afresh
 
 
 def ceiling_metrics(ctx: RunContext) -> dict[str, float]:
@@ -90,6 +98,12 @@ def predict_probs(net, feats: SequenceFeatures, batch_size: int = 1024) -> np.nd
                             torch.from_numpy(feats.length[sl]), torch.from_numpy(feats.aggregates[sl]))
             out.append(torch.sigmoid(logits).numpy())
     return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+
+
+def is_global_zero() -> bool:
+    from sellerlift.pipeline import is_global_zero as zero
+
+    return zero()
 
 
 def _callbacks(cfg: DictConfig) -> list:

@@ -1,0 +1,419 @@
+"""Batch scoring for nightly jobs: an events file in, one row of scores per customer out.
+
+    python -m sellerlift.score --bundle bundles/<run id> --events events.parquet --as-of 2026-01-01 \\
+        --out scores.parquet
+    python -m sellerlift.score --bundle @champion --events examples/seller_events.csv \\
+        --mapping examples/seller_events.mapping.yaml --out scores.csv
+    python -m sellerlift.score ... --budget 5000          # + the discount to offer (bundles with a DIPN)
+
+Output columns: ``customer_id, seller_id, as_of, intent_7d, churn_90d, segment, segment_id,
+n_events, cold_start`` (the fields of the server's ``/v1/score``), plus, when the bundle has a
+promotion model, ``conversion_<level>pct`` for every discount level and, with ``--budget``,
+``discount_pct, expected_spend, expected_incremental_profit``.
+
+How it runs: the same code as the server (``features.build_features`` with the bundle's fitted
+spec, onnxruntime, ``SegmentModel``), no torch. Memory stays bounded on any file size: pass 1
+reads the file in row chunks, maps and validates each chunk (errors name the file's row and
+column) and spills it into hash partitions by customer (only when the file is larger than one
+partition); pass 2 scores one partition at a time, in chunks of ``--chunk-customers``, appending
+to the output. Only a budget allocation keeps per-customer curves (K floats each) in memory, since
+the budget couples all customers. Rows come out grouped by partition, not sorted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sellerlift.data.files import FileSource
+from sellerlift.features import FeatureSpec, build_features
+from sellerlift.schema import DISCOUNT_LEVELS, EVENTS
+
+MANIFEST = "manifest.json"
+
+
+class ScoreError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------- the bundle
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict
+    spec: FeatureSpec
+    sequence: object  # onnxruntime.InferenceSession
+    segments: object | None  # SegmentModel
+    dipn: object | None  # onnxruntime.InferenceSession
+    levels: tuple[int, ...]
+
+    @property
+    def run_id(self) -> str | None:
+        return self.manifest.get("run_id")
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def resolve_bundle(spec: str, tracking_uri: str | None = None) -> Path:
+    """A bundle directory, or ``@alias`` / ``models:/<name>@<alias>`` of the MLflow registry."""
+    if spec.startswith("@") or spec.startswith("models:/"):
+        from mlflow.tracking import MlflowClient
+
+        from sellerlift.champion import DEFAULT_MODEL, champion_bundle_dir, default_tracking_uri
+
+        name, alias = (DEFAULT_MODEL, spec[1:]) if spec.startswith("@") else spec[len("models:/"):].split("@", 1)
+        client = MlflowClient(tracking_uri or default_tracking_uri())
+        path = champion_bundle_dir(client, name, alias)
+        if path is None:
+            raise ScoreError(f"{name}@{alias}: no such alias with a bundle in {client.tracking_uri} "
+                             "(train a registered model first: `make train`)")
+        return path
+    return Path(spec)
+
+
+def load_bundle(path: str | Path, threads: int = 1) -> Bundle:
+    """Load and verify (sha256 of every file) a bundle written by ``sellerlift.export``."""
+    path = Path(path)
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise ScoreError(f"{path}: no {MANIFEST}; not a (complete) sellerlift bundle")
+    manifest = json.loads(mpath.read_text())
+    for name, entry in manifest["files"].items():
+        p = path / entry["path"]
+        if not p.is_file():
+            raise ScoreError(f"{p}: listed in the manifest as '{name}' but missing")
+        if hashlib.sha256(p.read_bytes()).hexdigest() != entry["sha256"]:
+            raise ScoreError(f"{p}: sha256 does not match the manifest; the bundle was modified or corrupted")
+    spec = FeatureSpec.from_json(manifest["feature_spec"])
+    files = manifest["files"]
+    segments = None
+    if "segments" in files:
+        from sellerlift.segment import SegmentModel
+
+        segments = SegmentModel.from_json(json.loads((path / files["segments"]["path"]).read_text()))
+    dipn = _session(path / files["dipn"]["path"], threads) if "dipn" in files else None
+    return Bundle(path, manifest, spec, _session(path / files["sequence"]["path"], threads), segments, dipn,
+                  tuple(int(x) for x in manifest.get("discount_levels", DISCOUNT_LEVELS)))
+
+
+# --------------------------------------------------------------------------- scoring one chunk
+
+
+def score_events(bundle: Bundle, events: pd.DataFrame, as_of: pd.Timestamp,
+                 customers: np.ndarray | None = None, batch: int = 4096) -> pd.DataFrame:
+    """Scores of ``customers`` (default: everyone in ``events``) from contract events, as of ``as_of``."""
+    if customers is None:
+        customers = np.sort(pd.unique(events["customer_id"].to_numpy()))
+    feats = build_features(events, as_of, bundle.spec, customers=customers)
+    n = len(customers)
+    intent = np.empty(n, np.float32)
+    churn = np.empty(n, np.float32)
+    for s in range(0, n, batch):
+        sl = slice(s, s + batch)
+        width = max(int(feats.length[sl].max(initial=0)), 1)  # trim padding like the server's requests
+        out = bundle.sequence.run(["intent_7d", "churn_90d"], {
+            "event_type": np.ascontiguousarray(feats.event_type[sl, :width]),
+            "numeric": np.ascontiguousarray(feats.numeric[sl, :width]),
+            "length": feats.length[sl], "aggregates": feats.aggregates[sl]})
+        intent[sl], churn[sl] = out[0].reshape(-1), out[1].reshape(-1)
+
+    before = events["ts"].to_numpy() < np.datetime64(as_of)
+    ev_cust = events["customer_id"].to_numpy()[before]
+    pos = pd.Index(customers).get_indexer(ev_cust)
+    n_events = np.bincount(pos[pos >= 0], minlength=n)
+    last_seller = (events.loc[before, ["customer_id", "seller_id"]].groupby("customer_id", sort=False)["seller_id"]
+                   .last())
+    seller = last_seller.reindex(customers).to_numpy()
+    out = pd.DataFrame({"customer_id": customers, "seller_id": seller, "as_of": as_of,
+                        "intent_7d": intent, "churn_90d": churn})
+    if bundle.segments is not None:
+        idx = bundle.segments.assign(feats.rfm())
+        out["segment"] = np.asarray(bundle.segments.names, dtype=object)[idx]
+        out["segment_id"] = idx.astype(np.int64)
+    else:
+        out["segment"], out["segment_id"] = None, -1
+    out["n_events"] = n_events.astype(np.int64)
+    out["cold_start"] = n_events == 0
+    if bundle.dipn is not None:
+        from sellerlift.promotion_features import dipn_inputs, order_value
+
+        info = bundle.manifest.get("dipn", {})
+        seq = {"intent_7d": intent, "churn_90d": churn} if info.get("uses_sequence_outputs") else None
+        x = np.ascontiguousarray(dipn_inputs(feats, seq), dtype=np.float32)
+        (curve,) = bundle.dipn.run([info.get("output", "curve")], {info.get("input", "features"): x})
+        for j, lvl in enumerate(bundle.levels):
+            out[f"conversion_{lvl}pct"] = curve[:, j]
+        out["_value"] = order_value(feats, float(info.get("value_fallback", 0.0)))
+    return out
+
+
+# --------------------------------------------------------------------------- the file, in bounded memory
+
+
+def _source(events: Path, mapping: str | None) -> FileSource:
+    if mapping:
+        return FileSource.from_yaml(mapping, path=str(events))
+    # Contract-shaped file: map every contract column the file has onto itself.
+    if events.is_dir() or events.suffix in (".parquet", ".pq"):
+        import pyarrow.dataset as ds
+
+        names = ds.dataset(str(events), format="parquet").schema.names
+    else:
+        names = list(pd.read_csv(events, nrows=0).columns)
+    cols = {c.name: c.name for c in EVENTS.columns if c.name in names}
+    for c in ("amount", "seller_id", "quantity"):
+        cols.setdefault(c, None)
+    return FileSource(str(events), columns=cols)
+
+
+def _estimate_rows(src: FileSource, path: Path) -> int:
+    n = src.count_rows(path)
+    if n is not None:
+        return n
+    with open(path, "rb") as f:
+        sample = f.read(1 << 20)
+    lines = max(sample.count(b"\n") - 1, 1)
+    return int(path.stat().st_size / (len(sample) / lines)) if sample else 0
+
+
+def _bucket_of(customer_id: pd.Series, k: int) -> np.ndarray:
+    ids = customer_id.astype(str).to_numpy(dtype=object)
+    return (pd.util.hash_array(ids, categorize=True) % np.uint64(k)).astype(np.int64)
+
+
+class _Writer:
+    """Append frames to one Parquet or CSV file."""
+
+    def __init__(self, path: Path):
+        self.path, self.pq, self.n = path, None, 0
+        self.csv = path.suffix.lower() in (".csv", ".gz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = path.with_name(f".{path.name}.partial")
+        self.tmp.unlink(missing_ok=True)
+
+    def write(self, df: pd.DataFrame) -> None:
+        if self.csv:
+            df.to_csv(self.tmp, mode="a", header=self.n == 0, index=False)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            if self.pq is None:
+                self.pq = pq.ParquetWriter(str(self.tmp), table.schema)
+            self.pq.write_table(table.cast(self.pq.schema))
+        self.n += len(df)
+
+    def close(self) -> None:
+        if self.pq is not None:
+            self.pq.close()
+        if self.n:
+            self.tmp.replace(self.path)  # the output appears complete or not at all
+
+
+def score_file(bundle: Bundle, events_path: str | Path, out: str | Path, as_of: str | None = None,
+               mapping: str | None = None, budget: float | None = None, value_col: str | None = None,
+               margin: float | None = None, chunk_rows: int = 1_000_000, partition_rows: int = 2_000_000,
+               chunk_customers: int = 50_000, progress: bool = True, console=None) -> dict:
+    """Score every customer of ``events_path``; see the module docstring. Returns a summary dict."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = console or Console(stderr=True)
+    events_path, out = Path(events_path), Path(out)
+    if budget is not None and bundle.dipn is None:
+        console.print(f"[yellow]--budget ignored:[/] bundle {bundle.path} has no promotion model (dipn)")
+        budget = None
+    src = _source(events_path, mapping)
+    extra_cols = [value_col] if value_col else []
+    est = _estimate_rows(src, events_path)
+    k = max(1, math.ceil(est / max(partition_rows, 1)))
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="sellerlift-score-") as tmp, Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, disable=not progress, transient=False) as bar:
+        # ---- pass 1: read, map, validate, partition by customer
+        read = bar.add_task(f"read {events_path.name}", total=est or None)
+        parts: list[list[pd.DataFrame]] = [[] for _ in range(k)]
+        writers: dict[int, object] = {}
+        n_rows, last_ts, offset = 0, None, 0
+        for raw in src.iter_raw(events_path, chunk_rows):
+            ev = src.map_frame(raw, str(events_path), row_offset=offset)
+            if value_col:
+                if value_col not in raw.columns:
+                    raise ScoreError(f"--value-col {value_col!r}: no such column in {events_path}; "
+                                     f"found {list(raw.columns)}")
+                ev[value_col] = pd.to_numeric(raw[value_col].to_numpy(), errors="coerce")
+            offset += len(raw)
+            ev["event_type"] = ev["event_type"].astype(str)
+            n_rows += len(ev)
+            mx = ev["ts"].max()
+            last_ts = mx if last_ts is None or mx > last_ts else last_ts
+            if k == 1:
+                parts[0].append(ev)
+            else:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                b = _bucket_of(ev["customer_id"], k)
+                for j in np.unique(b):
+                    t = pa.Table.from_pandas(ev.loc[b == j], preserve_index=False)
+                    if j not in writers:
+                        writers[j] = pq.ParquetWriter(str(Path(tmp) / f"part-{j:05d}.parquet"), t.schema)
+                    writers[j].write_table(t.cast(writers[j].schema))
+            bar.update(read, advance=len(raw), total=max(est, offset))
+        for w in writers.values():
+            w.close()
+        bar.update(read, total=offset, completed=offset)
+        if n_rows == 0:
+            raise ScoreError(f"{events_path}: no events")
+        cutoff = (pd.Timestamp(as_of) if as_of else pd.Timestamp(last_ts).normalize() + pd.Timedelta(days=1))
+        if cutoff.tzinfo is not None:
+            cutoff = cutoff.tz_convert("UTC").tz_localize(None)
+
+        # ---- pass 2: score partition by partition, customer chunk by customer chunk
+        task = bar.add_task(f"score as of {cutoff.date()}", total=n_rows)
+        writer = _Writer(out if budget is None else Path(tmp) / "scores.parquet")
+        alloc_p, alloc_v, alloc_s = [], [], []
+        n_customers = 0
+        for j in range(k):
+            if k == 1:
+                ev = pd.concat(parts[0], ignore_index=True)
+                parts[0] = []
+            else:
+                f = Path(tmp) / f"part-{j:05d}.parquet"
+                if not f.exists():
+                    continue
+                ev = pd.read_parquet(f)
+            codes, uniq = pd.factorize(ev["customer_id"], sort=True)
+            order = np.lexsort((ev["ts"].to_numpy(), codes))
+            ev = ev.iloc[order].reset_index(drop=True)
+            codes = codes[order]
+            starts = np.searchsorted(codes, np.arange(0, len(uniq), chunk_customers))
+            ends = np.append(starts[1:], len(codes))
+            for c0, lo, hi in zip(range(0, len(uniq), chunk_customers), starts, ends):
+                chunk = ev.iloc[lo:hi]
+                ids = np.asarray(uniq[c0:c0 + chunk_customers])
+                scores = score_events(bundle, chunk, cutoff, customers=ids)
+                if value_col:
+                    hist = chunk[chunk["ts"].to_numpy() < np.datetime64(cutoff)]
+                    v = hist.groupby("customer_id")[value_col].last().reindex(ids).to_numpy(dtype=np.float64)
+                    if "_value" in scores:
+                        scores["_value"] = np.where(np.isfinite(v), v, scores["_value"].to_numpy())
+                if budget is not None:
+                    alloc_p.append(scores[[f"conversion_{lvl}pct" for lvl in bundle.levels]].to_numpy(np.float64))
+                    alloc_v.append(scores["_value"].to_numpy(np.float64))
+                    alloc_s.append(len(scores))
+                writer.write(scores.drop(columns=["_value"], errors="ignore"))
+                n_customers += len(scores)
+                bar.update(task, advance=hi - lo)
+        writer.close()
+
+        summary = {"customers": n_customers, "events": n_rows, "as_of": str(cutoff.date()), "out": str(out),
+                   "partitions": k, "bundle": str(bundle.path), "run_id": bundle.run_id}
+        if budget is not None:
+            summary.update(_allocate_and_write(bundle, writer.path, out, np.concatenate(alloc_p),
+                                               np.concatenate(alloc_v), budget, margin))
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    return summary
+
+
+def _allocate_and_write(bundle: Bundle, scores_path: Path, out: Path, p: np.ndarray, value: np.ndarray,
+                        budget: float, margin: float | None) -> dict:
+    """Budgeted allocation over every customer (Lagrangian), then the scores with the chosen level."""
+    import pyarrow.parquet as pq
+
+    from sellerlift.allocate import allocate_lagrangian, incremental_profit_and_spend
+
+    m = float(margin if margin is not None else bundle.manifest.get("dipn", {}).get("margin", 0.4))
+    margin_arr = np.full(len(value), m)
+    a = allocate_lagrangian(p, value, margin_arr, list(bundle.levels), budget=float(budget))
+    profit, spend = incremental_profit_and_spend(p, value, margin_arr, list(bundle.levels))
+    rows = np.arange(len(value))
+    level_pct = np.asarray(bundle.levels)[a.level_index]
+    writer, pos = _Writer(out), 0
+    for batch in pq.ParquetFile(scores_path).iter_batches(batch_size=100_000):
+        df = batch.to_pandas()
+        sl = slice(pos, pos + len(df))
+        df["discount_pct"] = level_pct[sl]
+        df["expected_spend"] = spend[rows[sl], a.level_index[sl]]
+        df["expected_incremental_profit"] = profit[rows[sl], a.level_index[sl]]
+        writer.write(df)
+        pos += len(df)
+    writer.close()
+    return {"budget": float(budget), "spend": float(a.spend), "incremental_profit": float(a.profit),
+            "treated": int((a.level_index > 0).sum()), "margin": m}
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sellerlift.score",
+                                 description="Score every customer of an events file with a sellerlift bundle.")
+    ap.add_argument("--bundle", required=True,
+                    help="bundle directory, or @champion / models:/sellerlift-sequence@champion (MLflow registry)")
+    ap.add_argument("--events", required=True, help="events file: CSV, Parquet or a directory of Parquet parts")
+    ap.add_argument("--mapping", help="column/event-name mapping (examples/seller_events.mapping.yaml or a data "
+                                      "config like configs/data/seller_file.yaml); default: contract column names")
+    ap.add_argument("--as-of", help="score as of this date/time (events at or after it are ignored); "
+                                    "default: the day after the last event")
+    ap.add_argument("--out", required=True, help="output file: .parquet or .csv")
+    ap.add_argument("--budget", type=float, help="discount budget to allocate (bundles with a promotion model)")
+    ap.add_argument("--value-col", help="column of the events file with the customer's expected order value "
+                                        "(default: the observed mean basket)")
+    ap.add_argument("--margin", type=float, help="profit margin for the allocation (default: the bundle's)")
+    ap.add_argument("--chunk-customers", type=int, default=50_000, help="customers per model call batch group")
+    ap.add_argument("--chunk-rows", type=int, default=1_000_000, help="rows read at a time")
+    ap.add_argument("--partition-rows", type=int, default=2_000_000,
+                    help="events per partition in pass 2 (bounds memory)")
+    ap.add_argument("--threads", type=int, default=2, help="onnxruntime threads")
+    ap.add_argument("--tracking-uri", help="MLflow store for @alias bundles (default: MLFLOW_TRACKING_URI or ./mlruns)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    try:
+        bundle_dir = resolve_bundle(args.bundle, args.tracking_uri)
+        bundle = load_bundle(bundle_dir, threads=args.threads)
+        console.print(f"[bold]bundle[/] {bundle_dir} (run {bundle.run_id}, model {bundle.manifest.get('model')}, "
+                      f"segments: {'yes' if bundle.segments else 'no'}, promotion model: "
+                      f"{'yes' if bundle.dipn else 'no'})")
+        s = score_file(bundle, args.events, args.out, as_of=args.as_of, mapping=args.mapping, budget=args.budget,
+                       value_col=args.value_col, margin=args.margin, chunk_rows=args.chunk_rows,
+                       partition_rows=args.partition_rows, chunk_customers=args.chunk_customers,
+                       progress=not args.no_progress, console=console)
+    except (ScoreError, FileNotFoundError, ValueError) as err:  # SchemaError is a ValueError
+        console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    console.print(f"[bold]scored[/] {s['customers']:,} customers ({s['events']:,} events) as of {s['as_of']} "
+                  f"in {s['seconds']:.1f}s -> {s['out']}")
+    if "budget" in s:
+        console.print(f"[bold]allocation[/] budget {s['budget']:,.2f}: {s['treated']:,} customers get a discount, "
+                      f"expected spend {s['spend']:,.2f}, incremental profit {s['incremental_profit']:,.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Per-run report: logged by every tracked run, built from the run's own artifacts (and child runs')."""
+
+import base64
+
+from mlflow.tracking import MlflowClient
+
+from sellerlift import report
+from sellerlift.pipeline import run
+
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+
+
+def test_tiny_run_logs_a_report_with_its_plots_and_tables(tiny_config, tmp_path):
+    cfg = tiny_config("extras=[sellerlift.stages.segments.fit_segments_stage]")
+    result = run(cfg)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    names = {a.path for a in client.list_artifacts(result.run_id, "report")}
+    assert names == {"report/report.html", "report/report.md"}
+    html = open(client.download_artifacts(result.run_id, "report/report.html", str(tmp_path))).read()
+    md = open(client.download_artifacts(result.run_id, "report/report.md", str(tmp_path))).read()
+    for text in (html, md):
+        assert "Key metrics" in text and "Ranking and calibration" in text and "Customer segments" in text
+        assert f"{result.metrics['test/churn_auroc']:.4g}" in text
+    assert html.count("data:image/png;base64,") >= 3  # ROC/calibration x2 + k selection, inlined
+    assert "segment summary" in html and "promoted" in html  # segment table; the champion decision
+    assert "](../plots/churn_roc_calibration.png)" in md
+    r = client.get_run(result.run_id)
+    assert r.info.status == "FINISHED" and r.data.tags["champion.decision"] == "promoted"
+    assert "val/churn_auroc" in r.data.metrics  # the selection metric is tracked next to test
+
+
+def test_report_picks_up_promotion_plots_of_child_runs(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.create_experiment("r", artifact_location=f"file://{tmp_path}/artifacts")
+    parent = client.create_run(exp, run_name="gru-simulator").info.run_id
+    client.log_metric(parent, "val/churn_auroc", 0.81)
+    child = client.create_run(exp, run_name="dipn-simulator",
+                              tags={"mlflow.parentRunId": parent, "model.kind": "dipn"}).info.run_id
+    (tmp_path / "plots").mkdir()
+    for name in ("response_curves_by_archetype.png", "roi_and_profit_by_budget.png"):
+        (tmp_path / "plots" / name).write_bytes(PNG)
+    client.log_artifacts(child, str(tmp_path / "plots"), "plots")
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "roi_table.csv").write_text("budget,dipn,oracle\n100,1.5,1.9\n")
+    client.log_artifacts(child, str(tmp_path / "tables"), "tables")
+
+    html_path, md_path = report.build_report(client, parent, tmp_path / "out")
+    html, md = html_path.read_text(), md_path.read_text()
+    assert "Promotion response" in html and "Return on promotion budget" in html
+    assert "response curves by archetype" in html and "roi table" in html and "dipn-simulator" in html
+    assert "0.81" in md and "roi_and_profit_by_budget.png" in md

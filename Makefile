@@ -15,6 +15,9 @@ help:
 	@echo "make test         the fast test suite (what CI runs)"
 	@echo "make test-slow    the slow tests"
 	@echo "make ui           the MLflow UI on http://$(HOST):$(PORT)"
+	@echo "make sweep        a small Optuna sweep (SWEEP_TRIALS=3), trials nested under one MLflow run"
+	@echo "make champion     who holds sellerlift-sequence@champion"
+	@echo "make score        batch-score EVENTS=... [MAPPING=...] OUT=... with the @champion bundle"
 	@echo "make bench        every benchmark; results in benchmarks/results and docs/benchmarks.md"
 
 $(STAMP): pyproject.toml
@@ -60,3 +63,29 @@ SERVE_PORT ?= 8000
 .PHONY: serve
 serve: $(STAMP)
 	$(PY) -m serve --host $(HOST) --port $(SERVE_PORT) $(if $(BUNDLE),--bundle $(BUNDLE)) $(ARGS)
+
+# Reliability (docs/reliability.md): data-in properties, bad config, resume after SIGTERM/SIGKILL, MLflow server.
+.PHONY: test-reliability
+test-reliability: $(STAMP)
+	$(PY) -m pytest -m "slow or not slow" -n $(PYTEST_WORKERS) --timeout=3600 \
+		tests/test_data_robustness.py tests/test_bad_config.py tests/test_resume.py tests/test_mlflow_server.py $(ARGS)
+
+# Workflows (docs/workflows.md): sweeps, the champion, the seller's own file, batch scoring, DDP.
+SWEEP_TRIALS ?= 3
+.PHONY: sweep champion train-seller-file score config-reference
+sweep: $(STAMP)  ## a small Optuna sweep: $(SWEEP_TRIALS) tiny trials nested under one MLflow parent run
+	$(PY) train.py hparams_search=sequence_optuna hydra.sweeper.n_trials=$(SWEEP_TRIALS) experiment=smoke \
+		data.source.n_customers=1000 $(ARGS)
+champion: $(STAMP)  ## who holds sellerlift-sequence@champion, its metric and bundle
+	$(PY) -m sellerlift.champion show
+train-seller-file: $(STAMP)  ## train on examples/seller_events.csv (configs/data/seller_file.yaml)
+	$(PY) train.py data=seller_file $(ARGS)
+# make score EVENTS=my_events.csv MAPPING=my_mapping.yaml OUT=scores.parquet [BUNDLE=bundles/<run id>] [AS_OF=2026-01-01]
+EVENTS  ?= examples/seller_events.csv
+MAPPING ?= examples/seller_events.mapping.yaml
+OUT     ?= scores.parquet
+score: $(STAMP)  ## batch-score EVENTS with BUNDLE (default: the @champion bundle) into OUT
+	$(PY) -m sellerlift.score --bundle $(if $(BUNDLE),$(BUNDLE),@champion) --events $(EVENTS) \
+		$(if $(MAPPING),--mapping $(MAPPING)) $(if $(AS_OF),--as-of $(AS_OF)) --out $(OUT) $(ARGS)
+config-reference: $(STAMP)  ## regenerate docs/config_reference.md from configs/
+	$(PY) scripts/config_reference.py

@@ -74,12 +74,13 @@ def run_one(dataset: str, model: str, seed: int, args, pred_dir: Path, work: Pat
     if dataset == "simulator":
         ov.append("data.source.progress=false")
     if not first:
-        ov.append("baselines.models={}")
+        ov.append("~baselines.models")  # no baseline models: only the test predictions are written
     if args.quick:
         ov += QUICK[dataset] + QUICK["common"]
     minutes = args.max_minutes.get(dataset) if args.max_minutes else None
     if minutes:  # a wall-clock budget per sequence model (early stopping and the best checkpoint still apply)
-        ov.append(f"++trainer.max_time={{minutes: {minutes}}}")
+        total = int(round(minutes * 60))
+        ov.append(f"++trainer.max_time='00:{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}'")
     ov += args.override
     cfg = compose(ov, args.root)
     t0 = time.perf_counter()

@@ -71,6 +71,15 @@ def render(name: str, data: dict) -> str:
         return (markdown_table(rows, ["n", "lagrangian_s", "lp_highs_s", "lp_over_lagrangian", "profit_gap_rel"])
                 + "\n\n" + markdown_table(scale, ["n", "per_seller", "median_s", "peak_traced_mb",
                                                   "gap_vs_dual_bound_rel"]))
+    if name == "serve":
+        rows = data.get("rows", [])
+        gen = rows[0]["generator"] if rows else "?"
+        conns = rows[0]["connections"] if rows else "?"
+        return (markdown_table(rows, ["customers_per_request", "workers", "p50_ms", "p99_ms", "throughput_rps",
+                                      "customers_per_s", "inprocess_p50_ms", "ratio_server_over_inprocess"])
+                + f"\n\nPOST /v1/score over loopback ({gen}): p50/p99 one request at a time, throughput with {conns} "
+                "concurrent connections; in-process = the same requests' arrays through features + sequence.onnx + "
+                f"segments, timed side by side (the ratio is the figure). Bundle: {data.get('bundle')}.")
     rows = data.get("rows") or [data]
     cols = [k for k, v in rows[0].items() if isinstance(v, (int, float, str))][:10]
     return markdown_table(rows, cols)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from serve.config import ADMIN_TOKEN_ENV, API_TOKEN_ENV, Settings
@@ -31,6 +32,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-customers", dest="max_customers", type=int)
     p.add_argument("--max-events-per-customer", dest="max_events_per_customer", type=int)
     p.add_argument("--max-body-bytes", dest="max_body_bytes", type=int)
+    p.add_argument("--body-timeout", dest="body_timeout", type=int,
+                   help="seconds for the whole request body to arrive (408 after; default 30)")
+    p.add_argument("--timeout-keep-alive", dest="timeout_keep_alive", type=int,
+                   help="seconds an idle keep-alive connection stays open (default 5)")
+    p.add_argument("--limit-concurrency", dest="limit_concurrency", type=int,
+                   help="connections + requests above which uvicorn answers 503 (default 0: no limit)")
+    p.add_argument("--h11-max-incomplete-event-size", dest="h11_max_incomplete_event_size", type=int,
+                   help="max bytes of request line + headers (default 16384)")
+    p.add_argument("--http", dest="http", choices=("h11", "httptools"),
+                   help="HTTP parser (default h11, which enforces the header limit; httptools has none)")
     p.add_argument("--log-level", dest="log_level")
     return p.parse_args(argv)
 
@@ -49,18 +60,31 @@ def main(argv=None) -> int:
     from serve.bundle import BundleError
 
     try:
-        app = create_app(settings)
+        app = create_app(settings)  # verify + load + warm up here: a bad bundle refuses to start, binding nothing
     except BundleError as err:
         print(f"serve: refusing to start: {err}", file=sys.stderr)
         return 2
     logging.getLogger("serve").info("heavy modules loaded: %s; binding %s:%d", heavy_modules_loaded() or "none",
                                     settings.host, settings.port)
+    common = dict(host=settings.host, port=settings.port, log_level=settings.log_level.lower(), access_log=True,
+                  timeout_graceful_shutdown=10, timeout_keep_alive=settings.timeout_keep_alive,
+                  limit_concurrency=settings.limit_concurrency or None,
+                  h11_max_incomplete_event_size=settings.h11_max_incomplete_event_size, http=settings.http)
     if settings.workers > 1:
-        logging.getLogger("serve").warning("workers=%d: uvicorn needs an import string for several workers; "
-                                           "serving with 1 (run several instances behind a balancer instead)",
-                                           settings.workers)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                access_log=True, timeout_graceful_shutdown=10)
+        # uvicorn starts each worker process from an import string: every worker builds its own app from
+        # the environment, so pass the settings (and the bundle this process verified) down that way.
+        bundle = str(app.state.serve.model.bundle_dir)
+        del app
+        for name, value in settings.public().items():
+            if name in ("api_token_set", "admin_token_set", "workers") or value is None:
+                continue
+            os.environ[f"SELLERLIFT_{name.upper()}"] = str(value)
+        os.environ["SELLERLIFT_BUNDLE"] = bundle
+        logging.getLogger("serve").info("starting %d worker processes (a reload applies to the worker that "
+                                        "receives it)", settings.workers)
+        uvicorn.run("serve.app:app_from_env", factory=True, workers=settings.workers, **common)
+    else:
+        uvicorn.run(app, **common)
     return 0
 
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
+import re
 import os
 import sys
 import time
@@ -29,12 +31,14 @@ import pandas as pd
 from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve import __version__
 from serve.bundle import BundleError, EventBatch, Model, resolve_bundle
 from serve.config import Settings
+from serve import schemas
 from serve.schemas import (AllocateRequest, AllocateResponse, CurvesRequest, CurvesResponse, ErrorResponse,
                            ReloadRequest, ScoreRequest, ScoreResponse)
 from sellerlift.schema import EVENT_TYPES, TS_MAX, TS_MIN
@@ -47,6 +51,9 @@ RELOAD_PATH = "/v1/admin/reload"
 ENDPOINTS = ("/v1/score", "/v1/promotions/curves", "/v1/promotions/allocate", "/healthz", "/readyz", "/v1/models",
              "/metrics", RELOAD_PATH, "/docs", "/openapi.json", "/redoc")
 MAX_ERRORS_SHOWN = 20
+# 413/408 before the body is read: close the connection rather than swallow the rest of the upload
+CLOSE = [(b"connection", b"close")]
+LARGE_BODY = 256 * 1024  # bytes; bodies at least this large are decoded off the event loop
 _TYPE_INDEX = {t: i for i, t in enumerate(EVENT_TYPES)}
 
 
@@ -112,15 +119,112 @@ def _pydantic_items(errors) -> list[tuple[tuple, str, str]]:
 # ------------------------------------------------------------------ request -> arrays
 
 
+class FallBack(Exception):
+    """The fast path declines a request; the pydantic path validates it again and decides (4xx or not)."""
+
+
 def _parse_times(values: list[str]) -> np.ndarray:
     """ISO 8601 strings -> naive-UTC datetime64[us]; NaT where unparseable or out of the schema's range."""
     if not values:
         return np.zeros(0, dtype="datetime64[us]")
     parsed = pd.to_datetime(np.asarray(values, dtype=object), utc=True, format="ISO8601", errors="coerce")
     out = parsed.tz_localize(None).to_numpy().astype("datetime64[us]")
+    return _in_range(out)
+
+
+def _in_range(out: np.ndarray) -> np.ndarray:
     bad = (out < np.datetime64(TS_MIN, "us")) | (out >= np.datetime64(TS_MAX, "us"))
     out[bad] = np.datetime64("NaT")
     return out
+
+
+# The common shapes, parsed vectorised: YYYY-MM-DD, then [T ]HH:MM:SS, then .fff or .ffffff, then Z.
+# Each of them matches schemas.TS_PATTERN; everything else (offsets, other precisions, compact forms,
+# anything invalid) goes to pandas, so the values (and NaT) are exactly those of _parse_times.
+_FAST_LENGTHS = np.array([10, 19, 20, 23, 24, 26, 27])
+_WIDTH = 27
+_DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+
+
+def _fast_times(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(datetime64[us] values, handled mask): the strings in a common shape with a valid date and time."""
+    n = len(values)
+    out = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
+    lens = np.fromiter(map(len, values), dtype=np.int64, count=n)
+    idx = np.flatnonzero(np.isin(lens, _FAST_LENGTHS))
+    done = np.zeros(n, dtype=bool)
+    if not len(idx):
+        return out, done
+    try:
+        raw = np.array(values if len(idx) == n else [values[i] for i in idx], dtype=f"S{_WIDTH}")
+    except UnicodeEncodeError:  # non-ASCII somewhere: leave it all to pandas
+        return out, done
+    b = raw.view(np.uint8).reshape(len(idx), _WIDTH).astype(np.int64)  # shorter strings are zero-padded
+    L = lens[idx]
+    d = b - 48
+
+    def digits(*pos):
+        v = np.zeros(len(idx), dtype=np.int64)
+        ok = np.ones(len(idx), dtype=bool)
+        for p in pos:
+            ok &= (d[:, p] >= 0) & (d[:, p] <= 9)
+            v = v * 10 + d[:, p]
+        return v, ok
+
+    year, ok_y = digits(0, 1, 2, 3)
+    month, ok_m = digits(5, 6)
+    day, ok_d = digits(8, 9)
+    hour, ok_h = digits(11, 12)
+    minute, ok_mi = digits(14, 15)
+    second, ok_s = digits(17, 18)
+    frac3, ok_f3 = digits(20, 21, 22)
+    frac6, ok_f6 = digits(20, 21, 22, 23, 24, 25)
+    has_time = L >= 19
+    f3, f6 = (L == 23) | (L == 24), (L == 26) | (L == 27)
+    zulu = (L == 20) | (L == 24) | (L == 27)
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    mi = np.clip(month, 1, 12) - 1
+    dim = _DAYS_IN_MONTH[mi] + ((mi == 1) & leap)
+    ok = (ok_y & ok_m & ok_d & (b[:, 4] == 45) & (b[:, 7] == 45) & (year // 100 >= 19) & (year // 100 <= 21)
+          & (month >= 1) & (month <= 12) & (day >= 1) & (day <= dim))
+    ok &= ~has_time | (((b[:, 10] == 84) | (b[:, 10] == 32)) & (b[:, 13] == 58) & (b[:, 16] == 58) & ok_h & ok_mi
+                       & ok_s & (hour <= 23) & (minute <= 59) & (second <= 59))
+    ok &= ~(f3 | f6) | (b[:, 19] == 46)
+    ok &= ~f3 | ok_f3
+    ok &= ~f6 | ok_f6
+    ok &= ~zulu | (b[np.arange(len(idx)), L - 1] == 90)
+    # days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
+    y = year - (month <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    us = days * 86_400_000_000
+    us += np.where(has_time, hour * 3_600_000_000 + minute * 60_000_000 + second * 1_000_000, 0)
+    us += np.where(f3, frac3 * 1000, 0) + np.where(f6, frac6, 0)
+    good = idx[ok]
+    out[good] = us[ok].astype("datetime64[us]")
+    done[good] = True
+    return out, done
+
+
+_TS_RE = re.compile(schemas.TS_PATTERN_STRICT) if schemas.msgspec is not None else None
+
+
+def _event_times(ts_str: list[str], strict: bool) -> np.ndarray:
+    """Event timestamps -> datetime64[us] (NaT: unparseable / out of range).
+
+    ``strict`` (the fast path, where msgspec did not pattern-check event times): raise FallBack when a
+    string does not match the request models' timestamp pattern, so pydantic reports it as it always did.
+    """
+    ts, done = _fast_times(ts_str)
+    if not done.all():
+        rest = np.flatnonzero(~done)
+        rest_str = [ts_str[i] for i in rest]
+        if strict and not all(_TS_RE.match(v) for v in rest_str):
+            raise FallBack
+        ts[rest] = _parse_times(rest_str)
+    return _in_range(ts)
 
 
 @lru_cache(maxsize=4096)
@@ -130,9 +234,17 @@ def _parse_one(value: str) -> np.datetime64:
 
 
 def build_batch(req, settings: Settings) -> EventBatch:
-    """Check limits and timestamps of a score/curves/allocate request and flatten it into arrays."""
+    """Check limits and timestamps of a score/curves/allocate request and flatten it into arrays.
+
+    ``req`` is a pydantic request model or its msgspec twin from the fast path (same attributes); with the
+    latter, event timestamps are pattern-checked here first (FallBack when one does not match).
+    """
     custs = req.customers
     n = len(custs)
+    strict = schemas.msgspec is not None and isinstance(req, schemas.msgspec.Struct)
+    events = [e for c in custs for e in c.events]
+    ts_str = [e.ts for e in events]
+    ts = _event_times(ts_str, strict)  # first: a pattern mismatch is pydantic's 422, before any limit
     if n > settings.max_customers:
         raise ClientError(413, [(("body", "customers"), f"too many customers: {n} > {settings.max_customers} per "
                                  "request (max_customers)", "too_many_customers")])
@@ -157,9 +269,7 @@ def build_batch(req, settings: Settings) -> EventBatch:
                                  f"ISO 8601 between {TS_MIN.date()} and {TS_MAX.date()}", "timestamp")
                                 for i in bad])
 
-    events = [e for c in custs for e in c.events]
     cust = np.repeat(np.arange(n, dtype=np.int64), counts)
-    ts = _parse_times([e.ts for e in events])
     start = np.concatenate([[0], np.cumsum(counts)[:-1]]) if n else np.zeros(0, np.int64)
 
     def where(k):
@@ -168,11 +278,11 @@ def build_batch(req, settings: Settings) -> EventBatch:
 
     bad = np.flatnonzero(np.isnat(ts))
     if len(bad):
-        raise ClientError(422, [(where(k), f"unparseable or out-of-range timestamp {events[k].ts!r}; expected ISO "
+        raise ClientError(422, [(where(k), f"unparseable or out-of-range timestamp {ts_str[k]!r}; expected ISO "
                                  f"8601 between {TS_MIN.date()} and {TS_MAX.date()}", "timestamp") for k in bad])
     late = np.flatnonzero(ts > as_of[cust])
     if len(late):
-        raise ClientError(422, [(where(k), f"timestamp {events[k].ts!r} is after the customer's as-of time "
+        raise ClientError(422, [(where(k), f"timestamp {ts_str[k]!r} is after the customer's as-of time "
                                  f"{as_of_str[int(cust[k])]!r}", "after_as_of") for k in late])
     type_code = np.fromiter((_TYPE_INDEX[e.type] for e in events), dtype=np.int8, count=len(events))
     amount = np.fromiter((e.amount for e in events), dtype=np.float64, count=len(events))
@@ -181,6 +291,89 @@ def build_batch(req, settings: Settings) -> EventBatch:
 
 def _iso(t: np.datetime64) -> str:
     return pd.Timestamp(t).tz_localize("UTC").isoformat().replace("+00:00", "Z")
+
+
+def _iso_each(values: np.ndarray) -> list[str]:
+    """_iso of every element, formatting each distinct time once (requests usually share one as-of)."""
+    uniq, inv = np.unique(values, return_inverse=True)
+    names = [_iso(u) for u in uniq]
+    return [names[i] for i in inv.reshape(-1).tolist()]
+
+
+# ------------------------------------------------------------------ the fast path: msgspec in, msgspec out
+
+
+def _numpy_scalar(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+_ENCODER = schemas.msgspec.json.Encoder(enc_hook=_numpy_scalar) if schemas.msgspec is not None else None
+
+
+def json_response(payload, status_code: int = 200) -> Response:
+    """JSON bytes by msgspec (a few times faster than the json module); what it cannot encode goes by json."""
+    if _ENCODER is not None:
+        try:
+            return Response(_ENCODER.encode(payload), status_code=status_code, media_type="application/json")
+        except (TypeError, OverflowError, ValueError, schemas.msgspec.EncodeError):
+            pass  # e.g. an integer id beyond 64 bits
+    return JSONResponse(payload, status_code=status_code)
+
+
+def _is_json(content_type: str | None) -> bool:
+    """FastAPI's rule for parsing a body as JSON: application/json or application/*+json."""
+    if not content_type:
+        return False
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+
+
+def fast_body(struct_type):
+    """Mark an endpoint for :class:`FastRoute`: decode its body as ``struct_type`` (a msgspec Struct)."""
+    def mark(fn):
+        fn.fast_body = struct_type
+        return fn
+    return mark
+
+
+class FastRoute(APIRoute):
+    """An APIRoute that first tries msgspec on a JSON body, and otherwise does exactly what FastAPI does.
+
+    The OpenAPI schema, the pydantic request models and every error are FastAPI's own: the fast path
+    only handles bodies that its (stricter) msgspec twin of the request model accepts and hands the
+    endpoint an object with the same attributes. Anything it does not accept (wrong JSON, wrong types,
+    NaN, a timestamp off the pattern, non-JSON content types, ...) goes through the unchanged FastAPI
+    handler, which parses the body again and answers with the usual 4xx.
+    """
+
+    def get_route_handler(self):
+        slow = super().get_route_handler()
+        struct_type = getattr(self.endpoint, "fast_body", None)
+        if struct_type is None or schemas.msgspec is None:
+            return slow
+        decoder = schemas.msgspec.json.Decoder(struct_type)
+        endpoint = self.endpoint
+        deps = [d.dependency for d in self.dependencies]  # plain no-argument checks (e.g. 503 without DIPN)
+
+        async def handler(request):
+            if not _is_json(request.headers.get("content-type")):
+                return await slow(request)
+            for dep in deps:
+                dep()
+            body = await request.body()
+            try:
+                # a large body decodes in a thread, so it does not hold up the event loop (other clients)
+                req = decoder.decode(body) if len(body) < LARGE_BODY else await asyncio.to_thread(decoder.decode, body)
+            except Exception:  # noqa: BLE001  (invalid JSON or types, bad UTF-8, ...): FastAPI's path decides
+                return await slow(request)
+            try:
+                return await endpoint(req)
+            except FallBack:
+                return await slow(request)
+
+        return handler
 
 
 # ------------------------------------------------------------------ metrics
@@ -269,20 +462,26 @@ class Gate:
                 except ValueError:
                     return await _json(send_wrapped, 400, {"detail": "invalid Content-Length header"})
                 if declared > limit:
-                    return await _json(send_wrapped, 413, _too_large(limit))
-            # Read the body (bounded) once, then replay it: a chunked upload cannot exceed the limit either.
+                    return await _json(send_wrapped, 413, _too_large(limit), CLOSE)
+            # Read the body (bounded) once, then replay it: a chunked upload cannot exceed the limit either,
+            # and a client that trickles its body (slowloris) is cut off after body_timeout seconds (408).
             chunks, size, more = [], 0, True
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    status["code"] = 499  # client went away
-                    return
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    return await _json(send_wrapped, 413, _too_large(limit))
-                chunks.append(chunk)
-                more = message.get("more_body", False)
+            try:
+                async with asyncio.timeout(s.body_timeout):
+                    while more:
+                        message = await receive()
+                        if message["type"] == "http.disconnect":
+                            status["code"] = 499  # client went away
+                            return
+                        chunk = message.get("body", b"")
+                        size += len(chunk)
+                        if size > limit:
+                            return await _json(send_wrapped, 413, _too_large(limit), CLOSE)
+                        chunks.append(chunk)
+                        more = message.get("more_body", False)
+            except TimeoutError:
+                return await _json(send_wrapped, 408, {"detail": f"request body not received within "
+                                                       f"{s.body_timeout} s (body_timeout)"}, CLOSE)
             body = b"".join(chunks)
             sent = False
 
@@ -357,6 +556,13 @@ _ERRORS = {401: {"description": "missing or wrong bearer token"},
            503: {"description": "no model loaded / no promotion model in this bundle"}}
 
 
+def app_from_env() -> FastAPI:
+    """The app of one uvicorn worker process (``workers > 1``): settings from SELLERLIFT_* variables."""
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return create_app(settings)
+
+
 def create_app(settings: Settings | None = None, model: Model | None = None) -> FastAPI:
     """Build the app. Loads (verifies and warms) the bundle now unless ``model`` is given; raises BundleError."""
     settings = settings or Settings.from_env()
@@ -376,6 +582,7 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
                       {"name": "scoring", "description": "intent, churn and segments from raw events"},
                       {"name": "promotions", "description": "response curves and budgeted allocation"},
                       {"name": "operations", "description": "health, readiness, model info, metrics, reload"}])
+    app.router.route_class = FastRoute  # the endpoints below: msgspec fast path, FastAPI's path otherwise
     app.state.serve = state
     app.add_middleware(Gate, state=state)
 
@@ -389,6 +596,10 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # FastAPI's answer to a JSON body that is not UTF-8/16/32 text: malformed JSON like any other (422)
+            return JSONResponse(_error_body([(("body",), "invalid JSON: the body is not UTF-8 text", "json_invalid")]),
+                                status_code=422)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
@@ -415,11 +626,12 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
 
     @app.post("/v1/score", response_model=ScoreResponse, tags=["scoring"], responses=_ERRORS,
               summary="intent, churn and segment per customer from raw events")
-    async def score(req: ScoreRequest) -> dict:
+    @fast_body(getattr(schemas, "FastScoreRequest", None))
+    async def score(req: ScoreRequest) -> Response:
         model = current()
-        batch = build_batch(req, settings)
+        batch = await run(build_batch, req, settings)  # off the event loop: large requests would block it
         if batch.n == 0:
-            return {"model": ref(model), "results": []}
+            return json_response({"model": ref(model), "results": []})
         t0 = time.perf_counter()
         out, seg = await run(_score, model, batch)
         state.metrics.inference.labels("/v1/score").observe(time.perf_counter() - t0)
@@ -427,11 +639,12 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
         used = np.bincount(batch.cust[batch.ts < batch.as_of[batch.cust]], minlength=batch.n)
         intent, churn = out["intent_7d"].tolist(), out["churn_90d"].tolist()
         seg_id, seg_name = (seg[0].tolist(), seg[1].tolist()) if seg is not None else ([None] * batch.n,) * 2
-        results = [{"customer_id": c.customer_id, "as_of": _iso(batch.as_of[i]), "intent_7d": intent[i],
+        as_of, used = _iso_each(batch.as_of), used.tolist()
+        results = [{"customer_id": c.customer_id, "as_of": as_of[i], "intent_7d": intent[i],
                     "churn_90d": churn[i], "segment": seg_name[i], "segment_id": seg_id[i],
-                    "n_events": int(used[i]), "cold_start": bool(used[i] == 0)}
+                    "n_events": used[i], "cold_start": used[i] == 0}
                    for i, c in enumerate(req.customers)]
-        return {"model": ref(model), "results": results}
+        return json_response({"model": ref(model), "results": results})
 
     # -------------------------------------------------------------- promotions
     def need_promotions(model: Model) -> None:
@@ -449,20 +662,21 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
     @app.post("/v1/promotions/curves", response_model=CurvesResponse, tags=["promotions"], responses=_ERRORS,
               dependencies=[Depends(promotions_available)],
               summary="conversion probability at each discount level, and uplift over no discount")
-    async def curves(req: CurvesRequest) -> dict:
+    @fast_body(getattr(schemas, "FastScoreRequest", None))
+    async def curves(req: CurvesRequest) -> Response:
         model = current()
         need_promotions(model)
-        batch = build_batch(req, settings)
+        batch = await run(build_batch, req, settings)  # off the event loop: large requests would block it
         if batch.n == 0:
-            return {"model": ref(model), "discount_levels": list(model.levels), "results": []}
+            return json_response({"model": ref(model), "discount_levels": list(model.levels), "results": []})
         t0 = time.perf_counter()
         curve = await run(_curves, model, batch)
         state.metrics.inference.labels("/v1/promotions/curves").observe(time.perf_counter() - t0)
         state.metrics.customers.labels("/v1/promotions/curves").inc(batch.n)
         conv, up = curve.tolist(), (curve - curve[:, :1]).tolist()
-        return {"model": ref(model), "discount_levels": list(model.levels),
-                "results": [{"customer_id": c.customer_id, "conversion": conv[i], "uplift": up[i]}
-                            for i, c in enumerate(req.customers)]}
+        return json_response({"model": ref(model), "discount_levels": list(model.levels),
+                              "results": [{"customer_id": c.customer_id, "conversion": conv[i], "uplift": up[i]}
+                                          for i, c in enumerate(req.customers)]})
 
     def _allocate(model: Model, batch: EventBatch, value, margin, sellers, budget, seller_budgets):
         from sellerlift.allocate import allocate_lagrangian, incremental_profit_and_spend
@@ -481,10 +695,11 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
     @app.post("/v1/promotions/allocate", response_model=AllocateResponse, tags=["promotions"], responses=_ERRORS,
               dependencies=[Depends(promotions_available)],
               summary="who gets which discount under a total (and per-seller) budget")
-    async def allocate(req: AllocateRequest) -> dict:
+    @fast_body(getattr(schemas, "FastAllocateRequest", None))
+    async def allocate(req: AllocateRequest) -> Response:
         model = current()
         need_promotions(model)
-        batch = build_batch(req, settings)
+        batch = await run(build_batch, req, settings)  # off the event loop: large requests would block it
         if req.budget is None and req.seller_budgets is None:
             raise ClientError(422, [(("body", "budget"), "give a total budget, per-seller budgets, or both",
                                      "missing")])
@@ -512,10 +727,10 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
                 raise ClientError(422, items)
             sb = {k: float(v) for k, v in req.seller_budgets.items()}
         if batch.n == 0:
-            return {"model": ref(model), "discount_levels": list(model.levels), "results": [],
-                    "totals": {"spend": 0.0, "incremental_profit": 0.0, "roi": 0.0, "bound": 0.0, "gap": 0.0,
-                               "status": "optimal", "customers_with_discount": 0,
-                               "seller_spend": {} if sb is not None else None}}
+            return json_response({"model": ref(model), "discount_levels": list(model.levels), "results": [],
+                                  "totals": {"spend": 0.0, "incremental_profit": 0.0, "roi": 0.0, "bound": 0.0,
+                                             "gap": 0.0, "status": "optimal", "customers_with_discount": 0,
+                                             "seller_spend": {} if sb is not None else None}})
         value = np.array([c.value for c in req.customers], dtype=np.float64)
         margin = np.array([c.margin for c in req.customers], dtype=np.float64)
         t0 = time.perf_counter()
@@ -527,10 +742,11 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
                   "bound": float(a.bound) if np.isfinite(a.bound) else a.profit, "gap": a.gap, "status": a.status,
                   "customers_with_discount": int((a.level_index > 0).sum()),
                   "seller_spend": {str(k): float(v) for k, v in a.seller_spend.items()} if a.seller_spend else None}
-        return {"model": ref(model), "discount_levels": list(model.levels), "totals": totals,
-                "results": [{"customer_id": c.customer_id, "seller_id": c.seller_id, "level_pct": lv[i],
-                             "conversion": conv[i], "expected_spend": spend[i],
-                             "expected_incremental_profit": profit[i]} for i, c in enumerate(req.customers)]}
+        return json_response({"model": ref(model), "discount_levels": list(model.levels), "totals": totals,
+                              "results": [{"customer_id": c.customer_id, "seller_id": c.seller_id, "level_pct": lv[i],
+                                           "conversion": conv[i], "expected_spend": spend[i],
+                                           "expected_incremental_profit": profit[i]}
+                                          for i, c in enumerate(req.customers)]})
 
     # -------------------------------------------------------------- operations
     @app.get("/healthz", tags=["operations"], summary="the process is alive")

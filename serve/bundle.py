@@ -31,6 +31,7 @@ log = logging.getLogger("serve.bundle")
 SEQUENCE_INPUTS = ("event_type", "numeric", "length", "aggregates")
 SEQUENCE_OUTPUTS = ("intent_7d", "churn_90d", "customer_embedding")
 DIPN_INPUT, DIPN_OUTPUT = "features", "curve"
+_EVENT_DTYPE = pd.CategoricalDtype(list(EVENT_TYPES))
 
 
 
@@ -126,6 +127,11 @@ def _session(data: bytes, threads: int):
     so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # No busy-waiting: on a small shared box a spinning intra-op pool steals the core the other
+    # request (or worker) needs; with 1 thread per call (the default) there is no pool at all.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     so.log_severity_level = 3
     return ort.InferenceSession(data, sess_options=so, providers=["CPUExecutionProvider"])
 
@@ -257,7 +263,7 @@ class Model:
         events = pd.DataFrame({
             "customer_id": b.cust[order],
             "ts": b.ts[order],
-            "event_type": pd.Categorical.from_codes(b.type_code[order].astype(np.int8), categories=list(EVENT_TYPES)),
+            "event_type": pd.Categorical.from_codes(b.type_code[order], dtype=_EVENT_DTYPE, validate=False),
             "amount": b.amount[order],
         })
         cutoffs = np.unique(b.as_of)

@@ -15,6 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 API_TOKEN_ENV = "SELLERLIFT_API_TOKEN"  # when set: every endpoint needs it
 ADMIN_TOKEN_ENV = "SELLERLIFT_ADMIN_TOKEN"  # needed for POST /v1/admin/reload (disabled when unset)
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def _env(name: str, default, cast=str):
@@ -46,6 +47,14 @@ class Settings:
     max_customers: int = 1000
     max_events_per_customer: int = 10_000
     max_body_bytes: int = 16 * 1024 * 1024
+    # slow or idle clients (seconds; handed to the ASGI gate and uvicorn)
+    body_timeout: int = 30  # the whole request body must arrive within this after the headers (408 after)
+    timeout_keep_alive: int = 5  # an idle keep-alive connection is closed after this
+    limit_concurrency: int = 0  # open connections + requests above which uvicorn answers 503; 0 = no limit
+    h11_max_incomplete_event_size: int = 16 * 1024  # request line + headers, bytes (400 above)
+    # HTTP parser: h11 enforces the header limit above; httptools (faster) has no header limit at all, so a
+    # client could grow one header without bound in server memory: use it only behind a proxy that limits them
+    http: str = "h11"
     # auth: tokens come from the environment only (see API_TOKEN_ENV, ADMIN_TOKEN_ENV)
     api_token: str | None = field(default=None, repr=False)
     admin_token: str | None = field(default=None, repr=False)
@@ -69,9 +78,16 @@ class Settings:
 
     def check(self) -> None:
         for name in ("max_customers", "max_events_per_customer", "max_body_bytes", "inference_threads",
-                     "ort_intra_op_threads", "workers"):
+                     "ort_intra_op_threads", "workers", "body_timeout", "timeout_keep_alive",
+                     "h11_max_incomplete_event_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"setting {name} must be >= 1, got {getattr(self, name)}")
+        if int(self.limit_concurrency) < 0:
+            raise ValueError(f"setting limit_concurrency must be >= 0 (0 = no limit), got {self.limit_concurrency}")
+        if self.http not in ("h11", "httptools"):
+            raise ValueError(f"setting http must be h11 or httptools, got {self.http!r}")
+        if str(self.log_level).lower() not in LOG_LEVELS:
+            raise ValueError(f"setting log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if not 0 < int(self.port) < 65536:
             raise ValueError(f"setting port must be in 1..65535, got {self.port}")
 

@@ -162,3 +162,59 @@ class ErrorItem(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: list[ErrorItem] | str
+
+
+# ------------------------------------------------------------------ the fast path (msgspec)
+#
+# The same request shapes as msgspec Structs, decoded and checked in C in one
+# pass over the body (about 20x faster than pydantic on 6,000 events). They are
+# a *stricter subset* of the pydantic models above: whatever they accept,
+# pydantic accepts with the same values; anything they reject is validated
+# again by the pydantic models, which produce the (documented) 4xx. So errors
+# never come from here. Event timestamps are not pattern-checked here (a regex
+# per event costs more than the rest of the decode): serve.app checks them,
+# vectorised, against TS_PATTERN before anything else uses them.
+
+try:
+    import msgspec
+except ImportError:  # the fast path is optional: without msgspec every request takes the pydantic path
+    msgspec = None
+
+if msgspec is not None:
+    from typing import Optional, Union
+
+    # ASCII digits only and \Z (Python's $ also matches before a final newline; pydantic's Rust regex does not)
+    TS_PATTERN_STRICT = (r"^(19|20|21)[0-9][0-9]-?[0-9][0-9]-?[0-9][0-9]([T ][0-9:.,]+(Z|[+-][0-9][0-9](:?[0-9][0-9])?)?)?"
+                         r"\Z")
+    _FastTs = Annotated[str, msgspec.Meta(max_length=64, pattern=TS_PATTERN_STRICT)]
+    _FastEventTs = Annotated[str, msgspec.Meta(max_length=64)]  # pattern: checked vectorised in serve.app
+    _FastId = Union[Annotated[str, msgspec.Meta(min_length=1, max_length=256)], int]
+    _Amount = Annotated[float, msgspec.Meta(ge=0.0, le=1e9)]
+
+    class FastEvent(msgspec.Struct, forbid_unknown_fields=True):
+        type: EventType
+        ts: _FastEventTs
+        amount: _Amount = 0.0
+
+    class FastCustomer(msgspec.Struct, forbid_unknown_fields=True):
+        customer_id: _FastId
+        as_of: Optional[_FastTs] = None
+        events: list[FastEvent] = []
+
+    class FastScoreRequest(msgspec.Struct, forbid_unknown_fields=True):
+        customers: list[FastCustomer]
+        as_of: Optional[_FastTs] = None
+
+    class FastAllocateCustomer(msgspec.Struct, forbid_unknown_fields=True):
+        customer_id: _FastId
+        value: Annotated[float, msgspec.Meta(ge=0.0, le=1e9)]
+        margin: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)]
+        as_of: Optional[_FastTs] = None
+        events: list[FastEvent] = []
+        seller_id: Optional[_FastId] = None
+
+    class FastAllocateRequest(msgspec.Struct, forbid_unknown_fields=True):
+        customers: list[FastAllocateCustomer]
+        as_of: Optional[_FastTs] = None
+        budget: Optional[Annotated[float, msgspec.Meta(ge=0.0)]] = None
+        seller_budgets: Optional[dict[str, float]] = None

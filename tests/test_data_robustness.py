@@ -442,7 +442,7 @@ WRITER = textwrap.dedent("""
 BUNDLE_WRITER = textwrap.dedent("""
     import os, sys, numpy as np
     from pathlib import Path
-    from sellerlift.export import write_bundle
+    from sellerlift.bundle import write_bundle
     from sellerlift.features import FeatureSpec
     root = Path(sys.argv[1])
     print("ready", flush=True)
@@ -489,7 +489,7 @@ def test_sigkill_during_atomic_parquet_writes_never_leaves_a_half_file(tmp_path)
 
 
 def test_sigkill_during_bundle_writes_never_leaves_a_bundle_that_verifies_incomplete(tmp_path):
-    from sellerlift.export import verify_bundle
+    from sellerlift.bundle import verify_bundle
 
     proc = _start(BUNDLE_WRITER, str(tmp_path))
     _kill_after(proc, 1.5)
@@ -499,7 +499,7 @@ def test_sigkill_during_bundle_writes_never_leaves_a_bundle_that_verifies_incomp
     for d in dirs:
         try:
             manifest = verify_bundle(d)
-        except FileNotFoundError as err:  # no manifest yet: refused as incomplete
+        except (FileNotFoundError, ValueError) as err:  # no manifest yet: refused as incomplete (BundleError)
             assert "not a (complete) sellerlift bundle" in str(err)
             continue
         assert (d / "sequence.onnx").stat().st_size == 3_000_000 and manifest["i"] == int(d.name[1:])

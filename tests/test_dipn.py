@@ -54,7 +54,8 @@ def test_onnx_export_parity_and_dynamic_batch(tmp_path):
     torch.manual_seed(0)
     n_inputs = len(input_names(True))
     net = D.DIPNNet(n_inputs, hidden=(32, 32), dropout=0.1)
-    path = D.export_dipn_onnx(net, tmp_path / "dipn.onnx", n_inputs)
+    # the dynamo exporter (the default) is exercised by the stage test; this one starts in a second
+    path = D.export_dipn_onnx(net, tmp_path / "dipn.onnx", n_inputs, dynamo=False)
     diff = D.check_dipn_parity(net, path, n_inputs)
     assert diff <= 1e-5
     sess = ort.InferenceSession(str(path))

@@ -81,3 +81,12 @@ def test_bundle_manifest_and_tamper_detection(gru_onnx, tmp_path):
     onnx_copy.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="sha256"):
         verify_bundle(bundle)
+
+
+def test_second_gru_export_in_one_process_keeps_dynamic_length(tmp_path):
+    # torch 2.13 freezes the GRU's sequence length on a second in-process export; export.py works around it.
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        net = SequenceNet(GRUEncoder(16, 16), d_model=16, head_hidden=16).eval()
+        path = export_sequence_onnx(net, tmp_path / f"gru{seed}.onnx", F, A)
+        assert check_parity(net, path, F, A) <= 1e-5

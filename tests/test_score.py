@@ -20,30 +20,42 @@ MAPPING = REPO / "examples" / "seller_events.mapping.yaml"
 AS_OF = "2025-12-31"
 
 
+BUILD_BUNDLE = """
+import json, sys
+from pathlib import Path
+import pandas as pd, torch
+from sellerlift import export, segment
+from sellerlift.data.files import FileSource
+from sellerlift.features import AGGREGATES, EVENT_NUMERIC, FeatureSpec, build_features
+from sellerlift.models.networks import GRUEncoder, SequenceNet
+
+out, example, mapping, as_of = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+out.mkdir(parents=True)
+events = FileSource.from_yaml(mapping, path=example).read_events()
+spec = FeatureSpec(max_len=32)
+feats = build_features(events, pd.Timestamp(as_of), spec)
+spec.fit(feats)
+torch.manual_seed(0)
+net = SequenceNet(GRUEncoder(d_model=16, hidden=16), d_model=16, head_hidden=16).eval()
+onnx_path = export.export_sequence_onnx(net, out / "sequence.onnx", len(EVENT_NUMERIC), len(AGGREGATES))
+seg, _ = segment.fit_segments(feats.rfm(), ks=range(3, 5), rule=3)
+(out / "segments.json").write_text(json.dumps(seg.to_json()))
+export.write_bundle(out, {"sequence": onnx_path, "segments": out / "segments.json"}, spec, {},
+                    extra={"run_id": None, "model": "gru"})
+"""
+
+
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
-    """A real bundle (ONNX export, fitted spec, segments) of an untrained net: scoring parity needs no training."""
-    import json
+    """A real bundle (ONNX export, fitted spec, segments) of an untrained net: scoring parity needs no training.
 
-    import torch
-
-    from sellerlift import export, segment
-    from sellerlift.features import AGGREGATES, EVENT_NUMERIC
-    from sellerlift.models.networks import GRUEncoder, SequenceNet
-
+    Built in a subprocess: a second ONNX export in one process currently loses the dynamic sequence
+    axis (torch 2.13), and the pytest worker may export again in another test.
+    """
     out = tmp_path_factory.mktemp("score") / "bundle"
-    out.mkdir()
-    events = FileSource.from_yaml(MAPPING, path=str(EXAMPLE)).read_events()
-    spec = FeatureSpec(max_len=32)
-    feats = build_features(events, pd.Timestamp(AS_OF), spec)
-    spec.fit(feats)
-    torch.manual_seed(0)
-    net = SequenceNet(GRUEncoder(d_model=16, hidden=16), d_model=16, head_hidden=16).eval()
-    onnx_path = export.export_sequence_onnx(net, out / "sequence.onnx", len(EVENT_NUMERIC), len(AGGREGATES))
-    seg, _ = segment.fit_segments(feats.rfm(), ks=range(3, 5), rule=3)
-    (out / "segments.json").write_text(json.dumps(seg.to_json()))
-    export.write_bundle(out, {"sequence": onnx_path, "segments": out / "segments.json"}, spec, {},
-                        extra={"run_id": None, "model": "gru"})
+    proc = subprocess.run([sys.executable, "-c", BUILD_BUNDLE, str(out), str(EXAMPLE), str(MAPPING), AS_OF],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
 

@@ -7,6 +7,9 @@ the server can use it); its names are re-exported here for convenience.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +41,42 @@ def example_inputs(batch: int, length: int, n_numeric: int, n_aggregates: int, s
     }
 
 
+_exports_in_this_process = 0
+
+
 def export_sequence_onnx(net: SequenceNet, path: str | Path, n_numeric: int, n_aggregates: int) -> Path:
+    """Export with dynamic batch and sequence length (written via temp file + rename).
+
+    torch 2.13's exporter freezes the sequence length of an ``nn.GRU`` exported
+    after any earlier export in the same process (the ONNX file then rejects other
+    lengths), so every export after the first runs in a fresh interpreter.
+    """
+    global _exports_in_this_process
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    net = net.eval()
+    if _exports_in_this_process == 0:
+        _export(net, path, n_numeric, n_aggregates)
+    else:
+        _export_in_subprocess(net, path, n_numeric, n_aggregates)
+    _exports_in_this_process += 1
+    return path
+
+
+def _export_in_subprocess(net: SequenceNet, path: Path, n_numeric: int, n_aggregates: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        pickled = Path(tmp) / "net.pt"
+        torch.save(net, pickled)
+        proc = subprocess.run([sys.executable, "-m", "sellerlift.export", str(pickled), str(path), str(n_numeric),
+                               str(n_aggregates)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ONNX export in a fresh process failed:\n{proc.stderr[-4000:]}")
+
+
+def _export(net: SequenceNet, path: Path, n_numeric: int, n_aggregates: int) -> None:
+    import logging
+
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)
     wrapper = ExportWrapper(net).eval()
     ex = example_inputs(4, 6, n_numeric, n_aggregates)
     args = tuple(torch.from_numpy(ex[k]) for k in INPUT_NAMES)
@@ -52,7 +88,6 @@ def export_sequence_onnx(net: SequenceNet, path: str | Path, n_numeric: int, n_a
     tmp = path.with_suffix(".onnx.tmp")
     program.save(str(tmp))
     os.replace(tmp, path)
-    return path
 
 
 def check_parity(net: SequenceNet, onnx_path: str | Path, n_numeric: int, n_aggregates: int,
@@ -74,3 +109,8 @@ def check_parity(net: SequenceNet, onnx_path: str | Path, n_numeric: int, n_aggr
             raise ParityError(f"ONNX parity failed at batch={b}, length={length}: max |torch - onnx| = {diff:.2e} "
                               f"> {tol:.0e}; refusing to write a bundle")
     return worst
+
+
+if __name__ == "__main__":  # python -m sellerlift.export NET.pt OUT.onnx N_NUMERIC N_AGGREGATES
+    _net = torch.load(sys.argv[1], weights_only=False)  # our own file, written a moment ago
+    _export(_net, Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))

@@ -139,13 +139,12 @@ def _logger_kwargs(cfg: DictConfig) -> dict:
     parent = (cfg.get("tracking") or {}).get("parent_run_id")
     if not parent:
         return {}
-    tags = {"mlflow.parentRunId": str(parent)}
-    from hydra.core.hydra_config import HydraConfig
+    import os
 
-    if HydraConfig.initialized():  # a sweep trial: which one, with which overrides
-        hc = HydraConfig.get()
-        tags["sweep.trial"] = str(hc.job.get("num", ""))
-        tags["sweep.overrides"] = " ".join(hc.overrides.task)[:5000]
+    tags = {"mlflow.parentRunId": str(parent)}
+    for key, env in (("sweep.trial", "SELLERLIFT_SWEEP_TRIAL"), ("sweep.overrides", "SELLERLIFT_SWEEP_OVERRIDES")):
+        if os.environ.get(env):  # a sweep trial (sellerlift.sweep.run_isolated): which one, with which overrides
+            tags[key] = os.environ[env]
     return {"tags": tags}
 
 

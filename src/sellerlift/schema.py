@@ -634,6 +634,14 @@ def _scan_csv(path: Path, table: str) -> None:
         raise SchemaError(source, table, problems)
 
 
+def check_csv(path: str | os.PathLike, table: str = "events") -> None:
+    """Structural checks of a CSV file (field counts, quotes, NUL bytes, UTF-8, final newline).
+
+    Raises :class:`SchemaError` naming the rows; for readers that parse CSVs themselves.
+    """
+    _scan_csv(Path(path), table)
+
+
 def _read_csv(path: Path, table: str) -> pd.DataFrame:
     spec = TABLES[table]
     ids = [c.name for c in spec.columns if c.kind == "id"]

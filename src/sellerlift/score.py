@@ -23,7 +23,6 @@ the budget couples all customers. Rows come out grouped by partition, not sorted
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import sys
@@ -92,17 +91,13 @@ def resolve_bundle(spec: str, tracking_uri: str | None = None) -> Path:
 
 def load_bundle(path: str | Path, threads: int = 1) -> Bundle:
     """Load and verify (sha256 of every file) a bundle written by ``sellerlift.export``."""
+    from sellerlift.bundle import BundleError, verify_bundle
+
     path = Path(path)
-    mpath = path / MANIFEST
-    if not mpath.is_file():
-        raise ScoreError(f"{path}: no {MANIFEST}; not a (complete) sellerlift bundle")
-    manifest = json.loads(mpath.read_text())
-    for name, entry in manifest["files"].items():
-        p = path / entry["path"]
-        if not p.is_file():
-            raise ScoreError(f"{p}: listed in the manifest as '{name}' but missing")
-        if hashlib.sha256(p.read_bytes()).hexdigest() != entry["sha256"]:
-            raise ScoreError(f"{p}: sha256 does not match the manifest; the bundle was modified or corrupted")
+    try:
+        manifest = verify_bundle(path)  # every file's sha256 against the manifest (torch-free)
+    except (BundleError, FileNotFoundError) as err:
+        raise ScoreError(str(err)) from None
     spec = FeatureSpec.from_json(manifest["feature_spec"])
     files = manifest["files"]
     segments = None

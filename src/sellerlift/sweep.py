@@ -155,3 +155,55 @@ def summarise(client, parent_id: str, metric: str, direction: str = "maximize") 
         client.log_artifacts(parent_id, tmp, "tables")
     return (f"{len(runs)} trial(s) under parent run {parent_id}; best {metric}={best[metric]:.4f} "
             f"(run {best['run_id']})")
+
+
+# --------------------------------------------------------------------------- one process per trial
+
+RESULT_ENV = "SELLERLIFT_RESULT_FILE"
+TRIAL_ENV = "SELLERLIFT_SWEEP_TRIAL"
+OVERRIDES_ENV = "SELLERLIFT_SWEEP_OVERRIDES"
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_isolated(script: str | Path) -> float | None:
+    """Run this sweep trial as ``python train.py <its overrides>`` in a fresh process; return its metric.
+
+    Hydra's basic launcher runs trials one after another in one process. A fresh process per trial
+    keeps trials independent (memory, threads, library state: a second ONNX export of the sequence
+    model in one process currently comes out with a static sequence axis and fails the parity check).
+    The trial's run still nests under the sweep's parent run (``SELLERLIFT_PARENT_RUN_ID`` is inherited).
+    """
+    import json
+    import subprocess
+    import sys
+
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    result = out_dir / "trial_result.json"
+    result.unlink(missing_ok=True)
+    overrides = list(hc.overrides.task)
+    cmd = [sys.executable, str(script), *overrides, "hydra.mode=RUN", f"hydra.run.dir={out_dir}"]
+    env = {**os.environ, RESULT_ENV: str(result), TRIAL_ENV: str(hc.job.num),
+           OVERRIDES_ENV: " ".join(overrides)[:5000]}
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"sweep trial {hc.job.num} failed (exit code {proc.returncode}): {' '.join(overrides)}")
+    value = json.loads(result.read_text()).get("value") if result.exists() else None
+    return None if value is None else float(value)
+
+
+def write_result(value: float | None) -> None:
+    """In a trial process: hand the optimised value back to the sweep (see :func:`run_isolated`)."""
+    import json
+
+    path = os.environ.get(RESULT_ENV)
+    if path:
+        Path(path).write_text(json.dumps({"value": value}))

@@ -64,7 +64,7 @@ def _candidates(seed: int, n_threads: int):
 
     return {
         "logistic": make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, C=1.0)),
-        "lightgbm": LGBMClassifier(n_estimators=150, learning_rate=0.05, num_leaves=15, min_child_samples=50,
+        "lightgbm": LGBMClassifier(n_estimators=80, learning_rate=0.1, num_leaves=15, min_child_samples=50,
                                    subsample=0.8, subsample_freq=1, random_state=seed, n_jobs=n_threads,
                                    verbose=-1),
     }

@@ -99,6 +99,16 @@ def _offers(ctx: RunContext, pcfg: DictConfig) -> dict[str, pd.DataFrame]:
     return out
 
 
+class _Timings(dict):
+    """Phase timings that are also printed as they come (a long stage should say where it is)."""
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        from rich.console import Console
+
+        Console().print(f"[dim]promotion: {key.removesuffix('_s')} {value:.1f} s[/]")
+
+
 class _SequenceScorer:
     """The run's sequence.onnx, as the server would call it (None when not used)."""
 
@@ -153,7 +163,8 @@ def _train(ctx: RunContext, pcfg: DictConfig, run_id: str | None, is_main: bool)
     y = {name: df["converted"].to_numpy().astype(np.float32) for name, df in offers.items()}
     rnd = {name: (df["randomized"].to_numpy().astype(bool) if "randomized" in df else np.zeros(len(df), bool))
            for name, df in offers.items()}
-    timings = {"offer_features_s": time.perf_counter() - t0}
+    timings = _Timings()
+    timings["offer_features_s"] = time.perf_counter() - t0
     n_inputs = x["train"].shape[1]
 
     # ---- propensity of the logged policy, clipped IPW weights
@@ -252,7 +263,7 @@ def _train(ctx: RunContext, pcfg: DictConfig, run_id: str | None, is_main: bool)
 
     # ---- ONNX into the bundle (parity on random and real inputs)
     t0 = time.perf_counter()
-    onnx_path = D.export_dipn_onnx(net, ctx.bundle_dir / "dipn.onnx", n_inputs)
+    onnx_path = D.export_dipn_onnx(net, ctx.bundle_dir / "dipn.onnx", n_inputs, dynamo=bool(pcfg.onnx_dynamo))
     parity = D.check_dipn_parity(net, onnx_path, n_inputs, extra=x_cut[:2048])
     timings["dipn_export_s"] = time.perf_counter() - t0
     metrics["export/dipn_onnx_parity_max_abs_diff"] = parity
@@ -288,11 +299,7 @@ def _train(ctx: RunContext, pcfg: DictConfig, run_id: str | None, is_main: bool)
             ctx.metrics[f"dipn/{k}" if not is_main else k] = metrics[k]
     ctx.timings["promotion_s"] = timings["promotion_stage_s"]
     if ctx.client is not None and run_id is not None:
-        for k, v in metrics.items():
-            if np.isfinite(v):
-                ctx.client.log_metric(run_id, k, float(v))
-        for i, vloss in enumerate(report["val_loss_history"]):
-            ctx.client.log_metric(run_id, "val/loss", float(vloss), step=i)
+        _log_metrics(ctx.client, run_id, metrics, report["val_loss_history"])
         _log_artifacts(ctx, run_id, curves, true_curves, truth, per_model, alloc_tables, curve_df, levels_df, prop,
                        x["val"][~rnd["val"]], lv["val"][~rnd["val"]])
         if pcfg.register:
@@ -301,6 +308,17 @@ def _train(ctx: RunContext, pcfg: DictConfig, run_id: str | None, is_main: bool)
     ctx.summary_rows += _summary(metrics, per_model, alloc_tables, prop.report["chosen"], use_seq)
     ctx.promotion_result = {"metrics": metrics, "per_model": per_model, "allocation": alloc_tables,
                             "run_id": run_id}  # for benchmarks and tests
+
+
+def _log_metrics(client, run_id, metrics, val_loss_history):
+    """One batched write (a metric per call costs ~0.1 s on a busy SQLite store)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    ms = [Metric(k, float(v), now, 0) for k, v in metrics.items() if np.isfinite(v)]
+    ms += [Metric("val/loss", float(v), now, i) for i, v in enumerate(val_loss_history)]
+    for i in range(0, len(ms), 1000):
+        client.log_batch(run_id, metrics=ms[i:i + 1000])
 
 
 def _fit_lightgbm(x, level, y, w, params, seed, n_threads):
@@ -482,35 +500,36 @@ def _log_artifacts(ctx, run_id, curves, true_curves, truth, per_model, alloc_tab
 
 
 def _fig(path, fig):
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
     import matplotlib.pyplot as plt
 
+    fig.savefig(path, dpi=90)  # no tight_layout: it costs more than the drawing
     plt.close(fig)
     return path
 
 
-def _plot_curves_by_archetype(curves, true_curves, archetype, path, per_arch: int = 3):
+def _plot_curves_by_archetype(curves, true_curves, archetype, path, per_arch: int = 2):
+    """A few test customers of each archetype: true curve (black) vs each model's."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     archs = sorted(np.unique(archetype))
-    fig, axes = plt.subplots(len(archs), per_arch, figsize=(3.3 * per_arch, 2.6 * len(archs)), squeeze=False)
+    fig, axes = plt.subplots(1, len(archs), figsize=(3.4 * len(archs), 3.4), squeeze=False)
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.14, top=0.88, wspace=0.25)
     rng = np.random.default_rng(0)
-    for i, arch in enumerate(archs):
+    styles = ["-", ":"]
+    for ax, arch in zip(axes[0], archs):
         rows = np.flatnonzero(archetype == arch)
-        pick = rng.choice(rows, min(per_arch, len(rows)), replace=False)
-        for j, r in enumerate(pick):
-            ax = axes[i, j]
-            ax.plot(LEVELS, true_curves[r], "k-o", ms=3, label="truth")
-            for name, c in curves.items():
-                ax.plot(LEVELS, c[r], "--" if name != "dipn" else "-", label=MODEL_NAMES.get(name, name))
-            ax.set_title(f"{arch} #{r}", fontsize=8)
-            ax.set_xlabel("discount %", fontsize=7)
-            ax.tick_params(labelsize=7)
-            ax.grid(alpha=0.3)
+        for j, r in enumerate(rng.choice(rows, min(per_arch, len(rows)), replace=False)):
+            ls = styles[j % 2]
+            ax.plot(LEVELS, true_curves[r], ls, c="k", lw=2, label="truth" if j == 0 else None)
+            for i, (name, c) in enumerate(curves.items()):
+                ax.plot(LEVELS, c[r], ls, c=f"C{i}", label=MODEL_NAMES.get(name, name) if j == 0 else None)
+        ax.set_title(arch, fontsize=9)
+        ax.set_xlabel("discount %", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("P(purchase in 7 days)")
     axes[0, 0].legend(fontsize=6)
     return _fig(path, fig)
 

@@ -106,7 +106,12 @@ def main(argv=None) -> int:
             print(f"[FAIL] {name} ({took:.0f} s)\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
             continue
         print(f"[ok] {name} ({took:.0f} s)")
-        data = json.loads(result_path(name, args.quick).read_text())
+    # The document shows every benchmark with a result, so `--only` refreshes some without losing the rest.
+    for name in BENCHMARKS:
+        path = result_path(name, args.quick)
+        if name in failed or not path.exists():
+            continue
+        data = json.loads(path.read_text())
         machine = data.get("machine", {})
         sections.append(f"## {name}\n\n{render(name, data)}\n\n"
                         f"<sub>{machine.get('cores')} cores, load {machine.get('loadavg_at_start') or machine.get('loadavg')}, "

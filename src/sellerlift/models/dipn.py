@@ -4,7 +4,8 @@
 non-negative by softplus; the logit of level k is base + sum of the first k
 increments, so the response curve sigmoid(logit) is non-decreasing in the
 discount for every input and every weight (adding a non-negative float never
-decreases a sum, and sigmoid is monotone). ``SLearnerNet`` is a plain MLP with
+decreases a sum, and sigmoid is monotone; a running max over the levels keeps
+this exact in runtimes whose sigmoid is only approximately monotone). ``SLearnerNet`` is a plain MLP with
 the discount as an input, evaluated at every level: nothing keeps it monotone.
 
 ``PromotionModule`` trains either on logged offers: binary cross-entropy of the
@@ -61,7 +62,14 @@ class DIPNNet(nn.Module):
         return torch.cat([base, base + torch.cumsum(inc, dim=1)], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(x))
+        p = torch.sigmoid(self.logits(x))
+        # A running max over the levels: an exact no-op in PyTorch (the logits are already
+        # non-decreasing), but it keeps the curve monotone in any runtime whose sigmoid is an
+        # approximation that can step down by an ulp (onnxruntime's vectorised one does).
+        out = [p[:, :1]]
+        for k in range(1, p.shape[1]):
+            out.append(torch.maximum(out[-1], p[:, k:k + 1]))
+        return torch.cat(out, dim=1)
 
 
 class SLearnerNet(nn.Module):

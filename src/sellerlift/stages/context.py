@@ -39,6 +39,7 @@ class RunContext:
     metrics: dict[str, float] = field(default_factory=dict)  # final metrics (into the manifest)
     timings: dict[str, float] = field(default_factory=dict)
     summary_rows: list[tuple[str, str]] = field(default_factory=list)  # printed at the end
+    promotion_result: object | None = None  # set by the promotion stage (read by benchmarks)
 
     @property
     def client(self):

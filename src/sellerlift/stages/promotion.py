@@ -44,9 +44,12 @@ MODEL_NAMES = {"dipn": "DIPN", "dipn_no_ipw": "DIPN without IPW", "mlp": "MLP S-
 def train_promotion(ctx: RunContext) -> None:
     if "dipn" in ctx.bundle_files:  # model=dipn with the stage also listed in extras: train once
         return
-    if ctx.tables.promotions is None or len(ctx.tables.promotions) == 0:
-        raise ValueError(f"{ctx.tables.name}: no promotions table; the promotion engine needs logged campaigns")
     is_main = ctx.cfg.model.stage == STAGE
+    if ctx.tables.promotions is None or len(ctx.tables.promotions) == 0:
+        if not is_main:  # an extra on data without campaigns (CDNOW, most seller files): nothing to learn from
+            ctx.summary_rows.append(("promotion engine", f"skipped: {ctx.tables.name} has no logged campaigns"))
+            return
+        raise ValueError(f"{ctx.tables.name}: no promotions table; the promotion engine needs logged campaigns")
     run_id, child = ctx.run_id, None
     if ctx.client is not None and not is_main:
         child = _start_child_run(ctx)

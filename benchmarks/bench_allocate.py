@@ -12,43 +12,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
-import subprocess
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
-import scipy
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_info  # noqa: E402
+from common import timed as _timed  # noqa: E402
+
 from sellerlift.allocate import allocate_exact_lp, allocate_lagrangian, random_instance  # noqa: E402
 
 
-def machine_info() -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "numpy": np.__version__, "scipy": scipy.__version__, "git_commit": commit,
-            "loadavg": os.getloadavg()}
-
-
 def timed(fn, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    t = np.array(times)
-    return out, {"median_s": float(np.median(t)), "min_s": float(t.min()), "max_s": float(t.max()),
-                 "repeats": repeats}
+    return _timed(fn, repeats, warmup=0)  # the LP at 50k takes tens of seconds: no untimed warm-up
 
 
 def budget_for(inst, frac):

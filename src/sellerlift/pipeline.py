@@ -188,12 +188,19 @@ def _after_run(ctx: RunContext) -> None:
 
 
 def _print_summary(ctx: RunContext) -> None:
-    table = Table(title=f"{ctx.cfg.model.name} on {ctx.tables.name}: test set", show_header=False)
+    rows = list(ctx.summary_rows)
+    if ctx.run_id:
+        rows.append(("MLflow run", f"{ctx.run_id}  ({ctx.cfg.logger.tracking_uri}; `make ui` to browse)"))
+    rows.append(("bundle", str(ctx.bundle_dir)))
+    title = f"{ctx.cfg.model.name} on {ctx.tables.name}: test set"
+    if console.width < 120:  # narrow terminals and log files: one "name: value" line each
+        console.print(f"[bold]{title}[/]")
+        for name, value in rows:
+            console.print(f"  [bold]{name}[/]: {value}", soft_wrap=True)
+        return
+    table = Table(title=title, show_header=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
-    for name, value in ctx.summary_rows:
+    for name, value in rows:
         table.add_row(name, value)
-    if ctx.run_id:
-        table.add_row("MLflow run", f"{ctx.run_id}  ({ctx.cfg.logger.tracking_uri}; `make ui` to browse)")
-    table.add_row("bundle", str(ctx.bundle_dir))
     console.print(table)

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from sellerlift.features import FeatureSpec
-from sellerlift.schema import DISCOUNT_LEVELS
+from sellerlift.schema import DISCOUNT_LEVELS, atomic_write_text, sha256_file  # noqa: F401 (re-exported)
 
 MANIFEST = "manifest.json"
 SEQUENCE_INPUTS = ["event_type", "numeric", "length", "aggregates"]
@@ -29,27 +27,6 @@ SEQUENCE_OUTPUTS = ["intent_7d", "churn_90d", "customer_embedding"]
 
 class BundleError(ValueError):
     """A bundle that cannot be used: missing, incomplete, tampered or inconsistent."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_bundle(bundle_dir: str | Path, files: dict[str, Path], spec: FeatureSpec, metrics: dict,

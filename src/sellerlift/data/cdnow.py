@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sellerlift.schema import sort_table, validate
+from sellerlift.schema import sha256_file, sort_table, validate
 
 INSTALL_HINT = "pip install --no-deps lifetimes==0.11.3"
 _FILES = {"master": "CDNOW_master.txt", "sample": "CDNOW_sample.txt"}
@@ -121,16 +121,6 @@ def load_cdnow_events(path: str | os.PathLike | None = None) -> pd.DataFrame:
 DEFAULT_CUTOFF = "1997-10-01"  # exclusive: history through 1997-09-30, the classic 39-week calibration
 
 
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class CDNOWSource:
     """CDNOW as a pipeline data source (``configs/data/cdnow.yaml``).
 
@@ -161,7 +151,7 @@ class CDNOWSource:
         return self.path if self.path is not None else cdnow_path(self.which)
 
     def fingerprint(self, path: Path | None = None) -> str:
-        sha = _file_sha256(path or self._path())
+        sha = sha256_file(path or self._path())
         return f"cdnow-{sha[:16]}-cutoff{self.cutoff:%Y%m%d}"
 
     def load(self):

@@ -24,14 +24,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from sellerlift.schema import DISCOUNT_LEVELS, EVENT_TYPES, atomic_write_parquet
+from sellerlift.schema import DISCOUNT_LEVELS, EVENT_TYPES, atomic_write_parquet, atomic_write_text
 
 SIM_VERSION = "1"  # bump when the model changes so cached runs are not reused
 SELLER_STREAM = 2**31 - 1  # RNG stream id for sellers, disjoint from chunk ids
@@ -637,12 +636,6 @@ def _prepare_out_dir(out_dir: Path) -> None:
             part.unlink()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def simulate(cfg: SimulatorConfig, out_dir: str | Path | None = None, progress: bool = True) -> SimulatedData | Path:
     """Run the simulator; in memory when ``out_dir`` is None, else chunk by chunk to Parquet parts."""
     out = Path(out_dir) if out_dir is not None else None
@@ -665,8 +658,8 @@ def simulate(cfg: SimulatorConfig, out_dir: str | Path | None = None, progress: 
         return SimulatedData(events, promos, truth, cfg.cutoff)
     meta = {"config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "version": SIM_VERSION,
             "cutoff": str(cfg.cutoff), "n_chunks": cfg.n_chunks}
-    _atomic_write_text(out / "config.json", json.dumps(meta, indent=2, sort_keys=True))
-    _atomic_write_text(out / "_SUCCESS", "")  # last: readers trust only finished directories
+    atomic_write_text(out / "config.json", json.dumps(meta, indent=2, sort_keys=True))
+    atomic_write_text(out / "_SUCCESS", "")  # last: readers trust only finished directories
     return out
 
 

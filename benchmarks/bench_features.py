@@ -21,7 +21,6 @@ from common import timed, write_result  # noqa: E402
 
 from sellerlift.data.simulator import SimulatorConfig, simulate  # noqa: E402
 from sellerlift.features import FeatureSpec, build_features  # noqa: E402
-from sellerlift.schema import EVENT_TYPES  # noqa: E402
 
 
 def pandas_features(events: pd.DataFrame, cutoff: pd.Timestamp, max_len: int):

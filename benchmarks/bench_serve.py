@@ -25,8 +25,9 @@ side by side (absolute times drift on a shared machine; the ratio is the figure)
 The bundle: --bundle, else the newest complete one under bundles/, else a
 bundle made here in seconds (the default GRU, random weights, exported to ONNX;
 a fitted feature spec): latency does not depend on the weights.
-``--server-root DIR`` benchmarks the ``serve`` package found under DIR (e.g. a
-copy of an older version) in the server and in process: before/after numbers.
+``--server-root DIR`` benchmarks the ``serve`` package found under DIR, and the
+``sellerlift`` package under DIR/src when there is one (an older checkout), in
+the server and in process: before/after numbers.
 Writes benchmarks/results/serve.json (serve.quick.json with --quick).
 """
 
@@ -49,7 +50,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from common import RESULTS, machine_info, markdown_table, write_result  # noqa: E402
+from common import machine_info, markdown_table, write_result  # noqa: E402
 
 AS_OF = np.datetime64("2026-01-01T00:00:00", "s")
 EVENT_TYPES = ("visit", "view", "add_to_cart", "purchase", "email_open", "support_contact", "coupon_redeem")
@@ -191,11 +192,11 @@ def run_python(url: str, bodies: list[bytes], connections: int, duration: float)
 
 
 class Server:
-    def __init__(self, root: Path, bundle: Path, workers: int, log: Path):
+    def __init__(self, root: Path, src: Path, bundle: Path, workers: int, log: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SELLERLIFT_")}
-        env["PYTHONPATH"] = os.pathsep.join([str(root), str(REPO / "src")])
+        env["PYTHONPATH"] = os.pathsep.join([str(root), str(src)])
         self.log = log
         self.proc = subprocess.Popen([sys.executable, "-m", "serve", "--bundle", str(bundle), "--port",
                                       str(self.port), "--workers", str(workers), "--log-level", "warning"],
@@ -280,7 +281,8 @@ def main() -> None:
     ap.add_argument("--out", help="output JSON (default benchmarks/results/serve[.quick].json)")
     args = ap.parse_args()
     root = Path(args.server_root).resolve()
-    sys.path[:0] = [str(root), str(REPO / "src")]
+    src = root / "src" if (root / "src" / "sellerlift").is_dir() else REPO / "src"
+    sys.path[:0] = [str(root), str(src)]
     sizes = args.sizes or [1, 100]
     worker_counts = args.workers or [1, 2]
     duration = args.duration or (1.0 if args.quick else 10.0)
@@ -314,7 +316,7 @@ def main() -> None:
         for n in sizes:
             inproc.time(batches[n], 5)  # warm up
         for workers in worker_counts:
-            server = Server(root, bundle, workers, tmp / f"server_{workers}.log")
+            server = Server(root, src, bundle, workers, tmp / f"server_{workers}.log")
             try:
                 for n in sizes:
                     server.warm(bodies[n], workers)

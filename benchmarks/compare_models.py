@@ -324,7 +324,7 @@ def main(argv=None) -> dict:
         for ds in args.datasets:
             rows, first_runs, preds0 = [], {}, None
             for seed in args.seeds:
-                metrics, fit, runs = {}, {}, {}
+                metrics, runs = {}, {}
                 pred_dir = work / f"preds-{ds}-{seed}"
                 preds = None
                 for model in args.models:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import re
 import os
@@ -159,16 +158,17 @@ def _fast_times(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
         raw = np.array(values if len(idx) == n else [values[i] for i in idx], dtype=f"S{_WIDTH}")
     except UnicodeEncodeError:  # non-ASCII somewhere: leave it all to pandas
         return out, done
-    b = raw.view(np.uint8).reshape(len(idx), _WIDTH).astype(np.int64)  # shorter strings are zero-padded
+    chars = raw.view(np.uint8).reshape(len(idx), _WIDTH)  # shorter strings are zero-padded
+    col = np.ascontiguousarray(chars.T).astype(np.int64)  # col[p]: character p of every string, contiguous
     L = lens[idx]
-    d = b - 48
+    d = col - 48
 
     def digits(*pos):
         v = np.zeros(len(idx), dtype=np.int64)
         ok = np.ones(len(idx), dtype=bool)
         for p in pos:
-            ok &= (d[:, p] >= 0) & (d[:, p] <= 9)
-            v = v * 10 + d[:, p]
+            ok &= (d[p] >= 0) & (d[p] <= 9)
+            v = v * 10 + d[p]
         return v, ok
 
     year, ok_y = digits(0, 1, 2, 3)
@@ -185,14 +185,14 @@ def _fast_times(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
     leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
     mi = np.clip(month, 1, 12) - 1
     dim = _DAYS_IN_MONTH[mi] + ((mi == 1) & leap)
-    ok = (ok_y & ok_m & ok_d & (b[:, 4] == 45) & (b[:, 7] == 45) & (year // 100 >= 19) & (year // 100 <= 21)
+    ok = (ok_y & ok_m & ok_d & (col[4] == 45) & (col[7] == 45) & (year // 100 >= 19) & (year // 100 <= 21)
           & (month >= 1) & (month <= 12) & (day >= 1) & (day <= dim))
-    ok &= ~has_time | (((b[:, 10] == 84) | (b[:, 10] == 32)) & (b[:, 13] == 58) & (b[:, 16] == 58) & ok_h & ok_mi
+    ok &= ~has_time | (((col[10] == 84) | (col[10] == 32)) & (col[13] == 58) & (col[16] == 58) & ok_h & ok_mi
                        & ok_s & (hour <= 23) & (minute <= 59) & (second <= 59))
-    ok &= ~(f3 | f6) | (b[:, 19] == 46)
+    ok &= ~(f3 | f6) | (col[19] == 46)
     ok &= ~f3 | ok_f3
     ok &= ~f6 | ok_f6
-    ok &= ~zulu | (b[np.arange(len(idx)), L - 1] == 90)
+    ok &= ~zulu | (chars[np.arange(len(idx)), L - 1] == 90)
     # days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
     y = year - (month <= 2)
     era = y // 400

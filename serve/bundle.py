@@ -23,7 +23,7 @@ import pandas as pd
 
 from sellerlift.bundle import MANIFEST, BundleError  # noqa: F401  (BundleError is part of this module's API)
 from sellerlift.bundle import read_verified as _read_verified
-from sellerlift.features import FeatureSpec, SequenceFeatures, build_features
+from sellerlift.features import FeatureSpec, SequenceFeatures, build_features_from_arrays
 from sellerlift.schema import DISCOUNT_LEVELS, EVENT_TYPES
 
 log = logging.getLogger("serve.bundle")
@@ -31,7 +31,6 @@ log = logging.getLogger("serve.bundle")
 SEQUENCE_INPUTS = ("event_type", "numeric", "length", "aggregates")
 SEQUENCE_OUTPUTS = ("intent_7d", "churn_90d", "customer_embedding")
 DIPN_INPUT, DIPN_OUTPUT = "features", "curve"
-_EVENT_DTYPE = pd.CategoricalDtype(list(EVENT_TYPES))
 
 
 
@@ -256,31 +255,25 @@ class Model:
     def features(self, b: EventBatch) -> SequenceFeatures:
         """Standardised features of the batch's customers, in request order.
 
-        One events DataFrame for the whole request and one ``build_features``
-        call per distinct as-of time (usually exactly one).
+        The request's arrays go straight to ``build_features_from_arrays`` (no
+        DataFrame), one call per distinct as-of time (usually exactly one).
         """
         order = np.lexsort((b.ts, b.cust))  # stable: by customer, then time; ties keep request order
-        events = pd.DataFrame({
-            "customer_id": b.cust[order],
-            "ts": b.ts[order],
-            "event_type": pd.Categorical.from_codes(b.type_code[order], dtype=_EVENT_DTYPE, validate=False),
-            "amount": b.amount[order],
-        })
-        cutoffs = np.unique(b.as_of)
+        cust, type_id, amount = b.cust[order], b.type_code[order].astype(np.int64) + 1, b.amount[order]
+        ts = b.ts[order].astype("datetime64[us]").astype(np.int64)
+        as_of = b.as_of.astype("datetime64[us]").astype(np.int64)
+        cutoffs = np.unique(as_of)
         if len(cutoffs) == 1:
-            return build_features(events, pd.Timestamp(cutoffs[0]), self.spec, customers=np.arange(b.n))
+            return build_features_from_arrays(cust, ts, type_id, amount, int(cutoffs[0]), self.spec,
+                                              customers=np.arange(b.n))
         parts, rows = [], []
-        ev_cust = events["customer_id"].to_numpy()
         for c in cutoffs:
-            who = np.flatnonzero(b.as_of == c)
-            sub = events.loc[np.isin(ev_cust, who)]
-            parts.append(build_features(sub, pd.Timestamp(c), self.spec, customers=who))
+            who = np.flatnonzero(as_of == c)
+            sel = np.isin(cust, who)
+            parts.append(build_features_from_arrays(cust[sel], ts[sel], type_id[sel], amount[sel], int(c), self.spec,
+                                                    customers=who))
             rows.append(who)
-        inv = np.argsort(np.concatenate(rows), kind="stable")
-        cat = lambda name: np.concatenate([getattr(p, name) for p in parts])[inv]  # noqa: E731
-        raw = pd.concat([p.raw_aggregates for p in parts], ignore_index=True).iloc[inv].reset_index(drop=True)
-        return SequenceFeatures(cat("customer_id"), cat("event_type"), cat("numeric"), cat("length"),
-                                cat("aggregates"), raw)
+        return SequenceFeatures.concat(parts).take(np.argsort(np.concatenate(rows), kind="stable"))
 
     def run_sequence(self, feats: SequenceFeatures) -> dict[str, np.ndarray]:
         names = [o.name for o in self.sequence.get_outputs()]
@@ -292,10 +285,8 @@ class Model:
     def assign_segments(self, feats: SequenceFeatures) -> tuple[np.ndarray, np.ndarray] | None:
         if self.segments is None:
             return None
-        raw = feats.raw_aggregates
-        cols = [raw.columns.get_loc(f) for f in self.segments.feature_names]
-        # same numbers as segments.assign(feats.rfm()), without building an indexed DataFrame per request
-        idx = self.segments.assign(raw.to_numpy(dtype=np.float64)[:, cols])
+        # same numbers as segments.assign(feats.rfm()), without building a DataFrame per request
+        idx = self.segments.assign(feats.raw_columns(self.segments.feature_names))
         return idx, np.asarray(self.segments.names, dtype=object)[idx]
 
     def run_curves(self, feats: SequenceFeatures, sequence_outputs: dict) -> np.ndarray:

@@ -3,7 +3,6 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

@@ -28,7 +28,7 @@ def test_quick_benchmarks_write_finite_positive_figures():
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ran = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("[ok]")]
-    assert {"simulator", "features", "training", "inference", "allocate"} <= set(ran)
+    assert {"simulator", "features", "training", "inference", "allocate", "serve", "score"} <= set(ran)
     for name in ran:
         data = json.loads((BENCH / "results" / f"{name}.quick.json").read_text())
         assert data["machine"]["cores"] >= 1 and "git_commit" in data["machine"]
@@ -37,4 +37,4 @@ def test_quick_benchmarks_write_finite_positive_figures():
         # Figures are finite; times, rates and sizes are positive (gaps and deltas may be 0 or negative).
         assert all(math.isfinite(v) for v in values), name
     md = (BENCH / "results" / "benchmarks.quick.md").read_text()
-    assert "## features" in md and "| model |" in md
+    assert "## features" in md and "| model |" in md and "## score" in md

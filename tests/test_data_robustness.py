@@ -9,7 +9,6 @@ and check that no half-written Parquet file or bundle ever loads as complete.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sellerlift.schema import EVENT_TYPES, EVENTS, SchemaError, atomic_write_parquet, read_table, validate
+from sellerlift.schema import EVENT_TYPES, EVENTS, SchemaError, read_table, validate
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                         HealthCheck.too_slow])

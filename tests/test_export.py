@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import onnxruntime as ort
 import pytest
 import torch

@@ -123,3 +123,23 @@ def test_split_is_disjoint_seeded_and_sized():
 
 def test_event_vocabulary_is_the_contract():
     assert FeatureSpec().event_types == EVENT_TYPES
+
+
+@pytest.mark.parametrize("customers", [None, np.arange(3), np.array([4, 0, 2, 9])])
+def test_array_entry_point_equals_the_table_entry_point(customers):
+    """The server's path (plain arrays, ids 0..n-1 looked up without a hash) gives the table path's numbers."""
+    ev = events_for({0: 5, 1: 2, 2: 7, 4: 3, 6: 1}).sample(frac=1.0, random_state=0)  # unsorted on purpose
+    spec = FeatureSpec(max_len=4)
+    spec.fit(build_features(ev, CUTOFF, spec))
+    from sellerlift.features import build_features_from_arrays, event_type_ids, to_micros
+
+    a = build_features(ev, CUTOFF, spec, customers=customers)
+    b = build_features_from_arrays(ev["customer_id"].to_numpy(), to_micros(ev["ts"].to_numpy()),
+                                   event_type_ids(ev["event_type"]), ev["amount"].to_numpy(),
+                                   int(to_micros(np.datetime64(CUTOFF, "us"))), spec, customers=customers)
+    for name in ("customer_id", "event_type", "numeric", "length", "aggregates", "raw"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    if customers is not None and len(customers) == 3:
+        assert b.length.tolist() == [4, 2, 4]  # customers 4 and 6 are not requested and are dropped
+    assert list(b.raw_aggregates.columns) == list(AGGREGATES)
+    np.testing.assert_array_equal(b.raw_columns(["frequency"])[:, 0], b.raw_aggregates["frequency"].to_numpy())

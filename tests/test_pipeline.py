@@ -1,8 +1,6 @@
 """End to end on tiny data: simulator -> features -> model -> MLflow run -> ONNX bundle."""
 
-import json
 
-import mlflow
 import numpy as np
 import onnxruntime as ort
 import pytest

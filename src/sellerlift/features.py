@@ -40,8 +40,8 @@ def _aggregate_names() -> tuple[str, ...]:
 
 
 AGGREGATES = _aggregate_names()
-# Aggregates that are counts or money: log1p before standardising.
-_LOG_AGGREGATES = frozenset(n for n in AGGREGATES if n != "has_purchase")
+# Aggregates that are counts or money (all but the flag): log1p before standardising.
+_LOG_MASK = np.array([n != "has_purchase" for n in AGGREGATES])
 
 
 @dataclass
@@ -88,7 +88,7 @@ class FeatureSpec:
         num = (feats.numeric - np.float32(self.numeric_mean)) / np.float32(self.numeric_std)
         num = np.where(mask, num, np.float32(0)).astype(np.float32)
         agg = ((feats.aggregates - np.float32(self.aggregate_mean)) / np.float32(self.aggregate_std)).astype(np.float32)
-        return SequenceFeatures(feats.customer_id, feats.event_type, num, feats.length, agg, feats.raw_aggregates)
+        return SequenceFeatures(feats.customer_id, feats.event_type, num, feats.length, agg, feats.raw)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -105,28 +105,45 @@ class SequenceFeatures:
     numeric: np.ndarray  # [n, L, F] float32
     length: np.ndarray  # [n] int64, number of real events (0..L)
     aggregates: np.ndarray  # [n, A] float32, log-scaled (model input)
-    raw_aggregates: pd.DataFrame  # [n, A] in natural units (days, counts, money)
+    raw: np.ndarray  # [n, A] float64 aggregates in natural units (days, counts, money), columns AGGREGATES
 
     def mask(self) -> np.ndarray:
         return np.arange(self.event_type.shape[1])[None, :] < self.length[:, None]
 
     def take(self, rows: np.ndarray) -> "SequenceFeatures":
-        return SequenceFeatures(
-            self.customer_id[rows], self.event_type[rows], self.numeric[rows], self.length[rows],
-            self.aggregates[rows], self.raw_aggregates.iloc[rows].reset_index(drop=True),
-        )
+        return SequenceFeatures(self.customer_id[rows], self.event_type[rows], self.numeric[rows], self.length[rows],
+                                self.aggregates[rows], self.raw[rows])
+
+    @classmethod
+    def concat(cls, parts: "list[SequenceFeatures]") -> "SequenceFeatures":
+        if len(parts) == 1:
+            return parts[0]
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                     ("customer_id", "event_type", "numeric", "length", "aggregates", "raw")))
+
+    def raw_columns(self, names) -> np.ndarray:
+        """Raw aggregates by name, [n, len(names)] float64 (no DataFrame: the server calls this per request)."""
+        return self.raw[:, [AGGREGATES.index(n) for n in names]]
+
+    @property
+    def raw_aggregates(self) -> pd.DataFrame:
+        """The raw aggregates as a DataFrame, one column per name in AGGREGATES."""
+        return pd.DataFrame(self.raw, columns=list(AGGREGATES))
 
     def rfm(self) -> pd.DataFrame:
         """Recency, frequency, monetary, tenure in natural units (for segmentation)."""
         cols = ["recency_days", "frequency", "monetary", "tenure_days"]
-        return self.raw_aggregates[cols].set_index(pd.Index(self.customer_id, name="customer_id"))
+        return pd.DataFrame(self.raw_columns(cols), columns=cols,
+                            index=pd.Index(self.customer_id, name="customer_id"))
 
 
-def _to_micros(ts) -> np.ndarray:
+def to_micros(ts) -> np.ndarray:
+    """Timestamps (datetime64 of any unit, or anything NumPy parses) as int64 microseconds."""
     return np.asarray(ts, dtype="datetime64[us]").astype(np.int64)
 
 
-def _type_ids(col: pd.Series) -> np.ndarray:
+def event_type_ids(col: pd.Series) -> np.ndarray:
+    """The ``event_type`` column as ids 1..7 (0 is padding); unknown names raise, naming them."""
     if isinstance(col.dtype, pd.CategoricalDtype) and tuple(col.cat.categories) == EVENT_TYPES:
         codes = col.cat.codes.to_numpy()
     else:
@@ -145,22 +162,41 @@ def build_features(
 ) -> SequenceFeatures:
     """Features of every customer as of ``cutoff`` (events at or after it are ignored).
 
+    ``events`` is the contract's table (customer_id, ts, event_type, amount).
     ``customers`` fixes the output rows and their order (customers without events
     get an empty sequence: cold start); by default every customer with at least
     one event before the cutoff, in sorted id order.
     """
-    spec = spec or FeatureSpec()
-    L = int(spec.max_len)
     cutoff = pd.Timestamp(cutoff)
     if cutoff.tzinfo is not None:  # the contract's timestamps are naive UTC
         cutoff = cutoff.tz_convert("UTC").tz_localize(None)
-    cutoff_us = _to_micros(np.datetime64(cutoff, "us"))
-    ts = _to_micros(events["ts"].to_numpy())
-    keep = ts < cutoff_us
-    cid = events["customer_id"].to_numpy()[keep]
-    ts = ts[keep]
-    etype = _type_ids(events["event_type"])[keep]
-    amount = events["amount"].to_numpy(dtype=np.float64)[keep]
+    return build_features_from_arrays(
+        events["customer_id"].to_numpy(), to_micros(events["ts"].to_numpy()), event_type_ids(events["event_type"]),
+        events["amount"].to_numpy(dtype=np.float64), int(to_micros(np.datetime64(cutoff, "us"))), spec, customers)
+
+
+def build_features_from_arrays(
+    customer_id: np.ndarray,
+    ts_us: np.ndarray,
+    type_id: np.ndarray,
+    amount: np.ndarray,
+    cutoff_us: int,
+    spec: FeatureSpec | None = None,
+    customers: np.ndarray | None = None,
+) -> SequenceFeatures:
+    """:func:`build_features` on plain arrays, one entry per event.
+
+    ``ts_us`` are int64 microseconds since the epoch (naive UTC), ``type_id`` is
+    1 + the index in ``EVENT_TYPES``. The server and the offer-time features call
+    this directly: no DataFrame is built, which is most of the cost of a small request.
+    Already sorted input (by customer, then time, integer ids) skips the sort.
+    """
+    spec = spec or FeatureSpec()
+    L = int(spec.max_len)
+    customer_id, ts_us, type_id, amount = map(np.asarray, (customer_id, ts_us, type_id, amount))
+    keep = ts_us < cutoff_us
+    cid, ts, etype = customer_id[keep], ts_us[keep], type_id[keep].astype(np.int64, copy=False)
+    amount = amount[keep].astype(np.float64, copy=False)
 
     # Work on integer customer codes; sort by (customer, ts) unless already sorted.
     if not (np.issubdtype(cid.dtype, np.integer) and _is_sorted(cid, ts)):
@@ -175,7 +211,7 @@ def build_features(
         slot = np.arange(len(uniq))
     else:
         out_ids = np.asarray(customers)
-        pos = pd.Index(out_ids).get_indexer(uniq)
+        pos = _positions(out_ids, uniq)
         present = pos >= 0
         slot = pos  # -1 for customers not requested; their rows are dropped below
         if not present.all():
@@ -209,12 +245,18 @@ def build_features(
     length[slot] = kept
 
     raw = _aggregates(n, slot, starts, counts, ts, etype, amount, cutoff_us)
-    agg = raw.to_numpy(dtype=np.float64).copy()
-    for j, name in enumerate(AGGREGATES):
-        if name in _LOG_AGGREGATES:
-            agg[:, j] = np.log1p(np.maximum(agg[:, j], 0.0))
-    feats = SequenceFeatures(np.asarray(out_ids), event_type, numeric, length, agg.astype(np.float32), raw)
+    agg = np.where(_LOG_MASK, np.log1p(np.maximum(raw, 0.0)), raw)
+    feats = SequenceFeatures(out_ids, event_type, numeric, length, agg.astype(np.float32), raw)
     return spec.transform(feats) if spec.fitted else feats
+
+
+def _positions(out_ids: np.ndarray, uniq: np.ndarray) -> np.ndarray:
+    """Row of each id of ``uniq`` in ``out_ids`` (-1 if absent); 0..n-1 ids (the server's) need no hash lookup."""
+    n = len(out_ids)
+    if (np.issubdtype(out_ids.dtype, np.integer) and np.issubdtype(uniq.dtype, np.integer)
+            and (n == 0 or (out_ids[0] == 0 and out_ids[-1] == n - 1)) and np.array_equal(out_ids, np.arange(n))):
+        return np.where((uniq >= 0) & (uniq < n), uniq, -1).astype(np.int64)
+    return pd.Index(out_ids).get_indexer(uniq)
 
 
 def _is_sorted(cid: np.ndarray, ts: np.ndarray) -> bool:
@@ -242,10 +284,11 @@ def _segment_sum(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> 
     return cums[starts + counts] - cums[starts]
 
 
-def _aggregates(n, slot, starts, counts, ts, etype, amount, cutoff_us) -> pd.DataFrame:
+def _aggregates(n, slot, starts, counts, ts, etype, amount, cutoff_us) -> np.ndarray:
+    """[n, len(AGGREGATES)] float64 in natural units; customers without events stay 0."""
     days_before = (cutoff_us - ts) / US_PER_DAY
     is_purchase = etype == PURCHASE
-    out = {name: np.zeros(n) for name in AGGREGATES}
+    out = np.zeros((n, len(AGGREGATES)))
     if len(starts):
         last = starts + counts - 1
         purchases = _segment_sum(is_purchase.astype(np.float64), starts, counts)
@@ -272,6 +315,5 @@ def _aggregates(n, slot, starts, counts, ts, etype, amount, cutoff_us) -> pd.Dat
         }
         for k, t in enumerate(EVENT_TYPES, start=1):
             vals[f"count_{t}"] = _segment_sum((etype == k).astype(np.float64), starts, counts)
-        for name, v in vals.items():
-            out[name][slot] = v
-    return pd.DataFrame(out, columns=list(AGGREGATES))
+        out[slot] = np.stack([vals[name] for name in AGGREGATES], axis=1)
+    return out

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sellerlift.features import AGGREGATES, FeatureSpec, SequenceFeatures, build_features
-from sellerlift.schema import EVENT_TYPES
+from sellerlift.features import (AGGREGATES, FeatureSpec, SequenceFeatures, build_features_from_arrays,
+                                 event_type_ids, to_micros)
 
 # Sequence-model outputs DIPN may read (probabilities, one column each).
 SEQUENCE_OUTPUTS = ("intent_7d", "churn_90d")
@@ -53,10 +53,6 @@ def dipn_inputs(feats: SequenceFeatures, sequence_outputs: dict[str, np.ndarray]
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def _micros(ts) -> np.ndarray:
-    return np.asarray(ts, dtype="datetime64[us]").astype(np.int64)
-
-
 def offer_time_features(
     events: pd.DataFrame,
     customer_id: np.ndarray,
@@ -69,7 +65,7 @@ def offer_time_features(
     See :func:`iter_offer_time_features`; this concatenates its chunks.
     """
     parts = [f for _, f in iter_offer_time_features(events, customer_id, offer_ts, spec, chunk_rows=chunk_rows)]
-    feats = _concat(parts)
+    feats = SequenceFeatures.concat(parts)
     feats.customer_id = np.asarray(customer_id).copy()
     return feats
 
@@ -86,28 +82,21 @@ def iter_offer_time_features(
 
     Vectorised: every offer's history (its customer's events strictly before the
     offer time) is shifted in time so all offers share one reference cutoff, and
-    the offers become pseudo-customers of a single :func:`build_features` call
+    the offers become pseudo-customers of a single :func:`build_features_from_arrays` call
     (features depend on times only through differences to the cutoff and between
     events, so the shift is exact). Chunked to bound memory.
     """
     if not spec.fitted:
         raise ValueError("spec: expected a fitted FeatureSpec (the run's, fitted on training customers)")
     customer_id = np.asarray(customer_id)
-    t_offer = _micros(offer_ts)
+    t_offer = to_micros(offer_ts)
     n = len(customer_id)
     # Events sorted by (customer, ts) with integer customer codes.
     codes_all, labels = pd.factorize(events["customer_id"].to_numpy(), sort=True)
-    ts_all = _micros(events["ts"].to_numpy())
+    ts_all = to_micros(events["ts"].to_numpy())
     order = np.lexsort((ts_all, codes_all))
     codes, ts = codes_all[order], ts_all[order]
-    col = events["event_type"]
-    if isinstance(col.dtype, pd.CategoricalDtype) and tuple(col.cat.categories) == EVENT_TYPES:
-        type_codes = col.cat.codes.to_numpy()
-    else:
-        type_codes = pd.Categorical(col.astype(object), categories=list(EVENT_TYPES)).codes
-    if (type_codes < 0).any():
-        raise ValueError(f"event_type: unknown value(s); expected one of {list(EVENT_TYPES)}")
-    etype = type_codes[order].astype(np.int8)
+    etype = event_type_ids(events["event_type"])[order]
     amount = events["amount"].to_numpy(dtype=np.float64)[order]
     cust_start = np.searchsorted(codes, np.arange(len(labels)), side="left")
     offer_code = pd.Index(labels).get_indexer(customer_id)
@@ -129,7 +118,6 @@ def iter_offer_time_features(
     end = np.where(known, end, start)
     count = end - start
     ref = int(t_offer.max()) + 1 if n else 0
-    ref_ts = pd.Timestamp(ref, unit="us")
 
     csum = np.concatenate([[0], np.cumsum(count)])
     a = 0
@@ -141,13 +129,8 @@ def iter_offer_time_features(
         rows = np.repeat(start[a:b] - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt) + np.arange(cnt.sum())
         pseudo = np.repeat(np.arange(b - a, dtype=np.int64), cnt)
         shift = np.repeat(ref - t_offer[a:b], cnt)
-        frame = pd.DataFrame({
-            "customer_id": pseudo,
-            "ts": (ts[rows] + shift).astype("datetime64[us]"),
-            "event_type": pd.Categorical.from_codes(etype[rows], categories=list(EVENT_TYPES)),
-            "amount": amount[rows],
-        })
-        feats = build_features(frame, ref_ts, spec, customers=np.arange(b - a, dtype=np.int64))
+        feats = build_features_from_arrays(pseudo, ts[rows] + shift, etype[rows], amount[rows], ref, spec,
+                                           customers=np.arange(b - a, dtype=np.int64))
         feats.customer_id = customer_id[a:b].copy()
         yield slice(a, b), feats
         a = b
@@ -155,21 +138,7 @@ def iter_offer_time_features(
             break
 
 
-def _concat(parts: list[SequenceFeatures]) -> SequenceFeatures:
-    if len(parts) == 1:
-        return parts[0]
-    return SequenceFeatures(
-        np.concatenate([p.customer_id for p in parts]),
-        np.concatenate([p.event_type for p in parts]),
-        np.concatenate([p.numeric for p in parts]),
-        np.concatenate([p.length for p in parts]),
-        np.concatenate([p.aggregates for p in parts]),
-        pd.concat([p.raw_aggregates for p in parts], ignore_index=True),
-    )
-
-
 def order_value(feats: SequenceFeatures, fallback: float) -> np.ndarray:
     """Expected order value per customer for allocation: observed mean basket, else ``fallback``."""
-    raw = feats.raw_aggregates
-    has = raw["has_purchase"].to_numpy() > 0
-    return np.where(has, raw["monetary"].to_numpy(dtype=np.float64), float(fallback))
+    has, monetary = feats.raw_columns(["has_purchase", "monetary"]).T
+    return np.where(has > 0, monetary, float(fallback))

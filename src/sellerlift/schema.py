@@ -494,6 +494,8 @@ def _check_column(col: Column, s: pd.Series, problems: list[Problem], ts_min, ts
                 problems.append(Problem(col.name, _bad_rows(future),
                                         f"timestamp in the future: after the as-of time {as_of} (UTC) of the data"))
     elif col.kind == "category":
+        if isinstance(s.dtype, pd.CategoricalDtype) and tuple(s.cat.categories) == tuple(col.allowed):
+            return s  # already the contract's categories: nothing else can be in it
         text = s.astype("string")
         unknown = ~text.isin(col.allowed).to_numpy() & ~s.isna().to_numpy()
         if unknown.any():

@@ -122,14 +122,16 @@ def score_events(bundle: Bundle, events: pd.DataFrame, as_of: pd.Timestamp,
     n = len(customers)
     intent = np.empty(n, np.float32)
     churn = np.empty(n, np.float32)
+    # Batches of customers with similar history lengths, each trimmed to its longest: the model runs over
+    # real events instead of padding (about 40 % of a 64-event window on the simulator).
+    by_length = np.argsort(feats.length, kind="stable")
     for s in range(0, n, batch):
-        sl = slice(s, s + batch)
-        width = max(int(feats.length[sl].max(initial=0)), 1)  # trim padding like the server's requests
+        rows = by_length[s:s + batch]
+        width = max(int(feats.length[rows].max(initial=0)), 1)
         out = bundle.sequence.run(["intent_7d", "churn_90d"], {
-            "event_type": np.ascontiguousarray(feats.event_type[sl, :width]),
-            "numeric": np.ascontiguousarray(feats.numeric[sl, :width]),
-            "length": feats.length[sl], "aggregates": feats.aggregates[sl]})
-        intent[sl], churn[sl] = out[0].reshape(-1), out[1].reshape(-1)
+            "event_type": feats.event_type[rows, :width], "numeric": feats.numeric[rows, :width],
+            "length": feats.length[rows], "aggregates": feats.aggregates[rows]})
+        intent[rows], churn[rows] = out[0].reshape(-1), out[1].reshape(-1)
 
     before = events["ts"].to_numpy() < np.datetime64(as_of)
     ev_cust = events["customer_id"].to_numpy()[before]
@@ -239,7 +241,6 @@ def score_file(bundle: Bundle, events_path: str | Path, out: str | Path, as_of: 
         console.print(f"[yellow]--budget ignored:[/] bundle {bundle.path} has no promotion model (dipn)")
         budget = None
     src = _source(events_path, mapping)
-    extra_cols = [value_col] if value_col else []
     est = _estimate_rows(src, events_path)
     k = max(1, math.ceil(est / max(partition_rows, 1)))
     t0 = time.perf_counter()
@@ -259,7 +260,6 @@ def score_file(bundle: Bundle, events_path: str | Path, out: str | Path, as_of: 
                                      f"found {list(raw.columns)}")
                 ev[value_col] = pd.to_numeric(raw[value_col].to_numpy(), errors="coerce")
             offset += len(raw)
-            ev["event_type"] = ev["event_type"].astype(str)
             n_rows += len(ev)
             mx = ev["ts"].max()
             last_ts = mx if last_ts is None or mx > last_ts else last_ts

@@ -195,20 +195,23 @@ class FileSource:
         if not self.columns.get("amount"):
             df["amount"] = np.zeros(n)
 
-        # event names -> contract types
-        names = df["event_type"].astype("string").str.strip()
-        mapped = names.map(lambda v: self.event_types.get(v, v) if v is not pd.NA else v)
-        unknown = (~mapped.isin(EVENT_TYPES) & mapped.notna()).to_numpy()
+        # event names -> contract types, looked up once per distinct name (files have a handful, rows are millions)
+        codes, uniques = pd.factorize(df["event_type"])  # -1 = missing
+        names = [str(v).strip() for v in uniques]
+        mapped = [self.event_types.get(v, v) for v in names]
+        type_of_name = np.array([EVENT_TYPES.index(m) if m in EVENT_TYPES else -1 for m in mapped] + [-1])
+        type_code = type_of_name[codes]  # code -1 (missing) picks the trailing -1
+        unknown = (codes >= 0) & (type_code < 0)
         if unknown.any():
             if self.unknown_event_types == "drop":
                 self.dropped_rows += int(unknown.sum())
             else:
                 rows = np.flatnonzero(unknown)
-                seen = sorted(set(names.iloc[rows[:200]].tolist()))[:8]
+                seen = sorted({names[c] for c in codes[rows[:200]]})[:8]
                 raise self._renamed(SchemaError(source, "events", [Problem("event_type", rows,
                     f"event name(s) {seen} not mapped; add them to data.source.event_types (one of "
                     f"{list(EVENT_TYPES)}) or set data.source.unknown_event_types=drop")]), row_offset)
-        df["event_type"] = mapped.astype(object)
+        df["event_type"] = pd.Categorical.from_codes(type_code, categories=list(EVENT_TYPES))
 
         # timestamps: naive ones are in `timezone`
         if self.timezone.upper() != "UTC" and not isinstance(df["ts"].dtype, pd.DatetimeTZDtype):
@@ -221,7 +224,7 @@ class FileSource:
                         f"ambiguous local time in {self.timezone} (a daylight-saving change); give an offset")]), row_offset)
                 df["ts"] = ts
         if self.fill_missing_amount:
-            not_purchase = (mapped != "purchase").to_numpy()
+            not_purchase = type_code != EVENT_TYPES.index("purchase")
             for col in ("amount", "quantity"):
                 if col in df:
                     missing = pd.isna(df[col]).to_numpy() & not_purchase

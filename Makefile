@@ -8,7 +8,7 @@ PORT   ?= 5000
 # Tests use both cores; set PYTEST_WORKERS=0 for a serial run.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install train train-transformer test test-slow ui bench bench-quick clean
+.PHONY: help install train train-transformer test test-slow ui bench bench-quick bench-before-after clean
 
 help:
 	@echo "make train        train + track + export the default model on the simulator"
@@ -19,6 +19,7 @@ help:
 	@echo "make champion     who holds sellerlift-sequence@champion"
 	@echo "make score        batch-score EVENTS=... [MAPPING=...] OUT=... with the @champion bundle"
 	@echo "make bench        every benchmark; results in benchmarks/results and docs/benchmarks.md"
+	@echo "make bench-before-after  the performance pass vs an older commit (BEFORE=<rev>)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -49,6 +50,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) benchmarks/run_all.py --quick $(ARGS)
+
+# The performance pass measured against an older commit (BEFORE=<rev>, default: the commit before it).
+bench-before-after: $(STAMP)
+	$(PY) benchmarks/before_after.py $(if $(BEFORE),--before $(BEFORE)) $(ARGS)
 
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \

@@ -2,10 +2,11 @@
 
     python benchmarks/bench_inference.py [--quick] [--bundle bundles/<run id>]
 
-Ratios are measured side by side in one process. With --bundle, the int8
-dynamic quantisation of a Transformer bundle is scored on simulator customers
-and its AUROC change reported next to the speed-up (GRU is not covered by
-onnxruntime's dynamic quantisation).
+Ratios are measured side by side in one process. With a Transformer bundle
+(--bundle, or the newest under bundles/), the int8 dynamic quantisation of its
+trained model is scored on unseen simulator customers and its AUROC change
+reported next to the speed-up (GRU is not covered by onnxruntime's dynamic
+quantisation); without one, an untrained Transformer gives speed and size only.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import onnxruntime as ort
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, timed, write_result  # noqa: E402
+from common import markdown_table, newest_bundle, timed, write_result  # noqa: E402
 
 from sellerlift.export import INPUT_NAMES, example_inputs, export_sequence_onnx  # noqa: E402
 from sellerlift.features import AGGREGATES, EVENT_NUMERIC  # noqa: E402
@@ -69,7 +70,7 @@ def bench_model(kind: str, batches, length: int, repeats: int, tmp: Path) -> lis
             name = f"ort_{threads}thread{'s' * (threads > 1)}_{level_name}"
             sess = session(path, threads, level)  # one at a time: a spinning idle pool would steal the next's cores
             for row in rows:
-                _, t = timed(lambda: sess.run(None, inputs[row["batch"]]), repeats)
+                _, t = timed(lambda s=sess, x=inputs[row["batch"]]: s.run(None, x), repeats)
                 row[f"{name}_ms"] = 1e3 * t["median_s"]
             names.append(name)
             del sess
@@ -147,8 +148,11 @@ def _auroc_delta(bundle: Path, s32, s8) -> dict:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--bundle", type=Path, help="a Transformer bundle for the int8 AUROC check")
+    ap.add_argument("--bundle", type=Path, help="a Transformer bundle for the int8 AUROC check "
+                                                "(default: the newest Transformer bundle under bundles/, if any)")
     args = ap.parse_args(argv)
+    if args.bundle is None and not args.quick:
+        args.bundle = newest_bundle("transformer")
     batches = (1, 32) if args.quick else (1, 32, 1024)
     repeats = 3 if args.quick else 20
     with tempfile.TemporaryDirectory() as tmp:

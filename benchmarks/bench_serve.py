@@ -22,7 +22,7 @@ service embedding onnxruntime would pay. It is timed right before and right
 after each latency run, so the ratio ``server p50 / in-process p50`` is taken
 side by side (absolute times drift on a shared machine; the ratio is the figure).
 
-The bundle: --bundle, else the newest complete one under bundles/, else a
+The bundle: --bundle, else the newest complete one under bundles/ (a GRU one first), else a
 bundle made here in seconds (the default GRU, random weights, exported to ONNX;
 a fitted feature spec): latency does not depend on the weights.
 ``--server-root DIR`` benchmarks the ``serve`` package found under DIR, and the
@@ -50,7 +50,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from common import machine_info, markdown_table, write_result  # noqa: E402
+from common import machine_info, markdown_table, newest_bundle, write_result  # noqa: E402
 
 AS_OF = np.datetime64("2026-01-01T00:00:00", "s")
 EVENT_TYPES = ("visit", "view", "add_to_cart", "purchase", "email_open", "support_contact", "coupon_redeem")
@@ -127,10 +127,8 @@ def synth_bundle(out: Path) -> Path:
 def pick_bundle(arg: str | None, tmp: Path) -> tuple[Path, str]:
     if arg:
         return Path(arg), "given"
-    bundles = REPO / "bundles"
-    cands = [p.parent for p in bundles.glob("*/manifest.json")] if bundles.is_dir() else []
-    if cands:
-        newest = max(cands, key=lambda p: (p / "manifest.json").stat().st_mtime)
+    newest = newest_bundle("gru") or newest_bundle()  # the default model first
+    if newest is not None:
         copy = tmp / "bundle"  # a private copy: another run may rewrite bundles/ meanwhile
         shutil.copytree(newest, copy)
         return copy, f"newest under bundles/ ({newest.name})"

@@ -68,3 +68,17 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def newest_bundle(model: str | None = None) -> Path | None:
+    """The newest complete bundle under bundles/ (of ``model``, e.g. "gru", when given), or None."""
+    root = Path(__file__).resolve().parents[1] / "bundles"
+    found = []
+    for manifest in root.glob("*/manifest.json") if root.is_dir() else []:
+        try:
+            kind = json.loads(manifest.read_text()).get("model")
+        except (OSError, ValueError):
+            continue
+        if model is None or kind == model:
+            found.append(manifest)
+    return max(found, key=lambda m: m.stat().st_mtime).parent if found else None

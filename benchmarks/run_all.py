@@ -3,6 +3,7 @@
     python benchmarks/run_all.py            # full sizes (tens of minutes on 2 cores)
     python benchmarks/run_all.py --quick    # tiny sizes, about a minute: what the test suite runs
     python benchmarks/run_all.py --only features inference
+    python benchmarks/run_all.py --render   # the doc from the JSON results already there
 
 Each benchmark runs in its own process and writes benchmarks/results/<name>.json
 (``<name>.quick.json`` for --quick); the markdown goes to docs/benchmarks.md
@@ -101,8 +102,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS))
+    ap.add_argument("--render", action="store_true", help="run nothing: rewrite the doc from the JSON results")
     args = ap.parse_args(argv)
-    names = args.only or list(BENCHMARKS)
+    names = [] if args.render else args.only or list(BENCHMARKS)
     sections, failed = [], []
     for name in names:
         script, extra = BENCHMARKS[name]

@@ -1,8 +1,9 @@
 """Events -> model inputs, in pure NumPy (no torch).
 
-Training and the inference server both call :func:`build_features` and
-:meth:`FeatureSpec.transform`, so the same events give the same numbers in both
-places. Per customer we produce
+Training (:func:`build_features`, on the events table) and the inference server
+(:func:`build_features_from_arrays`, on the request's arrays: the same code
+without a DataFrame) share this module and :meth:`FeatureSpec.transform`, so the
+same events give the same numbers in both places. Per customer we produce
 
 * the most recent ``max_len`` events before the cutoff, oldest first and padded
   on the right (``event_type`` 0 is padding, real types are 1..7), with per-event
@@ -11,7 +12,7 @@ places. Per customer we produce
 * aggregates over the whole history (RFM, tenure, recent-window counts), which
   the sequence model also reads and the RFM segmentation uses.
 
-Everything is vectorised over rows: one pass of sorts and ``np.add.reduceat``.
+Everything is vectorised over rows: one pass of sorts and cumulative sums.
 """
 
 from __future__ import annotations

@@ -114,8 +114,12 @@ def load_bundle(path: str | Path, threads: int = 1) -> Bundle:
 
 
 def score_events(bundle: Bundle, events: pd.DataFrame, as_of: pd.Timestamp,
-                 customers: np.ndarray | None = None, batch: int = 4096) -> pd.DataFrame:
-    """Scores of ``customers`` (default: everyone in ``events``) from contract events, as of ``as_of``."""
+                 customers: np.ndarray | None = None, batch: int = 1024) -> pd.DataFrame:
+    """Scores of ``customers`` (default: everyone in ``events``) from contract events, as of ``as_of``.
+
+    ``batch``: customers per model call. 1024 runs as fast as 4096 and keeps onnxruntime's memory arena
+    (which keeps its high-water mark) about 350 MiB smaller.
+    """
     if customers is None:
         customers = np.sort(pd.unique(events["customer_id"].to_numpy()))
     feats = build_features(events, as_of, bundle.spec, customers=customers)

@@ -158,7 +158,9 @@ class FileSource:
 
             dataset = ds.dataset(str(path), format="parquet")
             cols = [c for c in self._usecols() if c in dataset.schema.names]
-            for batch in dataset.to_batches(columns=cols or None, batch_size=chunk_rows):
+            # No read-ahead across files: pyarrow's defaults (4 files, 16 batches) hold up to gigabytes in memory.
+            for batch in dataset.to_batches(columns=cols or None, batch_size=chunk_rows, batch_readahead=1,
+                                            fragment_readahead=1):
                 yield batch.to_pandas()
         else:
             ids = {self.columns[c]: str for c in ("customer_id", "seller_id") if self.columns.get(c)}

@@ -91,8 +91,8 @@ def render(name: str, data: dict) -> str:
         return (markdown_table(data["rows"], ["customers", "events", "wall_s", "wall_spread_s", "customers_per_s",
                                               "events_per_s", "peak_rss_mib", "partitions"])
                 + f"\n\n`{data.get('command')}`, one fresh process per run. Peak RSS at the largest size over the "
-                f"smallest: {data.get('peak_rss_ratio_largest_over_smallest', float('nan')):.2f} (memory is bounded "
-                f"by the partition, not the file). Bundle: {data.get('bundle')}.")
+                f"smallest: {data.get('peak_rss_ratio_largest_over_smallest', float('nan')):.2f} (1.00: memory independent "
+                f"of the file's size; see docs/performance.md). Bundle: {data.get('bundle')}.")
     rows = data.get("rows") or [data]
     cols = [k for k, v in rows[0].items() if isinstance(v, (int, float, str))][:10]
     return markdown_table(rows, cols)

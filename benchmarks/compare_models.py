@@ -73,10 +73,10 @@ def run_one(dataset: str, model: str, seed: int, args, pred_dir: Path, work: Pat
           f"paths.output_dir={work}/{dataset}-{model}-{seed}"]
     if dataset == "simulator":
         ov.append("data.source.progress=false")
-    if not first:
-        ov.append("~baselines.models")  # no baseline models: only the test predictions are written
     if args.quick:
         ov += QUICK[dataset] + QUICK["common"]
+    if not first:  # after the quick settings, which tune a baseline model: Hydra applies overrides in order
+        ov.append("~baselines.models")  # no baseline models: only the test predictions are written
     minutes = args.max_minutes.get(dataset) if args.max_minutes else None
     if minutes:  # a wall-clock budget per sequence model (early stopping and the best checkpoint still apply)
         total = int(round(minutes * 60))

@@ -34,9 +34,9 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from sellerlift import baselines as bl  # noqa: E402
+from sellerlift import metrics as M  # noqa: E402
+from sellerlift.constants import HEADS  # noqa: E402
 
-HEADS = ("intent", "churn")
 METRICS = ("auroc", "ap", "ece", "precision_top20")
 SEQUENCE_MODELS = ("gru", "transformer")
 BASELINES = ("logreg", "random_forest", "lightgbm", "bgnbd")
@@ -102,7 +102,7 @@ def run_one(dataset: str, model: str, seed: int, args, pred_dir: Path, work: Pat
 def metrics_of(preds: pd.DataFrame, name: str) -> dict[str, float]:
     out = {}
     for h in HEADS:
-        for k, v in bl.binary_metrics_np(preds[f"y_{h}"], preds[f"{name}__{h}"]).items():
+        for k, v in M.binary_metrics(preds[f"y_{h}"], preds[f"{name}__{h}"]).items():
             out[f"{h}_{k}"] = v
     return out
 
@@ -205,7 +205,7 @@ def markdown(report: dict) -> str:
              "(intent = purchase within 7 days of the cutoff, churn = no purchase within 90 days). Baselines read "
              "the per-customer aggregates of `sellerlift.features` (RFM, tenure, recent-window counts and spend, "
              "event-type counts); BG/NBD reads the purchase history only. Metrics are on the test customers, "
-             "computed by `sellerlift.baselines.binary_metrics_np` (equal to the torchmetrics values the runs log): "
+             "computed by `sellerlift.metrics.binary_metrics` (equal to the torchmetrics values the runs log): "
              "ECE uses 15 equal-width bins; P@20 % is the share of positives among the 20 % highest scores. "
              f"Seeds: {report['seeds']} (mean ± sd over seeds where more than one). Training time is wall-clock "
              "on a shared 2-core CPU machine: read it as a ratio."
@@ -369,7 +369,7 @@ def main(argv=None) -> dict:
             for m in [*args.models, *present_b, *(["truth"] if "truth__intent" in preds0 else [])]:
                 for h in HEADS:
                     bands.append({"model": "ceiling" if m == "truth" else m, "head": h,
-                                  **bl.calibration_bands(preds0[f"y_{h}"], preds0[f"{m}__{h}"])})
+                                  **M.calibration_bands(preds0[f"y_{h}"], preds0[f"{m}__{h}"])})
             cfg = first_runs["cfg"]
             n_test = len(preds0)
             if ds == "cdnow":

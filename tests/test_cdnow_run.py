@@ -42,7 +42,7 @@ HEAD_METRICS = {f"test/{h}_{m}" for h in ("intent", "churn") for m in ("auroc", 
 
 
 def test_train_py_data_cdnow_end_to_end(tmp_path):
-    from sellerlift.export import verify_bundle
+    from sellerlift.runtime import verify_bundle
 
     env = {**os.environ, "SELLERLIFT_ROOT": str(tmp_path), "PYTHONWARNINGS": "ignore"}
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -23,7 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sellerlift.schema import EVENT_TYPES, EVENTS, SchemaError, read_table, validate
+from sellerlift.io import read_table
+from sellerlift.schema import EVENT_TYPES, EVENTS, SchemaError, validate
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                         HealthCheck.too_slow])
@@ -427,7 +428,7 @@ def test_promotions_booleans_levels_and_costs(n, data):
 
 WRITER = textwrap.dedent("""
     import sys, numpy as np, pandas as pd
-    from sellerlift.schema import atomic_write_parquet
+    from sellerlift.io import atomic_write_parquet
     path, n = sys.argv[1], int(sys.argv[2])
     i = 0
     print("ready", flush=True)
@@ -441,7 +442,7 @@ WRITER = textwrap.dedent("""
 BUNDLE_WRITER = textwrap.dedent("""
     import os, sys, numpy as np
     from pathlib import Path
-    from sellerlift.bundle import write_bundle
+    from sellerlift.runtime.bundle import write_bundle
     from sellerlift.features import FeatureSpec
     root = Path(sys.argv[1])
     print("ready", flush=True)
@@ -488,7 +489,7 @@ def test_sigkill_during_atomic_parquet_writes_never_leaves_a_half_file(tmp_path)
 
 
 def test_sigkill_during_bundle_writes_never_leaves_a_bundle_that_verifies_incomplete(tmp_path):
-    from sellerlift.bundle import verify_bundle
+    from sellerlift.runtime.bundle import verify_bundle
 
     proc = _start(BUNDLE_WRITER, str(tmp_path))
     _kill_after(proc, 1.5)

@@ -7,7 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, TINY
-from sellerlift.export import verify_bundle
+from sellerlift.runtime import verify_bundle
 
 
 @pytest.mark.slow

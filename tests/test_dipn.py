@@ -7,10 +7,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sellerlift.export import check_dipn_parity, export_dipn_onnx
 from sellerlift.features import AGGREGATES, FeatureSpec, build_features
 from sellerlift.models import dipn as D
 from sellerlift.models.propensity import effective_sample_size, fit_propensity, ipw_weights
 from sellerlift.promotion_features import dipn_inputs, input_names, offer_time_features
+from sellerlift.runtime import session
 from sellerlift.schema import DISCOUNT_LEVELS
 
 K = len(DISCOUNT_LEVELS)
@@ -49,24 +51,22 @@ def test_unconstrained_mlp_can_go_down():
 
 
 def test_onnx_export_parity_and_dynamic_batch(tmp_path):
-    import onnxruntime as ort
-
     torch.manual_seed(0)
     n_inputs = len(input_names(True))
     net = D.DIPNNet(n_inputs, hidden=(32, 32), dropout=0.1)
     # the dynamo exporter (the default) is exercised by the stage test; this one starts in a second
-    path = D.export_dipn_onnx(net, tmp_path / "dipn.onnx", n_inputs, dynamo=False)
-    diff = D.check_dipn_parity(net, path, n_inputs)
+    path = export_dipn_onnx(net, tmp_path / "dipn.onnx", n_inputs, dynamo=False)
+    diff = check_dipn_parity(net, path, n_inputs)
     assert diff <= 1e-5
-    sess = ort.InferenceSession(str(path))
+    sess = session(path)
     assert [i.name for i in sess.get_inputs()] == ["features"]
     assert [o.name for o in sess.get_outputs()] == ["curve"]
     with torch.no_grad():  # large weights: increments underflow, neighbouring levels nearly equal
         for p in net.parameters():
             p.mul_(8.0)
-    path = D.export_dipn_onnx(net, tmp_path / "dipn_big.onnx", n_inputs, dynamo=False)
-    assert D.check_dipn_parity(net.eval(), path, n_inputs, batches=(1, 4096)) <= 1e-5
-    sess = ort.InferenceSession(str(path))
+    path = export_dipn_onnx(net, tmp_path / "dipn_big.onnx", n_inputs, dynamo=False)
+    assert check_dipn_parity(net.eval(), path, n_inputs, batches=(1, 4096)) <= 1e-5
+    sess = session(path)
     for b in (1, 3, 1000, 20000):
         x = np.random.default_rng(b).normal(size=(b, n_inputs)).astype(np.float32) * 10
         out = sess.run(["curve"], {"features": x})

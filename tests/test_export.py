@@ -1,13 +1,12 @@
 import json
 
-import onnxruntime as ort
 import pytest
 import torch
 
-from sellerlift.export import (INPUT_NAMES, ParityError, check_parity, example_inputs, export_sequence_onnx,
-                               verify_bundle, write_bundle)
+from sellerlift.export import INPUT_NAMES, ParityError, check_parity, example_inputs, export_sequence_onnx
 from sellerlift.features import AGGREGATES, EVENT_NUMERIC, FeatureSpec
 from sellerlift.models.networks import ExportWrapper, GRUEncoder, SequenceNet, TransformerEncoder
+from sellerlift.runtime import session, verify_bundle, write_bundle
 
 F, A = len(EVENT_NUMERIC), len(AGGREGATES)
 
@@ -52,7 +51,7 @@ def test_empty_history_gives_finite_outputs():
 def test_onnx_matches_torch_on_many_shapes(gru_onnx):
     net, path = gru_onnx
     assert check_parity(net, path, F, A) <= 1e-5
-    sess = ort.InferenceSession(str(path))
+    sess = session(path)
     ex = example_inputs(5, 200, F, A)  # longer than anything seen at export time
     out = sess.run(None, ex)
     assert out[0].shape == (5,) and out[2].shape[0] == 5
@@ -73,13 +72,44 @@ def test_bundle_manifest_and_tamper_detection(gru_onnx, tmp_path):
     onnx_copy.write_bytes(path.read_bytes())
     write_bundle(bundle, {"sequence": onnx_copy}, FeatureSpec(max_len=8), {"test/intent_auroc": 0.7})
     manifest = verify_bundle(bundle)
-    assert manifest["files"]["sequence"]["sha256"] and manifest["discount_levels"][0] == 0
+    assert manifest["files"]["sequence"]["sha256"] and "feature_spec" not in manifest  # the spec's only copy: its file
     assert json.loads((bundle / "feature_spec.json").read_text())["max_len"] == 8
     data = bytearray(onnx_copy.read_bytes())
     data[-1] ^= 0xFF
     onnx_copy.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="sha256"):
         verify_bundle(bundle)
+
+
+def test_signed_bundle_refuses_a_rewritten_hash_and_unsigned_bundles(gru_onnx, tmp_path, monkeypatch):
+    """D6: with SELLERLIFT_BUNDLE_KEY set, a changed .onnx whose manifest hash was rewritten is refused."""
+    import hashlib
+
+    from sellerlift.runtime.bundle import SIGNATURE, BundleError, read_verified
+
+    _, path = gru_onnx
+    monkeypatch.setenv("SELLERLIFT_BUNDLE_KEY", "k" * 32)
+    signed = tmp_path / "signed"
+    signed.mkdir()
+    (signed / "sequence.onnx").write_bytes(path.read_bytes())
+    write_bundle(signed, {"sequence": signed / "sequence.onnx"}, FeatureSpec(max_len=8), {})
+    assert (signed / SIGNATURE).is_file() and read_verified(signed).signed
+    # the attacker's move: change the model, then rewrite its sha256 in the manifest
+    data = bytearray((signed / "sequence.onnx").read_bytes())
+    data[-1] ^= 0xFF
+    (signed / "sequence.onnx").write_bytes(bytes(data))
+    manifest = json.loads((signed / "manifest.json").read_text())
+    manifest["files"]["sequence"]["sha256"] = hashlib.sha256(bytes(data)).hexdigest()
+    (signed / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    with pytest.raises(BundleError, match="signature does not match"):
+        read_verified(signed)
+    with pytest.raises(BundleError, match="signature does not match"):  # another key is no better
+        read_verified(signed, key=b"other")
+    (signed / SIGNATURE).unlink()
+    with pytest.raises(BundleError, match="unsigned bundle"):
+        read_verified(signed)
+    monkeypatch.delenv("SELLERLIFT_BUNDLE_KEY")
+    assert not read_verified(signed).signed  # without a key only the hashes are checked (as documented)
 
 
 def test_second_gru_export_in_one_process_keeps_dynamic_length(tmp_path):

@@ -3,15 +3,13 @@
 import json
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from sellerlift import allocate
-from sellerlift.export import verify_bundle
-from sellerlift.features import FeatureSpec, build_features
+from sellerlift.runtime import Runtime, verify_bundle
 from sellerlift.pipeline import run
 from sellerlift.promotion_features import dipn_inputs
 from sellerlift.schema import DISCOUNT_LEVELS
@@ -35,20 +33,12 @@ def sim_cache(tmp_path_factory):
 
 
 def _server_side_curves(bundle_dir, events, cutoff, customers):
-    """What serve/ does: raw events -> features (bundle spec) -> [sequence.onnx] -> dipn.onnx."""
-    manifest = json.loads((bundle_dir / "manifest.json").read_text())
-    spec = FeatureSpec.from_json(manifest["feature_spec"])
-    feats = build_features(events, cutoff, spec, customers=customers)
-    seq = None
-    if manifest["dipn"]["uses_sequence_outputs"]:
-        s = ort.InferenceSession(str(bundle_dir / "sequence.onnx"))
-        i, c, _ = s.run(None, {"event_type": feats.event_type, "numeric": feats.numeric, "length": feats.length,
-                               "aggregates": feats.aggregates})
-        seq = {"intent_7d": i, "churn_90d": c}
-    x = dipn_inputs(feats, seq)
-    assert x.shape[1] == manifest["dipn"]["n_inputs"] == len(manifest["dipn"]["inputs"])
-    d = ort.InferenceSession(str(bundle_dir / manifest["dipn"]["file"]))
-    return d.run(["curve"], {"features": x})[0]
+    """What serve/ does: the runtime on raw events -> features (bundle spec) -> [sequence.onnx] -> dipn.onnx."""
+    rt = Runtime.load(bundle_dir)
+    feats = rt.features_of(events, cutoff, customers=customers)
+    manifest = rt.manifest
+    assert dipn_inputs(feats, rt.score(feats)).shape[1] == manifest["dipn"]["n_inputs"] == len(manifest["dipn"]["inputs"])
+    return rt.curves(feats)
 
 
 @pytest.mark.slow  # trains and exports the sequence model first (minutes on a busy 2-core box)
@@ -59,7 +49,8 @@ def test_default_run_has_one_bundle_and_a_nested_dipn_run(tiny_config, sim_cache
     manifest = verify_bundle(result.bundle_dir)
     assert {"sequence", "dipn"} <= set(manifest["files"])
     info = manifest["dipn"]
-    assert info["levels"] == list(DISCOUNT_LEVELS) and info["uses_sequence_outputs"] is True
+    assert manifest["discount_levels"] == list(DISCOUNT_LEVELS) and info["uses_sequence_outputs"] is True
+    assert "levels" not in info  # each fact once: the levels are the bundle's
     assert info["onnx_parity_max_abs_diff"] <= 1e-5
     assert "dipn/test/curve_rmse" in manifest["metrics"]
 

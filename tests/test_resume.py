@@ -17,7 +17,6 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -25,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from sellerlift import reliability
 from sellerlift.export import example_inputs
 from sellerlift.pipeline import run
+from sellerlift.runtime import session
 
 REPO = Path(__file__).resolve().parents[1]
 # Resume tolerance: test metrics and ONNX outputs of the resumed run vs the uninterrupted one.
@@ -72,7 +72,7 @@ class SlowBatches(L.Callback):
 
 
 def _onnx_outputs(bundle_dir: Path) -> list[np.ndarray]:
-    sess = ort.InferenceSession(str(bundle_dir / "sequence.onnx"), providers=["CPUExecutionProvider"])
+    sess = session(bundle_dir / "sequence.onnx")
     n_numeric, n_agg = (sess.get_inputs()[1].shape[2], sess.get_inputs()[3].shape[1])
     ex = example_inputs(64, 20, n_numeric, n_agg, seed=7)
     return sess.run(None, {i.name: ex[i.name] for i in sess.get_inputs()})

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sellerlift.schema import SchemaError, atomic_write_parquet, read_table, sort_table, validate
+from sellerlift.io import atomic_write_parquet, read_table
+from sellerlift.schema import SchemaError, sort_table, validate
 
 
 def good_events(n=5):

@@ -1,17 +1,17 @@
 """Batch scoring: the CLI's scores equal in-process featurise + onnxruntime and the server's /v1/score."""
 
+import json
 import subprocess
 import sys
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 import pytest
 
 from conftest import REPO
 from sellerlift import score
 from sellerlift.data.files import FileSource
-from sellerlift.export import verify_bundle
+from sellerlift.runtime import Runtime, session, verify_bundle
 from sellerlift.features import FeatureSpec, build_features
 from sellerlift.segment import SegmentModel
 
@@ -25,6 +25,7 @@ import json, sys
 from pathlib import Path
 import pandas as pd, torch
 from sellerlift import export, segment
+from sellerlift.runtime import write_bundle
 from sellerlift.data.files import FileSource
 from sellerlift.features import AGGREGATES, EVENT_NUMERIC, FeatureSpec, build_features
 from sellerlift.models.networks import GRUEncoder, SequenceNet
@@ -40,8 +41,8 @@ net = SequenceNet(GRUEncoder(d_model=16, hidden=16), d_model=16, head_hidden=16)
 onnx_path = export.export_sequence_onnx(net, out / "sequence.onnx", len(EVENT_NUMERIC), len(AGGREGATES))
 seg, _ = segment.fit_segments(feats.rfm(), ks=range(3, 5), rule=3)
 (out / "segments.json").write_text(json.dumps(seg.to_json()))
-export.write_bundle(out, {"sequence": onnx_path, "segments": out / "segments.json"}, spec, {},
-                    extra={"run_id": None, "model": "gru"})
+write_bundle(out, {"sequence": onnx_path, "segments": out / "segments.json"}, spec, {},
+             extra={"run_id": None, "model": "gru"})
 """
 
 
@@ -63,10 +64,10 @@ def reference(bundle_dir, events: pd.DataFrame) -> pd.DataFrame:
     """What the training side computes for these events: build_features + onnxruntime + segments."""
     import json
 
-    manifest = verify_bundle(bundle_dir)
-    spec = FeatureSpec.from_json(manifest["feature_spec"])
+    verify_bundle(bundle_dir)
+    spec = FeatureSpec.from_json(json.loads((bundle_dir / "feature_spec.json").read_text()))
     feats = build_features(events, pd.Timestamp(AS_OF), spec)
-    sess = ort.InferenceSession(str(bundle_dir / "sequence.onnx"))
+    sess = session(bundle_dir / "sequence.onnx")
     intent, churn, _ = sess.run(None, {"event_type": feats.event_type, "numeric": feats.numeric,
                                        "length": feats.length, "aggregates": feats.aggregates})
     seg = SegmentModel.from_json(json.loads((bundle_dir / "segments.json").read_text()))
@@ -82,7 +83,7 @@ def test_cli_scores_equal_in_process_scores(bundle_dir, tmp_path, capsys):
     assert "scored 240 customers" in capsys.readouterr().err
     got = pd.read_parquet(out)
     assert list(got.columns) == ["customer_id", "seller_id", "as_of", "intent_7d", "churn_90d", "segment",
-                                 "segment_id", "n_events", "cold_start"]
+                                 "segment_id", "n_events", "cold_start", "prior"]
     events = FileSource.from_yaml(MAPPING, path=str(EXAMPLE)).read_events()
     ref = reference(bundle_dir, events).set_index("customer_id").loc[got["customer_id"]]
     np.testing.assert_allclose(got["intent_7d"], ref["intent_7d"], atol=1e-6)
@@ -109,7 +110,6 @@ def test_cli_equals_v1_score(bundle_dir, tmp_path):
     serve_app = pytest.importorskip("serve.app")
     from fastapi.testclient import TestClient
 
-    from serve.bundle import Model
     from serve.config import Settings
 
     events = FileSource.from_yaml(MAPPING, path=str(EXAMPLE)).read_events()
@@ -122,7 +122,7 @@ def test_cli_equals_v1_score(bundle_dir, tmp_path):
                        "--out", str(out), "--no-progress"]) == 0
     got = pd.read_parquet(out).set_index("customer_id")
 
-    app = serve_app.create_app(Settings(bundle=str(bundle_dir)), model=Model.load(bundle_dir))
+    app = serve_app.create_app(Settings(bundle=str(bundle_dir)), model=Runtime.load(bundle_dir))
     hist = sub[sub["ts"] < pd.Timestamp(AS_OF)]
     body = {"as_of": f"{AS_OF}T00:00:00Z", "customers": [
         {"customer_id": c, "events": [{"type": str(e.event_type), "ts": e.ts.isoformat() + "Z", "amount": e.amount}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sellerlift import uplift
+from sellerlift import metrics as uplift
 
 # 4 customers, scores already in descending order
 Y = np.array([1, 0, 1, 0])
@@ -72,9 +72,13 @@ def test_ipw_qini_recovers_randomised_ranking_quality():
     y_rct = rng.random(n) < base + tau * t_rct
     score = x + rng.normal(0, 0.5, n)
     w = np.where(t_log, 1 / e, 1 / (1 - e))
-    rct = uplift.qini_area(y_rct, t_rct, score)
-    ipw = uplift.qini_area(y_log, t_log, score, w)
-    naive = uplift.qini_area(y_log, t_log, score)
+    def area(*args):  # area above the random line, both axes as shares of the population
+        x, q = uplift.qini_curve(*args)
+        return (np.trapezoid(q, x) - x[-1] * q[-1] / 2) / x[-1] ** 2
+
+    rct = area(y_rct, t_rct, score)
+    ipw = area(y_log, t_log, score, w)
+    naive = area(y_log, t_log, score)
     assert abs(ipw - rct) < 0.3 * abs(rct)
     assert abs(naive - rct) > abs(ipw - rct)
 
@@ -90,7 +94,7 @@ def test_perfect_and_reversed_rankings():
 
 
 def test_ece_and_curve_metrics():
-    assert uplift.ece([0.2, 0.2, 0.8, 0.8], [0, 1, 1, 1], n_bins=10) == pytest.approx((0.3 * 2 + 0.2 * 2) / 4)
+    assert uplift.ece([0, 1, 1, 1], [0.2, 0.2, 0.8, 0.8], n_bins=10) == pytest.approx((0.3 * 2 + 0.2 * 2) / 4)
     true = np.tile(np.linspace(0.1, 0.4, 7), (3, 1))
     pred = true.copy()
     pred[0, 3] = pred[0, 2] - 0.05  # one non-monotone curve

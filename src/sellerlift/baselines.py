@@ -11,10 +11,8 @@ Baselines see the same customers, split and labels as the sequence model:
   churn horizon), intent = 1 - P(no purchase within the intent horizon). It
   needs purchases only, so it runs on any data.
 
-:func:`binary_metrics_np` computes AUROC, AP, ECE (15 bins, L1) and precision in
-the top 20 % with NumPy/scikit-learn, matching the torchmetrics values the
-sequence model logs (``tests/test_baselines.py`` checks that), so baseline and
-sequence runs carry the same metric names and the same numbers for the same scores.
+Every baseline is scored by :func:`sellerlift.metrics.head_metrics`, like the sequence
+model, so all runs carry the same metric names and the same numbers for the same scores.
 """
 
 from __future__ import annotations
@@ -25,95 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-HEADS = ("intent", "churn")
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def expected_calibration_error(y, p, n_bins: int = 15) -> float:
-    """L1 ECE with ``n_bins`` equal-width bins, binned exactly like torchmetrics' BinaryCalibrationError.
-
-    Boundaries are ``linspace(0, 1, n_bins + 1)`` in float32, a score falls into bin
-    ``i`` when ``b_i <= p < b_{i+1}`` (p == 1 gets a bin of its own, as in torchmetrics).
-    """
-    y = np.asarray(y, dtype=np.float64).ravel()
-    p32 = np.asarray(p, dtype=np.float32).ravel()
-    if len(y) == 0:
-        return float("nan")
-    bounds = np.linspace(0, 1, n_bins + 1, dtype=np.float32)
-    idx = np.searchsorted(bounds, p32, side="right") - 1
-    idx = np.clip(idx, 0, n_bins)
-    count = np.bincount(idx, minlength=n_bins + 1).astype(np.float64)
-    conf = np.bincount(idx, weights=p32.astype(np.float64), minlength=n_bins + 1)
-    acc = np.bincount(idx, weights=y, minlength=n_bins + 1)
-    nz = count > 0
-    gap = np.abs(acc[nz] / count[nz] - conf[nz] / count[nz])
-    return float((gap * count[nz]).sum() / count.sum())
-
-
-def precision_at_top(y, p, fraction: float = 0.2) -> float:
-    """Share of positives among the top ``round(fraction * n)`` scores (at least one).
-
-    Ties at the threshold are shared: customers tied with the k-th score count with
-    equal weight, the expected precision under random tie-breaking (tree models and
-    BG/NBD give many identical scores). Without ties this is torch.topk's answer.
-    """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    y = np.asarray(y, dtype=np.float64).ravel()
-    p = np.asarray(p, dtype=np.float64).ravel()
-    n = len(p)
-    if n == 0:
-        return float("nan")
-    k = max(1, int(round(fraction * n)))
-    thr = np.partition(p, n - k)[n - k]  # k-th largest score
-    above = p > thr
-    tied = p == thr
-    n_above = int(above.sum())
-    w_tied = (k - n_above) / max(int(tied.sum()), 1)
-    return float((y[above].sum() + w_tied * y[tied].sum()) / k)
-
-
-def binary_metrics_np(y, p, top_fraction: float = 0.2, n_bins: int = 15) -> dict[str, float]:
-    """auroc, ap, ece, precision_top<pct> of scores ``p`` for binary labels ``y`` (NaN where undefined)."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    y = np.asarray(y, dtype=np.float64).ravel()
-    p = np.asarray(p, dtype=np.float64).ravel()
-    if len(y) != len(p):
-        raise ValueError(f"y has {len(y)} entries but p has {len(p)}")
-    two_classes = len(y) > 0 and 0 < y.mean() < 1
-    return {
-        "auroc": float(roc_auc_score(y, p)) if two_classes else float("nan"),
-        "ap": float(average_precision_score(y, p)) if two_classes else float("nan"),
-        "ece": expected_calibration_error(y, p, n_bins),
-        f"precision_top{int(round(top_fraction * 100))}": precision_at_top(y, p, top_fraction),
-    }
-
-
-def head_metrics(targets: np.ndarray, probs: np.ndarray, prefix: str = "test/",
-                 top_fraction: float = 0.2) -> dict[str, float]:
-    """``{prefix}{head}_{metric}`` for both heads: the names the sequence model logs."""
-    out = {}
-    for i, head in enumerate(HEADS):
-        for k, v in binary_metrics_np(targets[:, i], probs[:, i], top_fraction).items():
-            out[f"{prefix}{head}_{k}"] = v
-    return out
-
-
-def calibration_bands(y, p, low: float = 0.25, high: float = 0.75) -> dict[str, float]:
-    """Observed rate (and share of customers) among scores below ``low`` and above ``high``."""
-    y = np.asarray(y, dtype=np.float64).ravel()
-    p = np.asarray(p, dtype=np.float64).ravel()
-    lo, hi = p < low, p > high
-    return {
-        f"rate_below_{low:g}": float(y[lo].mean()) if lo.any() else float("nan"),
-        f"share_below_{low:g}": float(lo.mean()),
-        f"rate_above_{high:g}": float(y[hi].mean()) if hi.any() else float("nan"),
-        f"share_above_{high:g}": float(hi.mean()),
-    }
-
+from sellerlift.constants import HEADS
+from sellerlift.metrics import head_metrics
 
 # --------------------------------------------------------------------------- inputs
 

@@ -1,7 +1,6 @@
-"""ONNX export of the sequence model with a parity check against PyTorch.
+"""ONNX export of the sequence model and the DIPN, each checked against PyTorch (or the export fails).
 
-Writing and verifying bundles lives in :mod:`sellerlift.bundle` (torch-free, so
-the server can use it); its names are re-exported here for convenience.
+The runtime (:mod:`sellerlift.runtime`, torch-free) writes, verifies and runs what is exported here.
 """
 
 from __future__ import annotations
@@ -15,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sellerlift.bundle import MANIFEST, BundleError, sha256_file, verify_bundle, write_bundle  # noqa: F401
-from sellerlift.bundle import SEQUENCE_INPUTS as INPUT_NAMES
-from sellerlift.bundle import SEQUENCE_OUTPUTS as OUTPUT_NAMES
+from sellerlift.constants import DIPN_INPUT, DIPN_OUTPUT, SCORE_OUTPUTS
+from sellerlift.constants import SEQUENCE_INPUTS as INPUT_NAMES
+from sellerlift.constants import SEQUENCE_OUTPUTS as OUTPUT_NAMES
+from sellerlift.models.dipn import DIPNNet
 from sellerlift.models.networks import ExportWrapper, SequenceNet
+from sellerlift.runtime.onnx import session
 
 PARITY_TOL = 1e-5
 
@@ -93,21 +94,68 @@ def _export(net: SequenceNet, path: Path, n_numeric: int, n_aggregates: int) -> 
 def check_parity(net: SequenceNet, onnx_path: str | Path, n_numeric: int, n_aggregates: int,
                  shapes=((1, 1), (1, 37), (7, 5), (32, 64), (256, 128)), tol: float = PARITY_TOL) -> float:
     """Max abs difference of probabilities between PyTorch and onnxruntime; raises if above ``tol``."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    sess = session(onnx_path)
     wrapper = ExportWrapper(net).eval()
     worst = 0.0
     for i, (b, length) in enumerate(shapes):
         ex = example_inputs(b, length, n_numeric, n_aggregates, seed=100 + i)
         with torch.no_grad():
             ref = wrapper(*(torch.from_numpy(ex[k]) for k in INPUT_NAMES))
-        got = sess.run(OUTPUT_NAMES[:2], ex)
+        got = sess.run(list(SCORE_OUTPUTS), ex)
         diff = max(float(np.abs(r.numpy() - g).max()) for r, g in zip(ref[:2], got))
         worst = max(worst, diff)
         if not diff <= tol:
             raise ParityError(f"ONNX parity failed at batch={b}, length={length}: max |torch - onnx| = {diff:.2e} "
                               f"> {tol:.0e}; refusing to write a bundle")
+    return worst
+
+
+# --------------------------------------------------------------------------- DIPN
+def export_dipn_onnx(net: DIPNNet, path: str | Path, n_inputs: int, dynamo: bool = True) -> Path:
+    """``features`` float32 [batch, F] -> ``curve`` float32 [batch, K]; dynamic batch.
+
+    ``dynamo=False`` uses the TorchScript exporter: same graph for this plain MLP, and
+    seconds instead of ~30 s of exporter start-up in a process that has not exported yet.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = net.eval()
+    x = torch.randn(4, n_inputs)
+    tmp = path.with_suffix(".onnx.tmp")
+    with torch.no_grad():
+        if dynamo:
+            program = torch.onnx.export(net, (x,), dynamo=True, input_names=[DIPN_INPUT],
+                                        output_names=[DIPN_OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch")},),
+                                        verbose=False)
+            program.save(str(tmp))
+        else:
+            torch.onnx.export(net, (x,), str(tmp), dynamo=False, input_names=[DIPN_INPUT], output_names=[DIPN_OUTPUT],
+                              dynamic_axes={DIPN_INPUT: {0: "batch"}, DIPN_OUTPUT: {0: "batch"}})
+    os.replace(tmp, path)
+    return path
+
+
+def check_dipn_parity(net: DIPNNet, onnx_path: str | Path, n_inputs: int, batches=(1, 7, 256, 4096),
+                      tol: float | None = None, extra: np.ndarray | None = None) -> float:
+    """Max |torch - onnxruntime| over random inputs (and ``extra`` real ones); raises above ``tol``."""
+    tol = PARITY_TOL if tol is None else tol
+    sess = session(onnx_path)
+    rng = np.random.default_rng(0)
+    inputs = [(rng.normal(size=(b, n_inputs)) * 2).astype(np.float32) for b in batches]
+    if extra is not None and len(extra):
+        inputs.append(np.ascontiguousarray(extra, dtype=np.float32))
+    worst = 0.0
+    net = net.eval()
+    for x in inputs:
+        with torch.no_grad():
+            ref = net(torch.from_numpy(x)).numpy()
+        got = sess.run([DIPN_OUTPUT], {DIPN_INPUT: x})[0]
+        diff = float(np.abs(ref - got).max())
+        worst = max(worst, diff)
+        if not diff <= tol:
+            raise ParityError(f"DIPN ONNX parity failed at batch={len(x)}: max |torch - onnx| = {diff:.2e} > {tol:.0e}")
+        if (np.diff(got, axis=1) < 0).any():
+            raise ParityError("DIPN ONNX output is not monotone in the discount")
     return worst
 
 

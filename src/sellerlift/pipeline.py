@@ -23,7 +23,7 @@ from sellerlift import tracking
 from sellerlift.data.sources import Tables
 from sellerlift.features import FeatureSpec, build_features
 from sellerlift.labels import make_labels, split_customers
-from sellerlift.stages.context import Prepared, RunContext
+from sellerlift.stages.context import Prepared, RunContext, is_global_zero
 
 console = Console()
 
@@ -118,22 +118,6 @@ def _run(cfg: DictConfig) -> RunResult:
     return RunResult(run_id, bundle_dir, dict(ctx.metrics), dict(ctx.timings), dict(ctx.bundle_extra))
 
 
-def is_global_zero() -> bool:
-    """True in the process that owns the MLflow run and the bundle (global rank 0, or no DDP at all).
-
-    Read from the environment the launchers set (Lightning's subprocess launcher: LOCAL_RANK and
-    NODE_RANK; torchrun: RANK; SLURM: SLURM_PROCID), since the run starts before the Trainer exists.
-    """
-    import os
-
-    for var in ("RANK", "SLURM_PROCID"):
-        if os.environ.get(var, "").strip().isdigit():
-            return int(os.environ[var]) == 0
-    node = os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0")).strip() or "0"
-    local = os.environ.get("LOCAL_RANK", "0").strip() or "0"
-    return int(node) == 0 and int(local) == 0
-
-
 def _logger_kwargs(cfg: DictConfig) -> dict:
     """Run tags known at creation: the parent run of a sweep trial (``tracking.parent_run_id``)."""
     parent = (cfg.get("tracking") or {}).get("parent_run_id")
@@ -159,13 +143,30 @@ def _start_tracking(ctx: RunContext) -> None:
         ctx.client.set_tag(ctx.run_id, key, value)
 
 
+def cold_start_prior(prep: Prepared, newest: float = 0.1) -> dict:
+    """Label rates of the newest training customers (lowest ``newest`` share of tenure): what a customer with
+    no history gets instead of the model's output on an empty sequence, which it never saw in training."""
+    from sellerlift.constants import SCORE_OUTPUTS
+
+    train = prep.split == 0
+    tenure = prep.feats.raw_columns(["tenure_days"])[train, 0]
+    cut = float(np.quantile(tenure, newest)) if len(tenure) else 0.0
+    new = tenure <= cut
+    rates = prep.targets[train][new].mean(axis=0) if new.any() else prep.targets[train].mean(axis=0)
+    return {**{name: float(r) for name, r in zip(SCORE_OUTPUTS, rates)}, "customers": int(new.sum()),
+            "max_tenure_days": cut, "basis": f"label rates of the newest {newest:.0%} of training customers"}
+
+
 def _finish(ctx: RunContext) -> None:
-    from sellerlift.bundle import write_bundle
+    from sellerlift.runtime import write_bundle
+    from sellerlift.schema import DISCOUNT_LEVELS
 
     cfg = ctx.cfg
     write_bundle(ctx.bundle_dir, ctx.bundle_files, ctx.prep.spec, ctx.metrics,
                  extra={"run_id": ctx.run_id, "model": cfg.model.name, "data": ctx.tables.name,
                         "data_fingerprint": ctx.tables.fingerprint, "cutoff": str(ctx.tables.cutoff),
+                        "horizons": OmegaConf.to_container(cfg.data.horizons, resolve=True),
+                        "discount_levels": list(DISCOUNT_LEVELS), "cold_start": cold_start_prior(ctx.prep),
                         **ctx.bundle_extra})
     if ctx.client is not None:
         ctx.log_metrics({f"timing/{k}": v for k, v in ctx.timings.items()})

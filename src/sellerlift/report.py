@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from sellerlift.constants import HEADS
+
 REPORT_DIR = "report"
-HEADS = ("intent", "churn")
 HEAD_TEXT = {"intent": "buys in the next 7 days", "churn": "no purchase in the next 90 days"}
 METRICS = (("auroc", "AUROC"), ("ap", "average precision"), ("ece", "calibration error (ECE)"),
            ("precision_top20", "precision in the top 20 %"))

@@ -11,13 +11,14 @@ Documented, counted repairs (reported in ``df.attrs["repairs"]`` and logged as a
 warning on the ``sellerlift.schema`` logger, never done silently):
 
 * exact duplicate rows (every column equal after canonicalisation) are dropped
-  when ``duplicates="drop"`` (the default of :func:`read_table`; :func:`validate`
+  when ``duplicates="drop"`` (the default of :func:`sellerlift.io.read_table`; :func:`validate`
   keeps them unless asked): ``repairs["duplicate_rows_dropped"]``;
 * string identifiers are put in Unicode NFC form, so the same name typed on two
   systems is one customer: ``repairs["ids_unicode_normalized"]``;
 * timestamps with an explicit offset are converted to UTC (naive ones are UTC).
 
-Everything else that is wrong is an error: a CSV row with more or fewer fields
+Everything else that is wrong is an error (file-level checks are in
+:mod:`sellerlift.io`): a CSV row with more or fewer fields
 than the header (e.g. a file cut off mid-row), a file that does not end with a
 newline, NUL bytes, undecodable bytes, an unreadable Parquet file, a column
 mixing timestamps with and without a time zone, numbers in a timestamp column,
@@ -27,17 +28,10 @@ whitespace or invalid Unicode, duplicate column names. See docs/reliability.md.
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
-import hashlib
 import logging
-import os
 import re
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -521,206 +515,3 @@ def _duplicate_rows(df: pd.DataFrame) -> np.ndarray:
 def sort_table(df: pd.DataFrame, table: str) -> pd.DataFrame:
     """Sort by the table's key (stable, so ties keep file order)."""
     return df.sort_values(list(TABLES[table].sort_by), kind="stable").reset_index(drop=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text through a temp file + fsync + rename: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write Parquet through a temp file + fsync + rename so a crash never leaves half a file.
-
-    Readers see either the previous complete file or the new complete one; a
-    killed writer leaves at most a hidden ``.<name>.*.tmp`` (ignored by readers).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-# --------------------------------------------------------------------------- files
-
-class _LastChar:
-    """Iterate over lines, remembering the last character read (for the final-newline check)."""
-
-    def __init__(self, lines):
-        self.lines, self.last = lines, ""
-
-    def __iter__(self):
-        for line in self.lines:
-            if line:
-                self.last = line[-1]
-            yield line
-
-
-def _scan_csv(path: Path, table: str) -> None:
-    """Structural check of a CSV before pandas parses it (pandas would pad or shift bad rows silently).
-
-    Every record must have as many fields as the header, no NUL bytes, valid
-    UTF-8, closed quotes, and the file must end with a newline (else its last
-    row may have been cut off mid-row).
-    """
-    source = str(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    problems: list[Problem] = []
-    short, long_, nul = [], [], []
-    n_header = None
-    row = -1  # 0-based data row, as in the DataFrame (blank lines skipped, as pandas does)
-    csv.field_size_limit(max(csv.field_size_limit(), 1 << 24))
-    try:
-        with opener(path, "rb") as raw:
-            lines = _LastChar(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""))
-            for record in csv.reader(lines, strict=True):
-                if not record:
-                    continue
-                if n_header is None:
-                    n_header = len(record)
-                    twice = sorted({c for c in record if record.count(c) > 1})
-                    if twice:  # pandas would silently rename the second one to "<name>.1"
-                        problems.append(Problem(None, _no_rows(), f"duplicate column name(s) {twice} in the header"))
-                    continue
-                row += 1
-                if len(record) < n_header:
-                    short.append(row)
-                elif len(record) > n_header:
-                    long_.append(row)
-                if any("\x00" in f for f in record):
-                    nul.append(row)
-    except csv.Error as err:
-        where = [Problem(None, np.array([row + 1], np.int64), f"malformed CSV: {err} (a quote left open: the file "
-                                                               "may be cut off mid-row)")]
-        if n_header is None:
-            where = [Problem(None, _no_rows(), f"malformed CSV header: {err}")]
-        raise SchemaError(source, table, where) from None
-    except UnicodeDecodeError as err:
-        raise SchemaError(source, table, [Problem(None, np.array([row + 1], np.int64) if row >= 0 else _no_rows(),
-                                                  f"not UTF-8 text (byte {err.object[err.start:err.start + 1]!r}); "
-                                                  "save the file as UTF-8")]) from None
-    except (EOFError, gzip.BadGzipFile, OSError) as err:
-        raise SchemaError(source, table, [Problem(None, _no_rows(), f"cannot read the file ({type(err).__name__}: "
-                                                                   f"{err}); truncated or corrupt?")]) from None
-    if n_header is None:
-        raise SchemaError(source, table, [Problem(None, _no_rows(), "the file is empty")])
-    if short:
-        problems.append(Problem(None, np.array(short, np.int64), f"fewer fields than the header's {n_header} "
-                                                                  "(a row cut off?)"))
-    if long_:
-        problems.append(Problem(None, np.array(long_, np.int64), f"more fields than the header's {n_header} "
-                                                                  "(an unquoted comma or a merged line?)"))
-    if nul:
-        problems.append(Problem(None, np.array(nul, np.int64), "NUL byte in a field (binary garbage in the file)"))
-    if row >= 0 and lines.last not in ("\n", "\r"):
-        problems.append(Problem(None, np.array([row], np.int64), "the file does not end with a newline: its last row "
-                                                                 "looks cut off mid-row (if the file is complete, add "
-                                                                 "a newline at its end)"))
-    if problems:
-        raise SchemaError(source, table, problems)
-
-
-def check_csv(path: str | os.PathLike, table: str = "events") -> None:
-    """Structural checks of a CSV file (field counts, quotes, NUL bytes, UTF-8, final newline).
-
-    Raises :class:`SchemaError` naming the rows; for readers that parse CSVs themselves.
-    """
-    _scan_csv(Path(path), table)
-
-
-def _read_csv(path: Path, table: str) -> pd.DataFrame:
-    spec = TABLES[table]
-    ids = [c.name for c in spec.columns if c.kind == "id"]
-    _scan_csv(path, table)
-    try:
-        # Ids as text first: pandas would turn "007" into 7 and 2**64 into a float (lossy, silent).
-        df = pd.read_csv(path, dtype={c: "string" for c in ids}, index_col=False, encoding="utf-8-sig",
-                         keep_default_na=False, na_values=[""])
-    except pd.errors.EmptyDataError:
-        raise SchemaError(str(path), table, [Problem(None, _no_rows(), "the file is empty")]) from None
-    except (pd.errors.ParserError, ValueError, UnicodeDecodeError, EOFError, OSError) as err:
-        raise SchemaError(str(path), table, [Problem(None, _no_rows(), f"cannot parse the CSV "
-                                                                      f"({type(err).__name__}: {err})")]) from None
-    for c in ids:
-        if c in df.columns:
-            df[c] = _ids_from_text(df[c])
-    return df
-
-
-_CANONICAL_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,18})")
-
-
-def _ids_from_text(s: pd.Series) -> pd.Series:
-    """Text ids read from a CSV: int64 when every value is a canonical integer that fits, else kept as text."""
-    present = s.dropna()
-    if len(present) and present.str.fullmatch(_CANONICAL_INT.pattern).all():
-        as_int = pd.to_numeric(present, errors="coerce")
-        if as_int.notna().all() and (as_int.abs() <= _INT64_MAX).all() and len(present) == len(s):
-            return s.astype("int64")
-    return s
-
-
-def read_table(path: str | os.PathLike, table: str, duplicates: str = "drop", **kwargs) -> pd.DataFrame:
-    """Read a CSV or Parquet file (or a directory of Parquet parts) and validate it.
-
-    Every problem is a :class:`SchemaError` naming file, row and column. Exact
-    duplicate rows are dropped and counted (``duplicates="drop"``; see
-    :func:`validate`). ``kwargs`` go to :func:`validate` (``as_of``, ``ts_min``, ``ts_max``).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file (expected the {table} table as CSV or Parquet)")
-    if path.is_dir() or path.suffix in (".parquet", ".pq"):
-        if path.is_file() and path.stat().st_size == 0:
-            raise SchemaError(str(path), table, [Problem(None, _no_rows(), "the file is empty")])
-        try:
-            df = pd.read_parquet(path)
-        except Exception as err:  # noqa: BLE001 - pyarrow raises many types for a damaged file
-            raise SchemaError(str(path), table, [Problem(None, _no_rows(), f"not a readable Parquet file "
-                                                                          f"({type(err).__name__}: {str(err)[:300]}); "
-                                                                          "truncated or corrupt?")]) from None
-    elif path.suffix in (".csv", ".gz", ".txt"):
-        df = _read_csv(path, table)
-    else:
-        raise ValueError(f"{path}: unsupported file type '{path.suffix}'; expected .csv or .parquet")
-    return validate(df, table, source=str(path), duplicates=duplicates, **kwargs)

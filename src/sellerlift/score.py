@@ -7,12 +7,12 @@
     python -m sellerlift.score ... --budget 5000          # + the discount to offer (bundles with a DIPN)
 
 Output columns: ``customer_id, seller_id, as_of, intent_7d, churn_90d, segment, segment_id,
-n_events, cold_start`` (the fields of the server's ``/v1/score``), plus, when the bundle has a
+n_events, cold_start, prior`` (the fields of the server's ``/v1/score``), plus, when the bundle has a
 promotion model, ``conversion_<level>pct`` for every discount level and, with ``--budget``,
 ``discount_pct, expected_spend, expected_incremental_profit``.
 
-How it runs: the same code as the server (``features.build_features`` with the bundle's fitted
-spec, onnxruntime, ``SegmentModel``), no torch. Memory stays bounded on any file size: pass 1
+How it runs: the server's runtime (:class:`sellerlift.runtime.Runtime`: the bundle's fitted feature
+spec, onnxruntime, segments), no torch. Memory stays bounded on any file size: pass 1
 reads the file in row chunks, maps and validates each chunk (errors name the file's row and
 column) and spills it into hash partitions by customer (only when the file is larger than one
 partition); pass 2 scores one partition at a time, in chunks of ``--chunk-customers``, appending
@@ -23,53 +23,22 @@ the budget couples all customers. Rows come out grouped by partition, not sorted
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from sellerlift.constants import SCORE_OUTPUTS
 from sellerlift.data.files import FileSource
-from sellerlift.features import FeatureSpec, build_features
-from sellerlift.schema import DISCOUNT_LEVELS, EVENTS
-
-MANIFEST = "manifest.json"
-
+from sellerlift.runtime import BundleError, Runtime
+from sellerlift.schema import EVENTS
 
 class ScoreError(RuntimeError):
     pass
-
-
-# --------------------------------------------------------------------------- the bundle
-
-
-@dataclass
-class Bundle:
-    path: Path
-    manifest: dict
-    spec: FeatureSpec
-    sequence: object  # onnxruntime.InferenceSession
-    segments: object | None  # SegmentModel
-    dipn: object | None  # onnxruntime.InferenceSession
-    levels: tuple[int, ...]
-
-    @property
-    def run_id(self) -> str | None:
-        return self.manifest.get("run_id")
-
-
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads)
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
 
 
 def resolve_bundle(spec: str, tracking_uri: str | None = None) -> Path:
@@ -89,81 +58,44 @@ def resolve_bundle(spec: str, tracking_uri: str | None = None) -> Path:
     return Path(spec)
 
 
-def load_bundle(path: str | Path, threads: int = 1) -> Bundle:
-    """Load and verify (sha256 of every file) a bundle written by ``sellerlift.export``."""
-    from sellerlift.bundle import BundleError, verify_bundle
-
-    path = Path(path)
+def load_bundle(path: str | Path, threads: int = 1) -> Runtime:
+    """Load and verify (sha256 of every file; the signature when a key is set) a bundle."""
     try:
-        manifest = verify_bundle(path)  # every file's sha256 against the manifest (torch-free)
+        return Runtime.load(path, source="--bundle", threads=threads)
     except (BundleError, FileNotFoundError) as err:
         raise ScoreError(str(err)) from None
-    spec = FeatureSpec.from_json(manifest["feature_spec"])
-    files = manifest["files"]
-    segments = None
-    if "segments" in files:
-        from sellerlift.segment import SegmentModel
-
-        segments = SegmentModel.from_json(json.loads((path / files["segments"]["path"]).read_text()))
-    dipn = _session(path / files["dipn"]["path"], threads) if "dipn" in files else None
-    return Bundle(path, manifest, spec, _session(path / files["sequence"]["path"], threads), segments, dipn,
-                  tuple(int(x) for x in manifest.get("discount_levels", DISCOUNT_LEVELS)))
 
 
 # --------------------------------------------------------------------------- scoring one chunk
 
 
-def score_events(bundle: Bundle, events: pd.DataFrame, as_of: pd.Timestamp,
-                 customers: np.ndarray | None = None, batch: int = 1024) -> pd.DataFrame:
-    """Scores of ``customers`` (default: everyone in ``events``) from contract events, as of ``as_of``.
-
-    ``batch``: customers per model call. 1024 runs as fast as 4096 and keeps onnxruntime's memory arena
-    (which keeps its high-water mark) about 350 MiB smaller.
-    """
+def score_events(rt: Runtime, events: pd.DataFrame, as_of: pd.Timestamp,
+                 customers: np.ndarray | None = None) -> pd.DataFrame:
+    """Scores of ``customers`` (default: everyone in ``events``) from contract events, as of ``as_of``."""
     if customers is None:
         customers = np.sort(pd.unique(events["customer_id"].to_numpy()))
-    feats = build_features(events, as_of, bundle.spec, customers=customers)
+    feats = rt.features_of(events, as_of, customers=customers)
+    scores = rt.score(feats)
     n = len(customers)
-    intent = np.empty(n, np.float32)
-    churn = np.empty(n, np.float32)
-    # Batches of customers with similar history lengths, each trimmed to its longest: the model runs over
-    # real events instead of padding (about 40 % of a 64-event window on the simulator).
-    by_length = np.argsort(feats.length, kind="stable")
-    for s in range(0, n, batch):
-        rows = by_length[s:s + batch]
-        width = max(int(feats.length[rows].max(initial=0)), 1)
-        out = bundle.sequence.run(["intent_7d", "churn_90d"], {
-            "event_type": feats.event_type[rows, :width], "numeric": feats.numeric[rows, :width],
-            "length": feats.length[rows], "aggregates": feats.aggregates[rows]})
-        intent[rows], churn[rows] = out[0].reshape(-1), out[1].reshape(-1)
-
     before = events["ts"].to_numpy() < np.datetime64(as_of)
-    ev_cust = events["customer_id"].to_numpy()[before]
-    pos = pd.Index(customers).get_indexer(ev_cust)
+    pos = pd.Index(customers).get_indexer(events["customer_id"].to_numpy()[before])
     n_events = np.bincount(pos[pos >= 0], minlength=n)
     last_seller = (events.loc[before, ["customer_id", "seller_id"]].groupby("customer_id", sort=False)["seller_id"]
                    .last())
-    seller = last_seller.reindex(customers).to_numpy()
-    out = pd.DataFrame({"customer_id": customers, "seller_id": seller, "as_of": as_of,
-                        "intent_7d": intent, "churn_90d": churn})
-    if bundle.segments is not None:
-        idx = bundle.segments.assign(feats.rfm())
-        out["segment"] = np.asarray(bundle.segments.names, dtype=object)[idx]
-        out["segment_id"] = idx.astype(np.int64)
-    else:
-        out["segment"], out["segment_id"] = None, -1
+    out = pd.DataFrame({"customer_id": customers, "seller_id": last_seller.reindex(customers).to_numpy(),
+                        "as_of": as_of, **{k: scores[k] for k in SCORE_OUTPUTS}})
+    seg = rt.assign_segments(feats)
+    out["segment"], out["segment_id"] = (seg[1], seg[0].astype(np.int64)) if seg is not None else (None, -1)
     out["n_events"] = n_events.astype(np.int64)
     out["cold_start"] = n_events == 0
-    if bundle.dipn is not None:
-        from sellerlift.promotion_features import dipn_inputs, order_value
+    out["prior"] = scores["prior"]
+    if rt.promotion is not None:
+        from sellerlift.promotion_features import order_value
 
-        info = bundle.manifest.get("dipn", {})
-        seq = {"intent_7d": intent, "churn_90d": churn} if info.get("uses_sequence_outputs") else None
-        x = np.ascontiguousarray(dipn_inputs(feats, seq), dtype=np.float32)
-        (curve,) = bundle.dipn.run([info.get("output", "curve")], {info.get("input", "features"): x})
-        for j, lvl in enumerate(bundle.levels):
+        curve = rt.curves(feats, scores)
+        for j, lvl in enumerate(rt.levels):
             out[f"conversion_{lvl}pct"] = curve[:, j]
-        out["_value"] = order_value(feats, float(info.get("value_fallback", 0.0)))
+        out["_value"] = order_value(feats, float(rt.manifest.get("dipn", {}).get("value_fallback", 0.0)))
     return out
 
 
@@ -231,7 +163,7 @@ class _Writer:
             self.tmp.replace(self.path)  # the output appears complete or not at all
 
 
-def score_file(bundle: Bundle, events_path: str | Path, out: str | Path, as_of: str | None = None,
+def score_file(bundle: Runtime, events_path: str | Path, out: str | Path, as_of: str | None = None,
                mapping: str | None = None, budget: float | None = None, value_col: str | None = None,
                margin: float | None = None, chunk_rows: int = 1_000_000, partition_rows: int = 2_000_000,
                chunk_customers: int = 50_000, progress: bool = True, console=None) -> dict:
@@ -241,8 +173,8 @@ def score_file(bundle: Bundle, events_path: str | Path, out: str | Path, as_of: 
 
     console = console or Console(stderr=True)
     events_path, out = Path(events_path), Path(out)
-    if budget is not None and bundle.dipn is None:
-        console.print(f"[yellow]--budget ignored:[/] bundle {bundle.path} has no promotion model (dipn)")
+    if budget is not None and bundle.promotion is None:
+        console.print(f"[yellow]--budget ignored:[/] bundle {bundle.bundle_dir} has no promotion model (dipn)")
         budget = None
     src = _source(events_path, mapping)
     est = _estimate_rows(src, events_path)
@@ -328,7 +260,7 @@ def score_file(bundle: Bundle, events_path: str | Path, out: str | Path, as_of: 
         writer.close()
 
         summary = {"customers": n_customers, "events": n_rows, "as_of": str(cutoff.date()), "out": str(out),
-                   "partitions": k, "bundle": str(bundle.path), "run_id": bundle.run_id}
+                   "partitions": k, "bundle": str(bundle.bundle_dir), "run_id": bundle.run_id}
         if budget is not None:
             summary.update(_allocate_and_write(bundle, writer.path, out, np.concatenate(alloc_p),
                                                np.concatenate(alloc_v), budget, margin))
@@ -336,7 +268,7 @@ def score_file(bundle: Bundle, events_path: str | Path, out: str | Path, as_of: 
     return summary
 
 
-def _allocate_and_write(bundle: Bundle, scores_path: Path, out: Path, p: np.ndarray, value: np.ndarray,
+def _allocate_and_write(bundle: Runtime, scores_path: Path, out: Path, p: np.ndarray, value: np.ndarray,
                         budget: float, margin: float | None) -> dict:
     """Budgeted allocation over every customer (Lagrangian), then the scores with the chosen level."""
     import pyarrow.parquet as pq
@@ -398,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         bundle = load_bundle(bundle_dir, threads=args.threads)
         console.print(f"[bold]bundle[/] {bundle_dir} (run {bundle.run_id}, model {bundle.manifest.get('model')}, "
                       f"segments: {'yes' if bundle.segments else 'no'}, promotion model: "
-                      f"{'yes' if bundle.dipn else 'no'})")
+                      f"{'yes' if bundle.promotion else 'no'})")
         s = score_file(bundle, args.events, args.out, as_of=args.as_of, mapping=args.mapping, budget=args.budget,
                        value_col=args.value_col, margin=args.margin, chunk_rows=args.chunk_rows,
                        partition_rows=args.partition_rows, chunk_customers=args.chunk_customers,

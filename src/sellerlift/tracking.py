@@ -1,4 +1,4 @@
-"""MLflow helpers: where the store is, flattened params, tags, artifacts, registry.
+"""MLflow helpers: flattened params, batched metrics, tables, child runs, the registry.
 
 Default store: ``sqlite:///<repo>/mlruns/mlflow.db`` with artifacts under
 ``<repo>/mlruns/artifacts``; ``MLFLOW_TRACKING_URI`` points elsewhere (a server).
@@ -6,6 +6,7 @@ Default store: ``sqlite:///<repo>/mlruns/mlflow.db`` with artifacts under
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Mapping
@@ -66,3 +67,56 @@ def mark_failed(client, run_id: str, error: BaseException) -> None:
     """A crashed run is marked FAILED with its error, never left RUNNING."""
     client.set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
     client.set_terminated(run_id, status="FAILED")
+
+
+def log_metrics(client, run_id: str, metrics: dict[str, float], step: int = 0, history: dict | None = None) -> None:
+    """Finite metrics in batched writes (a metric per call costs ~0.1 s on a busy SQLite store).
+
+    ``history``: ``{name: [v0, v1, ...]}`` logged as steps 0, 1, ... (e.g. a validation loss per epoch).
+    """
+    import math
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    ms = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
+    for name, values in (history or {}).items():
+        ms += [Metric(name, float(v), now, i) for i, v in enumerate(values)]
+    for i in range(0, len(ms), 1000):
+        client.log_batch(run_id, metrics=ms[i:i + 1000])
+
+
+def log_params(client, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    plist = [Param(k, str(v)) for k, v in params.items()]
+    for i in range(0, len(plist), 100):  # MLflow's per-request limit
+        client.log_batch(run_id, params=plist[i:i + 100])
+
+
+def log_table(client, run_id: str, df, name: str, artifact_path: str = "tables") -> None:
+    """A table as CSV and markdown artifacts (readable in the MLflow UI)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        df.to_csv(Path(tmp) / f"{name}.csv", index=False)
+        (Path(tmp) / f"{name}.md").write_text(df.to_markdown(index=False, floatfmt=".4g"))
+        client.log_artifacts(run_id, tmp, artifact_path)
+
+
+@contextlib.contextmanager
+def child_run(client, parent_run_id: str, run_name: str, tags: dict[str, str], params: dict | None = None):
+    """A run nested under ``parent_run_id`` (same experiment): yields its id, FINISHED or FAILED at the end."""
+    parent = client.get_run(parent_run_id)
+    run = client.create_run(parent.info.experiment_id, run_name=run_name,
+                            tags={"mlflow.parentRunId": parent_run_id, **tags})
+    run_id = run.info.run_id
+    try:
+        if params:
+            log_params(client, run_id, flatten(params))
+        yield run_id
+    except BaseException as err:
+        mark_failed(client, run_id, err)
+        raise
+    client.set_terminated(run_id, "FINISHED")

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sellerlift.schema import sha256_file, sort_table, validate
+from sellerlift.io import sha256_file
+from sellerlift.schema import sort_table, validate
 
 INSTALL_HINT = "pip install --no-deps lifetimes==0.11.3"
 _FILES = {"master": "CDNOW_master.txt", "sample": "CDNOW_sample.txt"}

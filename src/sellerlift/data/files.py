@@ -25,20 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sellerlift.io import sha256_file
 from sellerlift.schema import EVENT_TYPES, EVENTS, Problem, SchemaError, sort_table, validate
 
 CONTRACT_COLUMNS = tuple(c.name for c in EVENTS.columns)
 _NO_ROWS = np.array([], dtype=np.int64)
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
-    for f in files:
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def _plain(d) -> dict:
@@ -278,13 +269,13 @@ class FileSource:
     def fingerprint(self, cutoff: pd.Timestamp) -> str:
         mapping = json.dumps({"columns": self.columns, "event_types": self.event_types, "tz": self.timezone,
                               "unknown": self.unknown_event_types, "fill": self.fill_missing_amount}, sort_keys=True)
-        h = hashlib.sha256((_file_sha256(self.path) + mapping).encode()).hexdigest()
+        h = hashlib.sha256((sha256_file(self.path) + mapping).encode()).hexdigest()
         return f"file-{h[:16]}-cutoff{cutoff:%Y%m%d}"
 
     def load(self):
         from sellerlift.data.sources import Tables
         from sellerlift.labels import check_horizon
-        from sellerlift.schema import read_table
+        from sellerlift.io import read_table
 
         events = self.read_events()
         cutoff = self.cutoff_for(events)

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sellerlift.schema import DISCOUNT_LEVELS, EVENT_TYPES, atomic_write_parquet, atomic_write_text
+from sellerlift.io import atomic_write_parquet, atomic_write_text
+from sellerlift.schema import DISCOUNT_LEVELS, EVENT_TYPES
 
 SIM_VERSION = "1"  # bump when the model changes so cached runs are not reused
 SELLER_STREAM = 2**31 - 1  # RNG stream id for sellers, disjoint from chunk ids

@@ -89,7 +89,8 @@ class SequenceDataModule(L.LightningDataModule):
             rows = np.flatnonzero(self.split == code)
             if len(rows) == 0:
                 raise ValueError(f"the {name} split is empty; use more customers or other split fractions")
-            self.datasets[name] = CustomerTensors(self.feats.take(rows), self.targets[rows])
+            if name != "test":  # test customers are scored on the exported model (stages.sequence)
+                self.datasets[name] = CustomerTensors(self.feats.take(rows), self.targets[rows])
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         gen = torch.Generator().manual_seed(self.seed)
@@ -103,6 +104,3 @@ class SequenceDataModule(L.LightningDataModule):
 
     def val_dataloader(self):
         return self._loader("val", shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader("test", shuffle=False)

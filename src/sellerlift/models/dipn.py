@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import os
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -31,7 +30,6 @@ from torchmetrics.classification import BinaryAUROC, BinaryCalibrationError
 from sellerlift.schema import DISCOUNT_LEVELS
 
 N_LEVELS = len(DISCOUNT_LEVELS)
-INPUT_NAME, OUTPUT_NAME = "features", "curve"
 
 
 def _mlp(n_in: int, hidden, dropout: float) -> tuple[nn.Sequential, int]:
@@ -220,56 +218,3 @@ def predict_curves(net: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.
     out = [net(torch.from_numpy(np.ascontiguousarray(x[s:s + batch_size], dtype=np.float32))).numpy()
            for s in range(0, len(x), batch_size)]
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, N_LEVELS))
-
-
-# ------------------------------------------------------------------ ONNX
-def export_dipn_onnx(net: DIPNNet, path: str | Path, n_inputs: int, dynamo: bool = True) -> Path:
-    """``features`` float32 [batch, F] -> ``curve`` float32 [batch, K]; dynamic batch.
-
-    ``dynamo=False`` uses the TorchScript exporter: same graph for this plain MLP, and
-    seconds instead of ~30 s of exporter start-up in a process that has not exported yet.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    net = net.eval()
-    x = torch.randn(4, n_inputs)
-    tmp = path.with_suffix(".onnx.tmp")
-    with torch.no_grad():
-        if dynamo:
-            program = torch.onnx.export(net, (x,), dynamo=True, input_names=[INPUT_NAME],
-                                        output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},),
-                                        verbose=False)
-            program.save(str(tmp))
-        else:
-            torch.onnx.export(net, (x,), str(tmp), dynamo=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
-    os.replace(tmp, path)
-    return path
-
-
-def check_dipn_parity(net: DIPNNet, onnx_path: str | Path, n_inputs: int, batches=(1, 7, 256, 4096),
-                      tol: float | None = None, extra: np.ndarray | None = None) -> float:
-    """Max |torch - onnxruntime| over random inputs (and ``extra`` real ones); raises above ``tol``."""
-    import onnxruntime as ort
-
-    from sellerlift.export import PARITY_TOL, ParityError
-
-    tol = PARITY_TOL if tol is None else tol
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    inputs = [(rng.normal(size=(b, n_inputs)) * 2).astype(np.float32) for b in batches]
-    if extra is not None and len(extra):
-        inputs.append(np.ascontiguousarray(extra, dtype=np.float32))
-    worst = 0.0
-    net = net.eval()
-    for x in inputs:
-        with torch.no_grad():
-            ref = net(torch.from_numpy(x)).numpy()
-        got = sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-        diff = float(np.abs(ref - got).max())
-        worst = max(worst, diff)
-        if not diff <= tol:
-            raise ParityError(f"DIPN ONNX parity failed at batch={len(x)}: max |torch - onnx| = {diff:.2e} > {tol:.0e}")
-        if (np.diff(got, axis=1) < 0).any():
-            raise ParityError("DIPN ONNX output is not monotone in the discount")
-    return worst

@@ -9,7 +9,11 @@ from torchmetrics.utilities import dim_zero_cat
 
 
 class PrecisionAtTopFraction(Metric):
-    """Share of positives among the ``fraction`` of customers with the highest scores."""
+    """Share of positives among the ``fraction`` of customers with the highest scores.
+
+    Ties at the threshold are shared, as in :func:`sellerlift.metrics.precision_at_top` (the
+    test-time number): the expected precision under random tie-breaking.
+    """
 
     higher_is_better = True
     full_state_update = False
@@ -29,8 +33,10 @@ class PrecisionAtTopFraction(Metric):
     def compute(self) -> torch.Tensor:
         preds, target = dim_zero_cat(self.preds), dim_zero_cat(self.target)
         k = max(1, int(round(self.fraction * preds.numel())))
-        top = torch.topk(preds, k).indices
-        return target[top].float().mean()
+        thr = torch.topk(preds, k).values[-1]
+        above, tied = preds > thr, preds == thr
+        w_tied = (k - above.sum()) / tied.sum().clamp_min(1)
+        return (target[above].sum() + w_tied * target[tied].sum()) / k
 
 
 def binary_metrics(top_fraction: float = 0.2) -> dict:

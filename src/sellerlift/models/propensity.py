@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sellerlift.uplift import classwise_ece
+from sellerlift.metrics import classwise_ece
 
 
 @dataclass

@@ -7,10 +7,9 @@ import torch
 from torch import nn
 from torchmetrics import MetricCollection
 
+from sellerlift.constants import HEADS
 from sellerlift.models.metrics import binary_metrics
 from sellerlift.models.networks import SequenceNet
-
-HEADS = ("intent", "churn")
 
 
 class SequenceModule(L.LightningModule):
@@ -24,9 +23,9 @@ class SequenceModule(L.LightningModule):
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         self.loss = nn.BCEWithLogitsLoss(reduction="none")
+        # Validation metrics during training; test numbers come from the exported model (stages.sequence).
         self.metrics = nn.ModuleDict({
-            f"{stage}_{head}": MetricCollection(binary_metrics(top_fraction), prefix=f"{stage}/{head}_")
-            for stage in ("val", "test") for head in HEADS
+            head: MetricCollection(binary_metrics(top_fraction), prefix=f"val/{head}_") for head in HEADS
         })
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,10 +39,10 @@ class SequenceModule(L.LightningModule):
         bs = logits.shape[0]
         # sync_dist: under DDP every rank sees the same val/loss (early stopping, best checkpoint).
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, on_epoch=True, on_step=False, sync_dist=True)
-        if stage != "train":
+        if stage == "val":
             probs = torch.sigmoid(logits.detach())
             for i, head in enumerate(HEADS):
-                self.metrics[f"{stage}_{head}"].update(probs[:, i], batch["targets"][:, i].long())
+                self.metrics[head].update(probs[:, i], batch["targets"][:, i].long())
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -56,24 +55,10 @@ class SequenceModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
 
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
-
-    def _log_epoch_metrics(self, stage: str) -> None:
-        for head in HEADS:
-            collection = self.metrics[f"{stage}_{head}"]
-            self.log_dict(collection.compute(), prog_bar=(stage == "val"))
-            collection.reset()
-
     def on_validation_epoch_end(self):
-        self._log_epoch_metrics("val")
-
-    def on_test_epoch_end(self):
-        self._log_epoch_metrics("test")
-
-    def predict_step(self, batch, batch_idx):
-        logits, _ = self(batch)
-        return torch.sigmoid(logits)
+        for collection in self.metrics.values():
+            self.log_dict(collection.compute(), prog_bar=True)
+            collection.reset()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The RNG state goes with the weights, so a resumed run draws the same dropout masks as an

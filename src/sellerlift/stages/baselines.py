@@ -23,11 +23,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from sellerlift import baselines as bl
-from sellerlift import tracking
+from sellerlift import metrics, tracking
+from sellerlift.constants import HEADS, TRUTH_COLUMNS
 from sellerlift.stages.context import RunContext
 
-HEADS = bl.HEADS
-TRUTH_COLUMNS = {"intent": "p_intent_7d", "churn": "p_churn_90d"}
 METRICS = ("auroc", "ap", "ece")
 
 
@@ -73,46 +72,24 @@ def train_baselines(ctx: RunContext) -> dict[str, bl.BaselineResult]:
 def _log_child_run(ctx: RunContext, name: str, mcfg, res: bl.BaselineResult, commit: str | None) -> None:
     if ctx.client is None:
         return
-    from mlflow.entities import Metric, Param
-
-    client, cfg = ctx.client, ctx.cfg
-    tags = {
-        "mlflow.parentRunId": ctx.run_id, "model.kind": "baseline", "model.name": name,
-        "data.name": ctx.tables.name, "data.fingerprint": ctx.tables.fingerprint,
-        "data.cutoff": str(ctx.tables.cutoff), "git.commit": commit or "unknown",
-    }
-    run = client.create_run(ctx.logger.experiment_id, tags=tags, run_name=f"{name}-{ctx.tables.name}")
-    run_id = run.info.run_id
-    try:
-        data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-        data_cfg.pop("datamodule", None)
-        params = tracking.flatten({
-            "model": {"name": name, "kind": "baseline", **OmegaConf.to_container(mcfg, resolve=True)},
-            "data": data_cfg, "seed": cfg.seed,
-            "baselines": {"top_fraction": cfg.baselines.get("top_fraction", 0.2)},
-        })
-        now = int(time.time() * 1000)
+    cfg = ctx.cfg
+    tags = {"model.kind": "baseline", "model.name": name, "data.name": ctx.tables.name,
+            "data.fingerprint": ctx.tables.fingerprint, "data.cutoff": str(ctx.tables.cutoff),
+            "git.commit": commit or "unknown"}
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    data_cfg.pop("datamodule", None)
+    params = {"model": {"name": name, "kind": "baseline", **OmegaConf.to_container(mcfg, resolve=True)},
+              "data": data_cfg, "seed": cfg.seed, "baselines": {"top_fraction": cfg.baselines.get("top_fraction", 0.2)}}
+    with tracking.child_run(ctx.client, ctx.run_id, f"{name}-{ctx.tables.name}", tags, params) as run_id:
         metrics = {**res.metrics, "timing/fit_s": res.fit_s}
         if hasattr(res.model, "fitted_params"):
             metrics.update({f"fitted/{k}": v for k, v in res.model.fitted_params().items()})
         if hasattr(res.model, "best_iterations"):
             metrics.update({f"fitted/{k}": v for k, v in res.model.best_iterations().items()})
-        plist = [Param(k, v) for k, v in params.items()]
-        mlist = [Metric(k, float(v), now, 0) for k, v in metrics.items() if np.isfinite(v)]
-        for s in range(0, len(plist), 100):
-            client.log_batch(run_id, params=plist[s:s + 100])
-        for s in range(0, len(mlist), 500):
-            client.log_batch(run_id, metrics=mlist[s:s + 500])
+        tracking.log_metrics(ctx.client, run_id, metrics)
         imp = res.model.importance()
         if imp is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                imp.to_csv(Path(tmp) / "feature_importance.csv", index=False)
-                (Path(tmp) / "feature_importance.md").write_text(imp.to_markdown(index=False, floatfmt=".4g"))
-                client.log_artifacts(run_id, tmp, "tables")
-        client.set_terminated(run_id, "FINISHED")
-    except BaseException as err:
-        tracking.mark_failed(client, run_id, err)
-        raise
+            tracking.log_table(ctx.client, run_id, imp, "feature_importance")
 
 
 # --------------------------------------------------------------------------- comparison
@@ -120,22 +97,15 @@ def _log_child_run(ctx: RunContext, name: str, mcfg, res: bl.BaselineResult, com
 
 def _sequence_test_probs(ctx: RunContext, test: np.ndarray) -> tuple[str, np.ndarray | None]:
     """The exported sequence model's probabilities on the test customers (ONNX, as served)."""
+    from sellerlift.constants import SCORE_OUTPUTS
+    from sellerlift.runtime import SequenceModel
+
     name = str(ctx.cfg.model.name)
     path = ctx.bundle_files.get("sequence")
     if path is None or not Path(path).exists():
         return name, None
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    f = ctx.prep.feats.take(test)
-    out = []
-    for s in range(0, len(test), 4096):
-        sl = slice(s, s + 4096)
-        width = max(int(f.length[sl].max()) if len(f.length[sl]) else 1, 1)
-        feed = {"event_type": f.event_type[sl, :width], "numeric": f.numeric[sl, :width],
-                "length": f.length[sl], "aggregates": f.aggregates[sl]}
-        out.append(np.stack(sess.run(["intent_7d", "churn_90d"], feed), axis=1))
-    return name, (np.concatenate(out).astype(np.float64) if out else np.zeros((0, 2)))
+    out = SequenceModel.from_file(path).predict(ctx.prep.feats.take(test))
+    return name, np.stack([out[k] for k in SCORE_OUTPUTS], axis=1).astype(np.float64)
 
 
 def comparison_table(ctx: RunContext, results: dict[str, bl.BaselineResult], top_fraction: float = 0.2) -> pd.DataFrame:
@@ -154,7 +124,7 @@ def comparison_table(ctx: RunContext, results: dict[str, bl.BaselineResult], top
     if prep.truth is not None and all(c in prep.truth for c in TRUTH_COLUMNS.values()):
         test = np.flatnonzero(prep.split == 2)
         p = np.stack([prep.truth[TRUTH_COLUMNS[h]].to_numpy()[test] for h in HEADS], axis=1)
-        ceil = bl.head_metrics(prep.targets[test], p, "", top_fraction)
+        ceil = metrics.head_metrics(prep.targets[test], p, "", top_fraction)
         rows.append({"model": "ceiling (true probabilities)", "kind": "ceiling",
                      **{c: ceil.get(c, np.nan) for c in cols}, "fit_s": np.nan})
     return pd.DataFrame(rows, columns=["model", "kind", *cols, "fit_s"])
@@ -165,7 +135,7 @@ def calibration_band_table(ctx: RunContext, data: bl.BaselineData, probs: dict[s
     rows = []
     for name, p in probs.items():
         for i, head in enumerate(HEADS):
-            rows.append({"model": name, "head": head, **bl.calibration_bands(data.targets[test, i], p[:, i])})
+            rows.append({"model": name, "head": head, **metrics.calibration_bands(data.targets[test, i], p[:, i])})
     return pd.DataFrame(rows)
 
 
@@ -205,7 +175,7 @@ def _log_plots(ctx, data, seq_name, seq_probs, probs) -> None:
 
 def _write_predictions(out_dir: Path, ctx, data, seq_name, seq_probs, probs, table, bands) -> None:
     """Test-set scores of every model (and the truth) for paired comparisons outside the run."""
-    from sellerlift.schema import atomic_write_parquet
+    from sellerlift.io import atomic_write_parquet
 
     test = data.rows(2)
     df = pd.DataFrame({"customer_id": data.customer_id[test]})

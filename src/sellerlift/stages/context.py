@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from sellerlift import tracking
 from sellerlift.data.sources import Tables
 from sellerlift.features import FeatureSpec, SequenceFeatures
 
@@ -39,26 +39,35 @@ class RunContext:
     metrics: dict[str, float] = field(default_factory=dict)  # final metrics (into the manifest)
     timings: dict[str, float] = field(default_factory=dict)
     summary_rows: list[tuple[str, str]] = field(default_factory=list)  # printed at the end
-    promotion_result: object | None = None  # set by the promotion stage (read by benchmarks)
 
     @property
     def client(self):
         return self.logger.experiment if self.logger is not None else None
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         if self.client is not None:
-            for k, v in metrics.items():
-                self.client.log_metric(self.run_id, k, float(v), step=step or 0)
+            tracking.log_metrics(self.client, self.run_id, metrics, step)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.client is not None:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_table(self, df: pd.DataFrame, name: str, artifact_path: str = "tables") -> None:
-        """A table as CSV and markdown artifacts (readable in the MLflow UI)."""
-        if self.client is None:
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            df.to_csv(Path(tmp) / f"{name}.csv", index=False)
-            (Path(tmp) / f"{name}.md").write_text(df.to_markdown(index=False, floatfmt=".4g"))
-            self.client.log_artifacts(self.run_id, tmp, artifact_path)
+        if self.client is not None:
+            tracking.log_table(self.client, self.run_id, df, name, artifact_path)
+
+
+def is_global_zero() -> bool:
+    """True in the process that owns the MLflow run and the bundle (global rank 0, or no DDP at all).
+
+    Read from the environment the launchers set (Lightning's subprocess launcher: LOCAL_RANK and
+    NODE_RANK; torchrun: RANK; SLURM: SLURM_PROCID), since the run starts before the Trainer exists.
+    """
+    import os
+
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").strip().isdigit():
+            return int(os.environ[var]) == 0
+    node = os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0")).strip() or "0"
+    local = os.environ.get("LOCAL_RANK", "0").strip() or "0"
+    return int(node) == 0 and int(local) == 0

@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from sellerlift import allocate, tracking, uplift
+from sellerlift import allocate, export, tracking
+from sellerlift.metrics import curve_metrics, ece, qini_auc_score, uplift_auc_score
 from sellerlift.promotion_features import dipn_inputs, input_names, iter_offer_time_features, order_value
 from sellerlift.schema import DISCOUNT_LEVELS
 from sellerlift.stages.context import RunContext
@@ -113,25 +114,15 @@ class _Timings(dict):
 
 
 class _SequenceScorer:
-    """The run's sequence.onnx, as the server would call it (None when not used)."""
+    """The run's sequence.onnx through the runtime, as the server calls it."""
 
     def __init__(self, path: Path):
-        import onnxruntime as ort
+        from sellerlift.runtime import SequenceModel
 
-        self.sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.model = SequenceModel.from_file(path)
 
-    def __call__(self, feats, batch: int = 4096) -> dict[str, np.ndarray]:
-        out = {"intent_7d": [], "churn_90d": []}
-        for a in range(0, len(feats.length), batch):
-            sl = slice(a, a + batch)
-            width = max(int(feats.length[sl].max(initial=0)), 1)
-            res = self.sess.run(["intent_7d", "churn_90d"], {
-                "event_type": np.ascontiguousarray(feats.event_type[sl, :width]),
-                "numeric": np.ascontiguousarray(feats.numeric[sl, :width]),
-                "length": feats.length[sl], "aggregates": feats.aggregates[sl]})
-            out["intent_7d"].append(res[0].reshape(-1))
-            out["churn_90d"].append(res[1].reshape(-1))
-        return {k: np.concatenate(v) for k, v in out.items()}
+    def __call__(self, feats) -> dict[str, np.ndarray]:
+        return self.model.predict(feats)
 
 
 def _inputs_at_offers(ctx: RunContext, offers: pd.DataFrame, scorer) -> np.ndarray:
@@ -248,11 +239,11 @@ def _train(ctx: RunContext, pcfg: DictConfig, run_id: str | None, is_main: bool)
     for name, f in predictors.items():
         m = {}
         if true_curves is not None:
-            m.update(uplift.curve_metrics(curves[name], true_curves))
+            m.update(curve_metrics(curves[name], true_curves))
         p_off = np.clip(f(x["test"]), 0, 1)
         p_obs = p_off[np.arange(len(lv["test"])), lv["test"]]
-        m["offer_ece"] = uplift.ece(p_obs, y["test"])
-        m["offer_ece_ipw"] = uplift.ece(p_obs, y["test"], w["test"])
+        m["offer_ece"] = ece(y["test"], p_obs)
+        m["offer_ece_ipw"] = ece(y["test"], p_obs, w["test"])
         m.update(_qini_metrics(p_off, lv["test"], y["test"], rnd["test"], w["test"]))
         per_model[name] = m
     for name, m in per_model.items():
@@ -266,8 +257,8 @@ def _train(ctx: RunContext, pcfg: DictConfig, run_id: str | None, is_main: bool)
 
     # ---- ONNX into the bundle (parity on random and real inputs)
     t0 = time.perf_counter()
-    onnx_path = D.export_dipn_onnx(net, ctx.bundle_dir / "dipn.onnx", n_inputs, dynamo=bool(pcfg.onnx_dynamo))
-    parity = D.check_dipn_parity(net, onnx_path, n_inputs, extra=x_cut[:2048])
+    onnx_path = export.export_dipn_onnx(net, ctx.bundle_dir / "dipn.onnx", n_inputs, dynamo=bool(pcfg.onnx_dynamo))
+    parity = export.check_dipn_parity(net, onnx_path, n_inputs, extra=x_cut[:2048])
     timings["dipn_export_s"] = time.perf_counter() - t0
     metrics["export/dipn_onnx_parity_max_abs_diff"] = parity
     ctx.bundle_files["dipn"] = onnx_path
@@ -290,9 +281,8 @@ def _train(ctx: RunContext, pcfg: DictConfig, run_id: str | None, is_main: bool)
 
     # ---- bundle manifest, run metrics, plots, registry
     ctx.bundle_extra["dipn"] = {
-        "file": onnx_path.name, "input": D.INPUT_NAME, "output": D.OUTPUT_NAME,
         "inputs": input_names(use_seq), "n_inputs": n_inputs, "uses_sequence_outputs": bool(use_seq),
-        "levels": [int(v) for v in DISCOUNT_LEVELS], "monotone": "by construction (softplus increments)",
+        "monotone": "by construction (softplus increments)",
         "onnx_parity_max_abs_diff": parity, "value_fallback": value_fallback,
         "margin": float(pcfg.allocation.margin),
     }
@@ -351,9 +341,9 @@ def _qini_metrics(p, level, y, randomized, w) -> dict[str, float]:
             if t.sum() < 5 or (~t).sum() < 5:
                 continue
             ww = None if weight is None else weight[sel]
-            q = uplift.qini_auc_score(y[sel], t, score[sel], ww)
+            q = qini_auc_score(y[sel], t, score[sel], ww)
             out[f"qini_{tag}_{DISCOUNT_LEVELS[k]}"] = q
-            out[f"auuc_{tag}_{DISCOUNT_LEVELS[k]}"] = uplift.uplift_auc_score(y[sel], t, score[sel], ww)
+            out[f"auuc_{tag}_{DISCOUNT_LEVELS[k]}"] = uplift_auc_score(y[sel], t, score[sel], ww)
             (qs if tag == "rct" else qs_ipw).append(q)
     if qs:
         out["qini_rct_mean"] = float(np.mean(qs))

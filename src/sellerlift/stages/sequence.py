@@ -1,4 +1,10 @@
-"""Stage: train the intent/churn sequence model, evaluate, export ONNX into the bundle."""
+"""Stage: train the intent/churn sequence model, export ONNX into the bundle, measure the exported model.
+
+The test numbers are those of the exported ONNX model as the runtime serves it
+(:class:`sellerlift.runtime.SequenceModel`), computed by :mod:`sellerlift.metrics`
+like every baseline's; Lightning's torchmetrics give the validation numbers during
+training (what early stopping, sweeps and the champion check select on).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +17,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from sellerlift import export, plots, reliability
-from sellerlift.features import AGGREGATES, EVENT_NUMERIC, SequenceFeatures
-from sellerlift.stages.context import RunContext
-
-TARGETS = ("intent", "churn")
-TRUTH_COLUMNS = {"intent": "p_intent_7d", "churn": "p_churn_90d"}
+from sellerlift import export, metrics, plots, reliability
+from sellerlift.constants import HEADS, SCORE_OUTPUTS, TRUTH_COLUMNS
+from sellerlift.features import AGGREGATES, EVENT_NUMERIC
+from sellerlift.stages.context import RunContext, is_global_zero
 
 
 def train_sequence(ctx: RunContext) -> None:
@@ -40,18 +44,12 @@ def train_sequence(ctx: RunContext) -> None:
     ctx.timings["train_sequences_per_s"] = int((prep.split == 0).sum()) * epochs / max(ctx.timings["fit_s"], 1e-9)
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    test_out = trainer.test(model, datamodule=datamodule, ckpt_path="best" if best else None, verbose=False)[0]
-    if best:  # evaluate and export the same (best) weights
+    if best:  # validate, export and measure the same (best) weights
         model.load_state_dict(torch.load(best, weights_only=True)["state_dict"])
-    test_metrics = {k: float(v) for k, v in test_out.items() if k.startswith("test/") and k != "test/loss"}
-    ctx.metrics.update(test_metrics)
-    # Validation metrics of the same (best) weights: what sweeps and the champion check select on.
     val_out = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
     ctx.metrics.update({k: float(v) for k, v in val_out.items() if k.startswith("val/") and k != "val/loss"})
-    if not trainer.is_global_zero:  # DDP: the other ranks only help train and evaluate; rank 0 exports
+    if not trainer.is_global_zero:  # DDP: the other ranks only help train and validate; rank 0 exports
         return
-    ceiling = ceiling_metrics(ctx)
-    ctx.log_metrics(ceiling)
 
     net = model.net.eval()
     t0 = time.perf_counter()
@@ -61,8 +59,15 @@ def train_sequence(ctx: RunContext) -> None:
     ctx.timings["export_s"] = time.perf_counter() - t0
     ctx.bundle_files["sequence"] = onnx_path
     ctx.bundle_extra["onnx_parity_max_abs_diff"] = parity
-    ctx.log_metrics({"export/onnx_parity_max_abs_diff": parity})
-    _log_plots(ctx, net)
+
+    test = np.flatnonzero(prep.split == 2)
+    probs = exported_probabilities(ctx, onnx_path, test)
+    top = float(cfg.model.module.get("top_fraction", 0.2))
+    test_metrics = metrics.head_metrics(prep.targets[test], probs, "test/", top)
+    ceiling = ceiling_metrics(ctx, top)
+    ctx.metrics.update(test_metrics)
+    ctx.log_metrics({**test_metrics, **ceiling, "export/onnx_parity_max_abs_diff": parity})
+    _log_plots(ctx, test, probs)
     if ctx.logger is not None and cfg.tracking.register:
         from sellerlift import tracking
 
@@ -71,53 +76,34 @@ def train_sequence(ctx: RunContext) -> None:
     reliability.finish(resume, ctx.run_id)  # trained and exported: the next resume=auto starts afresh
 
 
-def ceiling_metrics(ctx: RunContext) -> dict[str, float]:
-    """AUROC/AP of the simulator's true probabilities on the test customers: the best any model can do."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
+def exported_probabilities(ctx: RunContext, onnx_path: Path, rows: np.ndarray) -> np.ndarray:
+    """[n, 2] probabilities of the exported model for the customers ``rows``, through the runtime."""
+    from sellerlift.runtime import SequenceModel
 
+    out = SequenceModel.from_file(onnx_path).predict(ctx.prep.feats.take(rows))
+    return np.stack([out[k] for k in SCORE_OUTPUTS], axis=1).astype(np.float64)
+
+
+def ceiling_metrics(ctx: RunContext, top_fraction: float = 0.2) -> dict[str, float]:
+    """The simulator's true probabilities on the test customers, scored like a model: the best any model can do."""
     prep = ctx.prep
     if prep.truth is None:
         return {}
     test = prep.split == 2
-    out = {}
-    for i, head in enumerate(TARGETS):
-        y, p = prep.targets[test, i], prep.truth[TRUTH_COLUMNS[head]].to_numpy()[test]
-        if 0 < y.mean() < 1:
-            out[f"ceiling/{head}_auroc"] = float(roc_auc_score(y, p))
-            out[f"ceiling/{head}_ap"] = float(average_precision_score(y, p))
-    return out
-
-
-def predict_probs(net, feats: SequenceFeatures, batch_size: int = 1024) -> np.ndarray:
-    net.eval()
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(feats.length), batch_size):
-            sl = slice(s, s + batch_size)
-            logits, _ = net(torch.from_numpy(feats.event_type[sl]), torch.from_numpy(feats.numeric[sl]),
-                            torch.from_numpy(feats.length[sl]), torch.from_numpy(feats.aggregates[sl]))
-            out.append(torch.sigmoid(logits).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
-
-
-def is_global_zero() -> bool:
-    from sellerlift.pipeline import is_global_zero as zero
-
-    return zero()
+    truth = np.stack([prep.truth[TRUTH_COLUMNS[h]].to_numpy()[test] for h in HEADS], axis=1)
+    return metrics.head_metrics(prep.targets[test], truth, "ceiling/", top_fraction)
 
 
 def _callbacks(cfg: DictConfig) -> list:
     return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
 
 
-def _log_plots(ctx: RunContext, net) -> None:
+def _log_plots(ctx: RunContext, test: np.ndarray, probs: np.ndarray) -> None:
     if ctx.client is None:
         return
     prep = ctx.prep
-    test = np.flatnonzero(prep.split == 2)
-    probs = predict_probs(net, prep.feats.take(test))
     with tempfile.TemporaryDirectory() as tmp:
-        for i, head in enumerate(TARGETS):
+        for i, head in enumerate(HEADS):
             y = prep.targets[test, i]
             if not 0 < y.mean() < 1:
                 continue
@@ -130,10 +116,10 @@ def _log_plots(ctx: RunContext, net) -> None:
 
 def _summary(m: dict, c: dict, timings: dict, parity: float) -> list[tuple[str, str]]:
     def fmt(d, k):
-        return f"{d[k]:.3f}" if k in d else "—"
+        return f"{d[k]:.3f}" if k in d and np.isfinite(d[k]) else "—"
 
     rows = []
-    for head in TARGETS:
+    for head in HEADS:
         rows.append((f"{head}: AUROC (ceiling)", f"{fmt(m, f'test/{head}_auroc')} ({fmt(c, f'ceiling/{head}_auroc')})"))
         rows.append((f"{head}: AP (ceiling) · ECE · precision@top20%",
                      f"{fmt(m, f'test/{head}_ap')} ({fmt(c, f'ceiling/{head}_ap')}) · {fmt(m, f'test/{head}_ece')}"

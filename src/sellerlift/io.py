@@ -1,0 +1,275 @@
+"""File I/O: atomic writes, hashes, and reading contract tables from CSV / Parquet files.
+
+The contract itself (columns, validation) is :mod:`sellerlift.schema`; this module
+only moves bytes. Writes go through a temp file + fsync + rename, so a reader (or a
+crash) never sees half a file. :func:`read_table` checks a CSV's structure before
+pandas parses it, because pandas pads or shifts broken rows silently.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import hashlib
+import io
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sellerlift.schema import TABLES, Problem, SchemaError, validate
+
+_NO_ROWS = np.array([], dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- hashes and atomic writes
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    files = sorted(Path(path).rglob("*.parquet")) if Path(path).is_dir() else [Path(path)]
+    for f in files:  # a directory of Parquet parts hashes as the concatenation of its parts
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic(path: str | os.PathLike, write) -> Path:
+    """``write(tmp_path)`` then fsync + rename onto ``path``; a failed write leaves nothing behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return _atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Readers see the previous complete file or the new one; a killed writer leaves a hidden ``.*.tmp``."""
+    return _atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+# --------------------------------------------------------------------------- text decoding
+
+
+def _opener(path: Path):
+    return gzip.open if path.suffix == ".gz" else open
+
+
+def decode_error_at(path: Path, encoding: str = "utf-8-sig") -> tuple[int, int, bytes, bool] | None:
+    """Where ``path`` stops being valid ``encoding``: (byte offset, 0-based line, the bad bytes, at end of file).
+
+    Found with an incremental decoder over the raw bytes, so the offset is exact whatever the
+    chunking of the reader that failed. None when the whole file decodes.
+    """
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset = line = 0  # bytes fed to the decoder so far, and the newlines among them
+    with _opener(path)(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            final = not chunk
+            pending = decoder.getstate()[0]  # an incomplete character carried over from the last chunk
+            try:
+                decoder.decode(chunk, final=final)
+            except UnicodeDecodeError as err:
+                data = err.object  # pending + chunk
+                return (offset - len(pending) + err.start, line + data[:err.start].count(b"\n"),
+                        bytes(data[err.start:err.end]), final)
+            if final:
+                return None
+            line += chunk.count(b"\n")
+            offset += len(chunk)
+
+
+def decode_error_problem(path: Path, table: str, encoding: str = "utf-8-sig", header_lines: int = 1) -> Problem:
+    """A :class:`Problem` naming the row and byte where ``path`` is not ``encoding`` text."""
+    where = decode_error_at(path, encoding)
+    if where is None:  # the reader failed for another reason; say so rather than guess
+        return Problem(None, _NO_ROWS, f"cannot be read as {encoding} text")
+    pos, line, bad, at_end = where
+    row = line - header_lines
+    name = "UTF-8" if encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig") else encoding
+    rows = np.array([row], np.int64) if row >= 0 else _NO_ROWS
+    if at_end:
+        msg = (f"the file ends in the middle of a {name} character (byte {pos}): it looks cut off mid-row; "
+               f"if it is complete, it is not {name} text")
+    else:
+        msg = (f"not {name} text at byte {pos} ({bad!r}); set the file's encoding (data.source.encoding, "
+               "e.g. latin-1 or cp1252 for spreadsheet exports) or save it as UTF-8")
+    return Problem(None, rows, msg)
+
+
+# --------------------------------------------------------------------------- CSV structure
+
+
+class _LastChar:
+    """Iterate over lines, remembering the last character read (for the final-newline check)."""
+
+    def __init__(self, lines):
+        self.lines, self.last = lines, ""
+
+    def __iter__(self):
+        for line in self.lines:
+            if line:
+                self.last = line[-1]
+            yield line
+
+
+def scan_csv(path: Path, table: str, encoding: str = "utf-8-sig", sep: str = ",") -> None:
+    """Structural check of a CSV before pandas parses it (pandas would pad or shift bad rows silently).
+
+    Every record must have as many fields as the header, no NUL bytes, valid text in
+    ``encoding``, closed quotes, and the file must end with a newline (else its last row
+    may have been cut off mid-row). Raises :class:`SchemaError` naming the rows.
+    """
+    source = str(path)
+    problems: list[Problem] = []
+    short, long_, nul = [], [], []
+    n_header = None
+    row = -1  # 0-based data row, as in the DataFrame (blank lines skipped, as pandas does)
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 24))
+    try:
+        with _opener(path)(path, "rb") as raw:
+            lines = _LastChar(io.TextIOWrapper(raw, encoding=encoding, newline=""))
+            for record in csv.reader(lines, strict=True, delimiter=sep):
+                if not record:
+                    continue
+                if n_header is None:
+                    n_header = len(record)
+                    twice = sorted({c for c in record if record.count(c) > 1})
+                    if twice:  # pandas would silently rename the second one to "<name>.1"
+                        problems.append(Problem(None, _NO_ROWS, f"duplicate column name(s) {twice} in the header"))
+                    continue
+                row += 1
+                if len(record) < n_header:
+                    short.append(row)
+                elif len(record) > n_header:
+                    long_.append(row)
+                if any("\x00" in f for f in record):
+                    nul.append(row)
+    except csv.Error as err:
+        where = [Problem(None, np.array([row + 1], np.int64), f"malformed CSV: {err} (a quote left open: the file "
+                                                               "may be cut off mid-row)")]
+        if n_header is None:
+            where = [Problem(None, _NO_ROWS, f"malformed CSV header: {err}")]
+        raise SchemaError(source, table, where) from None
+    except UnicodeDecodeError:
+        raise SchemaError(source, table, [decode_error_problem(path, table, encoding)]) from None
+    except (EOFError, gzip.BadGzipFile, OSError) as err:
+        raise SchemaError(source, table, [Problem(None, _NO_ROWS, f"cannot read the file ({type(err).__name__}: "
+                                                                  f"{err}); truncated or corrupt?")]) from None
+    if n_header is None:
+        raise SchemaError(source, table, [Problem(None, _NO_ROWS, "the file is empty")])
+    if short:
+        problems.append(Problem(None, np.array(short, np.int64), f"fewer fields than the header's {n_header} "
+                                                                  "(a row cut off?)"))
+    if long_:
+        problems.append(Problem(None, np.array(long_, np.int64), f"more fields than the header's {n_header} "
+                                                                  "(an unquoted separator or a merged line?)"))
+    if nul:
+        problems.append(Problem(None, np.array(nul, np.int64), "NUL byte in a field (binary garbage in the file)"))
+    if row >= 0 and lines.last not in ("\n", "\r"):
+        problems.append(Problem(None, np.array([row], np.int64), "the file does not end with a newline: its last row "
+                                                                 "looks cut off mid-row (if the file is complete, add "
+                                                                 "a newline at its end)"))
+    if problems:
+        raise SchemaError(source, table, problems)
+
+
+# --------------------------------------------------------------------------- contract tables from files
+
+
+_CANONICAL_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,18})")
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def ids_from_text(s: pd.Series) -> pd.Series:
+    """Text ids read from a CSV: int64 when every value is a canonical integer that fits, else kept as text."""
+    present = s.dropna()
+    if len(present) and present.str.fullmatch(_CANONICAL_INT.pattern).all():
+        as_int = pd.to_numeric(present, errors="coerce")
+        if as_int.notna().all() and (as_int.abs() <= _INT64_MAX).all() and len(present) == len(s):
+            return s.astype("int64")
+    return s
+
+
+def _read_csv(path: Path, table: str) -> pd.DataFrame:
+    ids = [c.name for c in TABLES[table].columns if c.kind == "id"]
+    scan_csv(path, table)
+    try:
+        # Ids as text first: pandas would turn "007" into 7 and 2**64 into a float (lossy, silent).
+        df = pd.read_csv(path, dtype={c: "string" for c in ids}, index_col=False, encoding="utf-8-sig",
+                         keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise SchemaError(str(path), table, [Problem(None, _NO_ROWS, "the file is empty")]) from None
+    except (pd.errors.ParserError, ValueError, UnicodeDecodeError, EOFError, OSError) as err:
+        raise SchemaError(str(path), table, [Problem(None, _NO_ROWS, f"cannot parse the CSV "
+                                                                     f"({type(err).__name__}: {err})")]) from None
+    for c in ids:
+        if c in df.columns:
+            df[c] = ids_from_text(df[c])
+    return df
+
+
+def read_table(path: str | os.PathLike, table: str, duplicates: str = "drop", **kwargs) -> pd.DataFrame:
+    """Read a CSV or Parquet file (or a directory of Parquet parts) and validate it.
+
+    Every problem is a :class:`SchemaError` naming file, row and column. Exact duplicate rows
+    are dropped and counted (``duplicates="drop"``; see :func:`sellerlift.schema.validate`).
+    ``kwargs`` go to ``validate`` (``as_of``, ``ts_min``, ``ts_max``).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file (expected the {table} table as CSV or Parquet)")
+    if path.is_dir() or path.suffix in (".parquet", ".pq"):
+        if path.is_file() and path.stat().st_size == 0:
+            raise SchemaError(str(path), table, [Problem(None, _NO_ROWS, "the file is empty")])
+        try:
+            df = pd.read_parquet(path)
+        except Exception as err:  # noqa: BLE001 - pyarrow raises many types for a damaged file
+            raise SchemaError(str(path), table, [Problem(None, _NO_ROWS, f"not a readable Parquet file "
+                                                                         f"({type(err).__name__}: {str(err)[:300]}); "
+                                                                         "truncated or corrupt?")]) from None
+    elif path.suffix in (".csv", ".gz", ".txt"):
+        df = _read_csv(path, table)
+    else:
+        raise ValueError(f"{path}: unsupported file type '{path.suffix}'; expected .csv or .parquet")
+    return validate(df, table, source=str(path), duplicates=duplicates, **kwargs)

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info  # noqa: E402
-from common import timed as _timed  # noqa: E402
+from common import machine_info
+from common import timed as _timed
 
-from sellerlift.allocate import allocate_exact_lp, allocate_lagrangian, random_instance  # noqa: E402
+from sellerlift.allocate import allocate_exact_lp, allocate_lagrangian, random_instance
 
 
 def timed(fn, repeats):

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import timed, write_result  # noqa: E402
+from common import timed, write_result
 
-from sellerlift.data.simulator import SimulatorConfig, simulate  # noqa: E402
-from sellerlift.features import FeatureSpec, build_features  # noqa: E402
+from sellerlift.data.simulator import SimulatorConfig, simulate
+from sellerlift.features import FeatureSpec, build_features
 
 
 def pandas_features(events: pd.DataFrame, cutoff: pd.Timestamp, max_len: int):

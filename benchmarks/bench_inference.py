@@ -22,11 +22,11 @@ import onnxruntime as ort
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, newest_bundle, timed, write_result  # noqa: E402
+from common import markdown_table, newest_bundle, timed, write_result
 
-from sellerlift.export import INPUT_NAMES, example_inputs, export_sequence_onnx  # noqa: E402
-from sellerlift.features import AGGREGATES, EVENT_NUMERIC  # noqa: E402
-from sellerlift.models.networks import ExportWrapper, GRUEncoder, SequenceNet, TransformerEncoder  # noqa: E402
+from sellerlift.export import INPUT_NAMES, example_inputs, export_sequence_onnx
+from sellerlift.features import AGGREGATES, EVENT_NUMERIC
+from sellerlift.models.networks import ExportWrapper, GRUEncoder, SequenceNet, TransformerEncoder
 
 F, A = len(EVENT_NUMERIC), len(AGGREGATES)
 # Graph optimisation levels compared (EXTENDED adds the fusions, e.g. SkipLayerNormalization; ALL adds layouts).
@@ -61,7 +61,7 @@ def bench_model(kind: str, batches, length: int, repeats: int, tmp: Path) -> lis
         inputs[b] = ex
         tensors = [torch.from_numpy(ex[k]) for k in INPUT_NAMES]
         with torch.inference_mode():
-            _, t_torch = timed(lambda: wrapper(*tensors), repeats)
+            _, t_torch = timed(lambda t=tensors: wrapper(*t), repeats)
         torch_ms[b] = 1e3 * t_torch["median_s"]
     rows = [{"model": kind, "batch": b, "length": length, "torch_eager_ms": torch_ms[b]} for b in batches]
     names = []

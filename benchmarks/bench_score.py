@@ -32,7 +32,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import markdown_table, write_result  # noqa: E402
+from common import markdown_table, write_result
 
 COLUMNS = ["customers", "events", "wall_s", "wall_spread_s", "customers_per_s", "events_per_s", "peak_rss_mib",
            "partitions", "repeats"]
@@ -51,7 +51,8 @@ def score_once(bundle: str, events: str, as_of: str, out: str) -> dict:
     if rows != summary["customers"]:
         raise SystemExit(f"{out}: {rows} rows written for {summary['customers']} customers scored")
     return {"wall_s": wall, "customers": summary["customers"], "events": summary["events"],
-            "partitions": summary["partitions"], "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "partitions": summary["partitions"],
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def run_size(n: int, bundle: Path, repeats: int, src_root: str | None, work: Path) -> dict:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, peak_rss_mib, write_result  # noqa: E402
+from common import markdown_table, peak_rss_mib, write_result
 
 
 def run_one(n: int) -> dict:

@@ -18,14 +18,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, write_result  # noqa: E402
+from common import markdown_table, write_result
 
-from sellerlift.data.simulator import SimulatorConfig, simulate  # noqa: E402
-from sellerlift.features import FeatureSpec, build_features  # noqa: E402
-from sellerlift.labels import make_labels, split_customers  # noqa: E402
-from sellerlift.models.datamodule import SequenceDataModule  # noqa: E402
-from sellerlift.models.networks import GRUEncoder, SequenceNet, TransformerEncoder  # noqa: E402
-from sellerlift.models.sequence import SequenceModule  # noqa: E402
+from sellerlift.data.simulator import SimulatorConfig, simulate
+from sellerlift.features import FeatureSpec, build_features
+from sellerlift.labels import make_labels, split_customers
+from sellerlift.models.datamodule import SequenceDataModule
+from sellerlift.models.networks import GRUEncoder, SequenceNet, TransformerEncoder
+from sellerlift.models.sequence import SequenceModule
 
 
 def data(n: int, max_len: int):

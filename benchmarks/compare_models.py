@@ -34,8 +34,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from sellerlift import metrics as M  # noqa: E402
-from sellerlift.constants import HEADS  # noqa: E402
+from sellerlift import metrics as M
+from sellerlift.constants import HEADS
 
 METRICS = ("auroc", "ap", "ece", "precision_top20")
 SEQUENCE_MODELS = ("gru", "transformer")
@@ -91,8 +91,8 @@ def run_one(dataset: str, model: str, seed: int, args, pred_dir: Path, work: Pat
     n_train = int((preds.shape[0] / max(cfg.data.split[2], 1e-9)) * cfg.data.split[0])
     epochs = result.timings.get("train_sequences_per_s", 0) * result.timings.get("fit_s", 0) / max(n_train, 1)
     return {"dataset": dataset, "model": model, "seed": seed, "run_id": result.run_id, "wall_s": wall,
-            "fit_s": result.timings.get("fit_s"), "epochs": round(epochs, 1), "max_minutes": minutes, "logged": {k: v for k, v in result.metrics.items()
-                                                            if k.startswith("test/")},
+            "fit_s": result.timings.get("fit_s"), "epochs": round(epochs, 1), "max_minutes": minutes,
+            "logged": {k: v for k, v in result.metrics.items() if k.startswith("test/")},
             "preds": preds, "comparison": comp, "cfg": cfg}
 
 
@@ -212,7 +212,7 @@ def markdown(report: dict) -> str:
              + (f" Sequence models trained under a wall-clock budget of {report['max_minutes']} minutes per model "
                 "(early stopping and the best checkpoint still apply; epochs reached are in the table): "
                 "their numbers are a lower bound." if report.get("max_minutes") else ""), ""]
-    for ds, d in report["datasets"].items():
+    for d in report["datasets"].values():
         lines += [f"## {d['title']}", "", d["description"], ""]
         head = "| model | " + " | ".join(f"{h} {m}" for h in HEADS for m in ("AUROC", "AP", "ECE", "P@20 %")) + \
                " | train s |"
@@ -239,7 +239,8 @@ def markdown(report: dict) -> str:
         lines += ["", "**Calibration by score band** (test customers, seed "
                   f"{report['seeds'][0]}): observed rate among customers scored below 0.25 / above 0.75, "
                   "and their share of customers.", "",
-                  "| model | head | rate < 0.25 | share < 0.25 | rate > 0.75 | share > 0.75 |", "|---|---|---|---|---|---|"]
+                  "| model | head | rate < 0.25 | share < 0.25 | rate > 0.75 | share > 0.75 |",
+                  "|---|---|---|---|---|---|"]
         for r in d["calibration_bands"]:
             def f(v):
                 return "—" if v is None or not np.isfinite(v) else f"{v:.3f}"
@@ -316,7 +317,8 @@ def main(argv=None) -> dict:
     import os
 
     os.environ.setdefault("SELLERLIFT_ROOT", str(args.root))
-    report = {"quick": args.quick, "seeds": args.seeds, "max_minutes": args.max_minutes, "models": args.models, "datasets": {},
+    report = {"quick": args.quick, "seeds": args.seeds, "max_minutes": args.max_minutes, "models": args.models,
+              "datasets": {},
               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
               "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     with tempfile.TemporaryDirectory() as tmp:

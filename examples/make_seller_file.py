@@ -31,7 +31,7 @@ def main(n_customers: int = 240, seed: int = 7, out: Path = HERE / "seller_event
         when=ev["ts"].dt.tz_localize("UTC").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
         action=ev["event_type"].astype(str).map(NAMES),
         value=np.where(ev["event_type"].astype(str) == "purchase", ev["amount"].round(2), np.nan),
-        items=pd.array(np.where(ev["event_type"].astype(str) == "purchase", ev["quantity"] if "quantity" in ev else 1,
+        items=pd.array(np.where(ev["event_type"].astype(str) == "purchase", ev.get("quantity", 1),
                                 np.nan), dtype="Int64"),
     )
     df = df[["customer", "shop", "when", "action", "value", "items"]]

@@ -102,7 +102,8 @@ def render() -> str:
     md = ["# Configuration reference", "",
           "Generated from `configs/` by `scripts/config_reference.py` (do not edit by hand; "
           "`make config-reference` rewrites it). Override any key on the command line: "
-          "`python train.py data.source.n_customers=5000`; pick an option of a group: `python train.py model=transformer`.",
+          "`python train.py data.source.n_customers=5000`; pick an option of a group: "
+          "`python train.py model=transformer`.",
           ""]
     train = CONFIGS / "train.yaml"
     md += ["## `train.yaml` (the entry config)", "", _header(train.read_text()), "",

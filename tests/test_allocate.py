@@ -9,7 +9,6 @@ from sellerlift.allocate import (
     allocate_exact_lp,
     allocate_lagrangian,
     allocate_rule_based,
-    budget_curve,
     incremental_profit_and_spend,
     random_instance,
 )
@@ -186,18 +185,6 @@ def test_ties_go_to_the_cheaper_level():
     b = allocate_lagrangian(p, value, 0.5, levels, 3.5 * one)
     assert b.spend <= 3.5 * one
     assert b.profit == pytest.approx(3 * pr[2, 1])
-
-
-def test_budget_curve_monotone(inst2k):
-    full = _full_spend(inst2k)
-    budgets = np.linspace(0, 1.2 * full, 25)
-    c = budget_curve(*_args(inst2k), budgets[::-1])  # any order in
-    assert set(c) >= {"budget", "spend", "profit", "roi"}
-    assert np.all(np.diff(c["budget"]) >= 0)
-    assert np.all(np.diff(c["profit"]) >= 0)
-    assert np.all(c["spend"] <= c["budget"])
-    assert np.all(c["profit"] <= c["bound"] + 1e-9)
-    assert c["profit"][0] == 0 and c["roi"][0] == 0
 
 
 def test_beats_rule_based_at_same_spend():

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from conftest import compose_config
 from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 
-from conftest import compose_config
 from sellerlift import baselines as bl
 from sellerlift import metrics
 from sellerlift.models.metrics import binary_metrics

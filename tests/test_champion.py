@@ -1,5 +1,7 @@
 """The registry alias @champion moves only when a run's validation metric beats the holder's."""
 
+import contextlib
+
 import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
@@ -32,10 +34,8 @@ def _registered_run(client, value, metric="val/churn_auroc", name=None):
     run = client.create_run(exp)
     if value is not None:
         client.log_metric(run.info.run_id, metric, value)
-    try:
+    with contextlib.suppress(Exception):  # already registered by an earlier call
         client.create_registered_model(name)
-    except Exception:
-        pass
     client.create_model_version(name, f"{run.info.artifact_uri}/onnx_model", run.info.run_id)
     return run.info.run_id
 

@@ -2,9 +2,8 @@
 
 
 import pytest
-from hydra.utils import instantiate
-
 from conftest import CONFIGS, compose_config
+from hydra.utils import instantiate
 
 
 def options(group: str) -> list[str]:

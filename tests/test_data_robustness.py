@@ -474,7 +474,7 @@ def test_sigkill_during_atomic_parquet_writes_never_leaves_a_half_file(tmp_path)
     path = tmp_path / "part-00000.parquet"
     rng = np.random.default_rng(0)
     loads = 0
-    for attempt in range(3):
+    for _ in range(3):
         proc = _start(WRITER, str(path), "200000")
         _kill_after(proc, float(rng.uniform(0.2, 0.8)))
         if path.exists():  # the last complete version, never a torn one

@@ -4,9 +4,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO, TINY
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO, TINY
 from sellerlift.runtime import verify_bundle
 
 

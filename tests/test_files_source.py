@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO, compose_config
 from hydra.utils import instantiate
 
-from conftest import REPO, compose_config
 from sellerlift.data.files import FileSource
 from sellerlift.schema import SchemaError
 
@@ -25,7 +25,8 @@ def foreign_frame(n_customers=30, days=200, seed=0) -> pd.DataFrame:
     for c in range(n_customers):
         for t in np.sort(rng.uniform(0, days, size=rng.integers(3, 15))):
             kind = rng.choice(["Besuch", "Ansicht", "Kauf", "Warenkorb"])
-            rows.append({"Kunde": f"K-{c:04d}", "Zeitpunkt": (start + pd.Timedelta(days=float(t))).floor("s").isoformat(),
+            when = (start + pd.Timedelta(days=float(t))).floor("s").isoformat()
+            rows.append({"Kunde": f"K-{c:04d}", "Zeitpunkt": when,
                          "Aktion": kind, "Umsatz": round(float(rng.gamma(2, 20)), 2) if kind == "Kauf" else None,
                          "Notiz": "x"})
     return pd.DataFrame(rows)

@@ -37,7 +37,7 @@ def _free_port() -> int:
 def mlflow_server(tmp_path_factory):
     home = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
-    log = open(home / "server.log", "w")
+    log = open(home / "server.log", "w")  # noqa: SIM115 - the server process writes it until teardown
     proc = subprocess.Popen(
         [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{home}/server.db",
          "--artifacts-destination", f"{home}/artifacts", "--host", "127.0.0.1", "--port", str(port),

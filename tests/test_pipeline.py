@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sellerlift.runtime import session, verify_bundle
 from sellerlift.pipeline import run
+from sellerlift.runtime import session, verify_bundle
 
 
 @pytest.mark.parametrize("model", ["gru", "transformer"])
@@ -47,7 +47,7 @@ def test_tiny_run_tracks_exports_and_registers(tiny_config, tmp_path, model):
 def test_crashed_run_is_marked_failed(tiny_config):
     cfg = tiny_config("model.module.lr=1e9", "trainer.max_epochs=1")
     # An absurd learning rate makes the loss non-finite; the run must say so and be FAILED.
-    with pytest.raises(Exception):
+    with pytest.raises(FloatingPointError, match="non-finite training loss"):
         cfg.trainer.limit_train_batches = 20
         run(cfg)
     client = MlflowClient(cfg.logger.tracking_uri)

@@ -3,14 +3,16 @@
 import base64
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
+from conftest import REPO, TINY, compose_config
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO, TINY, compose_config
 from sellerlift import report
 
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJR"
+                       "U5ErkJggg==")
 
 
 def test_tiny_run_logs_a_report_with_its_plots_and_tables(tmp_path):
@@ -26,8 +28,8 @@ def test_tiny_run_logs_a_report_with_its_plots_and_tables(tmp_path):
     client = MlflowClient(cfg.logger.tracking_uri)
     names = {a.path for a in client.list_artifacts(result.run_id, "report")}
     assert names == {"report/report.html", "report/report.md"}
-    html = open(client.download_artifacts(result.run_id, "report/report.html", str(tmp_path))).read()
-    md = open(client.download_artifacts(result.run_id, "report/report.md", str(tmp_path))).read()
+    html = Path(client.download_artifacts(result.run_id, "report/report.html", str(tmp_path))).read_text()
+    md = Path(client.download_artifacts(result.run_id, "report/report.md", str(tmp_path))).read_text()
     for text in (html, md):
         assert "Key metrics" in text and "Ranking and calibration" in text and "Customer segments" in text
         assert f"{result.metrics['test/churn_auroc']:.4g}" in text

@@ -193,7 +193,7 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_train_py_killed_then_started_again_resumes_to_the_same_result(tmp_path, reference, sig):
-    ckpt_glob = lambda: list((tmp_path / "checkpoints").glob("*/last.ckpt"))  # noqa: E731
+    ckpt_glob = lambda: list((tmp_path / "checkpoints").glob("*/last.ckpt"))
     proc = _train_py(tmp_path, f"+callbacks.slow._target_={__name__}.SlowBatches")
     _wait_for(lambda: bool(ckpt_glob()), 300, proc)  # epoch 0 is checkpointed; epoch 1 is running
     proc.send_signal(sig)

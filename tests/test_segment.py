@@ -16,7 +16,6 @@ from sellerlift.segment import (
     gap_k,
     name_segments,
     plot_k_selection,
-    rfm_from_events,
     segment_summary,
     select_k,
 )
@@ -166,13 +165,15 @@ def test_plot_k_selection(tmp_path, fitted):
     assert out.exists() and out.stat().st_size > 1000
 
 
-def test_rfm_from_events():
+def test_rfm_from_features():
     ev = pd.DataFrame({
         "customer_id": [1, 1, 1, 2, 2],
         "ts": pd.to_datetime(["2024-01-01", "2024-01-05", "2024-02-10", "2024-01-03", "2024-01-20"]),
         "event_type": ["purchase", "purchase", "purchase", "visit", "view"],
         "amount": [10.0, 30.0, 99.0, 0.0, 0.0],
     })
-    rfm = rfm_from_events(ev, "2024-01-31")
+    from sellerlift.features import build_features
+
+    rfm = build_features(ev, "2024-01-31").rfm()  # the RFM the segments see
     assert rfm.loc[1].tolist() == [26.0, 2, 20.0, 30.0]
     assert rfm.loc[2].tolist() == [28.0, 0, 0.0, 28.0]  # never bought: recency from first event

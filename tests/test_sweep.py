@@ -8,11 +8,11 @@ trials of the real sequence model.
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import CONFIGS, REPO, TINY, compose_config
+from mlflow.tracking import MlflowClient
 
 
 def fake_sequence_stage(ctx) -> None:
@@ -51,7 +51,7 @@ def _sweep(tmp_path, *overrides, timeout=900):
     # each trial used its own sampled learning rate
     assert len({c.data.params["model.module.lr"] for c in children}) == 2
     sweep_dir = parent.data.tags["sweep.dir"]
-    assert open(f"{sweep_dir}/mlflow_parent_run_id").read().strip() == parent.info.run_id
+    assert Path(f"{sweep_dir}/mlflow_parent_run_id").read_text().strip() == parent.info.run_id
     return parent, children
 
 

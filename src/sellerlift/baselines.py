@@ -103,7 +103,7 @@ class Baseline:
     def params(self) -> dict:
         return {}
 
-    def fit(self, data: BaselineData) -> "Baseline":
+    def fit(self, data: BaselineData) -> Baseline:
         raise NotImplementedError
 
     def predict(self, data: BaselineData, rows: np.ndarray) -> np.ndarray:
@@ -122,7 +122,7 @@ class _PerHeadSklearn(Baseline):
     def _train_rows(self, data: BaselineData) -> np.ndarray:
         return data.rows(0)
 
-    def fit(self, data: BaselineData) -> "Baseline":
+    def fit(self, data: BaselineData) -> Baseline:
         rows = self._train_rows(data)
         self.models_ = []
         for i in range(len(HEADS)):
@@ -214,7 +214,8 @@ class LightGBMBaseline(_PerHeadSklearn):
     def __init__(self, n_estimators: int = 1000, learning_rate: float = 0.05, num_leaves: int = 31,
                  min_child_samples: int = 50, subsample: float = 0.8, colsample_bytree: float = 0.8,
                  early_stopping_rounds: int = 50, n_jobs: int = 2, seed: int = 0):
-        self.n_estimators, self.learning_rate, self.num_leaves = int(n_estimators), float(learning_rate), int(num_leaves)
+        self.n_estimators, self.learning_rate = int(n_estimators), float(learning_rate)
+        self.num_leaves = int(num_leaves)
         self.min_child_samples, self.subsample = int(min_child_samples), float(subsample)
         self.colsample_bytree, self.early_stopping_rounds = float(colsample_bytree), int(early_stopping_rounds)
         self.n_jobs, self.seed = int(n_jobs), int(seed)
@@ -283,7 +284,7 @@ class BGNBDBaseline(Baseline):
     def params(self) -> dict:
         return {"penalizer": self.penalizer}
 
-    def fit(self, data: BaselineData) -> "Baseline":
+    def fit(self, data: BaselineData) -> Baseline:
         from sellerlift.bgnbd import fit_bgnbd
 
         s = data.bgnbd.iloc[data.rows(0)]

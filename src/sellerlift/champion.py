@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.version:
             ap.error("promote needs --version N")
         d = promote(client, args.version, args.model, args.alias, args.reason)
-        print(f"{args.model}@{args.alias} -> v{d.version} (was {'v' + d.previous_version if d.previous_version else 'unset'})")
+        was = f"v{d.previous_version}" if d.previous_version else "unset"
+        print(f"{args.model}@{args.alias} -> v{d.version} (was {was})")
         return 0
     mv = current_champion(client, args.model, args.alias)
     if mv is None:

@@ -69,7 +69,7 @@ class FeatureSpec:
     def fitted(self) -> bool:
         return bool(self.numeric_mean)
 
-    def fit(self, feats: "SequenceFeatures", rows: np.ndarray | None = None) -> "FeatureSpec":
+    def fit(self, feats: SequenceFeatures, rows: np.ndarray | None = None) -> FeatureSpec:
         """Learn standardisation from (a subset of) customers, e.g. the training split."""
         rows = np.arange(len(feats.length)) if rows is None else rows
         mask = feats.mask()[rows]
@@ -81,7 +81,7 @@ class FeatureSpec:
         self.aggregate_std = np.maximum(agg.std(axis=0), 1e-6).tolist()
         return self
 
-    def transform(self, feats: "SequenceFeatures") -> "SequenceFeatures":
+    def transform(self, feats: SequenceFeatures) -> SequenceFeatures:
         """Standardise numeric features; padding stays exactly 0."""
         if not self.fitted:
             raise RuntimeError("FeatureSpec.transform called before fit(); load a fitted spec from the bundle")
@@ -95,7 +95,7 @@ class FeatureSpec:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict | str) -> "FeatureSpec":
+    def from_json(cls, d: dict | str) -> FeatureSpec:
         return cls(**(json.loads(d) if isinstance(d, str) else d))
 
 
@@ -111,12 +111,12 @@ class SequenceFeatures:
     def mask(self) -> np.ndarray:
         return np.arange(self.event_type.shape[1])[None, :] < self.length[:, None]
 
-    def take(self, rows: np.ndarray) -> "SequenceFeatures":
+    def take(self, rows: np.ndarray) -> SequenceFeatures:
         return SequenceFeatures(self.customer_id[rows], self.event_type[rows], self.numeric[rows], self.length[rows],
                                 self.aggregates[rows], self.raw[rows])
 
     @classmethod
-    def concat(cls, parts: "list[SequenceFeatures]") -> "SequenceFeatures":
+    def concat(cls, parts: list[SequenceFeatures]) -> SequenceFeatures:
         if len(parts) == 1:
             return parts[0]
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in

@@ -264,7 +264,7 @@ def read_table(path: str | os.PathLike, table: str, duplicates: str = "drop", **
             raise SchemaError(str(path), table, [Problem(None, _NO_ROWS, "the file is empty")])
         try:
             df = pd.read_parquet(path)
-        except Exception as err:  # noqa: BLE001 - pyarrow raises many types for a damaged file
+        except Exception as err:
             raise SchemaError(str(path), table, [Problem(None, _NO_ROWS, f"not a readable Parquet file "
                                                                          f"({type(err).__name__}: {str(err)[:300]}); "
                                                                          "truncated or corrupt?")]) from None

@@ -10,8 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-DEFAULT_HORIZONS = {"intent_7d": 7, "churn_90d": 90}
-
 
 def check_horizon(events: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: int, source: str = "events") -> None:
     """Fail early when the data ends before the label window does."""

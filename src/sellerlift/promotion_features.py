@@ -14,8 +14,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sellerlift.features import (AGGREGATES, FeatureSpec, SequenceFeatures, build_features_from_arrays,
-                                 event_type_ids, to_micros)
+from sellerlift.features import (
+    AGGREGATES,
+    FeatureSpec,
+    SequenceFeatures,
+    build_features_from_arrays,
+    event_type_ids,
+    to_micros,
+)
 
 # Sequence-model outputs DIPN may read (probabilities, one column each).
 SEQUENCE_OUTPUTS = ("intent_7d", "churn_90d")

@@ -121,7 +121,7 @@ def _newest_loadable(folder: Path) -> Path | None:
         try:
             torch.load(path, map_location="cpu", weights_only=False, mmap=True)
             return path
-        except Exception as err:  # noqa: BLE001 - any unreadable file is skipped, with a warning
+        except Exception as err:
             log.warning("checkpoint %s cannot be loaded (%s: %s); trying an older one", path, type(err).__name__, err)
     return None
 
@@ -150,7 +150,7 @@ def begin_attempt(p: ResumePlan, client, run_id: str | None) -> None:
     if client is not None and prev_run and prev_run != run_id:
         try:
             status = client.get_run(prev_run).info.status
-        except Exception:  # noqa: BLE001 - another tracking store, or deleted: nothing to close
+        except Exception:
             status = None
         if status == "RUNNING":
             client.set_tag(prev_run, "error", f"the process (pid {prev.get('pid')}) stopped without cleanup (SIGKILL, "

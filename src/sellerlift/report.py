@@ -145,7 +145,8 @@ def _build_report(client, run_id: str, out_dir: str | Path) -> tuple[Path, Path]
                 i = _section_of(name, 2)
                 (sections[i] if i is not None else other)["tables"].append((part, name, df))
 
-        title = f"{params.get('model.name', tags.get('model.kind', 'model'))} on {tags.get('data.name', params.get('data.name', 'data'))}"
+        model = params.get("model.name", tags.get("model.kind", "model"))
+        title = f"{model} on {tags.get('data.name', params.get('data.name', 'data'))}"
         facts = [
             ("run", f"{run.info.run_name or ''} ({run_id})"),
             ("status", run.info.status),

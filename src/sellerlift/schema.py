@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+from sellerlift import columns
+from sellerlift.columns import bad_rows, no_rows
 
 EVENT_TYPES: tuple[str, ...] = (
     "visit",
@@ -50,10 +52,6 @@ DISCOUNT_LEVELS: tuple[int, ...] = (0, 5, 10, 15, 20, 25, 30)
 
 TS_MIN = pd.Timestamp("1970-01-01")
 TS_MAX = pd.Timestamp("2100-01-01")
-TS_DTYPE = "datetime64[us]"
-# Largest magnitude stored exactly in a float64 (ids and whole numbers beyond it would silently change).
-_EXACT_FLOAT = 2.0**53
-_INT64_MAX = np.iinfo(np.int64).max
 DUPLICATE_POLICIES = ("keep", "drop", "error")
 
 log = logging.getLogger(__name__)
@@ -107,7 +105,8 @@ PROMOTIONS = TableSpec(
         Column("revenue", "float", min_value=0.0, description="net revenue in the window"),
         Column("cost", "float", min_value=0.0, description="discount spend in the window"),
         Column("randomized", "bool", required=False, description="offer drawn by the randomised (RCT) slice"),
-        Column("propensity", "float", required=False, min_value=0.0, description="logging policy probability of this level"),
+        Column("propensity", "float", required=False, min_value=0.0,
+               description="logging policy probability of this level"),
     ),
     sort_by=("customer_id", "ts"),
 )
@@ -149,220 +148,9 @@ class SchemaError(ValueError):
         return (type(self), (self.source, self.table, self.problems, self.max_rows_shown))
 
 
-def _no_rows() -> np.ndarray:
-    return np.array([], dtype=np.int64)
-
-
-def _bad_rows(mask) -> np.ndarray:
-    return np.flatnonzero(np.asarray(mask, dtype=bool))
-
-
 def _as_naive_utc(t) -> pd.Timestamp:
     t = pd.Timestamp(t)
     return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
-
-
-# --------------------------------------------------------------------------- identifiers
-
-_BAD_ID_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def _coerce_id(s: pd.Series) -> tuple[pd.Series, np.ndarray, str, int]:
-    """Canonical id column: int64 when every value is a whole number, else NFC strings.
-
-    Returns (series, bad rows, what is wrong with them, number of ids put into NFC form).
-    """
-    if isinstance(s.dtype, pd.CategoricalDtype):
-        s = s.astype(object)
-    if pd.api.types.is_bool_dtype(s):
-        return s, _bad_rows(s.notna()), "a boolean is not an identifier", 0
-    if pd.api.types.is_integer_dtype(s):
-        if pd.api.types.is_unsigned_integer_dtype(s) and len(s) and int(s.max()) > _INT64_MAX:
-            return s, _bad_rows(s.to_numpy() > _INT64_MAX), "identifier too large for int64; store it as text", 0
-        return s.astype("int64"), _no_rows(), "", 0
-    missing = s.isna().to_numpy()
-    if pd.api.types.is_float_dtype(s):
-        vals = s.to_numpy(dtype=np.float64, na_value=np.nan)
-        whole = np.isfinite(vals) & (np.floor(vals) == vals) & (np.abs(vals) < _EXACT_FLOAT)
-        if whole.all():
-            return s.astype("int64"), _no_rows(), "", 0
-        return s, _bad_rows(~whole & ~missing), "not a valid identifier; expected an integer or a non-empty string", 0
-    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_datetime64_any_dtype(s):
-        return s, _bad_rows(~missing), f"{s.dtype} values are not identifiers", 0
-    # object / string: every value must be text or a whole number (lists, bytes, floats are not ids)
-    kind = pd.api.types.infer_dtype(s, skipna=True)
-    if kind not in ("string", "empty"):
-        ok_type = np.array([v is None or v is pd.NA or isinstance(v, (str, int, np.integer)) and not isinstance(v, bool)
-                            or (isinstance(v, float) and np.isnan(v)) for v in s.to_numpy(dtype=object)], dtype=bool)
-        if not ok_type.all():
-            return s, _bad_rows(~ok_type), "not a valid identifier (wrong type); expected an integer or a string", 0
-    as_str = s.astype("string")
-    bad = missing | (as_str.str.len() == 0).fillna(True).to_numpy()
-    present = ~missing
-    text = as_str.to_numpy(dtype=object, na_value="")
-    control = np.array([bool(_BAD_ID_CHARS.search(t)) for t in text], dtype=bool) & present
-    stripped = (as_str.str.strip() != as_str).fillna(False).to_numpy() & present
-    invalid_unicode = np.zeros(len(text), dtype=bool)
-    try:
-        "".join(text).encode("utf-8")
-    except UnicodeEncodeError:
-        invalid_unicode = np.array([not _encodes(t) for t in text], dtype=bool)
-    wrong = control | stripped | invalid_unicode
-    if wrong.any() or bad[present].any():
-        rows = _bad_rows(wrong | (bad & present))
-        reasons = [r for r, m in (("control character", control), ("leading/trailing whitespace", stripped),
-                                  ("invalid Unicode (lone surrogate)", invalid_unicode)) if m.any()]
-        return s, rows, "not a valid identifier (" + (", ".join(reasons) or "empty") + ")", 0
-    normalized = pd.Series([unicodedata.normalize("NFC", t) if not t.isascii() else t for t in text],
-                           dtype="string", index=as_str.index)
-    normalized[missing] = pd.NA
-    n_changed = int(((normalized != as_str).fillna(False)).sum())
-    return normalized, _no_rows(), "", n_changed
-
-
-def _encodes(t: str) -> bool:
-    try:
-        t.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
-# --------------------------------------------------------------------------- timestamps
-
-_HAS_OFFSET = re.compile(r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?|UTC|GMT)$")
-
-
-def _coerce_timestamp(s: pd.Series) -> tuple[pd.Series, list[tuple[np.ndarray, str]]]:
-    """Canonical naive-UTC ``datetime64[us]`` and a list of (bad rows, message)."""
-    problems: list[tuple[np.ndarray, str]] = []
-    present = s.notna().to_numpy()
-    if isinstance(s.dtype, pd.DatetimeTZDtype):
-        out = s.dt.tz_convert("UTC").dt.tz_localize(None)
-    elif pd.api.types.is_datetime64_dtype(s):
-        out = s
-    elif pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
-        # Epoch numbers are ambiguous (s? ms? ns?): refuse rather than guess 1970.
-        problems.append((_bad_rows(present), f"{s.dtype} values are not timestamps; expected ISO 8601 text like "
-                                             "2025-03-01T12:00:00Z or a datetime column"))
-        return pd.Series(pd.NaT, index=s.index, dtype=TS_DTYPE), problems
-    else:
-        values = s.to_numpy(dtype=object)
-        is_text = np.array([isinstance(v, str) for v in values], dtype=bool)
-        is_time = np.array([isinstance(v, (pd.Timestamp, np.datetime64)) or hasattr(v, "tzinfo") and
-                            not isinstance(v, str) for v in values], dtype=bool)
-        wrong_type = present & ~is_text & ~is_time
-        if wrong_type.any():
-            problems.append((_bad_rows(wrong_type), "not a timestamp (wrong type: numbers, booleans, lists are not "
-                                                    "timestamps); expected ISO 8601 text like 2025-03-01T12:00:00Z"))
-        aware = np.zeros(len(values), dtype=bool)
-        for i in np.flatnonzero(present & ~wrong_type):
-            v = values[i]
-            aware[i] = bool(_HAS_OFFSET.search(v.strip())) if isinstance(v, str) else getattr(v, "tzinfo", None) is not None
-        usable = present & ~wrong_type
-        if aware[usable].any() and not aware[usable].all():
-            naive = usable & ~aware
-            problems.append((_bad_rows(naive), "timestamp without a time zone in a column whose other rows have one "
-                                               "(mixed time zones are ambiguous); give every row an offset, e.g. "
-                                               "2025-03-01T12:00:00Z or +02:00"))
-        clean = pd.Series(np.where(usable, values, None), index=s.index, dtype=object)
-        # Strings with explicit offsets are converted to UTC; naive ones are taken as UTC.
-        out = pd.to_datetime(clean, errors="coerce", utc=True, format="mixed").dt.tz_localize(None)
-        unparsed = _bad_rows(out.isna().to_numpy() & usable)
-        if len(unparsed):
-            problems.append((unparsed, "unparseable timestamp; expected ISO 8601 like 2025-03-01T12:00:00Z"))
-    out = out.astype(TS_DTYPE)
-    return out, problems
-
-
-# --------------------------------------------------------------------------- numbers and booleans
-
-def _numeric_type_problems(s: pd.Series) -> np.ndarray:
-    """Rows of an object column holding booleans, complex numbers or containers (not numbers)."""
-    if s.dtype != object:
-        return _no_rows()
-    kind = pd.api.types.infer_dtype(s, skipna=True)
-    if kind in ("string", "integer", "floating", "mixed-integer-float", "decimal", "empty"):
-        return _no_rows()
-    values = s.to_numpy(dtype=object)
-    bad = np.array([isinstance(v, (bool, np.bool_, complex, bytes, list, tuple, dict, set)) for v in values], bool)
-    return _bad_rows(bad)
-
-
-def _check_number_column(col: Column, s: pd.Series, problems: list[Problem]) -> pd.Series:
-    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_complex_dtype(s) or pd.api.types.is_datetime64_any_dtype(s) \
-            or isinstance(s.dtype, pd.DatetimeTZDtype):
-        problems.append(Problem(col.name, _bad_rows(s.notna().to_numpy()), f"{s.dtype} values; expected {col.kind}"))
-        return pd.Series(np.full(len(s), np.nan), name=col.name)
-    wrong_type = _numeric_type_problems(s)
-    if len(wrong_type):
-        problems.append(Problem(col.name, wrong_type, f"not a number (wrong type); expected {col.kind}"))
-        s = s.copy()
-        s.iloc[wrong_type] = None
-    num = pd.to_numeric(s, errors="coerce")
-    if pd.api.types.is_complex_dtype(num):
-        num = pd.Series(np.where(np.iscomplex(num.to_numpy()), np.nan, np.real(num.to_numpy())), index=s.index)
-    not_number = np.setdiff1d(_bad_rows(num.isna().to_numpy() & ~s.isna().to_numpy()), wrong_type)
-    if len(not_number):
-        problems.append(Problem(col.name, not_number, f"not a number; expected {col.kind}"))
-    vals = num.to_numpy(dtype=np.float64, na_value=np.nan)
-    finite = np.isfinite(vals)
-    inf = _bad_rows(np.isinf(vals))
-    if len(inf):
-        problems.append(Problem(col.name, inf, "infinite value; expected a finite number"))
-    if col.min_value is not None:
-        neg = _bad_rows(finite & (vals < col.min_value))
-        if len(neg):
-            problems.append(Problem(col.name, neg, f"value below {col.min_value}; expected >= {col.min_value}"))
-    if col.kind == "int":
-        frac = _bad_rows(finite & (np.floor(vals) != vals))
-        if len(frac):
-            problems.append(Problem(col.name, frac, "not a whole number; expected int"))
-        huge = _bad_rows(finite & (np.abs(vals) >= _EXACT_FLOAT))
-        if len(huge):
-            problems.append(Problem(col.name, huge, "whole number too large to be exact; expected |value| < 2**53"))
-    if col.allowed:
-        bad = _bad_rows(finite & ~np.isin(vals, col.allowed))
-        if len(bad):
-            problems.append(Problem(col.name, bad, f"value not allowed; expected one of {list(col.allowed)}"))
-    return pd.Series(vals, name=col.name)
-
-
-_BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "1.0": True, "0.0": False, "yes": True,
-              "no": False}
-
-
-def _check_bool_column(col: Column, s: pd.Series, problems: list[Problem]) -> pd.Series:
-    if pd.api.types.is_bool_dtype(s) and not s.isna().any():
-        return s.astype(bool)
-    mapped = s.astype("string").str.strip().str.lower().map(_BOOL_TEXT)
-    bad = _bad_rows(mapped.isna().to_numpy() & ~s.isna().to_numpy())
-    if len(bad):
-        problems.append(Problem(col.name, bad, "not a boolean; expected true/false or 1/0"))
-    return mapped
-
-
-def _find_failing_rows(s: pd.Series, check) -> np.ndarray:
-    """Rows on which ``check`` raises, by bisection (a safety net: the checks above should not raise)."""
-    def ok(part: pd.Series) -> bool:
-        try:
-            check(part.reset_index(drop=True), [])
-            return True
-        except Exception:  # noqa: BLE001 - we are locating the row that breaks it
-            return False
-
-    bad: list[int] = []
-    stack = [(0, len(s))]
-    while stack and len(bad) < 50:
-        lo, hi = stack.pop()
-        if hi <= lo or ok(s.iloc[lo:hi]):
-            continue
-        if hi - lo == 1:
-            bad.append(lo)
-        else:
-            mid = (lo + hi) // 2
-            stack += [(mid, hi), (lo, mid)]
-    return np.array(sorted(bad), dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- validate
@@ -399,15 +187,15 @@ def validate(
     problems: list[Problem] = []
     dup_names = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
     if dup_names:
-        raise SchemaError(source, table, [Problem(None, _no_rows(), f"duplicate column name(s) {dup_names}")])
+        raise SchemaError(source, table, [Problem(None, no_rows(), f"duplicate column name(s) {dup_names}")])
     missing = [c for c in spec.required if c not in df.columns]
     if missing:
         hints = "".join(_column_hint(c, df.columns) for c in missing)
-        problems.append(Problem(None, _no_rows(), f"missing required column(s) {missing}; found {list(df.columns)}"
+        problems.append(Problem(None, no_rows(), f"missing required column(s) {missing}; found {list(df.columns)}"
                                                    f"{hints}"))
         raise SchemaError(source, table, problems)
     if len(df) == 0:
-        raise SchemaError(source, table, [Problem(None, _no_rows(), "the table has no rows")])
+        raise SchemaError(source, table, [Problem(None, no_rows(), "the table has no rows")])
     ts_min, ts_max = _as_naive_utc(ts_min), _as_naive_utc(ts_max)
     if as_of is not None:
         as_of = _as_naive_utc(pd.Timestamp.now(tz="UTC") if str(as_of) == "now" else as_of)
@@ -421,9 +209,9 @@ def validate(
         col_problems: list[Problem] = []
         try:
             s = _check_column(col, s, col_problems, ts_min, ts_max, as_of, repairs)
-        except Exception as err:  # noqa: BLE001 - never a raw stack trace: name the rows instead
-            rows = _find_failing_rows(df[col.name].reset_index(drop=True),
-                                      lambda part, sink: _check_column(col, part, sink, ts_min, ts_max, as_of, {}))
+        except Exception as err:
+            rows = columns.find_failing_rows(df[col.name].reset_index(drop=True),
+                                      lambda part, sink, c=col: _check_column(c, part, sink, ts_min, ts_max, as_of, {}))
             col_problems = [Problem(col.name, rows, f"value(s) that cannot be read as {col.kind} "
                                                     f"({type(err).__name__}: {str(err)[:200]})")]
         problems += col_problems
@@ -462,11 +250,11 @@ def validate(
 
 
 def _check_column(col: Column, s: pd.Series, problems: list[Problem], ts_min, ts_max, as_of, repairs: dict):
-    null = _bad_rows(s.isna().to_numpy())
+    null = bad_rows(s.isna().to_numpy())
     if len(null) and col.kind != "timestamp":
         problems.append(Problem(col.name, null, f"missing value (NaN/empty); expected {col.kind}"))
     if col.kind == "id":
-        s, bad, why, n_norm = _coerce_id(s)
+        s, bad, why, n_norm = columns.coerce_id(s)
         bad = np.setdiff1d(bad, null)
         if len(bad):
             problems.append(Problem(col.name, bad, why))
@@ -474,18 +262,18 @@ def _check_column(col: Column, s: pd.Series, problems: list[Problem], ts_min, ts
     elif col.kind == "timestamp":
         if len(null):
             problems.append(Problem(col.name, null, "missing timestamp"))
-        s, ts_problems = _coerce_timestamp(s)
+        s, ts_problems = columns.coerce_timestamp(s)
         problems += [Problem(col.name, rows, msg) for rows, msg in ts_problems]
         ok = s.notna().to_numpy()
         vals = s.to_numpy()
         out_of_range = ok & ((vals < np.datetime64(ts_min)) | (vals >= np.datetime64(ts_max)))
         if out_of_range.any():
-            problems.append(Problem(col.name, _bad_rows(out_of_range),
+            problems.append(Problem(col.name, bad_rows(out_of_range),
                                     f"timestamp out of range; expected {ts_min} <= ts < {ts_max}"))
         if as_of is not None:
             future = ok & ~out_of_range & (vals > np.datetime64(as_of))
             if future.any():
-                problems.append(Problem(col.name, _bad_rows(future),
+                problems.append(Problem(col.name, bad_rows(future),
                                         f"timestamp in the future: after the as-of time {as_of} (UTC) of the data"))
     elif col.kind == "category":
         if isinstance(s.dtype, pd.CategoricalDtype) and tuple(s.cat.categories) == tuple(col.allowed):
@@ -493,23 +281,24 @@ def _check_column(col: Column, s: pd.Series, problems: list[Problem], ts_min, ts
         text = s.astype("string")
         unknown = ~text.isin(col.allowed).to_numpy() & ~s.isna().to_numpy()
         if unknown.any():
-            rows = _bad_rows(unknown)
+            rows = bad_rows(unknown)
             seen = sorted({str(v) for v in text.iloc[rows[:50]].tolist()})[:5]
             problems.append(Problem(col.name, rows, f"unknown value(s) {seen}; expected one of {list(col.allowed)}"))
         s = pd.Categorical(text, categories=list(col.allowed))
-    elif col.kind in ("float", "int"):
-        s = _check_number_column(col, s, problems)
-    elif col.kind == "bool":
-        s = _check_bool_column(col, s, problems)
+    elif col.kind in ("float", "int", "bool"):
+        found: list[tuple[np.ndarray, str]] = []
+        check = columns.check_bool_column if col.kind == "bool" else columns.check_number_column
+        s = check(col, s, found)
+        problems += [Problem(col.name, rows, msg) for rows, msg in found]
     return s
 
 
 def _duplicate_rows(df: pd.DataFrame) -> np.ndarray:
     """0-based rows that repeat an earlier row exactly (every column, extras included)."""
     try:
-        return _bad_rows(df.duplicated(keep="first").to_numpy())
+        return bad_rows(df.duplicated(keep="first").to_numpy())
     except TypeError:  # unhashable values in an extra column: compare their text
-        return _bad_rows(df.astype(str).duplicated(keep="first").to_numpy())
+        return bad_rows(df.astype(str).duplicated(keep="first").to_numpy())
 
 
 def sort_table(df: pd.DataFrame, table: str) -> pd.DataFrame:

@@ -37,6 +37,7 @@ from sellerlift.data.files import FileSource
 from sellerlift.runtime import BundleError, Runtime
 from sellerlift.schema import EVENTS
 
+
 class ScoreError(RuntimeError):
     pass
 
@@ -273,21 +274,19 @@ def _allocate_and_write(bundle: Runtime, scores_path: Path, out: Path, p: np.nda
     """Budgeted allocation over every customer (Lagrangian), then the scores with the chosen level."""
     import pyarrow.parquet as pq
 
-    from sellerlift.allocate import allocate_lagrangian, incremental_profit_and_spend
+    from sellerlift.runtime import allocate_offers
 
     m = float(margin if margin is not None else bundle.manifest.get("dipn", {}).get("margin", 0.4))
     margin_arr = np.full(len(value), m)
-    a = allocate_lagrangian(p, value, margin_arr, list(bundle.levels), budget=float(budget))
-    profit, spend = incremental_profit_and_spend(p, value, margin_arr, list(bundle.levels))
-    rows = np.arange(len(value))
-    level_pct = np.asarray(bundle.levels)[a.level_index]
+    offers = allocate_offers(p, value, margin_arr, bundle.levels, budget=float(budget))
+    a = offers.allocation
     writer, pos = _Writer(out), 0
     for batch in pq.ParquetFile(scores_path).iter_batches(batch_size=100_000):
         df = batch.to_pandas()
         sl = slice(pos, pos + len(df))
-        df["discount_pct"] = level_pct[sl]
-        df["expected_spend"] = spend[rows[sl], a.level_index[sl]]
-        df["expected_incremental_profit"] = profit[rows[sl], a.level_index[sl]]
+        df["discount_pct"] = offers.level_pct[sl]
+        df["expected_spend"] = offers.spend[sl]
+        df["expected_incremental_profit"] = offers.profit[sl]
         writer.write(df)
         pos += len(df)
     writer.close()

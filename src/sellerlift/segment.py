@@ -55,16 +55,11 @@ class SegmentModel:
     def assign_names(self, rfm: np.ndarray | pd.DataFrame) -> np.ndarray:
         return np.asarray(self.names, dtype=object)[self.assign(rfm)]
 
-    def centroids_original(self) -> pd.DataFrame:
-        """Centroids back in original units (days, purchases, dollars), indexed by name."""
-        C = np.asarray(self.centroids) * np.asarray(self.scaler_scale) + np.asarray(self.scaler_mean)
-        return pd.DataFrame(np.expm1(C), index=pd.Index(self.names, name="segment"), columns=self.feature_names)
-
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict) -> "SegmentModel":
+    def from_json(cls, d: dict) -> SegmentModel:
         return cls(
             feature_names=[str(f) for f in d["feature_names"]],
             scaler_mean=[float(v) for v in d["scaler_mean"]],
@@ -93,7 +88,8 @@ def _feature_matrix(rfm: np.ndarray | pd.DataFrame, feature_names: list[str]) ->
     else:
         X = np.asarray(rfm, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != len(feature_names):
-            raise ValueError(f"rfm must have shape (n, {len(feature_names)}) with columns {feature_names}; got {X.shape}")
+            raise ValueError(f"rfm must have shape (n, {len(feature_names)}) with columns {feature_names}; "
+                             f"got {X.shape}")
     if not np.isfinite(X).all():
         raise ValueError("rfm has NaN or infinite values")
     if (X < 0).any():
@@ -379,27 +375,3 @@ def plot_k_selection(sel: KSelection, path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def rfm_from_events(events: pd.DataFrame, cutoff) -> pd.DataFrame:
-    """RFM table (RFM_FEATURES) per customer from events with ts < ``cutoff`` (exclusive).
-
-    recency_days: days from the last purchase to cutoff (from the first event if
-    the customer never bought); frequency: purchases; monetary: mean purchase
-    amount (0 if none); tenure_days: days from the first event to cutoff.
-    """
-    cutoff = pd.Timestamp(cutoff)
-    ev = events.loc[events["ts"] < cutoff]
-    if ev.empty:
-        raise ValueError(f"no events before cutoff {cutoff}")
-    day = pd.Timedelta(days=1)
-    g = ev.groupby("customer_id", sort=True)
-    first = g["ts"].min()
-    buys = ev.loc[ev["event_type"] == "purchase"].groupby("customer_id", sort=True)
-    last_buy = buys["ts"].max().reindex(first.index)
-    out = pd.DataFrame(index=first.index)
-    out["recency_days"] = (cutoff - last_buy.fillna(first)) / day
-    out["frequency"] = buys.size().reindex(first.index).fillna(0).astype(np.int64)
-    out["monetary"] = buys["amount"].mean().reindex(first.index).fillna(0.0)
-    out["tenure_days"] = (cutoff - first) / day
-    return out

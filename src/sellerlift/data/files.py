@@ -100,7 +100,7 @@ class FileSource:
 
     # ------------------------------------------------------------------ config from a YAML file
     @classmethod
-    def from_yaml(cls, mapping_file: str | Path, **overrides) -> "FileSource":
+    def from_yaml(cls, mapping_file: str | Path, **overrides) -> FileSource:
         """A source from a mapping file: ``configs/data/seller_file.yaml`` or ``examples/*_mapping.yaml``.
 
         Accepts the data config itself (keys under ``data.source`` or ``source``) or a bare mapping.
@@ -213,8 +213,9 @@ class FileSource:
                 ts = ts.dt.tz_localize(self.timezone, ambiguous="NaT", nonexistent="shift_forward")
                 bad = ts.isna().to_numpy() & df["ts"].notna().to_numpy()
                 if bad.any():
-                    raise self._renamed(SchemaError(source, "events", [Problem("ts", np.flatnonzero(bad),
-                        f"ambiguous local time in {self.timezone} (a daylight-saving change); give an offset")]), row_offset)
+                    problem = Problem("ts", np.flatnonzero(bad), f"ambiguous local time in {self.timezone} "
+                                                                 "(a daylight-saving change); give an offset")
+                    raise self._renamed(SchemaError(source, "events", [problem]), row_offset)
                 df["ts"] = ts
         if self.fill_missing_amount:
             not_purchase = type_code != EVENT_TYPES.index("purchase")
@@ -274,8 +275,8 @@ class FileSource:
 
     def load(self):
         from sellerlift.data.sources import Tables
-        from sellerlift.labels import check_horizon
         from sellerlift.io import read_table
+        from sellerlift.labels import check_horizon
 
         events = self.read_events()
         cutoff = self.cutoff_for(events)

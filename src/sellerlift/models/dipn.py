@@ -11,13 +11,14 @@ the discount as an input, evaluated at every level: nothing keeps it monotone.
 ``PromotionModule`` trains either on logged offers: binary cross-entropy of the
 logit at the offered level, weighted by inverse propensity weights (all 1 when
 IPW is off), plus ``smooth_weight`` x mean squared second difference of the
-probability curve.
+probability curve. All three, and the Trainer with its early-stopping and
+:class:`KeepBest` callbacks that :func:`fit` runs, are built from the ``promotion``
+config group (``sellerlift.stages.promotion_models``).
 """
 
 from __future__ import annotations
 
 import copy
-import os
 
 import lightning as L
 import numpy as np
@@ -191,25 +192,18 @@ class KeepBest(L.Callback):
             self.best, self.state = v, copy.deepcopy(pl_module.state_dict())
 
 
-def fit_module(module: PromotionModule, train: OfferTensors, val: OfferTensors, *, max_epochs: int = 15,
-               batch_size: int = 1024, patience: int = 3, seed: int = 0, limit_train_batches=None,
-               progress: bool = False) -> dict:
-    """Train with early stopping on val/loss; load the best epoch's weights. Returns a small report."""
-    from lightning.pytorch.callbacks import EarlyStopping
-
-    keep = KeepBest()
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, logger=False,
-                        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
-                        gradient_clip_val=1.0, num_sanity_val_steps=0,
-                        limit_train_batches=limit_train_batches if limit_train_batches else 1.0,
-                        callbacks=[EarlyStopping("val/loss", patience=patience, mode="min"), keep],
-                        default_root_dir=os.environ.get("TMPDIR", "/tmp"))
+def fit(trainer: L.Trainer, module: PromotionModule, train: OfferTensors, val: OfferTensors, *,
+        batch_size: int = 1024, seed: int = 0) -> dict:
+    """Fit ``module`` with ``trainer`` (built from ``promotion.dipn.trainer`` + ``callbacks``); then load the
+    weights its :class:`KeepBest` callback kept, if it has one. Returns a small report."""
+    keep = next((c for c in trainer.callbacks if isinstance(c, KeepBest)), None)
     torch.manual_seed(seed)
     trainer.fit(module, offer_loader(train, batch_size, True, seed), offer_loader(val, 4096, False))
-    if keep.state is not None:
+    if keep is not None and keep.state is not None:
         module.load_state_dict(keep.state)
     module.eval()
-    return {"epochs": trainer.current_epoch, "best_val_loss": keep.best, "val_loss_history": keep.history}
+    return {"epochs": trainer.current_epoch, "best_val_loss": keep.best if keep else float("nan"),
+            "val_loss_history": keep.history if keep else []}
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import timed, write_result
 
-from sellerlift.data.simulator import SimulatorConfig, simulate
+from sellerlift.sim import SimulatorConfig, simulate
 from sellerlift.features import FeatureSpec, build_features
 
 

@@ -126,7 +126,7 @@ def _auroc_delta(bundle: Path, s32, s8) -> dict:
 
     from sklearn.metrics import roc_auc_score
 
-    from sellerlift.data.simulator import SimulatorConfig, simulate
+    from sellerlift.sim import SimulatorConfig, simulate
     from sellerlift.features import FeatureSpec, build_features
     from sellerlift.labels import make_labels
 

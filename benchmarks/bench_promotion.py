@@ -3,14 +3,16 @@
     python benchmarks/bench_promotion.py                       # 50k customers, default promotion config
     python benchmarks/bench_promotion.py --customers 5000 --quick
     python benchmarks/bench_promotion.py --sequence-onnx bundles/<run>/sequence.onnx   # DIPN reads its scores
-    python benchmarks/bench_promotion.py --set promotion.dipn.smooth_weight=0   # any config override
+    python benchmarks/bench_promotion.py --set promotion.dipn.module.smooth_weight=0   # any config override
 
 Runs the promotion stage exactly as `python train.py model=dipn` does (same config,
-same code), without MLflow, and writes benchmarks/results/promotion[.quick].json and
-a markdown table next to it: curve / uplift RMSE and non-monotone share per model,
-Qini per level, the ROI table (budget scenario x policy, all scored with the true
-curves) with each policy's share of the oracle's incremental profit, and the
-Lagrangian vs HiGHS LP gap.
+same code), without MLflow, reads what it measured from the stage's return value
+(`sellerlift.stages.promotion.PromotionResult`: the run's metrics, the per-model
+table and the allocation table, as an MLflow run would hold them), and writes
+benchmarks/results/promotion[.quick].json and a markdown table next to it: curve /
+uplift RMSE and non-monotone share per model, Qini per level, the ROI table (budget
+scenario x policy, all scored with the true curves) with each policy's share of the
+oracle's incremental profit, and the Lagrangian vs HiGHS LP gap.
 """
 
 from __future__ import annotations
@@ -21,11 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info  # noqa: E402
+from common import machine_info
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -58,7 +59,7 @@ def main(argv=None) -> dict:
     overrides = ["model=dipn", "extras=[]", f"data.source.n_customers={args.customers}", "data.source.progress=false",
                  *args.set]
     if args.quick:
-        overrides += ["promotion.dipn.max_epochs=3", "promotion.baselines.lightgbm_params.n_estimators=50",
+        overrides += ["promotion.dipn.trainer.max_epochs=3", "promotion.baselines.lightgbm_params.n_estimators=50",
                       "promotion.max_offers=30000"]
     cfg = compose(overrides)
     import lightning as L
@@ -73,18 +74,17 @@ def main(argv=None) -> dict:
         if args.sequence_onnx:
             ctx.bundle_files["sequence"] = args.sequence_onnx.resolve()
         t0 = time.perf_counter()
-        train_promotion(ctx)
+        result = train_promotion(ctx)
         t_stage = time.perf_counter() - t0
-    res = ctx.promotion_result
-    m = res["metrics"]
-    alloc = res["allocation"]
+    m = result.metrics
+    alloc = result.allocation
     out = {
         "machine": machine_info(),
         "config": {"customers": args.customers, "quick": args.quick, "overrides": overrides,
                    "uses_sequence_outputs": bool(args.sequence_onnx)},
         "timing_s": {"data": t_data, "promotion_stage": t_stage,
                      **{k.removeprefix("timing/"): v for k, v in m.items() if k.startswith("timing/")}},
-        "models": res["per_model"],
+        "models": result.per_model,
         "propensity": {k.removeprefix("propensity/"): v for k, v in m.items() if k.startswith("propensity/")},
         "allocation": alloc.to_dict(orient="records") if alloc is not None and len(alloc) else [],
         "lp_gap_rel": m.get("alloc/lp_gap_rel"),

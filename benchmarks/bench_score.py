@@ -56,7 +56,7 @@ def score_once(bundle: str, events: str, as_of: str, out: str) -> dict:
 
 
 def run_size(n: int, bundle: Path, repeats: int, src_root: str | None, work: Path) -> dict:
-    from sellerlift.data.simulator import SimulatorConfig, simulate
+    from sellerlift.sim import SimulatorConfig, simulate
 
     cfg = SimulatorConfig(n_customers=n)
     data = work / f"sim-{n}"

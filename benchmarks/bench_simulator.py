@@ -24,7 +24,7 @@ from common import markdown_table, peak_rss_mib, write_result
 def run_one(n: int) -> dict:
     import pyarrow.parquet as pq
 
-    from sellerlift.data.simulator import SimulatorConfig, simulate
+    from sellerlift.sim import SimulatorConfig, simulate
 
     cfg = SimulatorConfig(n_customers=n)
     out = Path(tempfile.mkdtemp(prefix="simbench-"))

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, write_result
 
-from sellerlift.data.simulator import SimulatorConfig, simulate
+from sellerlift.sim import SimulatorConfig, simulate
 from sellerlift.features import FeatureSpec, build_features
 from sellerlift.labels import make_labels, split_customers
 from sellerlift.models.datamodule import SequenceDataModule

@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import RESULTS, markdown_table  # noqa: E402
+from common import RESULTS, markdown_table
 
 DOCS = HERE.parent / "docs" / "benchmarks.md"
 
@@ -39,6 +39,7 @@ BENCHMARKS = {
     "allocate": ("bench_allocate.py", _allocate_args),
     "serve": ("bench_serve.py", lambda q: ["--quick"] if q else []),
     "score": ("bench_score.py", lambda q: ["--quick"] if q else []),
+    "promotion": ("bench_promotion.py", lambda q: ["--quick", "--customers", "3000"] if q else []),
 }
 
 
@@ -91,8 +92,21 @@ def render(name: str, data: dict) -> str:
         return (markdown_table(data["rows"], ["customers", "events", "wall_s", "wall_spread_s", "customers_per_s",
                                               "events_per_s", "peak_rss_mib", "partitions"])
                 + f"\n\n`{data.get('command')}`, one fresh process per run. Peak RSS at the largest size over the "
-                f"smallest: {data.get('peak_rss_ratio_largest_over_smallest', float('nan')):.2f} (1.00: memory independent "
-                f"of the file's size; see docs/performance.md). Bundle: {data.get('bundle')}.")
+                f"smallest: {data.get('peak_rss_ratio_largest_over_smallest', float('nan')):.2f} "
+                "(1.00: memory independent of the file's size; see docs/performance.md). "
+                f"Bundle: {data.get('bundle')}.")
+    if name == "promotion":
+        models = [{"model": k, **v} for k, v in data["models"].items()]
+        share = {}  # budget -> {policy: share of the oracle's profit}
+        for r in data.get("allocation", []):
+            share.setdefault(r["budget"], {"budget": r["budget"]})[r["policy"]] = r["share_of_oracle"]
+        return (markdown_table(models, ["model", "curve_rmse", "uplift_rmse", "non_monotone_frac", "offer_ece",
+                                        "qini_rct_mean"])
+                + "\n\nShare of the oracle's incremental profit (true curves):\n\n"
+                + markdown_table(list(share.values()), ["budget", "dipn", "dipn_no_ipw", "lightgbm", "rule_top_value",
+                                                        "blanket", "random"])
+                + f"\n\n{data['config']['customers']:,} customers; Lagrangian vs HiGHS LP gap "
+                f"{data.get('lp_gap_rel') or float('nan'):.2e}. Tables: benchmarks/results/promotion*.md.")
     rows = data.get("rows") or [data]
     cols = [k for k, v in rows[0].items() if isinstance(v, (int, float, str))][:10]
     return markdown_table(rows, cols)
@@ -127,8 +141,9 @@ def main(argv=None) -> int:
             continue
         data = json.loads(path.read_text())
         machine = data.get("machine", {})
+        load = machine.get("loadavg_at_start") or machine.get("loadavg")
         sections.append(f"## {name}\n\n{render(name, data)}\n\n"
-                        f"<sub>{machine.get('cores')} cores, load {machine.get('loadavg_at_start') or machine.get('loadavg')}, "
+                        f"<sub>{machine.get('cores')} cores, load {load}, "
                         f"commit {str(machine.get('git_commit'))[:10]}</sub>\n")
     before_after = RESULTS / "before_after.json"  # written by before_after.py (needs an older checkout)
     if not args.quick and before_after.exists():

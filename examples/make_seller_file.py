@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sellerlift.data.simulator import SimulatorConfig, simulate
+from sellerlift.sim import SimulatorConfig, simulate
 
 HERE = Path(__file__).resolve().parent
 NAMES = {  # contract type -> what the shop calls it

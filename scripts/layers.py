@@ -21,14 +21,16 @@ SRC = REPO / "src" / "sellerlift"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("schema", "columns", "constants", "io", "allocate", "allocate.problem", "allocate.lagrangian",
               "allocate.reference", "metrics", "tracking", "plots")),
-    ("data", ("features", "labels", "promotion_features", "bgnbd", "data", "data.sources", "data.simulator",
-              "data.files", "data.cdnow")),
+    ("data", ("features", "labels", "promotion_features", "bgnbd", "data", "data.sources", "data.files",
+              "data.cdnow", "sim", "sim.*")),
     ("runtime", ("runtime", "runtime.bundle", "runtime.onnx", "runtime.model", "runtime.decide", "segment",
-                 "baselines", "policy_eval", "champion", "report")),
+                 "baselines", "policy_eval", "champion", "report", "closed_loop", "closed_loop.experiments",
+                 "closed_loop.ope")),
     ("models", ("models", "models.networks", "models.metrics", "models.sequence", "models.datamodule",
                 "models.dipn", "models.propensity", "export", "sweep", "reliability")),
     ("stages", ("stages", "stages.context", "stages.sequence", "stages.segments", "stages.baselines",
-                "stages.promotion", "pipeline", "config_checks")),
+                "stages.promotion", "stages.promotion_offers", "stages.promotion_models", "pipeline",
+                "config_checks")),
     ("entries", ("score",)),
 ]
 TORCH = ("torch", "lightning", "pytorch_lightning", "torchmetrics")
@@ -94,7 +96,13 @@ def cycles(g: dict[str, set[str]]) -> list[list[str]]:
 
 
 def layer_of() -> dict[str, int]:
-    return {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods}
+    """Module -> layer index; ``pkg.*`` in LAYERS places every module of a package."""
+    explicit = {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods if not m.endswith(".*")}
+    for m in modules():
+        for i, (_, mods) in enumerate(LAYERS):
+            if m not in explicit and any(p.endswith(".*") and m.startswith(p[:-1]) for p in mods):
+                explicit[m] = i
+    return explicit
 
 
 def violations() -> list[str]:

@@ -37,8 +37,8 @@ TINY = [
     "data.datamodule.batch_size=64",
     "model.module.net.d_model=16",
     "model.module.net.head_hidden=16",
-    "promotion.dipn.max_epochs=1",
-    "promotion.dipn.limit_train_batches=3",
+    "promotion.dipn.trainer.max_epochs=1",
+    "promotion.dipn.trainer.limit_train_batches=3",
     "promotion.baselines.lightgbm_params.n_estimators=10",
     "promotion.propensity.candidates=[logistic]",
 ]

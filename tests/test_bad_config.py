@@ -36,6 +36,13 @@ BAD = [
     ("trainer.max_epochs=0", "trainer.max_epochs"),
     ("resume=/no/such/last.ckpt", "resume"),
     ("extras=[sellerlift.stages.segments.no_such_stage]", "extras[0]"),
+    # the promotion engine's `_target_` blocks (configs/promotion/default.yaml)
+    ("promotion.dipn.module.lr=-1", "promotion.dipn.module.lr"),
+    ("promotion.dipn.module.smooth_weight=-1", "promotion.dipn.module.smooth_weight"),
+    ("promotion.dipn.net.hidden=[0]", "promotion.dipn.net.hidden"),
+    ("promotion.dipn.net._target_=sellerlift.models.dipn.NoSuchNet", "promotion.dipn.net._target_"),
+    ("promotion.dipn.trainer.max_epochs=0", "promotion.dipn.trainer.max_epochs"),
+    ("promotion.dipn.callbacks.early_stopping.patience=-1", "promotion.dipn.callbacks.early_stopping.patience"),
 ]
 
 

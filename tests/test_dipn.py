@@ -116,7 +116,7 @@ def _toy_events():
     rows = []
     t0 = pd.Timestamp("2025-01-01")
     for c in [3, 7, 11]:
-        for i in range(rng.integers(5, 30)):
+        for _ in range(rng.integers(5, 30)):
             rows.append((c, t0 + pd.Timedelta(seconds=int(rng.integers(0, 200 * 86400))),
                          rng.choice(["visit", "view", "purchase", "email_open"]), float(rng.uniform(5, 80))))
     ev = pd.DataFrame(rows, columns=["customer_id", "ts", "event_type", "amount"])
@@ -156,8 +156,12 @@ def test_dipn_inputs_shapes_and_names():
         dipn_inputs(feats, {"intent_7d": seq["intent_7d"]})
 
 
-def test_training_learns_a_monotone_response_and_ipw_corrects_selection():
+def test_training_learns_a_monotone_response_and_ipw_corrects_selection(tmp_path):
     """Logged policy gives high discounts to customers who buy anyway; IPW keeps the uplift honest."""
+    from conftest import compose_config
+
+    from sellerlift.stages.promotion_models import build_trainer
+
     rng = np.random.default_rng(0)
     n = 20_000
     x = rng.normal(size=(n, 2)).astype(np.float32)
@@ -172,8 +176,10 @@ def test_training_learns_a_monotone_response_and_ipw_corrects_selection():
     tr, va = slice(0, 16_000), slice(16_000, n)
     torch.manual_seed(0)
     module = D.PromotionModule(D.DIPNNet(2, hidden=(32,), dropout=0.0), lr=1e-2, smooth_weight=1.0)
-    rep = D.fit_module(module, D.OfferTensors(x[tr], level[tr], y[tr], w[tr]),
-                       D.OfferTensors(x[va], level[va], y[va], w[va]), max_epochs=6, batch_size=512, patience=2)
+    pcfg = compose_config(["promotion.dipn.trainer.max_epochs=6", "promotion.dipn.callbacks.early_stopping.patience=2"],
+                          root=tmp_path).promotion  # the stage's Trainer, early stopping and KeepBest
+    rep = D.fit(build_trainer(pcfg), module, D.OfferTensors(x[tr], level[tr], y[tr], w[tr]),
+                D.OfferTensors(x[va], level[va], y[va], w[va]), batch_size=512)
     assert rep["epochs"] >= 1 and np.isfinite(rep["best_val_loss"])
     pred = D.predict_curves(module.net, x[va])
     assert (np.diff(pred, axis=1) >= 0).all()

@@ -1,7 +1,5 @@
 """The promotion stage end to end on tiny data, and the allocation evaluation against the oracle."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,16 +7,16 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from sellerlift import allocate
-from sellerlift.runtime import Runtime, verify_bundle
 from sellerlift.pipeline import run
+from sellerlift.policy_eval import evaluate_allocation
 from sellerlift.promotion_features import dipn_inputs
+from sellerlift.runtime import Runtime, verify_bundle
 from sellerlift.schema import DISCOUNT_LEVELS
-from sellerlift.stages.promotion import evaluate_allocation
 
 PROMO_TINY = [
-    "promotion.dipn.max_epochs=2",
-    "promotion.dipn.limit_train_batches=3",
-    "promotion.dipn.hidden=[16]",
+    "promotion.dipn.trainer.max_epochs=2",
+    "promotion.dipn.trainer.limit_train_batches=3",
+    "promotion.dipn.net.hidden=[16]",
     "promotion.baselines.lightgbm_params.n_estimators=10",
     "promotion.propensity.max_rows=2000",
     "promotion.allocation.curve_fractions=[0.05,0.3]",
@@ -37,7 +35,8 @@ def _server_side_curves(bundle_dir, events, cutoff, customers):
     rt = Runtime.load(bundle_dir)
     feats = rt.features_of(events, cutoff, customers=customers)
     manifest = rt.manifest
-    assert dipn_inputs(feats, rt.score(feats)).shape[1] == manifest["dipn"]["n_inputs"] == len(manifest["dipn"]["inputs"])
+    n_inputs = dipn_inputs(feats, rt.score(feats)).shape[1]
+    assert n_inputs == manifest["dipn"]["n_inputs"] == len(manifest["dipn"]["inputs"])
     return rt.curves(feats)
 
 
@@ -75,8 +74,9 @@ def test_default_run_has_one_bundle_and_a_nested_dipn_run(tiny_config, sim_cache
     assert versions and versions[0].run_id == child.info.run_id
 
     # the server's path (raw events -> features -> sequence.onnx -> dipn.onnx) gives monotone curves
-    from sellerlift.data.sources import SimulatorSource  # noqa: F401  (the tables come from the same cache)
     from hydra.utils import instantiate
+
+    from sellerlift.data.sources import SimulatorSource  # noqa: F401  (the tables come from the same cache)
 
     tables = instantiate(cfg.data.source).load()
     customers = np.unique(tables.events["customer_id"].to_numpy())[:50]

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sellerlift.data import simulator as sim_mod
-from sellerlift.data.simulator import (
+from sellerlift.sim import history as sim_mod
+from sellerlift.sim import (
     ARCHETYPES,
     RESPONSE_COLUMNS,
     SimulatedData,
@@ -383,5 +383,5 @@ def test_no_torch_import():
     import subprocess
     import sys
 
-    code = "import sys, sellerlift.data.simulator; assert 'torch' not in sys.modules"
+    code = "import sys, sellerlift.sim; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -62,6 +62,7 @@ RULES: dict[str, tuple[Any, str, bool]] = {
     "lr": (_positive, "a finite number > 0", False),
     "learning_rate": (_positive, "a finite number > 0", False),
     "weight_decay": (_non_negative, "a finite number >= 0", False),
+    "smooth_weight": (_non_negative, "a finite number >= 0", False),
     "max_len": (_int_at_least(1), "an integer >= 1", False),
     "batch_size": (_int_at_least(1), "an integer >= 1", False),
     "max_epochs": (lambda v: isinstance(v, int) and not isinstance(v, bool) and (v >= 1 or v == -1),
@@ -263,7 +264,7 @@ def _check_data(cfg, problems: list) -> None:
 
 def _check_simulator(cfg, horizons, problems: list) -> None:
     """The labels look ``max(horizons)`` days past the cutoff: the simulated future must be that long."""
-    from sellerlift.data.simulator import SimulatorConfig
+    from sellerlift.sim import SimulatorConfig
 
     fields = SimulatorConfig.__dataclass_fields__
     future = _get(cfg, "data.source.future_days", fields["future_days"].default)

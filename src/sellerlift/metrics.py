@@ -189,6 +189,32 @@ def uplift_auc_score(y, treatment, score, weight=None) -> float:
     return _normalised(uplift_curve, y, t, s, w, 2.0 * (yb == t) + summand)
 
 
+def qini_by_level(curves, level, y, randomized, weight, levels) -> dict[str, float]:
+    """Qini / AUUC of each discount level against no discount, scored with the predicted uplift
+    ``curves[:, k] - curves[:, 0]`` at logged offers (``level``: index of each offer's level).
+
+    ``rct``: the randomised offers, unweighted; ``ipw``: the logged (non-randomised) offers weighted
+    by ``weight``. Keys ``qini_<rct|ipw>_<level>``, ``auuc_<rct|ipw>_<level>`` and the means
+    ``qini_rct_mean`` / ``qini_ipw_mean``; a level with fewer than 5 treated or 5 control offers is left out.
+    """
+    randomized = np.asarray(randomized, dtype=bool)
+    out, means = {}, {"rct": [], "ipw": []}
+    for k in range(1, len(levels)):
+        score = curves[:, k] - curves[:, 0]
+        for tag, rows, w in (("rct", randomized, None), ("ipw", ~randomized, weight)):
+            sel = rows & ((level == k) | (level == 0))
+            t = level[sel] == k
+            if t.sum() < 5 or (~t).sum() < 5:
+                continue
+            ww = None if w is None else w[sel]
+            q = qini_auc_score(y[sel], t, score[sel], ww)
+            out[f"qini_{tag}_{levels[k]}"] = q
+            out[f"auuc_{tag}_{levels[k]}"] = uplift_auc_score(y[sel], t, score[sel], ww)
+            means[tag].append(q)
+    out.update({f"qini_{tag}_mean": float(np.mean(qs)) for tag, qs in means.items() if qs})
+    return out
+
+
 # --------------------------------------------------------------------------- response curves vs truth
 
 

@@ -20,6 +20,7 @@ class Tables:
     fingerprint: str
     promotions: pd.DataFrame | None = None
     truth: pd.DataFrame | None = None  # simulator only: true probabilities per customer
+    world: object | None = None  # simulator only: its cache directory (the state at the cutoff, for forward runs)
 
 
 class SimulatorSource:
@@ -28,15 +29,15 @@ class SimulatorSource:
     name = "simulator"
 
     def __init__(self, cache_root: str = "data/sim", progress: bool = True, **simulator_config):
-        from sellerlift.data.simulator import SimulatorConfig
+        from sellerlift.sim import SimulatorConfig
 
         self.config = SimulatorConfig(**simulator_config)
         self.cache_root = cache_root
         self.progress = progress
 
     def load(self) -> Tables:
-        from sellerlift.data.simulator import simulate_cached
+        from sellerlift.sim import simulate_cached
 
         sim = simulate_cached(self.config, cache_root=self.cache_root, progress=self.progress)
         return Tables(self.name, sim.events, sim.cutoff, f"sim-{self.config.fingerprint()}",
-                      promotions=sim.promotions, truth=sim.truth)
+                      promotions=sim.promotions, truth=sim.truth, world=sim.path)

@@ -9,6 +9,7 @@ from sellerlift.allocate import (
     allocate_exact_lp,
     allocate_lagrangian,
     allocate_rule_based,
+    allocate_values,
     incremental_profit_and_spend,
     random_instance,
 )
@@ -265,3 +266,21 @@ def test_rule_based_errors():
         allocate_rule_based(P_OK, V_OK, 0.4, L_OK, 1.0, rule="vip")
     with pytest.raises(ValueError, match="^priority"):
         allocate_rule_based(P_OK, V_OK, 0.4, L_OK, 1.0, rule="priority")
+
+
+def test_allocate_values_equals_the_curve_solver_on_the_same_objective():
+    """The generic entry (any per-level profit and spend) gives the curve solver's answer on its own objective."""
+    inst = random_instance(4000, seed=21)
+    pr, sp = incremental_profit_and_spend(inst["p"], inst["value"], inst["margin"], inst["levels"])
+    budget = 0.2 * sp[:, -1].sum()
+    a = allocate_lagrangian(inst["p"], inst["value"], inst["margin"], inst["levels"], budget=budget)
+    b = allocate_values(pr, sp, inst["levels"], budget=budget)
+    assert np.array_equal(a.level_index, b.level_index)
+    assert b.profit == pytest.approx(a.profit, rel=1e-12) and b.spend <= budget
+    with pytest.raises(ValueError, match="level 0"):
+        allocate_values(pr + 1.0, sp, inst["levels"], budget=budget)
+    # an objective a curve cannot express: profit that falls with the level for some customers
+    twist = pr.copy()
+    twist[:100] = -np.abs(twist[:100])
+    c = allocate_values(twist, sp, inst["levels"], budget=budget)
+    assert (c.level_index[:100] == 0).all()  # never pay for a loss

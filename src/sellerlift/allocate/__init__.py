@@ -35,9 +35,9 @@ to the true optimum. On realistic instances the gap is ~1e-6 relative.
 
 from __future__ import annotations
 
-from sellerlift.allocate.lagrangian import allocate_lagrangian
+from sellerlift.allocate.lagrangian import allocate_lagrangian, allocate_values
 from sellerlift.allocate.problem import DEFAULT_LEVELS, Allocation, incremental_profit_and_spend
 from sellerlift.allocate.reference import allocate_exact_lp, allocate_rule_based, random_instance
 
 __all__ = ["DEFAULT_LEVELS", "Allocation", "allocate_exact_lp", "allocate_lagrangian", "allocate_rule_based",
-           "incremental_profit_and_spend", "random_instance"]
+           "allocate_values", "incremental_profit_and_spend", "random_instance"]

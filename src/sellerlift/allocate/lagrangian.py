@@ -60,6 +60,36 @@ def _hull_chunk(pt, st):
     return slope, cost, vert
 
 
+class CurveValues:
+    """Profit and spend of every level from conversion curves, order values and margins (computed per chunk)."""
+
+    def __init__(self, p, value, margin, d):
+        self.p, self.value, self.margin, self.d = p, value, margin, d
+        self.shape = p.shape
+
+    def rows(self, idx):
+        m = self.margin[idx] if self.margin.ndim else self.margin
+        return _chunk_profit_spend(self.p[idx], self.value[idx], m, self.d)
+
+    def at(self, level):
+        return _at_levels(self.p, self.value, self.margin, self.d, level)
+
+
+class MatrixValues:
+    """Profit and spend of every level given directly, [n, K] each (level 0: both 0)."""
+
+    def __init__(self, profit, spend, d):
+        self.profit, self.spend, self.d = profit, spend, d
+        self.shape = profit.shape
+
+    def rows(self, idx):
+        return self.profit[idx], self.spend[idx]
+
+    def at(self, level):
+        r = np.arange(len(level))
+        return self.profit[r, level], self.spend[r, level]
+
+
 class _Hull:
     """All customers' hull segments as flat arrays, in customer then hull order.
 
@@ -67,18 +97,16 @@ class _Hull:
     dense [n, K-1] ones. Built in chunks to bound temporaries.
     """
 
-    def __init__(self, p, value, margin, d):
-        n, k = p.shape
-        self.p, self.value, self.margin, self.d = p, value, margin, d
+    def __init__(self, values):
+        n, k = values.shape
+        self.values, self.d = values, values.d
         self.vert = np.zeros((n, k), dtype=np.int8)
         nseg = np.zeros(n, dtype=np.int64)
         parts = []
         for a in range(0, n, _CHUNK):
             sl = slice(a, min(a + _CHUNK, n))
-            pt = p[sl].T.astype(np.float64)
-            v, m = value[sl], margin[sl] if margin.ndim else margin
-            dd = d[:, None]
-            s, c, self.vert[sl] = _hull_chunk(v * (pt * (m - dd) - pt[0] * m), v * pt * dd)
+            pr, sp = values.rows(sl)
+            s, c, self.vert[sl] = _hull_chunk(pr.T.astype(np.float64), sp.T.astype(np.float64))
             has = s > 0
             nseg[sl] = has.sum(axis=1)
             parts.append((s[has], c[has]))
@@ -96,7 +124,7 @@ class _Hull:
         return self.vert[np.arange(len(cnt)), cnt].astype(np.intp)
 
     def evaluate(self, level):
-        return _at_levels(self.p, self.value, self.margin, self.d, level)
+        return self.values.at(level)
 
 
 # ---------------------------------------------------------------- bisection
@@ -211,14 +239,13 @@ def _fill(h, level, left, seller_idx, seller_left):
     sub = []
     for a in range(0, n, _CHUNK):  # customers with any fitting, paying move
         sl = slice(a, min(a + _CHUNK, n))
-        pr, sp = _chunk_profit_spend(h.p[sl], h.value[sl], h.margin[sl] if h.margin.ndim else h.margin, h.d)
+        pr, sp = h.values.rows(sl)
         ok = (pr > pr0[sl, None]) & (sp - sp0[sl, None] <= lim[sl, None])
         sub.append(rows[sl][ok.any(axis=1)])
     sub = np.concatenate(sub)
     if not len(sub):
         return level
-    m = h.margin[sub] if h.margin.ndim else h.margin
-    pr, sp = _chunk_profit_spend(h.p[sub], h.value[sub], m, h.d)
+    pr, sp = h.values.rows(sub)
     lv = level[sub].copy()
     g = None if seller_left is None else seller_idx[sub]
     r = np.arange(len(sub))
@@ -306,4 +333,32 @@ def allocate_lagrangian(p, value, margin, levels, budget=None, seller=None, sell
     p, value, margin, d = _check_inputs(p, value, margin, levels)
     budget = _check_budget(budget)
     ids, seller_idx, seller_b = _check_sellers(seller, seller_budgets, len(value))
-    return _solve(_Hull(p, value, margin, d), budget, ids, seller_idx, seller_b, tol, max_iter)
+    return _solve(_Hull(CurveValues(p, value, margin, d)), budget, ids, seller_idx, seller_b, tol, max_iter)
+
+
+def allocate_values(profit, spend, levels, budget=None, seller=None, seller_budgets=None, tol=1e-6,
+                    max_iter=100) -> Allocation:
+    """The same solver on any per-level objective: ``profit`` and ``spend`` [n, K], level 0 both 0.
+
+    For objectives that are not one week's conversion curve, e.g. the 90-day (enduring) profit of
+    each level, or direct profit plus a weight times enduring value.
+    """
+    profit, spend, d = _check_values(profit, spend, levels)
+    budget = _check_budget(budget)
+    ids, seller_idx, seller_b = _check_sellers(seller, seller_budgets, len(profit))
+    return _solve(_Hull(MatrixValues(profit, spend, d)), budget, ids, seller_idx, seller_b, tol, max_iter)
+
+
+def _check_values(profit, spend, levels):
+    profit = np.asarray(profit, dtype=np.float64)
+    spend = np.asarray(spend, dtype=np.float64)
+    if profit.ndim != 2 or spend.shape != profit.shape:
+        raise ValueError(f"profit, spend: expected two [n, K] arrays of one shape, got {profit.shape}, {spend.shape}")
+    d = np.asarray(levels, dtype=np.float64)
+    if len(d) != profit.shape[1] or d[0] != 0 or np.any(np.diff(d) <= 0):
+        raise ValueError(f"levels: expected {profit.shape[1]} increasing percents from 0, got {d.tolist()}")
+    if not (np.isfinite(profit).all() and np.isfinite(spend).all()) or (spend < 0).any():
+        raise ValueError("profit, spend: expected finite values and spend >= 0")
+    if len(profit) and (np.abs(profit[:, 0]).max() > 0 or np.abs(spend[:, 0]).max() > 0):
+        raise ValueError("profit, spend: level 0 (no offer) must have profit 0 and spend 0 (use increments)")
+    return profit, spend, d / 100.0

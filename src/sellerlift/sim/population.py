@@ -6,8 +6,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from sellerlift.sim.config import (ARCHETYPE_PARAMS, ARCHETYPES, LEVELS, NOISE, SELLER_STREAM, TOP_LEVEL,
-                                   SimulatorConfig)
+from sellerlift.sim.config import ARCHETYPE_PARAMS, ARCHETYPES, LEVELS, NOISE, SELLER_STREAM, TOP_LEVEL, SimulatorConfig
 
 
 @dataclass

@@ -72,20 +72,23 @@ def label_truth(cfg: SimulatorConfig, c: Customers, state: dict, world: World) -
 
 
 def level_outcomes(cfg: SimulatorConfig, chunk: int, c: Customers, state: dict, day0: int, rows: np.ndarray,
-                   reps: int, horizon: int, stream: int = TRUTH_STREAM) -> dict[str, np.ndarray]:
+                   reps: int, horizon: int, stream: int = TRUTH_STREAM, rand_rows: np.ndarray | None = None,
+                   n_rand: int | None = None) -> dict[str, np.ndarray]:
     """Outcomes over ``horizon`` days of one offer at each level on ``day0``, for customers ``rows``.
 
     Returns arrays [reps, len(rows), K]: ``gross`` (revenue before discount), ``cost`` (discount),
     ``purchases``, ``retained`` (a purchase after the offer's window, days window..horizon-1).
-    Replication r uses stream ``stream + r`` for every level (common random numbers).
+    Replication r uses stream ``stream + r`` for every level (common random numbers). ``rand_rows`` /
+    ``n_rand``: the random-number rows of ``c``'s customers within their chunk (when ``c`` is a subset).
     """
     k_rows = np.tile(rows, N_LEVELS)
     level = np.repeat(np.arange(N_LEVELS), len(rows))
     out = {key: np.zeros((reps, len(rows), N_LEVELS)) for key in ("gross", "cost", "purchases", "retained")}
     sub = c.take(k_rows)
+    rand = k_rows if rand_rows is None else rand_rows[k_rows]
     for r in range(reps):
-        w = World(cfg, sub, Streams(cfg.seed, chunk, stream + r, len(c)), state["x"][k_rows], record=False,
-                  rand_rows=k_rows)
+        w = World(cfg, sub, Streams(cfg.seed, chunk, stream + r, n_rand or len(c)), state["x"][k_rows], record=False,
+                  rand_rows=rand)
         w.restore(state, k_rows)
         start = {"gross": w.cum_gross.copy(), "cost": w.cum_cost.copy(), "purchases": w.n_purchases.copy()}
         for t in range(day0, day0 + horizon):
@@ -131,3 +134,57 @@ def enduring_truth(cfg: SimulatorConfig, chunk: int, c: Customers, state: dict) 
     out[f"clv_{H}d"] = out[f"gross_{H}d_0"]  # no offer: no discount, spend = gross
     out[f"purchases_{H}d"] = full(o["purchases"].mean(axis=0))[:, 0]
     return pd.DataFrame(out)
+
+
+def expected_outcomes(cfg: SimulatorConfig, c: Customers, x0: np.ndarray, ref0: np.ndarray, alive: np.ndarray,
+                      horizon: int | None = None) -> dict[str, np.ndarray]:
+    """The expected ``horizon``-day outcome of one offer today at each level, on the state's *mean path* [n, K].
+
+    A deterministic, low-noise approximation of :func:`level_outcomes` (which is exact in expectation
+    but noisy per customer): the engagement state follows its conditional mean ``rho^t x0`` (rates use
+    the exact conditional mean of ``exp(x_t)``), a redemption is taken to happen on the offer's day
+    with probability P(purchase in the window), and then shifts the state by ``habit * d / 30`` and the
+    reference-price memory by ``d / 30``. Returns ``gross``, ``cost``, ``retained``, ``purchases``.
+    The oracle decides with it; its agreement with the Monte Carlo truth is measured (tests, docs).
+    """
+    from sellerlift.sim.config import HAZARD_GAMMA, HAZARD_MAX
+    from sellerlift.sim.world import REF_DECAY
+
+    H, W, g = horizon or cfg.truth_horizon_days, cfg.campaign_window_days, HAZARD_GAMMA
+    n, t = len(c), np.arange(H)
+    rho_t = cfg.rho ** t
+    var = c.state_var[:, None]
+    v_t = var * (1.0 - rho_t[None, :] ** 2)  # conditional variance of x_t given x_0
+    base_x = x0[:, None] * rho_t[None, :]
+    ref_t = ref0[:, None] * (REF_DECAY ** (t + 1))[None, :]
+    d = LEVELS / 100.0
+    shifted = (t >= 1)[None, :] * rho_t[None, :]
+    ref_shift = (t >= 1)[None, :] * (REF_DECAY ** t)[None, :]
+
+    def path(k: int):
+        mu = base_x + (c.habit[:, None] * d[k] / 0.3 * shifted if k else 0.0)
+        ref = ref_t + (d[k] / 0.3 * ref_shift if k else 0.0)
+        lam = c.purchase_rate[:, None] * np.exp(mu + 0.5 * v_t - 0.5 * var) * np.exp(-c.kappa[:, None] * ref)
+        h = np.clip(c.hazard[:, None] * np.exp(-g * mu + 0.5 * g**2 * (v_t - var)), 0.0, HAZARD_MAX)
+        surv = np.concatenate([np.ones((n, 1)), np.cumprod(1.0 - h, axis=1)[:, :-1]], axis=1)  # alive at day start
+        a = np.exp(-lam)
+        none_after = np.ones(n)  # P(no purchase in days W..H-1 | alive at day W), backwards
+        for s in range(H - 1, W - 1, -1):
+            none_after = a[:, s] * (h[:, s] + (1.0 - h[:, s]) * none_after)
+        retained = surv[:, W] * (1.0 - none_after)
+        no_buy_window = np.ones(n)  # P(no organic purchase in the window | alive at day 0), backwards
+        for s in range(W - 1, -1, -1):
+            no_buy_window = a[:, s] * (h[:, s] + (1.0 - h[:, s]) * no_buy_window)
+        return (surv * lam).sum(axis=1), retained, no_buy_window
+
+    base_purchases, base_retained, no_window = path(0)
+    p_red = 1.0 - (1.0 - c.u) * no_window[:, None]  # [n, K]: P(a purchase in the window | offer at level k)
+    out = {key: np.zeros((n, N_LEVELS)) for key in ("gross", "cost", "retained", "purchases")}
+    for k in range(N_LEVELS):
+        purchases, retained, _ = path(k) if k else (base_purchases, base_retained, None)
+        pk = p_red[:, k] if k else np.zeros(n)
+        out["purchases"][:, k] = (1 - pk) * base_purchases + pk * purchases + c.u[:, k]
+        out["retained"][:, k] = (1 - pk) * base_retained + pk * retained
+        out["cost"][:, k] = pk * d[k] * c.value
+    out["gross"] = out["purchases"] * c.value[:, None]
+    return {key: np.where(alive[:, None], v, 0.0) for key, v in out.items()}

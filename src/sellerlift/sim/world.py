@@ -20,8 +20,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sellerlift.sim.config import (BASKET_SIGMA, HAZARD_GAMMA, HAZARD_MAX, LEVELS, N_LEVELS, REF_HALF_LIFE_DAYS,
-                                   SUPPORT_BASE, SUPPORT_PER_HAZARD, TOP_LEVEL, SimulatorConfig)
+from sellerlift.sim.config import (
+    BASKET_SIGMA,
+    HAZARD_GAMMA,
+    HAZARD_MAX,
+    LEVELS,
+    N_LEVELS,
+    REF_HALF_LIFE_DAYS,
+    SUPPORT_BASE,
+    SUPPORT_PER_HAZARD,
+    TOP_LEVEL,
+    SimulatorConfig,
+)
 from sellerlift.sim.population import Customers, seller_campaign_phase
 
 # Event type codes follow schema.EVENT_TYPES.

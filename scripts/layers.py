@@ -25,13 +25,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "data.cdnow", "sim", "sim.*")),
     ("runtime", ("runtime", "runtime.bundle", "runtime.onnx", "runtime.model", "runtime.decide", "segment",
                  "baselines", "policy_eval", "champion", "report", "closed_loop", "closed_loop.experiments",
-                 "closed_loop.ope", "closed_loop.observe", "closed_loop.policies")),
+                 "closed_loop.ope", "closed_loop.observe", "closed_loop.policies", "ceiling")),
     ("models", ("models", "models.networks", "models.metrics", "models.sequence", "models.datamodule",
                 "models.dipn", "models.propensity", "export", "sweep", "reliability")),
     ("stages", ("stages", "stages.context", "stages.sequence", "stages.segments", "stages.baselines",
                 "stages.promotion", "stages.promotion_offers", "stages.promotion_models", "pipeline",
-                "config_checks", "closed_loop.forward")),
-    ("entries", ("score",)),
+                "config_checks", "closed_loop.forward", "closed_loop.outcomes", "closed_loop.studies",
+                "closed_loop.evaluate", "closed_loop.report")),
+    ("entries", ("score", "evaluate")),
 ]
 TORCH = ("torch", "lightning", "pytorch_lightning", "torchmetrics")
 

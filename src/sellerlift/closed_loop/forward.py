@@ -123,8 +123,13 @@ def _world(pop: Population, ch: Chunk, stream: int, record: bool) -> World:
 
 
 def run_policy(pop: Population, policy, days: int, budget: Budget, replication: int = 0,
-               horizons: tuple[int, ...] = (30, 90), record_events: bool = True, progress=None) -> PolicyRun:
-    """Run ``policy`` for ``days`` days after the cutoff; outcomes at each horizon (days <= ``days``)."""
+               horizons: tuple[int, ...] = (30, 90), record_events: bool = True, frozen: bool = False,
+               progress=None) -> PolicyRun:
+    """Run ``policy`` for ``days`` days after the cutoff; outcomes at each horizon (days <= ``days``).
+
+    ``frozen``: keep the state frozen as the label truth assumes (a check of the simulator, not a world to
+    decide in).
+    """
     T = pop.cfg.history_days
     worlds = [_world(pop, ch, FORWARD_STREAM + replication, record_events) for ch in pop.chunks]
     start = [{k: getattr(w, k).copy() for k in ("cum_gross", "cum_cost", "cum_net", "n_purchases",
@@ -150,7 +155,7 @@ def run_policy(pop: Population, policy, days: int, budget: Budget, replication: 
                     pct0[i][mailed[i]] += LEVELS[part]
         before = [w.cum_net.copy() for w in worlds]
         for w, camp in zip(worlds, camps):
-            w.step(t, camp)
+            w.step(t, camp, frozen=frozen)
         net_today = [w.cum_net - b for w, b in zip(worlds, before)]
         daily.append({"day": t - T + 1, "net_revenue": float(sum(x.sum() for x in net_today)),
                       "alive": int(sum(w.alive.sum() for w in worlds)),

@@ -99,12 +99,14 @@ class Observation:
     # ----------------------------------------------------------------- events (for models)
     def events(self) -> pd.DataFrame:
         """The mailed customers' events before the campaign day (logged history + the forward run so far)."""
-        T = self.pop.cfg.history_days
-        ids = self.customer_id
-        parts = [ch.history for ch in self.pop.chunks]
-        parts += forward_events(self.pop, self.worlds, T)
+        T, start = self.pop.cfg.history_days, pd.Timestamp(self.pop.cfg.start)
+        parts = []
+        for i, m in self._parts:
+            hist = self.pop.chunks[i].history
+            parts.append(hist[hist["customer_id"].isin(self.worlds[i].c.ids[m])])
+            parts.append(build_events(self.worlds[i], start, first_visits=False, day_from=T, rows=m))
         ev = pd.concat(parts, ignore_index=True)
-        ev = ev[ev["customer_id"].isin(ids) & (ev["ts"] < self.as_of)]
+        ev = ev[ev["ts"] < self.as_of]
         return ev.sort_values(["customer_id", "ts"], kind="stable").reset_index(drop=True)
 
     # ----------------------------------------------------------------- splitting
@@ -171,8 +173,3 @@ class Truth:
             for k in out:
                 out[k].append(o[k].mean(axis=0))
         return {k: np.concatenate(v) if v else np.zeros((0, N_LEVELS)) for k, v in out.items()}
-
-
-def forward_events(pop, worlds, day_from: int) -> list[pd.DataFrame]:
-    """The events each chunk's world produced from ``day_from`` on (for policies that read event histories)."""
-    return [build_events(w, pd.Timestamp(pop.cfg.start), first_visits=False, day_from=day_from) for w in worlds]

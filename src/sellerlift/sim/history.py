@@ -20,11 +20,11 @@ from sellerlift.io import atomic_write_parquet, atomic_write_text
 from sellerlift.schema import EVENT_TYPES
 from sellerlift.sim.config import N_LEVELS, POLICY_EXPLORE, SIM_VERSION, SimulatorConfig
 from sellerlift.sim.population import Customers, draw_customers
-from sellerlift.sim.tables import build_events, build_promotions
-from sellerlift.sim.truth import enduring_truth, label_truth
+from sellerlift.sim.tables import build_events, build_offer_truth, build_promotions
+from sellerlift.sim.truth import enduring_truth, label_truth, prob_purchase_within
 from sellerlift.sim.world import HISTORY_STREAM, U_LEVEL, Campaign, Streams, World, offer_levels
 
-TABLE_NAMES = ("events", "promotions", "truth", "state")
+TABLE_NAMES = ("events", "promotions", "truth", "state", "offer_truth")
 
 
 @dataclass
@@ -70,7 +70,18 @@ def logged_campaign(w: World, t: int) -> Campaign | None:
     probs[rct] = 1.0 / N_LEVELS
     u = w.streams.day(t)[0][U_LEVEL, w.rand_rows[idx]]
     level = offer_levels(probs, u)
-    return Campaign(idx, level, probs[np.arange(len(idx)), level], rct)
+    return Campaign(idx, level, probs[np.arange(len(idx)), level], rct, true_offer_curve(w, idx))
+
+
+def true_offer_curve(w: World, idx: np.ndarray) -> np.ndarray:
+    """[m, K] P(a purchase in the offer's window | each level), from the state on the offer's day (frozen week).
+
+    Kept apart from the promotions table (``offer_truth``): what off-policy estimates are checked against.
+    """
+    c = w.c.take(idx)
+    alive = w.alive[idx]
+    p0 = np.where(alive, prob_purchase_within(c, w.x[idx], w.ref[idx], w.cfg.campaign_window_days), 0.0)
+    return 1.0 - (1.0 - p0[:, None]) * (1.0 - np.where(alive[:, None], c.u, 0.0))
 
 
 # --------------------------------------------------------------------------- one chunk
@@ -85,7 +96,7 @@ def chunk_customers(cfg: SimulatorConfig, chunk: int) -> tuple[Customers, np.nda
 
 
 def simulate_chunk(cfg: SimulatorConfig, chunk: int) -> tuple[pd.DataFrame, ...]:
-    """Simulate customers [chunk * chunk_size, ...) and return (events, promotions, truth, state at the cutoff)."""
+    """Simulate customers [chunk * chunk_size, ...): (events, promotions, truth, state at the cutoff, offer truth)."""
     c, x0 = chunk_customers(cfg, chunk)
     w = World(cfg, c, Streams(cfg.seed, chunk, HISTORY_STREAM, len(c)), x0)
     for t in range(cfg.history_days):
@@ -98,7 +109,8 @@ def simulate_chunk(cfg: SimulatorConfig, chunk: int) -> tuple[pd.DataFrame, ...]
     if cfg.truth_replications:
         extra = enduring_truth(cfg, chunk, c, state)
         truth = pd.concat([truth, extra.drop(columns="customer_id")], axis=1)
-    return build_events(w, start), build_promotions(w, start), truth, pd.DataFrame({"customer_id": c.ids, **state})
+    return (build_events(w, start), build_promotions(w, start), truth, pd.DataFrame({"customer_id": c.ids, **state}),
+            build_offer_truth(w, start))
 
 
 # --------------------------------------------------------------------------- the whole data set, cached

@@ -35,11 +35,12 @@ def _session_events(day_us, start_s, dur_s, n_views, add_to_cart, purchase):
 
 
 def build_events(w: World, start: pd.Timestamp, first_visits: bool = True, day_from: int | None = None,
-                 rng: np.random.Generator | None = None) -> pd.DataFrame:
+                 rows: np.ndarray | None = None, rng: np.random.Generator | None = None) -> pd.DataFrame:
     """The world's events as the contract table, sorted by customer and time.
 
     ``first_visits``: every customer's history opens with a browsing session on its start day
     (off for a forward run, whose customers started long ago). ``day_from``: only days >= it.
+    ``rows``: only these customers (world rows).
     """
     c = w.c
     rng = rng or np.random.default_rng([*w.streams.key[:2], TABLE_STREAM])
@@ -48,8 +49,14 @@ def build_events(w: World, start: pd.Timestamp, first_visits: bool = True, day_f
           ("n_views", np.int64), ("net", np.float64), ("qty", np.int64), ("redeem", bool))}
     k = {key: w.counts.get(key, dt) for key, dt in
          (("cust", np.int64), ("day", np.int64), ("type", np.int8), ("count", np.int64))}
-    if day_from is not None:
-        keep_p, keep_k = p["day"] >= day_from, k["day"] >= day_from
+    if day_from is not None or rows is not None:
+        keep_p, keep_k = np.ones(len(p["cust"]), bool), np.ones(len(k["cust"]), bool)
+        if day_from is not None:
+            keep_p &= p["day"] >= day_from
+            keep_k &= k["day"] >= day_from
+        if rows is not None:
+            keep_p &= np.isin(p["cust"], rows)
+            keep_k &= np.isin(k["cust"], rows)
         p = {key: v[keep_p] for key, v in p.items()}
         k = {key: v[keep_k] for key, v in k.items()}
     rows = np.repeat(np.arange(len(k["cust"])), k["count"])  # one row per visit / email / contact
@@ -117,3 +124,19 @@ def build_promotions(w: World, start: pd.Timestamp) -> pd.DataFrame:
         "randomized": o.get("randomized", bool)[order],
         "propensity": o.get("propensity", np.float64)[order],
     })
+
+
+def build_offer_truth(w: World, start: pd.Timestamp) -> pd.DataFrame:
+    """Per logged offer (rows in the promotions table's order): the true window conversion at every level."""
+    from sellerlift.sim.config import LEVELS
+
+    o = w.offers
+    cust, day = o.get("cust", np.int64), o.get("day", np.int64)
+    order = np.lexsort((day, cust))
+    curve = o.get("true_curve", np.float64).reshape(len(cust), -1)[order]
+    out = pd.DataFrame({"customer_id": w.c.ids[cust[order]],
+                        "ts": (pd.Timestamp(start).value // 1000 + day[order] * US_PER_DAY).astype("datetime64[us]"),
+                        "value": w.c.value[cust[order]]})
+    for j, d in enumerate(LEVELS):
+        out[f"p_conv_{d}"] = curve[:, j]
+    return out

@@ -121,6 +121,7 @@ class Campaign:
     level: np.ndarray
     propensity: np.ndarray | None = None
     randomized: np.ndarray | None = None
+    true_curve: np.ndarray | None = None  # [m, K] P(purchase in the window | each level): truth kept apart
 
 
 class World:
@@ -222,7 +223,9 @@ class World:
         k = len(idx)
         self.pending[t] = {"idx": idx, "level": level,
                            "propensity": np.ones(k) if camp.propensity is None else camp.propensity,
-                           "rct": np.zeros(k, bool) if camp.randomized is None else camp.randomized}
+                           "rct": np.zeros(k, bool) if camp.randomized is None else camp.randomized,
+                           "true_curve": np.full((k, N_LEVELS), np.nan) if camp.true_curve is None
+                           else camp.true_curve}
 
     def _close_window(self, day: int) -> None:
         """Record the outcome of offers sent on ``day`` whose window has just ended."""
@@ -232,7 +235,7 @@ class World:
         idx = offer["idx"]
         self.offers.add(cust=idx, day=np.full(len(idx), day, dtype=np.int64), pct=LEVELS[offer["level"]],
                         converted=self.win_conv[idx], revenue=self.win_rev[idx], cost=self.win_cost[idx],
-                        randomized=offer["rct"], propensity=offer["propensity"])
+                        randomized=offer["rct"], propensity=offer["propensity"], true_curve=offer["true_curve"])
         self.offer_day[idx] = NEVER
         self.win_conv[idx] = False
         self.win_rev[idx] = 0.0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,14 @@ class Chunk:
     rows: np.ndarray  # rows of the full chunk (its random-number rows)
     n_rand: int  # size of the full chunk
     state: dict[str, np.ndarray]
-    history: pd.DataFrame  # their events before the cutoff (contract table)
+    path: Path  # the simulator directory (the history is read from it when a policy first needs it)
+
+    @cached_property
+    def history(self) -> pd.DataFrame:
+        """Their events before the cutoff (contract table); read on first use: rules and oracles never need it."""
+        cutoff = pd.Timestamp(json.loads((self.path / "config.json").read_text())["cutoff"])
+        ev = read_parts(self.path / "events", [self.index])
+        return ev[ev["customer_id"].isin(self.customers.ids) & (ev["ts"] < cutoff)].reset_index(drop=True)
 
 
 @dataclass
@@ -78,9 +86,7 @@ class Population:
             st = read_parts(path / "state", [i])
             if not np.array_equal(st["customer_id"].to_numpy(), c.ids):
                 raise ValueError(f"{path}: the saved state of chunk {i} does not match its customers")
-            ev = read_parts(path / "events", [i])
-            ev = ev[ev["customer_id"].isin(c.ids[rows]) & (ev["ts"] < cfg.cutoff)].reset_index(drop=True)
-            chunks.append(Chunk(i, c.take(rows), rows, n, {k: st[k].to_numpy()[rows] for k in STATE_FIELDS}, ev))
+            chunks.append(Chunk(i, c.take(rows), rows, n, {k: st[k].to_numpy()[rows] for k in STATE_FIELDS}, path))
         promos = read_parts(path / "promotions")
         rct = promos[promos["randomized"]]
         rates = rct.groupby("discount_pct")["converted"].mean().reindex(sorted(rct["discount_pct"].unique()))

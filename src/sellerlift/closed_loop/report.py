@@ -122,7 +122,8 @@ def write(r: Result, s: Settings, out_dir: Path, meta: dict) -> dict[str, Path]:
         files["ab"] = plot_estimates(rows, f"A/B: {treat} vs no offers", out_dir / "ab.png")
     if r.did:
         es = r.did["event_study"]
-        files["did"] = plot_event_study(es, true_effect=es["true_effect"].to_numpy(), path=out_dir / "did_event_study.png",
+        files["did"] = plot_event_study(es, true_effect=es["true_effect"].to_numpy(),
+                                        path=out_dir / "did_event_study.png",
                                         title=f"rollout of {r.did['after']}: seller revenue per month")
     if r.ope:
         rows = [(f"{est} ({sl})", v["estimate"], v["ci"], d["true_value"]) for sl, d in r.ope.items()

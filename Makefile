@@ -20,6 +20,7 @@ help:
 	@echo "make score        batch-score EVENTS=... [MAPPING=...] OUT=... with the @champion bundle"
 	@echo "make bench        every benchmark; results in benchmarks/results and docs/benchmarks.md"
 	@echo "make bench-before-after  the performance pass vs an older commit (BEFORE=<rev>)"
+	@echo "make evaluate     the closed loop: every policy run forward on the simulator (BUNDLE=..., QUICK=1)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -94,3 +95,10 @@ score: $(STAMP)  ## batch-score EVENTS with BUNDLE (default: the @champion bundl
 		$(if $(MAPPING),--mapping $(MAPPING)) $(if $(AS_OF),--as-of $(AS_OF)) --out $(OUT) $(ARGS)
 config-reference: $(STAMP)  ## regenerate docs/config_reference.md from configs/
 	$(PY) scripts/config_reference.py
+
+# The closed loop (docs/closed_loop.md): every policy run forward in the simulated world of BUNDLE (default: the
+# newest bundle trained on the simulator) with common random numbers; plots, tables, JSON, an MLflow run.
+.PHONY: evaluate
+evaluate: $(STAMP)
+	$(PY) -m sellerlift.evaluate closed-loop $(if $(BUNDLE),--bundle $(BUNDLE)) $(if $(QUICK),--quick) $(ARGS)
+

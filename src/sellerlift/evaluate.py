@@ -36,6 +36,18 @@ def held_out_customers(sim_path: Path, fractions=(0.7, 0.15, 0.15), seed: int = 
     return ids[split_customers(ids, tuple(fractions), seed=seed) == 2]
 
 
+def newest_simulator_bundle(bundles: Path) -> Path | None:
+    """The newest complete bundle whose model was trained on the simulator."""
+    found = []
+    for m in bundles.glob("*/manifest.json") if bundles.is_dir() else []:
+        try:
+            if str(json.loads(m.read_text()).get("data_fingerprint", "")).startswith("sim-"):
+                found.append(m)
+        except (OSError, ValueError):
+            continue
+    return max(found, key=lambda m: m.stat().st_mtime).parent if found else None
+
+
 def sim_of_bundle(bundle: Path, data_root: Path) -> Path:
     manifest = json.loads((bundle / "manifest.json").read_text())
     fp = str(manifest.get("data_fingerprint", ""))
@@ -52,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sellerlift.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["closed-loop"])
-    ap.add_argument("--bundle", help="bundle directory or @alias (default: none: rules, oracles and the ceiling only)")
+    ap.add_argument("--bundle", help="bundle directory or @alias (default: the newest bundle trained on the simulator)")
     ap.add_argument("--sim", help="simulator output directory (default: the one the bundle was trained on)")
     ap.add_argument("--days", type=int, default=90)
     ap.add_argument("--budget", type=float, default=0.15, help="campaign budget as a fraction of the top-level spend")
@@ -83,11 +95,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.sim:
         sim_path = Path(args.sim)
-    elif bundle is not None:
-        sim_path = sim_of_bundle(Path(bundle), REPO / "data")
     else:
-        print("error: give --bundle (a model trained on the simulator) or --sim (a simulator output)", file=sys.stderr)
-        return 2
+        bundle = bundle or newest_simulator_bundle(REPO / "bundles")
+        if bundle is None:
+            print("error: no bundle trained on the simulator under bundles/ (run `make train`), and no --bundle or "
+                  "--sim given", file=sys.stderr)
+            return 2
+        sim_path = sim_of_bundle(Path(bundle), REPO / "data")
     s = Settings(days=args.days, budget_fraction=args.budget, per_seller=args.per_seller, margin=args.margin,
                  max_customers=args.customers, ab=not args.no_ab, did=not args.no_did, ope=not args.no_ope,
                  seed=args.seed, horizons=tuple(h for h in (30, 90) if h <= args.days) or (args.days,))

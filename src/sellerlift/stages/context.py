@@ -15,14 +15,32 @@ from sellerlift.features import FeatureSpec, SequenceFeatures
 
 
 @dataclass
+class ExtraRows:
+    """Training rows from earlier cutoffs (``data.rolling``): training customers only, labels before the cutoff."""
+
+    feats: SequenceFeatures  # standardised like Prepared.feats; customer ids repeat across cutoffs
+    targets: np.ndarray  # [m, 2]
+    cutoff: np.ndarray  # [m] datetime64: the cutoff each row was built at
+
+
+@dataclass
 class Prepared:
-    """Features, labels and split of every customer with history before the cutoff."""
+    """Features, labels and split of every customer with history before the cutoff (one row each)."""
 
     feats: SequenceFeatures  # standardised with the training split's statistics
     targets: np.ndarray  # [n, 2]: intent, churn
     split: np.ndarray  # 0 train, 1 val, 2 test
     spec: FeatureSpec
     truth: pd.DataFrame | None  # simulator truth aligned to feats.customer_id
+    extra: ExtraRows | None = None  # more training rows from earlier cutoffs (data.rolling), else None
+
+    def training_rows(self) -> tuple[SequenceFeatures, np.ndarray, np.ndarray]:
+        """(feats, targets, split) with the earlier cutoffs' rows appended to the training split."""
+        if self.extra is None or len(self.extra.targets) == 0:
+            return self.feats, self.targets, self.split
+        return (SequenceFeatures.concat([self.feats, self.extra.feats]),
+                np.concatenate([self.targets, self.extra.targets]),
+                np.concatenate([self.split, np.zeros(len(self.extra.targets), self.split.dtype)]))
 
 
 @dataclass
@@ -39,6 +57,7 @@ class RunContext:
     metrics: dict[str, float] = field(default_factory=dict)  # final metrics (into the manifest)
     timings: dict[str, float] = field(default_factory=dict)
     summary_rows: list[tuple[str, str]] = field(default_factory=list)  # printed at the end
+    ceiling: dict | None = None  # simulator runs: the observable ceiling (stages.ceiling), for the promotion stage
 
     @property
     def client(self):

@@ -58,6 +58,7 @@ class RunContext:
     timings: dict[str, float] = field(default_factory=dict)
     summary_rows: list[tuple[str, str]] = field(default_factory=list)  # printed at the end
     ceiling: dict | None = None  # simulator runs: the observable ceiling (stages.ceiling), for the promotion stage
+    promotion: dict | None = None  # the promotion stage's offers, propensity model, held-out inputs (stages.enduring)
 
     @property
     def client(self):

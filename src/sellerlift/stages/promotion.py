@@ -112,8 +112,11 @@ def _train(ctx: RunContext, pcfg: DictConfig, run_id: str | None, is_main: bool)
         onnx_path, parity = _export_dipn(ctx, pcfg, dipn.net, held_out)
     with timings("allocation_eval"):
         fallback = value_fallback(ctx.prep)
-        alloc = _evaluate_allocation(pcfg, curves, held_out, fallback)
+        ceiling = {"observable_ceiling": ctx.ceiling["test_curves"]} if ctx.ceiling else {}
+        alloc = _evaluate_allocation(pcfg, {**curves, **ceiling}, held_out, fallback)
     timings.stop()
+    ctx.promotion = {"offers": offers, "policy": policy, "scorer": scorer, "held_out": held_out, "fallback": fallback,
+                     "dipn": dipn}  # what later stages (stages.enduring) build on
 
     metrics = {**propensity_metrics(pcfg, policy, offers), **_model_metrics(per_model, held_out),
                "export/dipn_onnx_parity_max_abs_diff": parity, **(alloc.metrics if alloc else {}),

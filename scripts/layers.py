@@ -20,7 +20,7 @@ SRC = REPO / "src" / "sellerlift"
 # Lowest first. A new module must be placed here (the check fails on unknown modules).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("schema", "columns", "constants", "io", "allocate", "allocate.*", "metrics", "tracking", "plots")),
-    ("data", ("features", "labels", "promotion_features", "offer_outcomes", "bgnbd", "data", "data.*", "sim",
+    ("data", ("features", "labels", "promotion_features", "offer_outcomes", "bgnbd", "gamma_gamma", "data", "data.*", "sim",
               "sim.*")),
     ("runtime", ("runtime", "runtime.*", "segment", "baselines", "policy_eval", "champion", "report", "ceiling",
                  "closed_loop", "closed_loop.experiments", "closed_loop.ope", "closed_loop.observe",

@@ -42,6 +42,7 @@ class Settings:
     did_months: int = 12
     adopt_month: int = 6
     ope: bool = True
+    retention_weight: float = 1.0  # the retention-aware policy's weight on the enduring value (bundles with it)
     seed: int = 0
     extra_policies: list = field(default_factory=list)
 
@@ -113,16 +114,19 @@ def run(sim_path: str | Path, bundle: str | Path | None, s: Settings, customer_i
     t0 = time.perf_counter()
     ceil = ceiling.fit(pop.cfg, Path(sim_path).parent, n_customers=s.ceiling_customers) if s.ceiling_customers else None
     timings["ceiling_s"] = time.perf_counter() - t0
-    model = P.model_policy(bundle, s.margin) if bundle is not None else None
+    model = P.model_policy(bundle, s.margin, name="next_week_dipn") if bundle is not None else None
+    aware = None
+    if bundle is not None and (Path(bundle) / "enduring.onnx").exists():
+        aware = P.retention_aware_policy(bundle, s.retention_weight, s.margin, name="retention_aware")
     budget = Budget(s.budget_fraction, s.per_seller)
     runs = {}
-    for pol in policy_set(model, ceil, s):
+    for pol in policy_set(model, ceil, s) + ([aware] if aware else []):
         t0 = time.perf_counter()
         runs[pol.name] = run_policy(pop, pol, s.days, budget, horizons=s.horizons)
         timings[f"run/{pol.name}_s"] = time.perf_counter() - t0
         progress(f"  {pol.name}: {timings[f'run/{pol.name}_s']:.1f} s")
     table = policy_rows(runs, s.margin)
-    treat = model or (ceiling_policy(ceil, s.margin) if ceil is not None else P.Oracle("enduring", s.margin))
+    treat = aware or model or (ceiling_policy(ceil, s.margin) if ceil is not None else P.Oracle("enduring", s.margin))
     ab = did = ope_res = qini = None
     if s.ab:
         t0 = time.perf_counter()

@@ -137,6 +137,37 @@ def model_policy(bundle_dir, margin: float = 0.4, name: str = "model") -> CurveP
     return CurvePolicy(name, curves, margin)
 
 
+def retention_aware_policy(bundle_dir, weight: float = 1.0, margin: float = 0.4, name: str | None = None):
+    """The bundle's DIPN curves and enduring response: the week's profit + ``weight`` x the enduring value
+    (:func:`sellerlift.runtime.enduring.retention_aware_objective`), allocated under the campaign's budget."""
+    import json
+    from pathlib import Path
+
+    from sellerlift.runtime import Runtime
+    from sellerlift.runtime.enduring import EnduringModel, retention_aware_objective
+
+    rt = Runtime.load(bundle_dir)
+    info = json.loads((Path(bundle_dir) / "manifest.json").read_text()).get("enduring")
+    if rt.promotion is None or info is None:
+        raise ValueError(f"{bundle_dir}: the bundle needs dipn.onnx and enduring.onnx (the promotion and enduring "
+                         "stages) for the retention-aware policy")
+    model = EnduringModel.from_bundle(bundle_dir, info)
+
+    class Policy:
+        def __init__(self):
+            self.name = name or f"retention_aware_w{weight:g}"
+
+        def __call__(self, obs: Observation) -> np.ndarray:
+            feats = rt.features_of(obs.events(), obs.as_of, customers=obs.customer_id)
+            scores = rt.score(feats)
+            curves = rt.curves(feats, scores)
+            objective, spend = retention_aware_objective(curves, model.predict(feats, scores), obs.basket, margin,
+                                                         _LEVELS, weight)
+            return allocate_values(objective, spend, _LEVELS, budget=obs.budget, **_seller_kw(obs)).level_index
+
+    return Policy()
+
+
 class ABTest:
     """``treat`` for the customers in ``treated_ids``, ``control`` for the rest; each arm gets its own budget."""
 

@@ -1,33 +1,35 @@
-"""The inference server under a real load generator vs the same work in process.
+"""The inference server under a real load generator vs the same work in process; validation; a bad body.
 
     python benchmarks/bench_serve.py                 # wrk, 1 and 100 customers/request, 1 and 2 workers
     python benchmarks/bench_serve.py --quick         # seconds; in-Python load loop (no wrk needed)
     python benchmarks/bench_serve.py --bundle bundles/<run id> --duration 20
 
-For each number of uvicorn workers it starts ``python -m serve`` on a free
-127.0.0.1 port (a real process) and, for each request size, drives
-``POST /v1/score`` with
+Three parts, each in the JSON:
 
-* **latency**: one connection, one request at a time -> p50 / p99;
-* **throughput**: ``--connections`` concurrent keep-alive connections (saturation on a
-  2-core box) -> requests per second (and the p50 under that load);
-
-with ``wrk`` (Debian package ``wrk``; a Lua script rotates 8 different request
-bodies) or, without wrk or with --quick, a bounded asyncio + httpx loop.
-Every response must be 200 (counted otherwise, and the run fails).
-
-In process: the same requests' arrays through ``Model.features`` (the shared
-features module) + ``sequence.onnx`` + segments, in this process: what a Python
-service embedding onnxruntime would pay. It is timed right before and right
-after each latency run, so the ratio ``server p50 / in-process p50`` is taken
-side by side (absolute times drift on a shared machine; the ratio is the figure).
+* **rows** (latency and throughput): for each number of uvicorn workers it starts ``python -m serve``
+  on a free 127.0.0.1 port (a real process) and, for each request size, drives ``POST /v1/score`` with
+  one connection, one request at a time (p50 / p99) and ``--connections`` concurrent keep-alive
+  connections (requests per second), with ``wrk`` (a Lua script rotates 8 request bodies) or, without
+  wrk or with --quick, a bounded asyncio + httpx loop. Every response must be 200. In process: the
+  same requests' arrays through the runtime's features + sequence model + segments. Latency runs in
+  ``--rounds`` interleaved rounds (in process, server, in process), so ``server p50 / in-process p50``
+  is taken side by side even while the load of a shared machine changes: medians over the rounds.
+* **validation** (the two candidates for the one validation path, same bodies, in this process):
+  pydantic v2 ``model_validate_json`` / ``TypeAdapter.validate_json`` on the raw bytes (the request
+  types of benchmarks/pydantic_contract.py) vs msgspec alone (serve/parsing.py: types and limits; and
+  the whole parse, timestamps and arrays included), on 1 and 100 customers with their events and on
+  14 MB invalid bodies. Skipped for an older ``--server-root``.
+* **bad_body**: a 1-worker server gets 14 MB invalid bodies (the 700,000-customer reproducer of issue
+  12 and 1,000 customers x 500 bad timestamps) while another connection polls ``GET /healthz`` every
+  2 ms: the longest /healthz answer, how long each rejection took, and the server's RSS before, after
+  and at its peak.
 
 The bundle: --bundle, else the newest complete one under bundles/ (a GRU one first), else a
 bundle made here in seconds (the default GRU, random weights, exported to ONNX;
 a fitted feature spec): latency does not depend on the weights.
 ``--server-root DIR`` benchmarks the ``serve`` package found under DIR, and the
 ``sellerlift`` package under DIR/src when there is one (an older checkout), in
-the server and in process: before/after numbers.
+the server and in process: before/after numbers (benchmarks/before_after.py).
 Writes benchmarks/results/serve.json (serve.quick.json with --quick).
 """
 
@@ -42,6 +44,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -50,7 +53,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from common import machine_info, markdown_table, newest_bundle, write_result  # noqa: E402
+from common import machine_info, markdown_table, newest_bundle, write_result
 
 AS_OF = np.datetime64("2026-01-01T00:00:00", "s")
 EVENT_TYPES = ("visit", "view", "add_to_cart", "purchase", "email_open", "support_contact", "coupon_redeem")
@@ -106,10 +109,10 @@ def synth_bundle(out: Path) -> Path:
     import pandas as pd
     import torch
 
-    from sellerlift.bundle import write_bundle
     from sellerlift.export import export_sequence_onnx
     from sellerlift.features import AGGREGATES, EVENT_NUMERIC, FeatureSpec, build_features
     from sellerlift.models.networks import GRUEncoder, SequenceNet
+    from sellerlift.runtime import write_bundle
 
     torch.manual_seed(0)
     net = SequenceNet(GRUEncoder(64, 64), d_model=64, head_hidden=64).eval()
@@ -198,7 +201,7 @@ class Server:
         self.log = log
         self.proc = subprocess.Popen([sys.executable, "-m", "serve", "--bundle", str(bundle), "--port",
                                       str(self.port), "--workers", str(workers), "--log-level", "warning"],
-                                     cwd=root, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+                                     cwd=root, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
         import httpx
 
         deadline = time.monotonic() + 180
@@ -236,29 +239,158 @@ class Server:
 
 
 class InProcess:
-    """The same requests' arrays -> features -> sequence.onnx -> segments, in this process."""
+    """The same requests' arrays -> features -> sequence.onnx -> segments, in this process.
+
+    Works with this tree (the runtime) and with an older ``--server-root`` (its serve.bundle.Model).
+    """
 
     def __init__(self, bundle: Path):
-        from serve.app import build_batch
-        from serve.bundle import Model
-        from serve.config import Settings
-        from serve.schemas import ScoreRequest
+        try:
+            from sellerlift.runtime import Runtime
+            from serve import parsing
 
-        self.model = Model.load(bundle, ort_threads=Settings().ort_intra_op_threads)
-        self._build = lambda req: build_batch(ScoreRequest.model_validate(req), Settings(bundle=str(bundle)))
+            rt = Runtime.load(bundle, threads=1)
+            self._build = lambda req: parsing.parse(json.dumps(req).encode(), parsing.SCORE, 10**6, 10**6).batch
+
+            def run(b):
+                feats = rt.features(b)
+                rt.score(feats)
+                rt.assign_segments(feats)
+        except ImportError:  # an older server: serve.bundle.Model, pydantic requests
+            from serve.app import build_batch
+            from serve.bundle import Model
+            from serve.config import Settings
+            from serve.schemas import ScoreRequest
+
+            m = Model.load(bundle, ort_threads=1)
+            self._build = lambda req: build_batch(ScoreRequest.model_validate(req), Settings(bundle=str(bundle)))
+
+            def run(b):
+                feats = m.features(b)
+                m.run_sequence(feats)
+                m.assign_segments(feats)
+        self._run = run
 
     def prepare(self, reqs: list[dict]) -> list:
         return [self._build(r) for r in reqs]
 
     def time(self, batches: list, repeats: int) -> list[float]:
-        m, out = self.model, []
+        out = []
         for i in range(repeats):
             t0 = time.perf_counter()
-            feats = m.features(batches[i % len(batches)])
-            m.run_sequence(feats)
-            m.assign_segments(feats)
+            self._run(batches[i % len(batches)])
             out.append(time.perf_counter() - t0)
         return out
+
+
+# ----------------------------------------------------------------------------- validation candidates
+
+
+def bad_bodies(scale: float = 1.0) -> dict[str, bytes]:
+    """The 14 MB invalid bodies of issue 12 (``scale`` < 1: smaller ones, for --quick)."""
+    n = int(700_000 * scale)
+    repro = b'{"as_of":"2026-11-30T00:00:00Z","customers":[' + b'{"customer_id":1.5},' * n + b'{"customer_id":1.5}]}'
+    ev = b",".join([b'{"type":"visit","ts":"bad"}'] * 500)
+    one = b'{"customer_id":%d,"events":[' + ev + b"]}"
+    bad_ts = (b'{"as_of":"2026-11-30T00:00:00Z","customers":[' +
+              b",".join(one % i for i in range(max(1, int(1000 * scale)))) + b"]}")
+    return {f"{len(repro) / 1e6:.0f} MB invalid: {n + 1:,} customers with a float id": repro,
+            f"{len(bad_ts) / 1e6:.0f} MB invalid: {int(1000 * scale) * 500:,} bad timestamps": bad_ts}
+
+
+def validation_comparison(bodies: dict[str, bytes], repeats: int) -> list[dict]:
+    """Median seconds of each candidate on each body (every candidate must reject the invalid ones)."""
+    from pydantic import TypeAdapter, ValidationError
+    from pydantic_contract import ScoreRequest
+
+    from serve import parsing
+    from serve.errors import ClientError
+
+    adapter = TypeAdapter(ScoreRequest)
+    candidates = {
+        "pydantic model_validate_json": ScoreRequest.model_validate_json,
+        "pydantic TypeAdapter.validate_json": adapter.validate_json,
+        "msgspec: types + limits": lambda b: parsing.decode(b, parsing.SCORE, 1000, 10_000),
+        "msgspec: the server's whole parse (+ timestamps, arrays)":
+            lambda b: parsing.parse(b, parsing.SCORE, 1000, 10_000),
+    }
+    rows = []
+    for body_name, body in bodies.items():
+        big = len(body) > 1_000_000
+        row = {"body": body_name, "bytes": len(body)}
+        for name, fn in candidates.items():
+            times, outcome = [], "ok"
+            for _ in range(1 if big and name.startswith("pydantic") else (3 if big else repeats)):
+                t0 = time.perf_counter()
+                try:
+                    fn(body)
+                except ValidationError as err:
+                    outcome = f"rejected ({err.error_count():,} error(s))"
+                except ClientError as err:
+                    outcome = f"rejected ({err.status}, {err.total:,} error(s))"
+                times.append(time.perf_counter() - t0)
+            row[name + " ms"] = float(np.median(times) * 1e3)
+            row[name + " outcome"] = outcome
+        fast = {k: v for k, v in row.items() if k.endswith(" ms")}
+        row["fastest"] = min(fast, key=fast.get)[:-3]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+# ----------------------------------------------------------------------------- a bad body
+
+
+def rss_of(pid: int) -> dict:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return out
+
+
+def bad_body_run(server: Server, bodies: dict[str, bytes], repeats: int, valid: bytes) -> dict:
+    """/healthz latency (polled every 2 ms on its own connection) while ``bodies`` are rejected; RSS."""
+    import httpx
+
+    headers = {"content-type": "application/json"}
+    with httpx.Client(base_url=server.url, timeout=600) as c:
+        for _ in range(3):
+            assert c.post("/v1/score", content=valid, headers=headers).status_code == 200
+        time.sleep(0.5)
+        before = rss_of(server.proc.pid)
+        lat, stop = [], threading.Event()
+
+        def poll():
+            with httpx.Client(base_url=server.url, timeout=600) as h:
+                while not stop.is_set():
+                    t0 = time.perf_counter()
+                    h.get("/healthz")
+                    lat.append(time.perf_counter() - t0)
+                    time.sleep(0.002)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        time.sleep(0.2)
+        rejections = []
+        for name, body in bodies.items():
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                r = c.post("/v1/score", content=body, headers=headers)
+                rejections.append({"body": name, "status": r.status_code, "seconds": time.perf_counter() - t0})
+                print(json.dumps(rejections[-1]), flush=True)
+        time.sleep(0.2)
+        stop.set()
+        poller.join(60)
+        time.sleep(1.0)
+        after = rss_of(server.proc.pid)
+    ms = np.asarray(lat) * 1e3
+    return {"healthz_max_ms": float(ms.max()), "healthz_p99_ms": float(np.percentile(ms, 99)),
+            "healthz_p50_ms": float(np.percentile(ms, 50)), "healthz_probes": len(lat),
+            "rejections": rejections, "reject_max_s": max(r["seconds"] for r in rejections),
+            "statuses": sorted({r["status"] for r in rejections}),
+            "rss_before_mib": before["VmRSS"], "rss_after_mib": after["VmRSS"], "rss_peak_mib": after["VmHWM"],
+            "rss_growth_mib": after["VmRSS"] - before["VmRSS"], "repeats": repeats}
 
 
 # ----------------------------------------------------------------------------- main
@@ -277,6 +409,10 @@ def main() -> None:
     ap.add_argument("--server-root", default=str(REPO), help="directory holding the serve package to benchmark")
     ap.add_argument("--label", default="current", help="a name for this run, kept in the JSON")
     ap.add_argument("--out", help="output JSON (default benchmarks/results/serve[.quick].json)")
+    ap.add_argument("--rounds", type=int, help="interleaved latency rounds (default 5; --quick 2)")
+    ap.add_argument("--bad-repeats", type=int, help="times each 14 MB invalid body is sent (default 3; --quick 1)")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["rows", "validation", "bad_body"],
+                    help="parts to leave out")
     args = ap.parse_args()
     root = Path(args.server_root).resolve()
     src = root / "src" if (root / "src" / "sellerlift").is_dir() else REPO / "src"
@@ -290,6 +426,7 @@ def main() -> None:
     if generator == "wrk" and not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install wrk); use --generator python")
     gen_name = "wrk" if generator == "wrk" else "python-httpx"
+    args.rounds = args.rounds or (2 if args.quick else 5)
     repeats = 20 if args.quick else 60
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_serve_"))
@@ -309,21 +446,41 @@ def main() -> None:
                 files[n].append(p)
         script = tmp / "post.lua"
         script.write_text(WRK_LUA)
-        inproc = InProcess(bundle)
-        batches = {n: inproc.prepare(reqs[n]) for n in sizes}
-        for n in sizes:
+        new_server = (root / "serve" / "parsing.py").exists()
+        bad = bad_bodies(0.05 if args.quick else 1.0)
+        validation = []
+        if "validation" not in args.skip and new_server:
+            print("validation candidates ...", flush=True)
+            valid = {f"{n} customer(s), {sum(len(c['events']) for c in reqs[n][0]['customers']):,} events": bodies[n][0]
+                     for n in sizes}
+            validation = validation_comparison({**valid, **bad}, repeats=20 if args.quick else 100)
+        inproc = InProcess(bundle) if "rows" not in args.skip else None
+        batches = {n: inproc.prepare(reqs[n]) for n in sizes} if inproc else {}
+        for n in batches:
             inproc.time(batches[n], 5)  # warm up
-        for workers in worker_counts:
+        for workers in worker_counts if inproc else []:
             server = Server(root, src, bundle, workers, tmp / f"server_{workers}.log")
             try:
                 for n in sizes:
                     server.warm(bodies[n], workers)
-                    t_in = inproc.time(batches[n], repeats // 2)
-                    if generator == "wrk":
-                        lat = run_wrk(server.url, files[n], 1, duration, script)
-                    else:
-                        lat = run_python(server.url, bodies[n], 1, duration)
-                    t_in += inproc.time(batches[n], repeats - repeats // 2)
+                    # Latency in interleaved rounds: in process, the server, in process again, each round a
+                    # fraction of the time, so the two sides see the same load of a shared machine; the
+                    # figures are the medians over the rounds (the ratio: of the per-round ratios).
+                    t_in, rounds = [], []
+                    for _ in range(args.rounds):
+                        before = inproc.time(batches[n], max(2, repeats // (2 * args.rounds)))
+                        if generator == "wrk":
+                            lat = run_wrk(server.url, files[n], 1, duration / args.rounds, script)
+                        else:
+                            lat = run_python(server.url, bodies[n], 1, duration / args.rounds)
+                        after = inproc.time(batches[n], max(2, repeats // (2 * args.rounds)))
+                        t_in += before + after
+                        lat["inprocess_p50_ms"] = float(np.percentile(np.asarray(before + after) * 1e3, 50))
+                        rounds.append(lat)
+                    lat = {"p50_ms": float(np.median([r["p50_ms"] for r in rounds])),
+                           "p99_ms": float(np.median([r["p99_ms"] for r in rounds])),
+                           "ratio": float(np.median([r["p50_ms"] / r["inprocess_p50_ms"] for r in rounds])),
+                           "requests": sum(r["requests"] for r in rounds), "errors": sum(r["errors"] for r in rounds)}
                     if generator == "wrk":
                         thr = run_wrk(server.url, files[n], args.connections, duration, script)
                     else:
@@ -337,7 +494,7 @@ def main() -> None:
                            "throughput_rps": thr["throughput_rps"],
                            "inprocess_p50_ms": float(np.percentile(ms, 50)),
                            "inprocess_p99_ms": float(np.percentile(ms, 99)),
-                           "ratio_server_over_inprocess": lat["p50_ms"] / float(np.percentile(ms, 50)),
+                           "ratio_server_over_inprocess": lat["ratio"], "rounds": args.rounds,
                            "saturated_p50_ms": thr["p50_ms"], "saturated_p99_ms": thr["p99_ms"],
                            "connections": args.connections,
                            "customers_per_s": thr["throughput_rps"] * n,
@@ -349,15 +506,28 @@ def main() -> None:
                     print(json.dumps(row), flush=True)
             finally:
                 server.stop()
+        bad_body = None
+        if "bad_body" not in args.skip:
+            print("bad bodies ...", flush=True)
+            server = Server(root, src, bundle, 1, tmp / "server_bad.log")
+            try:
+                bad_body = bad_body_run(server, bad, args.bad_repeats or (1 if args.quick else 3), bodies[sizes[-1]][0])
+            finally:
+                server.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     payload = {"label": args.label, "bundle": bundle_source, "server_root": str(root),
-               "duration_s": duration, "rows": rows,
+               "duration_s": duration, "rows": rows, "validation": validation, "bad_body": bad_body,
                "settings": {"inference_threads": 2, "ort_intra_op_threads": 1},
                "definitions": {"p50_ms/p99_ms": "one connection, one request at a time (latency)",
                                "throughput_rps": f"{args.connections} concurrent keep-alive connections",
                                "inprocess": "features + sequence.onnx + segments on the same requests' arrays, "
-                                            "timed right before and after the latency run"}}
+                                            "timed right before and after each latency round",
+                               "rounds": "latency in interleaved rounds (in process, server, in process); p50/p99 "
+                                         "and the ratio are medians over the rounds",
+                               "validation": "median ms per body of each candidate, in one process",
+                               "bad_body": "GET /healthz every 2 ms on its own connection while the 14 MB invalid "
+                                           "bodies are rejected; RSS of the server process (VmRSS, VmHWM)"}}
     if args.out:
         path = Path(args.out)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,20 +1,22 @@
-"""Sequence models vs classic baselines on the simulator and on CDNOW, same customers, split and labels.
+"""Sequence models vs classic baselines, same customers, split and labels, with paired bootstrap intervals.
 
-For each dataset and seed this runs the training pipeline (``sellerlift.pipeline.run``)
-with the GRU, then with the Transformer; the GRU run also trains the baselines
-(logistic regression, random forest, LightGBM, BG/NBD) and the RFM segments, so
-every model is scored on the same test customers. Every run is tracked in MLflow
-as usual. From the test-set predictions it writes
+A *setting* is a data set at a cutoff (``cdnow@1997-07-01``, ``simulator``); a *variant* is a sequence
+model with its levers (``gru``, ``gru+wide``, ``gru+coles``, ...; :data:`VARIANTS`). For every setting
+and seed the first variant's run also trains the baselines (logistic regression, random forest,
+LightGBM, BG/NBD) and the segments; every run writes its validation and test predictions, so
 
-* ``benchmarks/results/model_comparison.json``: per dataset, per model, per seed
-  the test metrics (AUROC, AP, ECE, precision in the top 20 %) of both heads and
-  the training time; mean and spread over seeds; a paired bootstrap interval for
-  "sequence model minus best baseline"; calibration by score band; the segment
-  tables (and ARI vs the latent archetypes on the simulator);
-* ``docs/model_comparison.md``: the same as markdown tables.
+* every model (variants, baselines, the ceiling on the simulator) gets its test metrics with a 95 %
+  percentile bootstrap interval over test customers (``sellerlift.metrics``, vectorised);
+* every variant, and two ensembles fitted on the validation customers only (``mean``: the average
+  of the GRU and the best baseline; ``stack``: a logistic regression on the logits of the GRU and
+  every baseline), is compared with the best baseline (highest test value: the hardest comparison)
+  by a paired bootstrap on the same resampled test customers.
 
-    .venv/bin/python benchmarks/compare_models.py                # simulator 50k + CDNOW, seed 0
-    .venv/bin/python benchmarks/compare_models.py --seeds 0 1 2  # spread over seeds
+Results: ``benchmarks/results/model_comparison.json`` and ``docs/model_comparison.md``. Settings not
+run this time are kept from the previous JSON (each setting says when and on which code it was measured).
+
+    .venv/bin/python benchmarks/compare_models.py --settings cdnow@1997-07-01 cdnow@1997-10-01 cdnow@1998-01-01 \\
+        --variants gru gru+wide gru+coles
     .venv/bin/python benchmarks/compare_models.py --quick        # minutes: small data, one debug epoch
 """
 
@@ -33,24 +35,31 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from compare_models_md import markdown  # benchmarks/, beside this file
 
 from sellerlift import metrics as M
 from sellerlift.constants import HEADS
 
 METRICS = ("auroc", "ap", "ece", "precision_top20")
-SEQUENCE_MODELS = ("gru", "transformer")
 BASELINES = ("logreg", "random_forest", "lightgbm", "bgnbd")
-LABELS = {"logreg": "logistic regression", "random_forest": "random forest", "lightgbm": "LightGBM",
-          "bgnbd": "BG/NBD", "gru": "sequence model: GRU", "transformer": "sequence model: Transformer",
-          "ceiling": "ceiling (true probabilities)"}
+ENSEMBLES = ("mean", "stack")
+VARIANTS = {  # name -> Hydra overrides (levers are options of the default GRU run)
+    "gru": [],
+    "gru+wide": ["++model.module.net.wide=true"],  # wide & deep: a linear path from the aggregates to the logits
+    "gru+coles": ["pretrain=coles"],  # CoLES self-supervised pre-training of the encoder
+    "gru+rolling": ["data.rolling.cutoffs=3", "data.rolling.step_days=30"],  # earlier cutoffs as training rows
+    "transformer": ["model=transformer"],
+}
 EXTRAS_FIRST = ["sellerlift.stages.segments.fit_segments_stage", "sellerlift.stages.baselines.train_baselines"]
 EXTRAS_OTHER = ["sellerlift.stages.baselines.train_baselines"]  # with no baseline models: writes predictions only
-
 QUICK = {
     "simulator": ["data.source.n_customers=3000", "data.source.n_sellers=10", "data.max_len=32"],
     "cdnow": ["data.source.which=sample", "data.max_len=16"],
     "common": ["trainer=debug", "model.module.net.d_model=16", "model.module.net.head_hidden=16",
-               "data.datamodule.batch_size=128", "baselines.models.random_forest.n_estimators=30"],
+               "data.datamodule.batch_size=128", "baselines.models.random_forest.n_estimators=30",
+               "guards.on_small=warn"],
 }
 
 
@@ -62,336 +71,249 @@ def compose(overrides: list[str], root: Path):
         return hcompose(config_name="train", overrides=[*overrides, f"paths.root_dir={root}"])
 
 
-def run_one(dataset: str, model: str, seed: int, args, pred_dir: Path, work: Path) -> dict:
+def setting_overrides(setting: str) -> tuple[str, list[str]]:
+    dataset, _, cutoff = setting.partition("@")
+    return dataset, [f"data={dataset}", *([f"data.source.cutoff={cutoff}"] if cutoff else [])]
+
+
+def run_one(setting: str, variant: str, seed: int, args, pred_dir: Path, work: Path) -> dict:
     from sellerlift.pipeline import run
 
-    first = model == args.models[0]
-    extras = EXTRAS_FIRST if first else EXTRAS_OTHER
-    ov = [f"data={dataset}", f"model={model}", f"seed={seed}", "tracking.register=false",
-          "trainer.enable_progress_bar=false", "~callbacks.progress_bar", "report.enabled=false",
-          f"extras=[{','.join(extras)}]", f"baselines.predictions_dir={pred_dir}",
-          f"paths.output_dir={work}/{dataset}-{model}-{seed}"]
+    dataset, ov = setting_overrides(setting)
+    first = variant == args.variants[0]
+    ov += [f"seed={seed}", "tracking.register=false", "trainer.enable_progress_bar=false", "~callbacks.progress_bar",
+           "report.enabled=false", f"extras=[{','.join(EXTRAS_FIRST if first else EXTRAS_OTHER)}]",
+           f"baselines.predictions_dir={pred_dir}", f"paths.output_dir={work}/{setting}-{variant}-{seed}"]
     if dataset == "simulator":
         ov.append("data.source.progress=false")
     if args.quick:
         ov += QUICK[dataset] + QUICK["common"]
+    ov += VARIANTS[variant]
+    if args.quick and "pretrain=coles" in VARIANTS[variant]:
+        ov.append("pretrain.trainer.max_epochs=1")
     if not first:  # after the quick settings, which tune a baseline model: Hydra applies overrides in order
-        ov.append("~baselines.models")  # no baseline models: only the test predictions are written
-    minutes = args.max_minutes.get(dataset) if args.max_minutes else None
-    if minutes:  # a wall-clock budget per sequence model (early stopping and the best checkpoint still apply)
-        total = int(round(minutes * 60))
-        ov.append(f"++trainer.max_time='00:{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}'")
+        ov.append("~baselines.models")
     ov += args.override
     cfg = compose(ov, args.root)
     t0 = time.perf_counter()
     result = run(cfg)
     wall = time.perf_counter() - t0
-    preds = pd.read_parquet(pred_dir / f"{cfg.data.name}-{model}-{result.run_id or 'norun'}.parquet")
-    comp = pd.read_csv(pred_dir / f"{cfg.data.name}-{model}-{result.run_id or 'norun'}.comparison.csv")
-    n_train = int((preds.shape[0] / max(cfg.data.split[2], 1e-9)) * cfg.data.split[0])
-    epochs = result.timings.get("train_sequences_per_s", 0) * result.timings.get("fit_s", 0) / max(n_train, 1)
-    return {"dataset": dataset, "model": model, "seed": seed, "run_id": result.run_id, "wall_s": wall,
-            "fit_s": result.timings.get("fit_s"), "epochs": round(epochs, 1), "max_minutes": minutes,
-            "logged": {k: v for k, v in result.metrics.items() if k.startswith("test/")},
-            "preds": preds, "comparison": comp, "cfg": cfg}
+    stem = pred_dir / f"{cfg.data.name}-{cfg.model.name}-{result.run_id or 'norun'}"
+    preds = pd.read_parquet(stem.with_suffix(".parquet"))
+    preds = preds.rename(columns={f"{cfg.model.name}__{h}": f"{variant}__{h}" for h in HEADS})
+    comp = pd.read_csv(stem.with_suffix(".comparison.csv"))
+    epochs = result.timings.get("train_sequences_per_s", 0) * result.timings.get("fit_s", 0) / max(
+        int((preds["split"] == "test").sum() / cfg.data.split[2] * cfg.data.split[0]), 1)
+    return {"run_id": result.run_id, "wall_s": wall, "fit_s": result.timings.get("fit_s"),
+            "pretrain_s": result.timings.get("pretrain_s"), "epochs": round(epochs, 1), "preds": preds,
+            "comparison": comp, "cfg": cfg, "command": "python train.py " + " ".join(ov)}
 
 
 # --------------------------------------------------------------------------- statistics
 
 
-def metrics_of(preds: pd.DataFrame, name: str) -> dict[str, float]:
-    out = {}
-    for h in HEADS:
-        for k, v in M.binary_metrics(preds[f"y_{h}"], preds[f"{name}__{h}"]).items():
-            out[f"{h}_{k}"] = v
-    return out
-
-
 def paired_bootstrap(preds: pd.DataFrame, a: str, b: str, head: str, metric: str, n_boot: int, seed: int = 0) -> dict:
     """Difference a - b of ``metric`` on the same resampled test customers: estimate and 95 % interval."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    fn = {"auroc": roc_auc_score, "ap": average_precision_score}[metric]
-    y = preds[f"y_{head}"].to_numpy()
-    pa, pb = preds[f"{a}__{head}"].to_numpy(), preds[f"{b}__{head}"].to_numpy()
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(y), len(y))
-        if 0 < y[i].mean() < 1:
-            diffs.append(fn(y[i], pa[i]) - fn(y[i], pb[i]))
-    diffs = np.asarray(diffs)
-    est = fn(y, pa) - fn(y, pb)
-    lo, hi = np.quantile(diffs, [0.025, 0.975])
-    return {"a": a, "b": b, "head": head, "metric": metric, "diff": float(est), "ci95": [float(lo), float(hi)],
-            "p_a_not_better": float((diffs <= 0).mean()), "n_boot": int(len(diffs))}
+    d = M.paired_difference(preds[f"y_{head}"], preds[f"{a}__{head}"], preds[f"{b}__{head}"], metric, n_boot,
+                            seed=seed)
+    return {"a": a, "b": b, "head": head, "metric": metric, "diff": d["diff"], "ci95": [d["ci_low"], d["ci_high"]],
+            "p_a_not_better": d["p_not_better"], "n_boot": d["n_boot"]}
 
 
-def summarise(rows: list[dict], models: list[str]) -> dict:
-    """Mean and sd over seeds per model and metric."""
-    out = {}
-    for m in models:
-        per_seed = [r["metrics"][m] for r in rows if m in r["metrics"]]
-        if not per_seed:
-            continue
-        keys = per_seed[0].keys()
-        out[m] = {k: {"mean": float(np.nanmean([s[k] for s in per_seed])),
-                      "sd": float(np.nanstd([s[k] for s in per_seed], ddof=1)) if len(per_seed) > 1 else 0.0,
-                      "n": len(per_seed)} for k in keys}
+def metrics_of(test: pd.DataFrame, name: str, n_boot: int) -> dict:
+    """Test metrics of ``name`` with their bootstrap intervals: ``{head_metric: v, head_metric_ci: [lo, hi]}``."""
+    y = test[[f"y_{h}" for h in HEADS]].to_numpy()
+    p = test[[f"{name}__{h}" for h in HEADS]].to_numpy(np.float64)
+    out = M.head_metrics(y, p, "")
+    ci = M.head_metric_intervals(y, p, "", n_boot=n_boot) if n_boot else {}
+    for k in list(out):
+        if f"{k}_ci_low" in ci:
+            out[f"{k}_ci"] = [ci[f"{k}_ci_low"], ci[f"{k}_ci_high"]]
     return out
 
 
-# --------------------------------------------------------------------------- segments
+def _logit(p):
+    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
 
 
-def segment_tables(first: dict, args) -> dict:
-    """Segment summary and k selection of the GRU run (MLflow artifacts), plus archetypes on the simulator."""
+def add_ensembles(preds: pd.DataFrame, seq: str, baselines: list[str]) -> dict:
+    """Columns ``mean__<head>`` and ``stack__<head>``, fitted on the validation rows only; returns what was chosen."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    val = (preds["split"] == "val").to_numpy()
+    chosen = {}
+    for h in HEADS:
+        y = preds[f"y_{h}"].to_numpy()
+        best = max(baselines, key=lambda b: roc_auc_score(y[val], preds.loc[val, f"{b}__{h}"]))
+        preds[f"mean__{h}"] = (preds[f"{seq}__{h}"] + preds[f"{best}__{h}"]) / 2
+        X = np.stack([_logit(preds[f"{m}__{h}"]) for m in (seq, *baselines)], axis=1)
+        stack = LogisticRegression(C=1.0, max_iter=1000).fit(X[val], y[val])
+        preds[f"stack__{h}"] = stack.predict_proba(X)[:, 1]
+        chosen[h] = {"mean_with": best,
+                     "stack_weights": {m: round(float(w), 3) for m, w in zip((seq, *baselines), stack.coef_[0])}}
+    return chosen
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Mean and sd over seeds of every model's test metrics."""
+    out = {}
+    for m in rows[0]["models"]:
+        per_seed = [r["models"][m] for r in rows if m in r["models"]]
+        keys = [k for k in per_seed[0] if not k.endswith("_ci") and isinstance(per_seed[0][k], (int, float))]
+        out[m] = {k: {"mean": float(np.nanmean([s[k] for s in per_seed])), "n": len(per_seed),
+                      "sd": float(np.nanstd([s[k] for s in per_seed], ddof=1)) if len(per_seed) > 1 else 0.0}
+                  for k in keys}
+    return out
+
+
+def segment_tables(first: dict) -> dict:
+    """Segment summary and k selection of the setting's first run (MLflow artifacts)."""
     from mlflow.tracking import MlflowClient
 
-    from sellerlift.segment import SegmentModel
-
     cfg, run_id = first["cfg"], first["run_id"]
-    out = {}
     if run_id is None:
-        return out
+        return {}
     client = MlflowClient(cfg.logger.tracking_uri)
-    run = client.get_run(run_id)
-    out["k"] = run.data.metrics.get("segments/k")
-    out["archetype_ari"] = run.data.metrics.get("segments/archetype_ari")
+    out = {"k": client.get_run(run_id).data.metrics.get("segments/k"),
+           "archetype_ari": client.get_run(run_id).data.metrics.get("segments/archetype_ari")}
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("segment_summary", "segment_k_selection"):
-            p = client.download_artifacts(run_id, f"tables/{name}.csv", tmp)
-            out[name] = pd.read_csv(p).to_dict(orient="records")
-    # Which latent archetypes each segment holds (simulator only).
+            out[name] = pd.read_csv(client.download_artifacts(run_id, f"tables/{name}.csv", tmp)).to_dict("records")
+    return out
+
+
+def input_ablation(first: dict, n_boot: int) -> dict:
+    """Does the GRU read both inputs? Test AUROC of its exported model with the aggregates set to the training mean
+    (0 after standardisation) and with the event sequence emptied (length 0: the encoder outputs zeros)."""
     from hydra.utils import instantiate
 
     from sellerlift.pipeline import prepare
+    from sellerlift.runtime import SequenceModel
 
-    tables = instantiate(cfg.data.source).load()
-    if tables.truth is not None and "archetype" in tables.truth:
-        prep = prepare(tables, cfg)
-        bundle = Path(cfg.paths.root_dir) / cfg.paths.bundles_dir / run_id / "segments.json"
-        model = SegmentModel.from_json(json.loads(bundle.read_text()))
-        seg = model.assign_names(prep.feats.rfm())
-        ct = pd.crosstab(pd.Series(seg, name="segment"), prep.truth["archetype"].astype(str).to_numpy(),
-                         normalize="index")
-        out["segment_by_archetype"] = ct.reset_index().to_dict(orient="records")
-        arch = prep.truth["archetype"].astype(str).to_numpy()
-        rfm = prep.feats.rfm().reset_index(drop=True)
-        ref = rfm.assign(archetype=arch).groupby("archetype").agg(
-            recency_days=("recency_days", "mean"), frequency=("frequency", "mean"),
-            monetary=("monetary", "mean"), share=("recency_days", lambda s: len(s) / len(rfm)))
-        out["archetype_rfm"] = ref.reset_index().to_dict(orient="records")
+    cfg = first["cfg"]
+    prep = prepare(instantiate(cfg.data.source).load(), cfg)
+    test = np.flatnonzero(prep.split == 2)
+    feats = prep.feats.take(test)
+    bundle = Path(cfg.paths.root_dir) / cfg.paths.bundles_dir / first["run_id"]
+    model = SequenceModel.from_file(bundle / "sequence.onnx")
+    no_agg = type(feats)(feats.customer_id, feats.event_type, feats.numeric, feats.length,
+                         np.zeros_like(feats.aggregates), feats.raw)
+    no_seq = type(feats)(feats.customer_id, np.zeros_like(feats.event_type), np.zeros_like(feats.numeric),
+                         np.zeros_like(feats.length), feats.aggregates, feats.raw)
+    out = {}
+    for name, f in (("full", feats), ("no_aggregates", no_agg), ("no_events", no_seq)):
+        p = model.probabilities(f)
+        m = M.head_metrics(prep.targets[test], p, "")
+        ci = M.head_metric_intervals(prep.targets[test], p, "", n_boot=n_boot) if n_boot else {}
+        out[name] = {f"{h}_auroc": m[f"{h}_auroc"] for h in HEADS}
+        out[name].update({f"{h}_auroc_ci": [ci.get(f"{h}_auroc_ci_low"), ci.get(f"{h}_auroc_ci_high")] for h in HEADS})
     return out
 
 
-# --------------------------------------------------------------------------- markdown
+def compare_setting(setting: str, args, work: Path) -> dict:
+    per_seed, first, started = [], None, time.strftime("%Y-%m-%d %H:%M")
+    for seed in args.seeds:
+        pred_dir, preds, runs = work / f"preds-{setting}-{seed}", None, {}
+        for variant in args.variants:
+            print(f"[compare] {setting} seed {seed}: {variant} ...", flush=True)
+            r = run_one(setting, variant, seed, args, pred_dir, work)
+            runs[variant] = {k: r[k] for k in ("run_id", "wall_s", "fit_s", "pretrain_s", "epochs", "command")}
+            cols = ["customer_id", "split", *(f"{variant}__{h}" for h in HEADS)]
+            preds = r["preds"] if preds is None else preds.merge(r["preds"][cols], on=["customer_id", "split"])
+            if first is None:
+                first = r
+        base = [b for b in BASELINES if f"{b}__intent" in preds]
+        chosen = add_ensembles(preds, args.variants[0], base) if base else {}
+        test = preds[preds["split"] == "test"].reset_index(drop=True)
+        n_boot = args.bootstrap if seed == args.seeds[0] else 0
+        names = [*args.variants, *base, *(ENSEMBLES if base else ()), *(["truth"] if "truth__intent" in test else [])]
+        models = {("ceiling" if n == "truth" else n): metrics_of(test, n, n_boot) for n in names}
+        for v in args.variants:
+            models[v].update(runs[v])
+        models.update({b: {**models[b], "fit_s": float(first["comparison"].set_index("model").loc[b, "fit_s"])}
+                       for b in base})
+        per_seed.append({"seed": seed, "models": models, "ensembles": chosen})
+        if seed == args.seeds[0]:
+            test0 = test.rename(columns={f"truth__{h}": f"ceiling__{h}" for h in HEADS})
+    summary = summarise(per_seed)
+    paired = []
+    for h in HEADS:
+        for k in ("auroc", "ap"):
+            best = max(base, key=lambda b: summary[b][f"{h}_{k}"]["mean"])
+            paired += [paired_bootstrap(test0, a, best, h, k, args.bootstrap) for a in (*args.variants, *ENSEMBLES)]
+    cfg = first["cfg"]
+    dataset, _, cutoff = setting.partition("@")
+    pos = {h: {s: int(preds.loc[preds["split"] == s, f"y_{h}"].sum()) for s in ("val", "test")} for h in HEADS}
+    where = (f"CDNOW ({cfg.data.source.get('which', 'master')} file), history before {cutoff} (exclusive)"
+             if dataset == "cdnow" else f"simulator, {cfg.data.source.n_customers:,} customers of "
+                                        f"{cfg.data.source.n_sellers} sellers, one simulated year before the cutoff")
+    from sellerlift.tracking import git_commit
 
-
-def _fmt(stat: dict | None, digits: int = 3) -> str:
-    if stat is None or not np.isfinite(stat["mean"]):
-        return "—"
-    if stat["n"] > 1:
-        return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}"
-    return f"{stat['mean']:.{digits}f}"
-
-
-def markdown(report: dict) -> str:
-    lines = ["# Sequence models vs classic baselines", "",
-             "Generated by `benchmarks/compare_models.py` "
-             f"({'quick mode: small data, one debug epoch — not a measurement' if report['quick'] else 'full run'}); "
-             f"raw numbers in `benchmarks/results/model_comparison.json`. {report['machine']}.", "",
-             "Every model sees the same customers, the same customer-level 70/15/15 split and the same labels "
-             "(intent = purchase within 7 days of the cutoff, churn = no purchase within 90 days). Baselines read "
-             "the per-customer aggregates of `sellerlift.features` (RFM, tenure, recent-window counts and spend, "
-             "event-type counts); BG/NBD reads the purchase history only. Metrics are on the test customers, "
-             "computed by `sellerlift.metrics.binary_metrics` (equal to the torchmetrics values the runs log): "
-             "ECE uses 15 equal-width bins; P@20 % is the share of positives among the 20 % highest scores. "
-             f"Seeds: {report['seeds']} (mean ± sd over seeds where more than one). Training time is wall-clock "
-             "on a shared 2-core CPU machine: read it as a ratio."
-             + (f" Sequence models trained under a wall-clock budget of {report['max_minutes']} minutes per model "
-                "(early stopping and the best checkpoint still apply; epochs reached are in the table): "
-                "their numbers are a lower bound." if report.get("max_minutes") else ""), ""]
-    for d in report["datasets"].values():
-        lines += [f"## {d['title']}", "", d["description"], ""]
-        head = "| model | " + " | ".join(f"{h} {m}" for h in HEADS for m in ("AUROC", "AP", "ECE", "P@20 %")) + \
-               " | train s |"
-        lines += [head, "|" + "---|" * (2 + 4 * len(HEADS))]
-        for m in [*SEQUENCE_MODELS, *BASELINES, "ceiling"]:
-            s = d["summary"].get(m)
-            if s is None:
-                continue
-            cells = [_fmt(s.get(f"{h}_{k}")) for h in HEADS for k in METRICS]
-            fit, ep = s.get("fit_s"), s.get("epochs")
-            fit_cell = _fmt(fit, 1) if fit else "—"
-            if ep is not None:
-                fit_cell += f" ({ep['mean']:.1f} epochs)"
-            lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + f" | {fit_cell} |")
-        lines += ["", "**Sequence model minus best baseline** (paired bootstrap over test customers, "
-                  f"{d['bootstrap'][0]['n_boot'] if d['bootstrap'] else 0} resamples, seed {report['seeds'][0]}; "
-                  "best = highest mean test value among the baselines, the hardest comparison):", "",
-                  "| head | metric | sequence | best baseline | difference | 95 % interval | P(no gain) |",
-                  "|---|---|---|---|---|---|---|"]
-        for b in d["bootstrap"]:
-            lines.append(f"| {b['head']} | {b['metric'].upper() if b['metric'] == 'ap' else 'AUROC'} | "
-                         f"{LABELS[b['a']]} | {LABELS[b['b']]} | {b['diff']:+.4f} | "
-                         f"[{b['ci95'][0]:+.4f}, {b['ci95'][1]:+.4f}] | {b['p_a_not_better']:.3f} |")
-        lines += ["", "**Calibration by score band** (test customers, seed "
-                  f"{report['seeds'][0]}): observed rate among customers scored below 0.25 / above 0.75, "
-                  "and their share of customers.", "",
-                  "| model | head | rate < 0.25 | share < 0.25 | rate > 0.75 | share > 0.75 |",
-                  "|---|---|---|---|---|---|"]
-        for r in d["calibration_bands"]:
-            def f(v):
-                return "—" if v is None or not np.isfinite(v) else f"{v:.3f}"
-            lines.append(f"| {LABELS.get(r['model'], r['model'])} | {r['head']} | {f(r['rate_below_0.25'])} | "
-                         f"{f(r['share_below_0.25'])} | {f(r['rate_above_0.75'])} | {f(r['share_above_0.75'])} |")
-        lines += ["", "**Verdict** (the issue's goal: at least as good as the best baseline on every metric):", ""]
-        lines += [f"- {v}" for v in d["verdict"]]
-        seg = d.get("segments") or {}
-        if seg.get("segment_summary"):
-            ari = seg.get("archetype_ari")
-            lines += ["", f"### RFM segments ({d['title']})", "",
-                      f"k = {int(seg['k']) if seg.get('k') is not None else '?'} by silhouette over k = 3..10"
-                      + (f"; adjusted Rand index vs the latent archetypes: **{ari:.3f}**" if ari is not None else "")
-                      + ". Means over all customers with history (recency in days since the last purchase, "
-                        "frequency = purchases, monetary = mean order value); churn / intent rates from the labels.",
-                      "", pd.DataFrame(seg["segment_summary"]).to_markdown(index=False, floatfmt=".3g"), ""]
-            if seg.get("segment_by_archetype"):
-                lines += ["Share of each latent archetype within each segment (rows sum to 1):", "",
-                          pd.DataFrame(seg["segment_by_archetype"]).to_markdown(index=False, floatfmt=".2f"), "",
-                          "The archetypes' own RFM means (what the segments try to recover):", "",
-                          pd.DataFrame(seg["archetype_rfm"]).to_markdown(index=False, floatfmt=".3g"), ""]
-            lines += ["k selection:", "", pd.DataFrame(seg["segment_k_selection"]).to_markdown(
-                index=False, floatfmt=".4g"), ""]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def verdict(summary: dict, baselines: list[str], seq_models: list[str]) -> list[str]:
-    out = []
-    for sm in seq_models:
-        if sm not in summary:
-            continue
-        worse = []
-        for h in HEADS:
-            for k in METRICS:
-                key = f"{h}_{k}"
-                vals = {b: summary[b][key]["mean"] for b in baselines if b in summary}
-                if not vals:
-                    continue
-                best_b = (min if k == "ece" else max)(vals, key=vals.get)
-                s = summary[sm][key]["mean"]
-                behind = s > vals[best_b] if k == "ece" else s < vals[best_b]
-                if behind:
-                    worse.append(f"{h} {k.upper() if k != 'precision_top20' else 'P@20 %'} "
-                                 f"({s:.3f} vs {LABELS[best_b]} {vals[best_b]:.3f})")
-        if worse:
-            out.append(f"{LABELS[sm]} is **behind** the best baseline on {len(worse)} of "
-                       f"{len(HEADS) * len(METRICS)} metrics: " + "; ".join(worse) + ".")
-        else:
-            out.append(f"{LABELS[sm]} is at least as good as the best baseline on every metric.")
-    return out
+    return {"title": f"CDNOW at {cutoff}" if dataset == "cdnow" else "Simulator", "dataset": dataset,
+            "measured": started, "commit": git_commit(REPO),
+            "cutoff": cutoff or str(cfg.data.source.get("cutoff", "")),
+            "description": f"{where}; {len(test0):,} test customers; test intent rate {test0['y_intent'].mean():.3f} "
+                           f"({pos['intent']['test']} positives), churn rate {test0['y_churn'].mean():.3f}; "
+                           f"validation intent positives {pos['intent']['val']}.",
+            "n_test": len(test0), "positives": pos, "per_seed": per_seed, "summary": summary, "paired": paired,
+            "segments": segment_tables(first) if dataset != "cdnow" or cutoff == "1997-10-01" else {},
+            "ablation": input_ablation(first, args.bootstrap) if first["run_id"] else {},
+            "commands": {v: runs[v]["command"] for v in args.variants}}
 
 
 # --------------------------------------------------------------------------- main
 
 
+def from_old(entry: dict, when: str) -> dict:
+    """A data set of the previous JSON layout (summary / bootstrap per data set) in this layout."""
+    models = {m: {k: v["mean"] for k, v in stats.items()} for m, stats in entry["summary"].items()}
+    return {"title": entry["title"], "dataset": "simulator" if "Simulator" in entry["title"] else "cdnow",
+            "cutoff": "", "description": entry["description"], "measured": when,
+            "per_seed": [{"seed": 0, "models": models}], "summary": entry["summary"], "segments": entry.get("segments"),
+            "paired": [b for b in entry.get("bootstrap", [])]}
+
+
+def previous_settings(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    if "settings" in old:
+        return {k: {"measured": old.get("started"), **v} for k, v in old["settings"].items()}
+    return {("simulator" if ds == "simulator" else "cdnow@1997-10-01"): from_old(e, old.get("started", "?"))
+            for ds, e in old.get("datasets", {}).items()}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small data and one debug epoch (for tests)")
-    ap.add_argument("--datasets", nargs="+", default=["simulator", "cdnow"])
-    ap.add_argument("--models", nargs="+", default=list(SEQUENCE_MODELS))
+    ap.add_argument("--settings", nargs="+", default=["simulator", "cdnow@1997-10-01"],
+                    help="data set[@cutoff], e.g. cdnow@1997-07-01")
+    ap.add_argument("--variants", nargs="+", default=["gru"], choices=list(VARIANTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
-    ap.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     ap.add_argument("--root", type=Path, default=REPO, help="repository root for mlruns/, bundles/, data/")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/model_comparison.json")
     ap.add_argument("--doc", type=Path, default=REPO / "docs/model_comparison.md")
     ap.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for every run")
-    ap.add_argument("--max-minutes", nargs="*", default=[], metavar="DATASET=MIN",
-                    help="wall-clock training budget per sequence model, e.g. simulator=8 cdnow=5")
+    ap.add_argument("--fresh", action="store_true", help="do not carry over settings of the previous JSON")
     args = ap.parse_args(argv)
-    args.max_minutes = {k: float(v) for k, v in (kv.split("=", 1) for kv in args.max_minutes)}
     args.root = args.root.resolve()
 
     import os
 
     os.environ.setdefault("SELLERLIFT_ROOT", str(args.root))
-    report = {"quick": args.quick, "seeds": args.seeds, "max_minutes": args.max_minutes, "models": args.models,
-              "datasets": {},
+    report = {"quick": args.quick, "seeds": args.seeds, "variants": args.variants, "bootstrap": args.bootstrap,
               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
-              "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+              "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "settings": {} if args.fresh or args.quick else previous_settings(args.out)}
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        for ds in args.datasets:
-            rows, first_runs, preds0 = [], {}, None
-            for seed in args.seeds:
-                metrics, runs = {}, {}
-                pred_dir = work / f"preds-{ds}-{seed}"
-                preds = None
-                for model in args.models:
-                    print(f"[compare] {ds} seed {seed}: {model} ...", flush=True)
-                    r = run_one(ds, model, seed, args, pred_dir, work)
-                    runs[model] = r["run_id"]
-                    p = r["preds"]
-                    preds = p if preds is None else preds.merge(
-                        p[["customer_id", f"{model}__intent", f"{model}__churn"]], on="customer_id")
-                    metrics[model] = metrics_of(p, model)
-                    metrics[model]["fit_s"] = r["fit_s"]
-                    metrics[model]["epochs"] = r["epochs"]
-                    # The numbers MLflow shows (torchmetrics) agree with ours on the same scores.
-                    for k, v in r["logged"].items():
-                        ours = metrics[model][k.removeprefix("test/")]
-                        if np.isfinite(v) and abs(ours - v) > 2e-3:
-                            print(f"[compare] warning: {model} {k}: logged {v:.4f} vs recomputed {ours:.4f}")
-                    if model == args.models[0]:
-                        comp = r["comparison"].set_index("model")
-                        for b in BASELINES:
-                            if b in comp.index:
-                                metrics[b] = metrics_of(p, b)
-                                metrics[b]["fit_s"] = float(comp.loc[b, "fit_s"])
-                        if "truth__intent" in p:
-                            metrics["ceiling"] = metrics_of(p, "truth")
-                        if seed == args.seeds[0]:
-                            first_runs = r
-                rows.append({"seed": seed, "metrics": metrics, "runs": runs})
-                if seed == args.seeds[0]:
-                    preds0 = preds
-            allm = [*args.models, *BASELINES, "ceiling"]
-            summary = summarise(rows, allm)
-            present_b = [b for b in BASELINES if b in summary]
-            boot = []
-            for h in HEADS:
-                for k in ("auroc", "ap"):
-                    key = f"{h}_{k}"
-                    best_seq = max(args.models, key=lambda m: summary[m][key]["mean"])
-                    best_b = max(present_b, key=lambda b: summary[b][key]["mean"])
-                    boot.append(paired_bootstrap(preds0, best_seq, best_b, h, k, args.bootstrap))
-            bands = []
-            for m in [*args.models, *present_b, *(["truth"] if "truth__intent" in preds0 else [])]:
-                for h in HEADS:
-                    bands.append({"model": "ceiling" if m == "truth" else m, "head": h,
-                                  **M.calibration_bands(preds0[f"y_{h}"], preds0[f"{m}__{h}"])})
-            cfg = first_runs["cfg"]
-            n_test = len(preds0)
-            if ds == "cdnow":
-                where = (f"CDNOW ({cfg.data.source.which} file), history before {cfg.data.source.cutoff} "
-                         "(exclusive), labels from the purchases after it")
-            else:
-                where = (f"simulator, {cfg.data.source.n_customers:,} customers of {cfg.data.source.n_sellers} "
-                         "sellers, one simulated year of events before the cutoff")
-            desc = (f"{where}; {n_test:,} test customers; test intent rate {preds0['y_intent'].mean():.3f}, "
-                    f"churn rate {preds0['y_churn'].mean():.3f}.")
-            report["datasets"][ds] = {
-                "title": "Simulator" if ds == "simulator" else "CDNOW (real transactions)",
-                "description": desc, "n_test": n_test,
-                "per_seed": rows, "summary": summary, "bootstrap": boot, "calibration_bands": bands,
-                "verdict": verdict(summary, present_b, args.models),
-                "segments": segment_tables(first_runs, args),
-                "overrides_quick": QUICK[ds] + QUICK["common"] if args.quick else [],
-            }
+        for setting in args.settings:
+            report["settings"][setting] = compare_setting(setting, args, Path(tmp))
+            args.out.parent.mkdir(parents=True, exist_ok=True)  # after each setting: a crash keeps what ran
+            args.out.write_text(json.dumps(report, indent=2, default=_json_default))
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=_json_default))
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text(markdown(report))

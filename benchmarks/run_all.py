@@ -70,24 +70,9 @@ def render(name: str, data: dict) -> str:
                 "\n\nint8 dynamic quantisation (Transformer): " + ", ".join(
                     f"{k} {v:.4g}" for k, v in q.items() if isinstance(v, float)))
     if name == "allocate":
-        rows = [{"n": r["n"], "lagrangian_s": r["lagrangian"]["median_s"], "lp_highs_s": r["lp_highs"]["median_s"],
-                 "lp_over_lagrangian": r["time_ratio_lp_over_lagrangian"], "profit_gap_rel": r["gap_rel"]}
-                for r in data.get("vs_lp", [])]
-        scale = [{"n": r["n"], "per_seller": r["per_seller"], "median_s": r["median_s"],
-                  "peak_traced_mb": r["peak_traced_mb"], "gap_vs_dual_bound_rel": r["gap_vs_dual_bound_rel"]}
-                 for r in data.get("scale", [])]
-        return (markdown_table(rows, ["n", "lagrangian_s", "lp_highs_s", "lp_over_lagrangian", "profit_gap_rel"])
-                + "\n\n" + markdown_table(scale, ["n", "per_seller", "median_s", "peak_traced_mb",
-                                                  "gap_vs_dual_bound_rel"]))
+        return render_allocate(data)
     if name == "serve":
-        rows = data.get("rows", [])
-        gen = rows[0]["generator"] if rows else "?"
-        conns = rows[0]["connections"] if rows else "?"
-        return (markdown_table(rows, ["customers_per_request", "workers", "p50_ms", "p99_ms", "throughput_rps",
-                                      "customers_per_s", "inprocess_p50_ms", "ratio_server_over_inprocess"])
-                + f"\n\nPOST /v1/score over loopback ({gen}): p50/p99 one request at a time, throughput with {conns} "
-                "concurrent connections; in-process = the same requests' arrays through features + sequence.onnx + "
-                f"segments, timed side by side (the ratio is the figure). Bundle: {data.get('bundle')}.")
+        return render_serve(data)
     if name == "score":
         return (markdown_table(data["rows"], ["customers", "events", "wall_s", "wall_spread_s", "customers_per_s",
                                               "events_per_s", "peak_rss_mib", "partitions"])
@@ -110,6 +95,72 @@ def render(name: str, data: dict) -> str:
     rows = data.get("rows") or [data]
     cols = [k for k, v in rows[0].items() if isinstance(v, (int, float, str))][:10]
     return markdown_table(rows, cols)
+
+
+def render_allocate(data: dict) -> str:
+    rows = [{"n": r["n"], "mode": r.get("mode", "total"), "lagrangian_s": r["lagrangian"]["median_s"],
+             "lp_highs_s": r["lp_highs"]["median_s"], "lp_over_lagrangian": r["time_ratio_lp_over_lagrangian"],
+             "gap_vs_lp_bound_rel": r.get("gap_vs_lp_bound_rel", r.get("gap_rel"))} for r in data.get("vs_lp", [])]
+    scale = [{"n": r["n"], "mode": r.get("mode", "sellers" if r["per_seller"] else "total"), "median_s": r["median_s"],
+              "peak_traced_mb": r["peak_traced_mb"], "input_mb": r["input_mb"],
+              "gap_to_bound_rel": r.get("gap_to_bound_rel", r.get("gap_vs_dual_bound_rel"))}
+             for r in data.get("scale", [])]
+    out = (markdown_table(rows, ["n", "mode", "lagrangian_s", "lp_highs_s", "lp_over_lagrangian",
+                                 "gap_vs_lp_bound_rel"])
+           + "\n\n" + markdown_table(scale, ["n", "mode", "median_s", "peak_traced_mb", "input_mb",
+                                              "gap_to_bound_rel"]))
+    if data.get("vs_milp"):
+        out += "\n\n" + markdown_table(data["vs_milp"], ["n", "mode", "lagrangian_s", "milp_s", "milp_status",
+                                                          "gap_vs_milp_rel", "milp_gap_vs_lp_bound_rel"])
+    if data.get("objective_spread"):
+        out += "\n\n" + markdown_table(data["objective_spread"], [
+            "budget_frac", "weight", "spread_penalty", "direct", "enduring", "spread", "spread_rule_top_value",
+            "spread_vs_rule"])
+    return out + ("\n\nModes: total budget only; + per-seller budgets; all = + tiers, enduring value (weight 0.5), "
+                  "discount caps, spread penalty, incentive cap (benchmarks/bench_allocate.py).")
+
+
+def render_serve(data: dict) -> str:
+    rows = data.get("rows", [])
+    gen = rows[0]["generator"] if rows else "?"
+    conns = rows[0]["connections"] if rows else "?"
+    out = (markdown_table(rows, ["customers_per_request", "workers", "p50_ms", "p99_ms", "throughput_rps",
+                                 "customers_per_s", "inprocess_p50_ms", "ratio_server_over_inprocess"])
+           + f"\n\nPOST /v1/score over loopback ({gen}): p50/p99 one request at a time, throughput with {conns} "
+           "concurrent connections; in-process = the same requests' arrays through features + sequence.onnx + "
+           f"segments, timed side by side (the ratio is the figure). Bundle: {data.get('bundle')}.")
+    candidates = ["pydantic model_validate_json", "pydantic TypeAdapter.validate_json", "msgspec: types + limits",
+                  "msgspec: the server's whole parse (+ timestamps, arrays)"]
+    if data.get("validation"):
+        table = [{"body": r["body"], **{c: r.get(c + " ms") for c in candidates}, "fastest": r["fastest"]}
+                 for r in data["validation"]]
+        out += ("\n\n### The validation path: pydantic vs msgspec (ms per body, same bodies)\n\n"
+                + markdown_table(table, ["body", *candidates, "fastest"])
+                + "\n\nOn the invalid bodies: " + "; ".join(
+                    f"{r['body']}: pydantic {r.get(candidates[0] + ' outcome')}, the server's parse "
+                    f"{r.get(candidates[3] + ' outcome')}" for r in data["validation"] if "invalid" in r["body"]) + ".")
+    bad = data.get("bad_body")
+    if bad:
+        names = list(dict.fromkeys(r["body"] for r in bad["rejections"]))
+        out += ("\n\n### Large invalid bodies while /healthz is polled\n\n" + markdown_table([bad], [
+            "healthz_max_ms", "healthz_p99_ms", "healthz_p50_ms", "healthz_probes", "reject_max_s",
+            "rss_before_mib", "rss_after_mib", "rss_peak_mib", "rss_growth_mib"])
+            + f"\n\nGET /healthz every 2 ms on its own connection while each of ({'; '.join(names)}) is sent "
+            f"{bad['repeats']} time(s) to a 1-worker server; statuses {bad['statuses']}; RSS of the server in MiB.")
+    return out
+
+
+def render_before_after(data: dict, title: str) -> str:
+    return (f"## {title}\n\n"
+            f"{markdown_table(data['rows'], ['figure', 'before', 'after', 'after_over_before', 'better'])}"
+            f"\n\nBefore: commit {data['before_commit'][:10]}; after: commit "
+            f"{str(data['machine'].get('git_commit'))[:10]} (and the working tree); `{data['command'].strip()}`, "
+            f"load {data['machine'].get('loadavg_at_start')}.\n")
+
+
+# results of before_after.py (they need an older checkout) -> their section title
+BEFORE_AFTER = {"before_after": "before / after the performance pass",
+                "before_after_serve": "before / after the server restructuring (issue 12)"}
 
 
 def main(argv=None) -> int:
@@ -145,14 +196,10 @@ def main(argv=None) -> int:
         sections.append(f"## {name}\n\n{render(name, data)}\n\n"
                         f"<sub>{machine.get('cores')} cores, load {load}, "
                         f"commit {str(machine.get('git_commit'))[:10]}</sub>\n")
-    before_after = RESULTS / "before_after.json"  # written by before_after.py (needs an older checkout)
-    if not args.quick and before_after.exists():
-        data = json.loads(before_after.read_text())
-        sections.append(f"## before / after the performance pass\n\n"
-                        f"{markdown_table(data['rows'], ['figure', 'before', 'after', 'after_over_before', 'better'])}"
-                        f"\n\nBefore: commit {data['before_commit'][:10]}; after: commit "
-                        f"{str(data['machine'].get('git_commit'))[:10]}; `{data['command'].strip()}`, "
-                        f"load {data['machine'].get('loadavg_at_start')}.\n")
+    for result, title in BEFORE_AFTER.items():
+        path = RESULTS / f"{result}.json"
+        if not args.quick and path.exists():
+            sections.append(render_before_after(json.loads(path.read_text()), title))
     out = RESULTS / "benchmarks.quick.md" if args.quick else DOCS
     out.parent.mkdir(parents=True, exist_ok=True)
     header = ("# Benchmarks\n\nGenerated by `make bench` (`python benchmarks/run_all.py`); medians of repeated runs, "

@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("models", "models.*", "export", "sweep", "reliability")),
     ("stages", ("stages", "stages.*", "pipeline", "config_checks", "closed_loop.forward", "closed_loop.outcomes",
                 "closed_loop.studies", "closed_loop.evaluate", "closed_loop.report")),
-    ("entries", ("score", "evaluate")),
+    ("entries", ("score", "evaluate", "data.check", "data.__main__")),
 ]
 TORCH = ("torch", "lightning", "pytorch_lightning", "torchmetrics")
 

@@ -40,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="connections + requests above which uvicorn answers 503 (default 0: no limit)")
     p.add_argument("--h11-max-incomplete-event-size", dest="h11_max_incomplete_event_size", type=int,
                    help="max bytes of request line + headers (default 16384)")
+    p.add_argument("--max-queue-depth", dest="max_queue_depth", type=int,
+                   help="/readyz says not ready while more requests than this wait for inference (default 32)")
     p.add_argument("--http", dest="http", choices=("h11", "httptools"),
                    help="HTTP parser (default h11, which enforces the header limit; httptools has none)")
     p.add_argument("--log-level", dest="log_level")
@@ -56,14 +58,17 @@ def main(argv=None) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 
+    from sellerlift.runtime import BundleError
     from serve.app import create_app, heavy_modules_loaded
-    from serve.bundle import BundleError
 
     try:
         app = create_app(settings)  # verify + load + warm up here: a bad bundle refuses to start, binding nothing
     except BundleError as err:
         print(f"serve: refusing to start: {err}", file=sys.stderr)
         return 2
+    from serve.state import tune_process
+
+    tune_process()
     logging.getLogger("serve").info("heavy modules loaded: %s; binding %s:%d", heavy_modules_loaded() or "none",
                                     settings.host, settings.port)
     common = dict(host=settings.host, port=settings.port, log_level=settings.log_level.lower(), access_log=True,
@@ -73,7 +78,7 @@ def main(argv=None) -> int:
     if settings.workers > 1:
         # uvicorn starts each worker process from an import string: every worker builds its own app from
         # the environment, so pass the settings (and the bundle this process verified) down that way.
-        bundle = str(app.state.serve.model.bundle_dir)
+        bundle = str(app.state.serve.runtime.bundle_dir)
         del app
         for name, value in settings.public().items():
             if name in ("api_token_set", "admin_token_set", "workers") or value is None:

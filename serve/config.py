@@ -30,7 +30,8 @@ def _env(name: str, default, cast=str):
 @dataclass(frozen=True)
 class Settings:
     # where the bundle comes from (first that is set wins): bundle, then the
-    # MLflow registry alias, then the newest complete bundle under bundles_dir
+    # MLflow registry alias, then the newest complete bundle under bundles_dir.
+    # A reload may name only a bundle under bundles_dir (or a registry alias).
     bundle: str | None = None
     bundles_dir: str = str(REPO_ROOT / "bundles")
     registry_db: str | None = None  # sqlite file of the MLflow store; default from MLFLOW_TRACKING_URI or mlruns/
@@ -51,7 +52,11 @@ class Settings:
     body_timeout: int = 30  # the whole request body must arrive within this after the headers (408 after)
     timeout_keep_alive: int = 5  # an idle keep-alive connection is closed after this
     limit_concurrency: int = 0  # open connections + requests above which uvicorn answers 503; 0 = no limit
-    h11_max_incomplete_event_size: int = 16 * 1024  # request line + headers, bytes (400 above)
+    # request line + headers, bytes: h11 answers 400 to a head still incomplete at this size, and the gate 431
+    # to a complete one above it (a head that arrived in one packet)
+    h11_max_incomplete_event_size: int = 16 * 1024
+    # readiness: /readyz says "not ready" while more requests than this wait for an inference thread
+    max_queue_depth: int = 32
     # HTTP parser: h11 enforces the header limit above; httptools (faster) has no header limit at all, so a
     # client could grow one header without bound in server memory: use it only behind a proxy that limits them
     http: str = "h11"
@@ -61,7 +66,7 @@ class Settings:
     log_level: str = "info"
 
     @classmethod
-    def from_env(cls, **overrides) -> "Settings":
+    def from_env(cls, **overrides) -> Settings:
         kw = {}
         for f in fields(cls):
             if f.name in ("api_token", "admin_token"):
@@ -84,12 +89,18 @@ class Settings:
                 raise ValueError(f"setting {name} must be >= 1, got {getattr(self, name)}")
         if int(self.limit_concurrency) < 0:
             raise ValueError(f"setting limit_concurrency must be >= 0 (0 = no limit), got {self.limit_concurrency}")
+        if int(self.max_queue_depth) < 0:
+            raise ValueError(f"setting max_queue_depth must be >= 0, got {self.max_queue_depth}")
         if self.http not in ("h11", "httptools"):
             raise ValueError(f"setting http must be h11 or httptools, got {self.http!r}")
         if str(self.log_level).lower() not in LOG_LEVELS:
             raise ValueError(f"setting log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if not 0 < int(self.port) < 65536:
             raise ValueError(f"setting port must be in 1..65535, got {self.port}")
+
+    @property
+    def max_header_bytes(self) -> int:
+        return int(self.h11_max_incomplete_event_size)
 
     def public(self) -> dict:
         """Settings safe to show (tokens reduced to whether they are set)."""

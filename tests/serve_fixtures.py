@@ -28,8 +28,8 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_serve import AS_OF, VALID, build_test_bundle, request_for, tampered_copy  # noqa: E402,F401
-from test_serve_process import ADMIN, API, AUTH, REPO, Server, free_port, serve_env  # noqa: E402,F401
+from test_serve import AS_OF, VALID, build_test_bundle, bundle_root, request_for, scratch, tampered_copy  # noqa: F401
+from test_serve_process import ADMIN, API, AUTH, REPO, Server, free_port, serve_env  # noqa: F401
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
@@ -126,30 +126,30 @@ class Load:
                     outcome = r.status_code
                     if outcome == self.expect and r.headers.get("content-type", "").startswith("application/json"):
                         r.json()  # a complete, parseable answer
-                except Exception as err:  # noqa: BLE001 - every failure is recorded, none is fatal here
+                except Exception as err:
                     outcome = type(err).__name__
                 done = time.monotonic()
                 with self._lock:
                     self.records.append((sched - self.t0, done - sched, outcome))
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         self.t0 = time.monotonic()
         self._threads = [threading.Thread(target=self._client, args=(k,), daemon=True) for k in range(self.clients)]
         for t in self._threads:
             t.start()
         return self
 
-    def stop(self) -> "Load":
+    def stop(self) -> Load:
         self._stop.set()
         return self.join()
 
-    def join(self) -> "Load":
+    def join(self) -> Load:
         for t in self._threads:
             t.join(self.duration + self.timeout + 5)
         self.elapsed = time.monotonic() - self.t0
         return self
 
-    def run(self) -> "Load":
+    def run(self) -> Load:
         return self.start().join()
 
     # ------------------------------------------------------------- figures
@@ -193,7 +193,7 @@ def read_all(s: socket.socket, timeout: float) -> bytes:
         s.settimeout(max(0.01, deadline - time.monotonic()))
         try:
             chunk = s.recv(65536)
-        except (socket.timeout, ConnectionResetError):
+        except (TimeoutError, ConnectionResetError):
             break
         if not chunk:
             break

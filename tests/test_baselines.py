@@ -144,14 +144,18 @@ def test_compare_models_quick(tmp_path):
 
     cm = _compare_module()
     out, doc = tmp_path / "cmp.json", tmp_path / "cmp.md"
-    cm.main(["--quick", "--root", str(tmp_path), "--out", str(out), "--doc", str(doc), "--bootstrap", "50"])
+    cm.main(["--quick", "--root", str(tmp_path), "--out", str(out), "--doc", str(doc), "--bootstrap", "50",
+             "--settings", "simulator", "cdnow@1997-10-01", "--variants", "gru", "gru+wide"])
     report = json.loads(out.read_text())
-    for ds in ("simulator", "cdnow"):
-        summary = report["datasets"][ds]["summary"]
-        assert {"gru", "transformer", "logreg", "random_forest", "lightgbm", "bgnbd"} <= set(summary)
-        assert summary["lightgbm"]["churn_auroc"]["mean"] > 0.6
-        assert len(report["datasets"][ds]["bootstrap"]) == 4
-    assert "ceiling" in report["datasets"]["simulator"]["summary"]
-    assert report["datasets"]["simulator"]["segments"]["archetype_ari"] is not None
+    for setting in ("simulator", "cdnow@1997-10-01"):
+        s = report["settings"][setting]
+        models = s["per_seed"][0]["models"]
+        assert {"gru", "gru+wide", "logreg", "random_forest", "lightgbm", "bgnbd", "mean", "stack"} <= set(models)
+        assert models["lightgbm"]["churn_auroc"] > 0.6
+        lo, hi = models["gru"]["churn_auroc_ci"]
+        assert lo <= models["gru"]["churn_auroc"] <= hi
+        assert len(s["paired"]) == 2 * 2 * 4  # (intent, churn) x (AUROC, AP) x (2 variants + 2 ensembles)
+    assert "ceiling" in report["settings"]["simulator"]["per_seed"][0]["models"]
     text = doc.read_text()
-    assert "## Simulator" in text and "## CDNOW" in text and "ceiling (true probabilities)" in text
+    assert "## Simulator" in text and "## CDNOW at 1997-10-01" in text and "ceiling (true probabilities)" in text
+    assert "Levers at a glance" in text and "ensemble: stacked logistic" in text

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from cdnow_files import cdnow_events
 
 from sellerlift.bgnbd import (
     BGNBDParams,
@@ -14,7 +15,7 @@ from sellerlift.bgnbd import (
     rfm_summary_for_bgnbd,
     simulate_bgnbd,
 )
-from sellerlift.data.cdnow import cdnow_path, load_cdnow_events
+from sellerlift.data.cdnow import cdnow_path
 
 # Fader, Hardie & Lee (2005), CDNOW 1/10 sample, 39-week calibration, time in weeks.
 PUBLISHED = BGNBDParams(r=0.243, alpha=4.414, a=0.793, b=2.426)
@@ -113,7 +114,7 @@ def test_rfm_summary_counts_days_once_and_respects_cutoff():
 @needs_cdnow
 def test_cdnow_sample_reproduces_published_fit():
     # Calibration = 39 weeks from 1997-01-01 (cutoff 1997-10-01 exclusive).
-    s = rfm_summary_for_bgnbd(load_cdnow_events(cdnow_path("sample")), "1997-10-01", freq="W")
+    s = rfm_summary_for_bgnbd(cdnow_events("sample"), "1997-10-01", freq="W")
     assert len(s) == 2357
     assert s["T"].max() == pytest.approx(272 / 7)  # 38.86 weeks, as in the published summaries
     fit = fit_bgnbd(s["frequency"], s["recency"], s["T"])
@@ -124,7 +125,7 @@ def test_cdnow_sample_reproduces_published_fit():
 def test_cdnow_master_close_to_published():
     # Published figures come from the 1/10 sample; the full file gives
     # r=0.251, alpha=4.76, a=0.747, b=2.22 (within 10 %): assert 15 %.
-    s = rfm_summary_for_bgnbd(load_cdnow_events(), "1997-10-01", freq="W")
+    s = rfm_summary_for_bgnbd(cdnow_events(), "1997-10-01", freq="W")
     assert len(s) == 23_570
     fit = fit_bgnbd(s["frequency"], s["recency"], s["T"])
     assert max(_rel(fit, PUBLISHED).values()) < 0.15, fit

@@ -1,29 +1,26 @@
-"""CDNOW loader: the real file (when the lifetimes wheel is installed) and parsing edge cases."""
+"""CDNOW through the generic file source: the real file (when the lifetimes wheel is installed) and edge cases.
+
+CDNOW is a mapping config (configs/data/cdnow.yaml) of ``FileSource``, not a parser of its own: the same
+numbers as the published data, and errors naming the file, the row, the file's column and the key.
+"""
 
 import importlib.metadata
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from cdnow_files import CDNOW_CONFIG, cdnow_events, cdnow_source, needs_cdnow
 
 from sellerlift.data import cdnow
-from sellerlift.data.cdnow import CDNOWFormatError, cdnow_path, load_cdnow_events
-
-
-def _have_lifetimes() -> bool:
-    try:
-        cdnow_path()
-        return True
-    except FileNotFoundError:
-        return False
-
-
-needs_cdnow = pytest.mark.skipif(not _have_lifetimes(), reason="pip install --no-deps lifetimes==0.11.3")
+from sellerlift.data.cdnow import cdnow_path
+from sellerlift.data.files import FileSource
+from sellerlift.schema import SchemaError
 
 
 @pytest.fixture(scope="module")
 def events():
-    return load_cdnow_events()
+    return cdnow_events()
 
 
 @needs_cdnow
@@ -44,7 +41,7 @@ def test_real_cdnow_figures(events):
 @needs_cdnow
 def test_real_cdnow_matches_contract(events):
     assert list(events.columns) == ["customer_id", "seller_id", "ts", "event_type", "amount", "quantity"]
-    assert (events["seller_id"] == 0).all()
+    assert events["customer_id"].dtype == np.int64 and (events["seller_id"] == 0).all()
     assert (events["event_type"] == "purchase").all()
     assert str(events["ts"].dtype) == "datetime64[us]"
     assert (events["ts"] == events["ts"].dt.floor("D")).all()
@@ -53,10 +50,21 @@ def test_real_cdnow_matches_contract(events):
 
 
 @needs_cdnow
-def test_sample_file_uses_master_ids():
-    s = load_cdnow_events(cdnow_path("sample"))
+def test_sample_file_uses_master_ids(events):
+    s = cdnow_events("sample")
     assert s["customer_id"].nunique() == 2_357
     assert len(s) == 6_919
+    assert set(s["customer_id"]) <= set(events["customer_id"])
+
+
+def test_cdnow_is_a_mapping_of_the_generic_file_source():
+    cfg = yaml.safe_load(CDNOW_CONFIG.read_text())
+    assert cfg["source"]["_target_"] == "sellerlift.data.files.FileSource"
+    assert cfg["source"]["layouts"]["master"]["path"] == "package://lifetimes/CDNOW_master.txt"
+    assert not hasattr(cdnow, "load_cdnow_events") and not hasattr(cdnow, "CDNOWSource")  # no parser of its own
+    src = cdnow_source(path="x.txt")
+    assert src.name == "cdnow" and src.csv_sep == "whitespace" and src.timestamp_format == "yyyymmdd"
+    assert src.event_type_constant == "purchase" and src.id_type == "int"
 
 
 def _write(tmp_path, text, name="cd.txt"):
@@ -65,57 +73,68 @@ def _write(tmp_path, text, name="cd.txt"):
     return p
 
 
+HEADER = " customer_id  date number_of_cds  dollar_value\r\n"
+
+
 def test_parses_header_crlf_and_both_layouts(tmp_path):
-    p = _write(tmp_path, " customer_id  date number_of_cds  dollar_value\r\n"
-                         " 00002 19970112  5   77.00\r\n"
-                         " 00001 19970101  1   11.77\r\n"
-                         "\r\n"
-                         " 00002 19970112  1   12.00\r\n"
-                         " 00003 19970102  2    0.00\r\n")
-    df = load_cdnow_events(p)
+    p = _write(tmp_path, HEADER + " 00002 19970112  5   77.00\r\n"
+                                  " 00001 19970101  1   11.77\r\n"
+                                  "\r\n"
+                                  " 00002 19970112  1   12.00\r\n"
+                                  " 00003 19970102  2    0.00\r\n")
+    df = cdnow_events(path=p)
     assert df["customer_id"].tolist() == [1, 2, 2, 3]
     assert df["amount"].tolist() == [11.77, 77.00, 12.00, 0.0]  # same-day rows keep file order
     assert df["quantity"].tolist() == [1, 5, 1, 2]
     assert df["ts"].iloc[0] == pd.Timestamp("1997-01-01")
     five = _write(tmp_path, " 00004 0001 19970101  2   29.33\n 00004 0001 19970118  2   29.73\n", "s.txt")
-    assert load_cdnow_events(five)["customer_id"].tolist() == [4, 4]
+    assert cdnow_events("sample", path=five)["customer_id"].tolist() == [4, 4]
 
 
-@pytest.mark.parametrize("bad, what", [
-    (" 00003 19970102  2\n", "expected 4 fields"),
-    (" 00003 1997012  2  20.76\n", "YYYYMMDD"),
-    (" 00003 19970102  x  20.76\n", "cannot parse"),
-    (" 0000x 19970102  2  20.76\n", "cannot parse"),
+@pytest.mark.parametrize("bad, column, what", [
+    (" 00003 19970102  2\n", "'dollar_value' → 'amount'", "missing value"),
+    (" 00003 1997012  2  20.76\n", "'date' → 'ts'", "does not match data.source.timestamp_format='yyyymmdd'"),
+    (" 00003 19970231  2  20.76\n", "'date' → 'ts'", "'19970231'"),
+    (" 00003 19970102  x  20.76\n", "'number_of_cds' → 'quantity'", "not a number"),
+    (" 0000x 19970102  2  20.76\n", "'customer_id'", "not an integer identifier (data.source.id_type=int)"),
+    (" 00001 19970201  1   -1.00\n", "'dollar_value' → 'amount'", "value below 0.0"),
 ])
-def test_malformed_line_names_file_and_line(tmp_path, bad, what):
-    p = _write(tmp_path, "customer_id date number_of_cds dollar_value\n 00001 19970101  1   11.77\n" + bad)
-    with pytest.raises(CDNOWFormatError, match=what) as e:
-        load_cdnow_events(p)
-    assert f"{p}:3" in str(e.value)
-
-
-def test_invalid_calendar_date_and_negative_amount(tmp_path):
-    with pytest.raises(CDNOWFormatError, match="invalid calendar date '19970231'"):
-        load_cdnow_events(_write(tmp_path, " 00001 19970231  1   11.77\n"))
-    # Negative money is a contract breach reported by schema.validate with the file name.
-    with pytest.raises(ValueError, match="amount") as e:
-        load_cdnow_events(_write(tmp_path, " 00001 19970201  1   -1.00\n", "neg.txt"))
-    assert "neg.txt" in str(e.value)
+def test_malformed_line_names_file_row_and_column(tmp_path, bad, column, what):
+    p = _write(tmp_path, HEADER + " 00001 19970101  1   11.77\n" + bad)
+    with pytest.raises(SchemaError) as e:
+        cdnow_events(path=p)
+    msg = str(e.value)
+    assert str(p) in msg and column in msg and "row 2" in msg and what in msg, msg
 
 
 def test_empty_and_missing_files(tmp_path):
-    with pytest.raises(CDNOWFormatError, match="no transactions"):
-        load_cdnow_events(_write(tmp_path, "customer_id date number_of_cds dollar_value\n"))
-    with pytest.raises(FileNotFoundError, match="lifetimes==0.11.3"):
-        load_cdnow_events(tmp_path / "nope.txt")
+    with pytest.raises(SchemaError, match="no rows"):
+        cdnow_events(path=_write(tmp_path, HEADER))
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        cdnow_events(path=tmp_path / "nope.txt")
+    with pytest.raises(Exception, match="which='other'"):
+        cdnow_source(which="other")
 
 
 def test_missing_package_gives_install_hint(monkeypatch):
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(cdnow.importlib.metadata, "distribution", missing)
+    monkeypatch.setattr(cdnow.importlib.metadata if hasattr(cdnow, "importlib") else importlib.metadata,
+                        "distribution", missing)
     with pytest.raises(FileNotFoundError, match=r"pip install --no-deps lifetimes==0\.11\.3"):
         cdnow_path()
+    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps lifetimes==0\.11\.3"):
+        FileSource("package://lifetimes/CDNOW_master.txt")
     with pytest.raises(ValueError, match="which"):
         cdnow_path("other")
+
+
+@needs_cdnow
+def test_data_check_reads_the_file_the_config_names(capsys):
+    from sellerlift.data import check
+
+    assert check.main(["--mapping", str(CDNOW_CONFIG)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "CDNOW_master.txt" in out and "69,659 (after mapping)" in out and "23,570 (ids: int64)" in out
+    assert "every row is a purchase" in out and "python train.py data=cdnow" in out

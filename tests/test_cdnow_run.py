@@ -7,11 +7,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from cdnow_files import cdnow_source
 from conftest import REPO, compose_config
 from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 
-from sellerlift.data.cdnow import CDNOWSource, cdnow_path
+from sellerlift.data.cdnow import cdnow_path
 
 try:
     cdnow_path()
@@ -71,6 +72,18 @@ def test_train_py_data_cdnow_end_to_end(tmp_path):
     assert manifest["data"] == "cdnow" and {"sequence", "segments"} <= set(manifest["files"])
     assert set(manifest["metrics"]) >= HEAD_METRICS
 
+    # The same mapping config drives the batch scorer: the CDNOW file scored as itself, integer ids kept.
+    out = tmp_path / "scores.csv"
+    bundle = tmp_path / "bundles" / m.info.run_id
+    proc = subprocess.run([sys.executable, "-m", "sellerlift.score", "--bundle", str(bundle), "--mapping",
+                           str(REPO / "configs" / "data" / "cdnow.yaml"), "--events", str(cdnow_path("master")),
+                           "--as-of", "1997-10-01", "--out", str(out), "--no-progress"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scores = pd.read_csv(out)
+    assert len(scores) == 23_570 and scores["customer_id"].dtype == np.int64
+    assert scores["n_events"].sum() == 49_086  # purchases before 1997-10-01 in the master file
+
 
 @pytest.mark.parametrize("cutoff", ["1997-06-01", "1998-01-01"])
 def test_every_component_works_for_other_cutoffs(cutoff, tmp_path):
@@ -100,12 +113,15 @@ def test_every_component_works_for_other_cutoffs(cutoff, tmp_path):
 
 
 def test_default_protocol_matches_the_literature():
-    src = CDNOWSource(which="sample", horizons={"intent_days": 7, "churn_days": 90})
-    assert src.cutoff == pd.Timestamp("1997-10-01")  # history through 1997-09-30
+    src = cdnow_source(which="sample", horizons={"intent_days": 7, "churn_days": 90})
+    assert src.cutoff_for(None) == pd.Timestamp("1997-10-01")  # history through 1997-09-30
     t = src.load()
     assert t.name == "cdnow" and (t.events["seller_id"] == 0).all()
-    assert t.fingerprint == src.fingerprint()
-    assert t.fingerprint != CDNOWSource("1998-01-01", which="sample").fingerprint()
+    assert t.fingerprint == src.fingerprint(t.cutoff) and t.fingerprint.startswith("cdnow-")
+    assert t.fingerprint != cdnow_source(which="sample", cutoff="1998-01-01").fingerprint(pd.Timestamp("1998-01-01"))
+    assert t.fingerprint != cdnow_source(which="master").fingerprint(t.cutoff)  # another file
+    cov = t.coverage  # every CDNOW customer bought in 1997-Q1: nobody is left out at this cutoff
+    assert cov.customers == cov.customers_before == 2_357 and cov.events_before + cov.events_after == 6_919
 
 
 @pytest.mark.parametrize("overrides, keys", [

@@ -112,3 +112,81 @@ def test_manual_promote_and_cli(client, tmp_path, capsys):
     assert champion.is_better(0.8, None) and not champion.is_better(float("nan"), 0.1)
     with pytest.raises(ValueError, match="direction"):
         champion.is_better(1.0, 0.5, "up")
+
+
+# --------------------------------------------------------------------------- per data set (issue 13, item 1)
+
+
+def _data_run(client, value, data, name, small=False):
+    """A registered run on data set ``data`` (tag data.name, as the pipeline sets it)."""
+    run_id = _registered_run(client, value, name=name)
+    client.set_tag(run_id, "data.name", data)
+    client.set_tag(run_id, "data.fingerprint", f"{data}-fp")
+    if small:
+        client.set_tag(run_id, "guards.small_data", "true")
+        client.set_tag(run_id, "guards.reason", "val intent: 2 positives of 120 customers < guards.min_positives=20")
+    return run_id
+
+
+def test_a_model_of_one_data_set_never_becomes_the_champion_of_another(client, tmp_path):
+    """Regression: `make train` (simulator) then `train.py data=myshop` registered into one model and the
+    champion rule compared validation AUROC across different data; @champion then served the wrong model."""
+    base = MODEL
+    per_data = _cfg()
+    per_data.tracking.registered_model = base
+    sim_model, shop_model = champion.registry_name(per_data, "simulator"), champion.registry_name(per_data, "myshop")
+    assert sim_model == f"{base}-simulator" and shop_model == f"{base}-myshop"
+
+    sim = _data_run(client, 0.70, "simulator", sim_model)
+    assert champion.check_run(client, sim, per_data, bundle_dir=tmp_path / "sim").promoted
+    shop = _data_run(client, 0.90, "myshop", shop_model)  # registers into its own model: its own champion
+    d = champion.check_run(client, shop, per_data, bundle_dir=tmp_path / "shop")
+    assert d.promoted and d.model == shop_model and "first" in d.reason
+    assert client.get_model_version_by_alias(sim_model, "champion").run_id == sim  # untouched
+    assert champion.champion_bundle_dir(client, shop_model) == (tmp_path / "shop").resolve()
+    assert set(champion.champions(client, base)) == {sim_model, shop_model}
+
+    # Even when both register into one model (per_data_set=false, or an old store), no cross-data promotion.
+    shared = _cfg()
+    shared.tracking.per_data_set = False
+    r1 = _data_run(client, 0.70, "simulator", MODEL)
+    assert champion.check_run(client, r1, shared).promoted
+    r2 = _data_run(client, 0.99, "myshop", MODEL)
+    d = champion.check_run(client, r2, shared)
+    assert d.decision == "skipped" and _holder(client).run_id == r1
+    assert "'myshop'" in d.reason and "'simulator'" in d.reason and "not comparable" in d.reason
+    assert client.get_run(r2).data.tags["champion.decision"] == "skipped"
+
+
+def test_a_run_too_small_to_measure_is_skipped_with_the_reason(client):
+    r1 = _data_run(client, 0.70, "shop", MODEL)
+    assert champion.check_run(client, r1, _shared()).promoted
+    r2 = _data_run(client, 0.95, "shop", MODEL, small=True)  # better on paper, but 2 positives in validation
+    d = champion.check_run(client, r2, _shared())
+    assert d.decision == "skipped" and _holder(client).run_id == r1
+    tags = client.get_run(r2).data.tags
+    assert tags["champion.decision"] == "skipped" and "too small to measure" in tags["champion.reason"]
+    assert "2 positives" in tags["champion.reason"]
+    r3 = _data_run(client, 0.75, "shop", MODEL)  # a measurable run is compared as usual
+    assert champion.check_run(client, r3, _shared()).promoted
+
+
+def test_show_lists_every_data_sets_champion(client, tmp_path, capsys):
+    cfg = _cfg()
+    for data, value in (("simulator", 0.7), ("cdnow", 0.8)):
+        run = _data_run(client, value, data, champion.registry_name(cfg, data))
+        champion.check_run(client, run, cfg, bundle_dir=tmp_path / data)
+    uri = client.tracking_uri
+    assert champion.main(["show", "--model", MODEL, "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert f"{MODEL}-simulator@champion" in out and f"{MODEL}-cdnow@champion" in out and "data set cdnow" in out
+    assert champion.main(["bundle", "--model", MODEL, "--data", "cdnow", "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out.strip() == str((tmp_path / "cdnow").resolve())
+    assert champion.main(["bundle", "--model", MODEL, "--data", "nope", "--tracking-uri", uri]) == 1
+    assert f"{MODEL}-cdnow" in capsys.readouterr().err
+
+
+def _shared():
+    cfg = _cfg()
+    cfg.tracking.per_data_set = False
+    return cfg

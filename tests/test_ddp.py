@@ -28,4 +28,4 @@ def test_ddp_cpu_two_processes_one_run(tmp_path):
     bundles = list((tmp_path / "bundles").iterdir())
     assert [b.name for b in bundles] == [r.info.run_id]  # only rank 0 wrote a bundle
     assert verify_bundle(bundles[0])["run_id"] == r.info.run_id
-    assert len(client.search_model_versions("name='sellerlift-sequence'")) == 1
+    assert len(client.search_model_versions("name='sellerlift-sequence-simulator'")) == 1

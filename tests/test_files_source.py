@@ -56,7 +56,7 @@ def test_foreign_file_maps_onto_the_contract(tmp_path, kind):
     assert pd.Timestamp(first["Zeitpunkt"]).tz_convert("UTC").tz_localize(None) == ev["ts"].min()
     # cutoff auto: last event day minus the churn horizon
     assert tables.cutoff == ev["ts"].max().normalize() - pd.Timedelta(days=90)
-    assert tables.fingerprint.startswith("file-") and tables.name == "seller_file"
+    assert tables.name == "export" and tables.fingerprint.startswith("export-")  # named after the file
 
 
 def test_errors_name_file_row_and_column(tmp_path):

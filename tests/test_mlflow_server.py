@@ -88,7 +88,7 @@ def test_training_logs_to_a_real_mlflow_server_and_reads_back(mlflow_server, tin
     exp = client.get_experiment_by_name(cfg.logger.experiment_name)
     assert [x.info.run_id for x in client.search_runs([exp.experiment_id])] == [result.run_id]
     assert {a.path for a in client.list_artifacts(result.run_id)} >= {"bundle", "plots"}
-    versions = client.search_model_versions("name='sellerlift-sequence'")
+    versions = client.search_model_versions("name='sellerlift-sequence-simulator'")
     assert versions and versions[0].run_id == result.run_id
     # the server's own store holds the run; the local default store was never created
     assert (home / "server.db").stat().st_size > 0

@@ -30,7 +30,7 @@ def test_tiny_run_tracks_exports_and_registers(tiny_config, tmp_path, model):
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
     assert {"plots/intent_roc_calibration.png", "plots/churn_roc_calibration.png"} <= artifacts
     assert (tmp_path / "mlruns" / "mlflow.db").exists()
-    versions = client.search_model_versions("name='sellerlift-sequence'")
+    versions = client.search_model_versions("name='sellerlift-sequence-simulator'")  # one registry per data set
     assert versions and versions[0].run_id == result.run_id
 
     # Bundle: manifest with sha256, feature spec, metrics; ONNX loads and is in parity.
@@ -54,3 +54,64 @@ def test_crashed_run_is_marked_failed(tiny_config):
     runs = client.search_runs([client.get_experiment_by_name(cfg.logger.experiment_name).experiment_id])
     assert runs and runs[0].info.status == "FAILED"
     assert "error" in runs[0].data.tags
+
+
+def test_tiny_run_other_horizons_rolling_intervals_guard_and_data_set_in_mlflow(tiny_config, tmp_path):
+    """Issue 13: names follow the horizons, rolling adds rows, every test metric has an interval, a run too small
+    to measure is flagged and never champion, and MLflow knows the data set (input, experiment kind, model docs)."""
+    import mlflow
+
+    cfg = tiny_config("data.horizons.churn_days=30", "data.rolling.cutoffs=2", "data.rolling.step_days=30",
+                      "evaluation.bootstrap=200", "guards.min_positives=40")
+    result = run(cfg)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    r = client.get_run(result.run_id)
+
+    # item 2: the ONNX outputs, the manifest and the prior follow data.horizons
+    sess = session(result.bundle_dir / "sequence.onnx")
+    assert [o.name for o in sess.get_outputs()] == ["intent_7d", "churn_30d", "customer_embedding"]
+    manifest = verify_bundle(result.bundle_dir)
+    assert manifest["horizons"] == {"intent_days": 7, "churn_days": 30}
+    assert set(manifest["cold_start"]) >= {"intent_7d", "churn_30d"}
+    assert r.data.tags["data.horizons"] == "intent_7d/churn_30d"
+    assert not any(k.startswith("ceiling/") for k in r.data.metrics)  # the simulator's truth is for 90 days
+
+    # item 3: positives per split, intervals on every test metric, the guard, the champion skipped
+    counts = manifest["label_counts"]
+    assert counts["val"]["intent"]["positives"] == r.data.metrics["data/val_intent_positives"]
+    for head in ("intent", "churn"):
+        for m in ("auroc", "ap", "ece", "precision_top20"):
+            lo, v, hi = (r.data.metrics.get(f"test/{head}_{m}{s}") for s in ("_ci_low", "", "_ci_high"))
+            assert lo is not None and hi is not None and lo <= hi, (head, m)
+    assert "compare/churn_auroc_minus_best_baseline_ci_low" in r.data.metrics
+    assert r.data.tags["compare.churn_auroc_best_baseline"] in {"logreg", "random_forest", "lightgbm", "bgnbd"}
+    assert r.data.tags["guards.small_data"] == "true" and "guards.min_positives=40" in r.data.tags["guards.reason"]
+    assert r.data.tags["champion.decision"] == "skipped" and "too small" in r.data.tags["champion.reason"]
+    assert manifest["guards"]["small_data"] is True
+
+    # item 4: the earlier cutoff's rows are in the training data (the printed count is in the dataset profile)
+    ds = r.inputs.dataset_inputs
+    assert len(ds) == 1
+    profile = json.loads(ds[0].dataset.profile)
+    assert profile["extra_training_rows"] > 0 and profile["customers_with_history"] == sum(
+        c["intent"]["customers"] for c in counts.values())
+
+    # item 5: the data set as an MLflow dataset input, the experiment a model-training one, model docs
+    d = ds[0].dataset
+    assert d.name == "simulator" and d.digest == r.data.tags["data.fingerprint"][:36]
+    assert profile["rows"] > 0 and profile["customers"] > 0 and profile["fingerprint"] == r.data.tags["data.fingerprint"]
+    assert {t.key: t.value for t in ds[0].tags}["mlflow.data.context"] == "training"
+    exp = client.get_experiment(r.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    children = client.search_runs([r.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}' "
+                                                          "and tags.`model.kind` = 'baseline'")
+    assert children and all(c.inputs.dataset_inputs[0].dataset.name == "simulator" for c in children)
+    assert all("test/churn_auroc_ci_low" in c.data.metrics for c in children)
+    name = "sellerlift-sequence-simulator"  # per data set
+    rm = client.get_registered_model(name)
+    assert "data set 'simulator'" in rm.description and "churn_30d" in rm.description
+    (mv,) = client.search_model_versions(f"name='{name}'")
+    assert mv.run_id == result.run_id and "too few labels" in mv.description
+    sig = mlflow.models.get_model_info(mv.source).signature
+    assert [s.name for s in sig.outputs.inputs] == ["intent_7d", "churn_30d", "customer_embedding"]
+    assert [s.name for s in sig.inputs.inputs] == ["event_type", "numeric", "length", "aggregates"]

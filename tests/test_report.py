@@ -34,10 +34,15 @@ def test_tiny_run_logs_a_report_with_its_plots_and_tables(tmp_path):
         assert "Key metrics" in text and "Ranking and calibration" in text and "Customer segments" in text
         assert f"{result.metrics['test/churn_auroc']:.4g}" in text
     assert html.count("data:image/png;base64,") >= 3  # ROC/calibration x2 + k selection, inlined
-    assert "segment summary" in html and "promoted" in html  # segment table; the champion decision
+    assert "segment summary" in html and "skipped" in html  # segment table; the champion decision
     assert "](../plots/churn_roc_calibration.png)" in md
+    # 800 customers: ~7 intent positives in validation; the report says so and gives every test metric's interval
+    for text in (html, md):
+        assert "positives per split" in text and "too few labels to measure" in text and "test 95 % CI" in text
+        assert "no purchase in the next 90 days" in text
     r = client.get_run(result.run_id)
-    assert r.info.status == "FINISHED" and r.data.tags["champion.decision"] == "promoted"
+    assert r.info.status == "FINISHED" and r.data.tags["champion.decision"] == "skipped"
+    assert "too small to measure" in r.data.tags["champion.reason"]
     assert "val/churn_auroc" in r.data.metrics  # the selection metric is tracked next to test
 
 

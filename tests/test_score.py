@@ -158,3 +158,44 @@ def test_bad_rows_are_reported_with_file_row_and_column(bundle_dir, tmp_path, ca
     err = capsys.readouterr().err
     assert rc == 2 and "bad.csv" in err and "row 42" in err and "'Action'" in err
     assert not (tmp_path / "x.parquet").exists()
+
+
+def _purchase_log(tmp_path):
+    """A transaction log in the shop's own shape: integer ids, dd/mm/yyyy dates, no event-type column."""
+    events = FileSource.from_yaml(MAPPING, path=str(EXAMPLE)).read_events()
+    buys = events[events["event_type"] == "purchase"]
+    ids = {c: 1000 + i for i, c in enumerate(sorted(buys["customer_id"].unique()))}
+    log = pd.DataFrame({"Kundennr": buys["customer_id"].map(ids), "Datum": buys["ts"].dt.strftime("%d/%m/%Y"),
+                        "Betrag": buys["amount"]})
+    path = tmp_path / "orders.csv"
+    log.to_csv(path, index=False, sep=";", decimal=",")
+    mapping = tmp_path / "orders.yaml"
+    mapping.write_text("columns: {customer_id: Kundennr, ts: Datum, amount: Betrag, event_type: null}\n"
+                       "event_type_constant: purchase\ntimestamp_format: '%d/%m/%Y'\ncsv_sep: ';'\ndecimal: ','\n")
+    return path, mapping, log
+
+
+@pytest.mark.parametrize("out_name, chunks", [("s.parquet", []), ("s.csv", ["--partition-rows", "300",
+                                                                               "--chunk-rows", "97"])])
+def test_purchase_only_file_scores_with_integer_ids(bundle_dir, tmp_path, capsys, out_name, chunks):
+    path, mapping, log = _purchase_log(tmp_path)
+    out = tmp_path / out_name
+    rc = score.main(["--bundle", str(bundle_dir), "--events", str(path), "--mapping", str(mapping), "--as-of", AS_OF,
+                     "--out", str(out), "--no-progress", *chunks])
+    assert rc == 0, capsys.readouterr().err
+    got = pd.read_parquet(out) if out.suffix == ".parquet" else pd.read_csv(out)
+    assert got["customer_id"].dtype == np.int64  # integer ids come out as integers, not text
+    assert sorted(got["customer_id"]) == sorted(log["Kundennr"].unique())
+
+
+def test_contract_shaped_file_with_integer_ids_keeps_them_integer(bundle_dir, tmp_path):
+    events = FileSource.from_yaml(MAPPING, path=str(EXAMPLE)).read_events()
+    events["customer_id"] = events["customer_id"].str[1:].astype(int)
+    path = tmp_path / "contract.csv"
+    events.assign(event_type=events["event_type"].astype(str), ts=events["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+                  ).to_csv(path, index=False)
+    out = tmp_path / "s.parquet"
+    assert score.main(["--bundle", str(bundle_dir), "--events", str(path), "--as-of", AS_OF, "--out", str(out),
+                       "--no-progress", "--chunk-rows", "5000", "--partition-rows", "6000"]) == 0
+    got = pd.read_parquet(out)
+    assert got["customer_id"].dtype == np.int64 and len(got) == events["customer_id"].nunique()

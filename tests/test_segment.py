@@ -177,3 +177,27 @@ def test_rfm_from_features():
     rfm = build_features(ev, "2024-01-31").rfm()  # the RFM the segments see
     assert rfm.loc[1].tolist() == [26.0, 2, 20.0, 30.0]
     assert rfm.loc[2].tolist() == [28.0, 0, 0.0, 28.0]  # never bought: recency from first event
+
+
+MONEY_WORDS = ("value", "spend", "promotion", "basket")
+
+
+def test_without_order_values_segments_are_named_without_money_and_fit_without_monetary(blobs):
+    rfm, _ = blobs
+    no_money = rfm.assign(monetary=0.0)  # a clickstream without order values: monetary is 0 for everyone
+    model, _ = fit_segments(no_money, ks=range(3, 7), rule="silhouette", seed=0)
+    assert "monetary" not in model.feature_names  # a constant feature carries nothing
+    assert not any(w in name for name in model.names for w in MONEY_WORDS), model.names
+    assert len(set(model.names)) == model.k and not any("," in n for n in model.names)
+    assert (model.assign(no_money) >= 0).all()  # assigns from the features it was fitted on
+    # the old archetype for recent frequent customers, without its money claim
+    assert "most active" in name_segments(np.array([[-2.0, 2.0, 0.0], [2.0, -2.0, 1.0]]),
+                                          ["recency_days", "frequency", "tenure_days"])
+
+
+def test_segment_names_never_contain_commas(blobs):
+    rfm, _ = blobs
+    names = name_segments(np.random.default_rng(0).normal(0, 1, (10, 4)), RFM_FEATURES)
+    assert not any("," in n for n in names), names
+    model, _ = fit_segments(rfm, rule=8, seed=0)
+    assert not any("," in n for n in model.names), model.names

@@ -27,11 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from serve.app import create_app  # noqa: E402
-from serve.bundle import BundleError, Model, resolve_bundle  # noqa: E402
-from serve.config import Settings  # noqa: E402
+from sellerlift.runtime import BundleError, Runtime
+from sellerlift.runtime.bundle import find_bundle
+from serve.app import create_app
+from serve.config import Settings
 
 # The tiny run of tests/conftest.py, without MLflow and without the baselines (faster; the bundle is the same).
 SERVE_OVERRIDES = ["~logger", "extras=[sellerlift.stages.segments.fit_segments_stage]"]
@@ -132,7 +133,7 @@ def _build(d: Path, info_path: Path) -> dict:
     ev.reset_index(drop=True).to_parquet(d / "events.parquet")
     ckpts = sorted(p for p in (d / "run").rglob("checkpoints/*.ckpt") if p.name != "last.ckpt")
     _add_dipn(result.bundle_dir, d / "bundle_dipn", d)
-    info = {"bundle": str(result.bundle_dir), "bundle_dipn": str(d / "bundle_dipn"),
+    info = {"bundle": str(result.bundle_dir), "bundle_dipn": str(d / "bundle_dipn"), "root": str(d),
             "ckpt": str(ckpts[-1]) if len(ckpts) == 1 else None, "cutoff": str(tables.cutoff),
             "dipn_state": str(d / "dipn_state.pt"), "overrides": [*TINY, *SERVE_OVERRIDES]}
     info_path.write_text(json.dumps(info))
@@ -149,19 +150,43 @@ def events(bundle_info) -> pd.DataFrame:
     return pd.read_parquet(Path(bundle_info["bundle"]).parents[2] / "events.parquet")
 
 
-@pytest.fixture(scope="session")
-def model(bundle_info) -> Model:
-    return Model.load(bundle_info["bundle"])
+def bundle_root(bundle: str | Path) -> Path:
+    """The directory holding every bundle of the test session (the servers' bundles_dir: reloads stay inside)."""
+    for p in Path(bundle).resolve().parents:
+        if (p / "info.json").exists() or (p / "lock").exists():
+            return p
+    return Path(bundle).resolve().parent  # a copy elsewhere: its own directory
+
+
+def scratch(bundle: str | Path) -> Path:
+    """A fresh directory inside the bundle root (for tampered copies a reload may reach); removed by the caller."""
+    import uuid
+
+    d = bundle_root(bundle) / "scratch" / uuid.uuid4().hex
+    d.mkdir(parents=True)
+    return d
+
+
+@pytest.fixture()
+def inside_root(bundle_info):
+    d = scratch(bundle_info["bundle"])
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def dipn_model(bundle_info) -> Model:
-    return Model.load(bundle_info["bundle_dipn"])
+def model(bundle_info) -> Runtime:
+    return Runtime.load(bundle_info["bundle"])
+
+
+@pytest.fixture(scope="session")
+def dipn_model(bundle_info) -> Runtime:
+    return Runtime.load(bundle_info["bundle_dipn"])
 
 
 def settings(bundle: str, **kw) -> Settings:
-    base = dict(bundle=str(bundle), max_customers=1000, max_events_per_customer=10_000,
-                max_body_bytes=16 * 1024 * 1024, api_token=None, admin_token=None)
+    base = dict(bundle=str(bundle), bundles_dir=str(bundle_root(bundle)), max_customers=1000,
+                max_events_per_customer=10_000, max_body_bytes=16 * 1024 * 1024, api_token=None, admin_token=None)
     base.update(kw)
     return Settings(**base)
 
@@ -187,7 +212,7 @@ def request_for(events: pd.DataFrame, ids, as_of: str = AS_OF, **extra) -> dict:
     return {"as_of": as_of, "customers": [{"customer_id": int(c), "events": groups[c], **extra} for c in ids]}
 
 
-def reference_features(model: Model, events: pd.DataFrame, ids, as_of=AS_OF):
+def reference_features(model: Runtime, events: pd.DataFrame, ids, as_of=AS_OF):
     """The pipeline's own path: build_features (+ spec.transform) on the same customers, same order."""
     from sellerlift.features import build_features
 
@@ -195,14 +220,19 @@ def reference_features(model: Model, events: pd.DataFrame, ids, as_of=AS_OF):
     return build_features(sub, pd.Timestamp(as_of), model.spec, customers=np.asarray(ids))
 
 
-def reference_scores(model: Model, bundle: str, feats) -> dict:
+def reference_scores(model: Runtime, bundle: str, feats) -> dict:
+    """sequence.onnx on the whole padded batch (its own session); customers without history: the bundle's prior."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(Path(bundle) / "sequence.onnx"), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
-    out = sess.run(names, {"event_type": feats.event_type, "numeric": feats.numeric, "length": feats.length,
-                           "aggregates": feats.aggregates})
-    return dict(zip(names, out))
+    out = dict(zip(names, sess.run(names, {"event_type": feats.event_type, "numeric": feats.numeric,
+                                           "length": feats.length, "aggregates": feats.aggregates})))
+    cold = feats.length == 0
+    for name, p in (model.prior or {}).items():
+        out[name] = out[name].copy()
+        out[name][cold] = np.float32(p)
+    return out
 
 
 # ----------------------------------------------------------------------------- parity
@@ -225,8 +255,8 @@ def test_score_equals_in_process_pipeline_to_the_last_digit(client, model, bundl
     assert np.array_equal(got_churn, ref["churn_90d"].astype(np.float64))
     names = model.segments.assign_names(feats.rfm())
     assert [x["segment"] for x in res] == names.tolist()
-    assert res[-1]["cold_start"] and res[-1]["n_events"] == 0
-    assert not res[0]["cold_start"]
+    assert res[-1]["cold_start"] and res[-1]["n_events"] == 0 and res[-1]["prior"]
+    assert not res[0]["cold_start"] and not res[0]["prior"]
     n_events = events.groupby("customer_id").size()
     assert [x["n_events"] for x in res[:-1]] == n_events.loc[ids].tolist()
 
@@ -342,7 +372,8 @@ def _mutate(path, value):
 
 
 RULES = [
-    ("unknown event type", _mutate(["customers", 0, "events", 1, "type"], "refund"), 422, "customers[0].events[1].type"),
+    ("unknown event type", _mutate(["customers", 0, "events", 1, "type"], "refund"), 422,
+     "customers[0].events[1].type"),
     ("negative amount", _mutate(["customers", 0, "events", 1, "amount"], -1.0), 422, "customers[0].events[1].amount"),
     ("amount as string", _mutate(["customers", 0, "events", 1, "amount"], "12.5"), 422,
      "customers[0].events[1].amount"),
@@ -409,7 +440,7 @@ def test_limits_from_config(bundle_info, model):
 
     def chunks():  # no Content-Length: the limit holds for a streamed body too
         yield b'{"as_of": "2026-01-01", "customers": ['
-        for i in range(200):
+        for _ in range(200):
             yield b'{"customer_id": 1},'
         yield b'{"customer_id": 1}]}'
 
@@ -555,24 +586,24 @@ def tampered_copy(src: str, dst: Path, name: str = "sequence.onnx") -> Path:
 def test_tampered_bundle_is_refused(bundle_info, tmp_path):
     bad = tampered_copy(bundle_info["bundle"], tmp_path / "bad")
     with pytest.raises(BundleError, match="sha256 .* does not match the manifest"):
-        Model.load(bad)
+        Runtime.load(bad)
     with pytest.raises(BundleError, match="sha256"):
         create_app(settings(str(bad)))
     bad2 = tampered_copy(bundle_info["bundle"], tmp_path / "bad2", "segments.json")
     with pytest.raises(BundleError, match="segments.json"):
-        Model.load(bad2)
+        Runtime.load(bad2)
     escape = tmp_path / "escape"
     shutil.copytree(bundle_info["bundle"], escape)
     m = json.loads((escape / "manifest.json").read_text())
     m["files"]["sequence"]["path"] = "../bad/sequence.onnx"
     (escape / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="outside the bundle"):
-        Model.load(escape)
+        Runtime.load(escape)
     with pytest.raises(BundleError, match="no manifest.json"):
-        Model.load(tmp_path)
+        Runtime.load(tmp_path)
 
 
-def test_reload_swaps_and_refuses_tampered(bundle_info, model, tmp_path):
+def test_reload_swaps_and_refuses_tampered(bundle_info, model, inside_root):
     app = create_app(settings(bundle_info["bundle"], admin_token="adm"), model=model)
     c = TestClient(app)
     auth = {"Authorization": "Bearer adm"}
@@ -584,12 +615,12 @@ def test_reload_swaps_and_refuses_tampered(bundle_info, model, tmp_path):
     assert v2 != v1 and r.json()["previous_version"] == v1
     assert c.post("/v1/promotions/curves", json=VALID).status_code == 200
     assert c.post("/v1/score", json=VALID).json()["results"] == before  # same sequence model, same scores
-    bad = tampered_copy(bundle_info["bundle"], tmp_path / "bad")
+    bad = tampered_copy(bundle_info["bundle"], inside_root / "bad")
     r = c.post("/v1/admin/reload", json={"bundle": str(bad)}, headers=auth)
     assert r.status_code == 409 and "sha256" in r.json()["detail"]
     assert r.json()["serving"]["version"] == v2
     assert c.get("/v1/models").json()["model"]["version"] == v2 and c.get("/readyz").status_code == 200
-    r = c.post("/v1/admin/reload", json={"bundle": str(tmp_path / "nope")}, headers=auth)
+    r = c.post("/v1/admin/reload", json={"bundle": str(inside_root / "nope")}, headers=auth)
     assert r.status_code == 409
     metrics = c.get("/metrics").text
     assert 'sellerlift_reloads_total{result="ok"} 1.0' in metrics
@@ -601,10 +632,16 @@ def _fake_registry(db: Path, run_id: str, alias="champion", name="sellerlift-seq
     con = sqlite3.connect(db)
     con.execute("CREATE TABLE registered_model_aliases (alias VARCHAR(256), version INTEGER, name VARCHAR(256))")
     con.execute("CREATE TABLE model_versions (name VARCHAR(256), version INTEGER, run_id VARCHAR(32))")
+    con.execute("CREATE TABLE model_version_tags (key VARCHAR(250), value VARCHAR(5000), name VARCHAR(256), "
+                "version INTEGER)")
     con.execute("INSERT INTO model_versions VALUES (?, 1, 'old'), (?, 2, ?)", (name, name, run_id))
     con.execute("INSERT INTO registered_model_aliases VALUES (?, 2, ?)", (alias, name))
     con.commit()
     con.close()
+
+
+def resolve_bundle(s: Settings):
+    return find_bundle(s.bundle, s.bundles_dir, s.registry_db, s.registered_model, s.model_alias)
 
 
 def test_bundle_resolution(bundle_info, tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_serve import AS_OF, VALID, build_test_bundle, request_for, tampered_copy  # noqa: E402
+from test_serve import AS_OF, VALID, build_test_bundle, bundle_root, request_for, scratch, tampered_copy
 
 FORBIDDEN = ("torch", "lightning", "pytorch_lightning", "hydra", "omegaconf", "mlflow", "sklearn")
 ADMIN = "admin-token-for-tests"
@@ -41,13 +42,17 @@ def serve_env(**extra) -> dict:
 
 
 class Server:
+    """``python -m serve`` on a free loopback port; its bundle root (reloads stay inside) is the test bundles'."""
+
     def __init__(self, bundle: str, tmp: Path, *args: str, **env):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / f"serve-{self.port}.log"
+        if "--bundles-dir" not in args:
+            args = ("--bundles-dir", str(bundle_root(bundle)), *args)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "serve", "--bundle", bundle, "--port", str(self.port), *args],
-            cwd=REPO, env=serve_env(**env), stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+            cwd=REPO, env=serve_env(**env), stdout=open(self.log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -99,14 +104,14 @@ def test_real_server_on_loopback_scores_without_torch(server, info):
         metrics = c.get("/metrics").text
     assert 'sellerlift_requests_total{endpoint="/v1/score",method="POST",status="200"} 1.0' in metrics
     # same numbers as in process (the in-process path is checked against the pipeline in test_serve.py)
-    from serve.bundle import Model
-    from serve.app import build_batch
-    from serve.config import Settings
-    from serve.schemas import ScoreRequest
+    import json
 
-    model = Model.load(info["bundle"])
-    batch = build_batch(ScoreRequest.model_validate(body), Settings())
-    out = model.run_sequence(model.features(batch))
+    from sellerlift.runtime import Runtime
+    from serve import parsing
+
+    rt = Runtime.load(info["bundle"])
+    batch = parsing.parse(json.dumps(body).encode(), parsing.SCORE, 1000, 10_000).batch
+    out = rt.score(rt.features(batch))
     assert [x["intent_7d"] for x in res] == out["intent_7d"].tolist()
     assert [x["churn_90d"] for x in res] == out["churn_90d"].tolist()
     log = server.log.read_text()
@@ -134,7 +139,9 @@ def test_import_graph_has_no_training_stack():
                 assert not name.startswith(("sellerlift.export", "sellerlift.pipeline", "sellerlift.models",
                                             "sellerlift.stages", "sellerlift.tracking")), f"{path.name}: {name}"
     # 2. dynamically: importing every serve module (and building the app's pieces) loads none of them
-    code = ("import sys, serve, serve.app, serve.bundle, serve.config, serve.schemas, serve.__main__\n"
+    modules = sorted(f"serve.{p.stem}" for p in (REPO / "serve").glob("*.py") if p.stem != "__init__")
+    assert {"serve.app", "serve.gate", "serve.routes", "serve.parsing", "serve.errors", "serve.metrics"} <= set(modules)
+    code = (f"import sys, serve, {', '.join(modules)}\n"
             f"print([m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}])")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=serve_env(), capture_output=True, text=True,
                          timeout=60)
@@ -150,7 +157,7 @@ def test_tampered_bundle_refuses_to_start(info, tmp_path):
     assert "refusing to start" in out.stderr and "sha256" in out.stderr and "sequence.onnx" in out.stderr
 
 
-def test_reload_under_concurrent_requests_loses_nothing(server, info, tmp_path):
+def test_reload_under_concurrent_requests_loses_nothing(server, info):
     stop = threading.Event()
     failures, versions, count = [], set(), [0]
 
@@ -181,9 +188,11 @@ def test_reload_under_concurrent_requests_loses_nothing(server, info, tmp_path):
                 seen.append(r.json()["model"]["version"])
                 time.sleep(0.3)
             assert c.post("/v1/admin/reload", json={"bundle": target}, headers=AUTH).status_code == 401
-            bad = tampered_copy(info["bundle"], tmp_path / "bad")
+            bad = tampered_copy(info["bundle"], scratch(info["bundle"]) / "bad")
             r = c.post("/v1/admin/reload", json={"bundle": str(bad)}, headers=admin)
             assert r.status_code == 409 and r.json()["serving"]["version"] == seen[-1]
+            assert "sha256" in r.json()["detail"]
+            shutil.rmtree(bad.parent, ignore_errors=True)
             time.sleep(0.2)
     finally:
         stop.set()

@@ -25,9 +25,24 @@ import time
 
 import httpx
 import pytest
-
-from serve_fixtures import (ADMIN, ADMIN_AUTH, API, AUTH, AS_OF, REPO, VALID, Load, Server, info,  # noqa: F401
-                            parse_status, raw_request, read_all, request_head, tampered_copy, trickle)
+from serve_fixtures import (  # noqa: F401
+    ADMIN,
+    ADMIN_AUTH,
+    API,
+    AS_OF,
+    AUTH,
+    REPO,
+    VALID,
+    Load,
+    Server,
+    info,
+    parse_status,
+    raw_request,
+    read_all,
+    request_head,
+    tampered_copy,
+    trickle,
+)
 
 BODY_TIMEOUT = 2
 KEEP_ALIVE = 1
@@ -80,7 +95,7 @@ def test_missing_or_wrong_token_is_401_on_every_endpoint(server):
 
 def test_token_comparison_is_constant_time():
     """Statically: the gate compares with hmac/secrets.compare_digest, never with ==, and has no early exit."""
-    tree = ast.parse((REPO / "serve" / "app.py").read_text())
+    tree = ast.parse((REPO / "serve" / "gate.py").read_text())
     fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_token_ok")
     calls = {ast.unparse(n.func) for n in ast.walk(fn) if isinstance(n, ast.Call)}
     assert calls & {"hmac.compare_digest", "secrets.compare_digest", "compare_digest"}, calls
@@ -98,7 +113,7 @@ def test_token_comparison_is_constant_time():
             if isinstance(node, ast.Compare) and any(names_a_token(e) for e in [node.left, *node.comparators]):
                 assert all(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops), (path.name, ast.unparse(node))
 
-    from serve.app import _token_ok
+    from serve.gate import _token_ok
 
     assert _token_ok(b"Bearer s3cret", ["s3cret"]) and _token_ok(b"Bearer b", ["a", "b"])
     for bad in (None, b"", b"Bearer", b"Bearer s3cre", b"Bearer s3cretX", b"Basic s3cret", b"s3cret",

@@ -23,9 +23,20 @@ import time
 
 import httpx
 import pytest
-
-from serve_fixtures import (ADMIN_AUTH, API, AUTH, Load, Server, body_of, events, info, pct,  # noqa: F401
-                            rss_bytes, tampered_copy)
+from serve_fixtures import (  # noqa: F401
+    ADMIN_AUTH,
+    API,
+    AUTH,
+    Load,
+    Server,
+    body_of,
+    events,
+    info,
+    pct,
+    rss_bytes,
+    scratch,
+    tampered_copy,
+)
 
 SOAK_S = float(os.environ.get("SELLERLIFT_SOAK_SECONDS", 180))
 RSS_GROWTH_MAX = 64 * 2**20  # bytes over the whole soak, after warm-up and the saturation phase
@@ -55,7 +66,8 @@ def _bad_bundles(info, tmp) -> dict[str, tuple[str, str]]:  # noqa: F811
             "missing file": (str(missing), "sequence.onnx"), "no bundle": (str(tmp / "nowhere"), "manifest")}
 
 
-def test_reload_during_load_loses_nothing(server, info, events, tmp_path):  # noqa: F811
+def test_reload_during_load_loses_nothing(server, info, events):  # noqa: F811
+    tmp_path = scratch(info["bundle"])  # inside the server's bundle root: a reload may not reach outside it
     load = Load(server.url, body=body_of(events, 5), clients=3, rate=15, duration=60, max_requests=2000).start()
     steps = []
     try:
@@ -86,6 +98,7 @@ def test_reload_during_load_loses_nothing(server, info, events, tmp_path):  # no
             metrics = c.get("/metrics").text
     finally:
         load.stop()
+        shutil.rmtree(tmp_path, ignore_errors=True)
     s = load.summary()
     print(f"load during {len(targets)} reloads: {s}")
     assert not load.failures, load.failures[:5]

@@ -1,17 +1,84 @@
 """Names shared by training, the runtime, the server and the reports: each defined once here.
 
 The data contract (event types, discount levels) lives in :mod:`sellerlift.schema`.
+
+The two probability outputs are named after the configured horizons (``data.horizons``):
+``intent_<intent_days>d`` and ``churn_<churn_days>d``. Bundles exported before the names
+followed the horizons say ``intent_7d`` / ``churn_90d`` and carry no ``horizons``: the
+defaults below, so they still load.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
+
 # The sequence model's two binary heads, in the order of its outputs and label columns.
 HEADS: tuple[str, ...] = ("intent", "churn")
-# Simulator truth: the exact label probability of each head at the cutoff.
-TRUTH_COLUMNS: dict[str, str] = {"intent": "p_intent_7d", "churn": "p_churn_90d"}
+# data.horizons key of each head, and the horizons of bundles that do not record theirs.
+HORIZON_KEYS: dict[str, str] = {"intent": "intent_days", "churn": "churn_days"}
+DEFAULT_HORIZONS: dict[str, int] = {"intent_days": 7, "churn_days": 90}
+EMBEDDING_OUTPUT = "customer_embedding"
+_OUTPUT = re.compile(r"^(intent|churn)_(\d+)d$")
+
+
+def horizons_of(horizons: Mapping | None = None) -> dict[str, int]:
+    """``{"intent_days": int, "churn_days": int}`` from a config/manifest mapping (defaults fill the gaps)."""
+    h = dict(DEFAULT_HORIZONS)
+    for key, value in dict(horizons or {}).items():
+        if key in h:
+            h[key] = int(value)
+    return h
+
+
+def score_outputs(horizons: Mapping | None = None) -> tuple[str, ...]:
+    """Names of the probability outputs for these horizons, in head order: ``("intent_7d", "churn_90d")``."""
+    h = horizons_of(horizons)
+    return tuple(f"{head}_{h[HORIZON_KEYS[head]]}d" for head in HEADS)
+
+
+def sequence_outputs(horizons: Mapping | None = None) -> tuple[str, ...]:
+    """ONNX outputs of sequence.onnx: one probability per head, then the customer embedding."""
+    return (*score_outputs(horizons), EMBEDDING_OUTPUT)
+
+
+def horizons_of_outputs(names: Sequence[str]) -> dict[str, int]:
+    """Inverse of :func:`score_outputs`: ``["intent_7d", "churn_30d"]`` -> ``{"intent_days": 7, "churn_days": 30}``.
+
+    Raises ValueError naming what was expected when the names are not one ``intent_<n>d`` then one ``churn_<n>d``.
+    """
+    names = list(names)
+    parsed = [_OUTPUT.match(str(n)) for n in names]
+    if len(names) != len(HEADS) or not all(parsed) or [m.group(1) for m in parsed] != list(HEADS):
+        raise ValueError(f"probability outputs {names}: expected {len(HEADS)} names "
+                         f"{[f'{h}_<days>d' for h in HEADS]} in that order (e.g. {list(score_outputs())})")
+    return {HORIZON_KEYS[m.group(1)]: int(m.group(2)) for m in parsed}
+
+
+def head_of_output(name: str) -> str | None:
+    """``"churn_30d"`` -> ``"churn"`` (None for a name that is not a probability output)."""
+    m = _OUTPUT.match(str(name))
+    return m.group(1) if m else None
+
+
+def head_description(head: str, horizons: Mapping | None = None) -> str:
+    """What a head predicts, in words: ``"buys in the next 7 days"``."""
+    days = horizons_of(horizons)[HORIZON_KEYS[head]]
+    unit = "day" if days == 1 else "days"
+    return {"intent": f"buys in the next {days} {unit}", "churn": f"no purchase in the next {days} {unit}"}[head]
+
+
+def truth_columns(horizons: Mapping | None = None) -> dict[str, str]:
+    """Simulator truth column of each head for these horizons (``p_intent_7d``); the simulator writes 7 / 90 days
+    only, so a run with other horizons has no ceiling (the columns are then absent from the truth table)."""
+    return {head: f"p_{name}" for head, name in zip(HEADS, score_outputs(horizons))}
+
 
 # ONNX interface of sequence.onnx and dipn.onnx (export writes these names, the runtime checks them).
 SEQUENCE_INPUTS: tuple[str, ...] = ("event_type", "numeric", "length", "aggregates")
-SEQUENCE_OUTPUTS: tuple[str, ...] = ("intent_7d", "churn_90d", "customer_embedding")
-SCORE_OUTPUTS: tuple[str, ...] = SEQUENCE_OUTPUTS[:2]  # the probabilities (one per head)
+# The default-horizon names (and those of every bundle exported before names followed the horizons).
+SEQUENCE_OUTPUTS: tuple[str, ...] = sequence_outputs()
+SCORE_OUTPUTS: tuple[str, ...] = SEQUENCE_OUTPUTS[:2]
+# Simulator truth: the exact label probability of each head at the cutoff (7 and 90 days).
+TRUTH_COLUMNS: dict[str, str] = truth_columns()
 DIPN_INPUT, DIPN_OUTPUT = "features", "curve"

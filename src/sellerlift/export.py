@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sellerlift.constants import DIPN_INPUT, DIPN_OUTPUT, SCORE_OUTPUTS
+from sellerlift.constants import DIPN_INPUT, DIPN_OUTPUT, SCORE_OUTPUTS, horizons_of_outputs
 from sellerlift.constants import SEQUENCE_INPUTS as INPUT_NAMES
 from sellerlift.constants import SEQUENCE_OUTPUTS as OUTPUT_NAMES
 from sellerlift.models.dipn import DIPNNet
@@ -45,8 +45,19 @@ def example_inputs(batch: int, length: int, n_numeric: int, n_aggregates: int, s
 _exports_in_this_process = 0
 
 
-def export_sequence_onnx(net: SequenceNet, path: str | Path, n_numeric: int, n_aggregates: int) -> Path:
+def _output_names(score_names) -> tuple[str, ...]:
+    """The ONNX output names: the two probabilities (named after the horizons), then the embedding."""
+    names = tuple(SCORE_OUTPUTS if score_names is None else score_names)
+    horizons_of_outputs(names)  # raises, naming the expected form, on anything else
+    return (*names, OUTPUT_NAMES[-1])
+
+
+def export_sequence_onnx(net: SequenceNet, path: str | Path, n_numeric: int, n_aggregates: int,
+                         score_names: tuple[str, ...] | None = None) -> Path:
     """Export with dynamic batch and sequence length (written via temp file + rename).
+
+    ``score_names``: the probability outputs, e.g. ``("intent_7d", "churn_30d")``
+    (:func:`sellerlift.constants.score_outputs` of the run's horizons; default 7 / 90 days).
 
     torch 2.13's exporter freezes the sequence length of an ``nn.GRU`` exported
     after any earlier export in the same process (the ONNX file then rejects other
@@ -56,25 +67,28 @@ def export_sequence_onnx(net: SequenceNet, path: str | Path, n_numeric: int, n_a
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = net.eval()
+    names = _output_names(score_names)
     if _exports_in_this_process == 0:
-        _export(net, path, n_numeric, n_aggregates)
+        _export(net, path, n_numeric, n_aggregates, names)
     else:
-        _export_in_subprocess(net, path, n_numeric, n_aggregates)
+        _export_in_subprocess(net, path, n_numeric, n_aggregates, names)
     _exports_in_this_process += 1
     return path
 
 
-def _export_in_subprocess(net: SequenceNet, path: Path, n_numeric: int, n_aggregates: int) -> None:
+def _export_in_subprocess(net: SequenceNet, path: Path, n_numeric: int, n_aggregates: int,
+                          names: tuple[str, ...]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pickled = Path(tmp) / "net.pt"
         torch.save(net, pickled)
         proc = subprocess.run([sys.executable, "-m", "sellerlift.export", str(pickled), str(path), str(n_numeric),
-                               str(n_aggregates)], capture_output=True, text=True)
+                               str(n_aggregates), ",".join(names)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"ONNX export in a fresh process failed:\n{proc.stderr[-4000:]}")
 
 
-def _export(net: SequenceNet, path: Path, n_numeric: int, n_aggregates: int) -> None:
+def _export(net: SequenceNet, path: Path, n_numeric: int, n_aggregates: int,
+            names: tuple[str, ...] = OUTPUT_NAMES) -> None:
     import logging
 
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)
@@ -84,7 +98,7 @@ def _export(net: SequenceNet, path: Path, n_numeric: int, n_aggregates: int) -> 
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
     dynamic_shapes = ({0: batch, 1: seq}, {0: batch, 1: seq}, {0: batch}, {0: batch})
     with torch.no_grad():
-        program = torch.onnx.export(wrapper, args, dynamo=True, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
+        program = torch.onnx.export(wrapper, args, dynamo=True, input_names=INPUT_NAMES, output_names=list(names),
                                     dynamic_shapes=dynamic_shapes, verbose=False)
     tmp = path.with_suffix(".onnx.tmp")
     program.save(str(tmp))
@@ -95,13 +109,14 @@ def check_parity(net: SequenceNet, onnx_path: str | Path, n_numeric: int, n_aggr
                  shapes=((1, 1), (1, 37), (7, 5), (32, 64), (256, 128)), tol: float = PARITY_TOL) -> float:
     """Max abs difference of probabilities between PyTorch and onnxruntime; raises if above ``tol``."""
     sess = session(onnx_path)
+    score_names = [o.name for o in sess.get_outputs()][:2]  # the file's own names (they follow the horizons)
     wrapper = ExportWrapper(net).eval()
     worst = 0.0
     for i, (b, length) in enumerate(shapes):
         ex = example_inputs(b, length, n_numeric, n_aggregates, seed=100 + i)
         with torch.no_grad():
             ref = wrapper(*(torch.from_numpy(ex[k]) for k in INPUT_NAMES))
-        got = sess.run(list(SCORE_OUTPUTS), ex)
+        got = sess.run(score_names, ex)
         diff = max(float(np.abs(r.numpy() - g).max()) for r, g in zip(ref[:2], got))
         worst = max(worst, diff)
         if not diff <= tol:
@@ -159,6 +174,51 @@ def check_dipn_parity(net: DIPNNet, onnx_path: str | Path, n_inputs: int, batche
     return worst
 
 
-if __name__ == "__main__":  # python -m sellerlift.export NET.pt OUT.onnx N_NUMERIC N_AGGREGATES
+# --------------------------------------------------------------------------- the enduring response
+def export_enduring_onnx(net, path: str | Path, n_inputs: int) -> Path:
+    """``features`` float32 [batch, F] -> ``conversion``, ``retention``, ``revenue`` float32 [batch, K]; dynamic batch
+    (the TorchScript exporter: the same graph for this MLP, in seconds)."""
+    from sellerlift.models.enduring import OUTPUTS
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = net.eval()
+    tmp = path.with_suffix(".onnx.tmp")
+    axes = {name: {0: "batch"} for name in (DIPN_INPUT, *OUTPUTS)}
+    with torch.no_grad():
+        torch.onnx.export(net, (torch.randn(4, n_inputs),), str(tmp), dynamo=False, input_names=[DIPN_INPUT],
+                          output_names=list(OUTPUTS), dynamic_axes=axes)
+    os.replace(tmp, path)
+    return path
+
+
+def check_enduring_parity(net, onnx_path: str | Path, n_inputs: int, batches=(1, 7, 256), tol: float | None = None,
+                          extra: np.ndarray | None = None) -> float:
+    """Max |torch - onnxruntime| of the three outputs (revenue relative to its size); raises above ``tol``;
+    the conversion output must stay monotone in the level."""
+    from sellerlift.models.enduring import OUTPUTS
+
+    tol = PARITY_TOL if tol is None else tol
+    sess = session(onnx_path)
+    rng = np.random.default_rng(1)
+    inputs = [(rng.normal(size=(b, n_inputs)) * 2).astype(np.float32) for b in batches]
+    if extra is not None and len(extra):
+        inputs.append(np.ascontiguousarray(extra, dtype=np.float32))
+    worst = 0.0
+    for x in inputs:
+        with torch.no_grad():
+            ref = [t.numpy() for t in net.eval()(torch.from_numpy(x))]
+        got = sess.run(list(OUTPUTS), {DIPN_INPUT: x})
+        diff = max(float((np.abs(r - g) / np.maximum(1.0, np.abs(r))).max()) for r, g in zip(ref, got))
+        worst = max(worst, diff)
+        if not diff <= tol:
+            raise ParityError(f"enduring ONNX parity failed at batch={len(x)}: {diff:.2e} > {tol:.0e}")
+        if (np.diff(got[0], axis=1) < 0).any():
+            raise ParityError("enduring ONNX conversion output is not monotone in the discount")
+    return worst
+
+
+if __name__ == "__main__":  # python -m sellerlift.export NET.pt OUT.onnx N_NUMERIC N_AGGREGATES [NAMES]
     _net = torch.load(sys.argv[1], weights_only=False)  # our own file, written a moment ago
-    _export(_net, Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    _names = tuple(sys.argv[5].split(",")) if len(sys.argv) > 5 else OUTPUT_NAMES
+    _export(_net, Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), _names)

@@ -16,6 +16,8 @@ import io
 import os
 import re
 import tempfile
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +214,106 @@ def scan_csv(path: Path, table: str, encoding: str = "utf-8-sig", sep: str = ","
                                                                  "a newline at its end)"))
     if problems:
         raise SchemaError(source, table, problems)
+
+
+# --------------------------------------------------------------------------- delimited text of any shape
+
+WHITESPACE = "whitespace"  # csv_sep value: fields separated by runs of spaces/tabs (CDNOW_master.txt)
+SEPARATOR_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe", WHITESPACE: "whitespace"}
+
+
+def text_encoding(encoding: str | None) -> str:
+    """The codec to read ``encoding`` with: UTF-8 files may start with a byte-order mark (spreadsheet exports)."""
+    e = (encoding or "utf-8").lower().replace("_", "-")
+    return "utf-8-sig" if e in ("utf-8", "utf8", "utf-8-sig") else encoding
+
+
+def first_lines(path: Path, encoding: str | None = "utf-8", n: int = 2) -> list[str]:
+    """The first ``n`` lines of a text file (undecodable bytes replaced), for hints."""
+    try:
+        with _opener(path)(path, "rt", encoding=text_encoding(encoding), errors="replace", newline=None) as f:
+            return [line.rstrip("\r\n") for _, line in zip(range(n), f)]
+    except (OSError, EOFError, LookupError):
+        return []
+
+
+def separator_hint(path: Path, sep: str, encoding: str | None = "utf-8", key: str = "data.source") -> str:
+    """When the header looks separated by something other than ``sep``: which ``csv_sep`` (and ``decimal``) to set."""
+    lines = first_lines(path, encoding)
+    if not lines:
+        return ""
+    header = lines[0]
+    counts = {c: header.count(c) for c in (";", "\t", "|", ",") if c != sep}
+    best = max(counts, key=counts.get)
+    if counts[best] == 0 or (sep != WHITESPACE and header.count(sep) >= counts[best]):
+        return ""
+    hint = f"; the header looks {SEPARATOR_NAMES[best]}-separated: set {key}.csv_sep='{best}'"
+    if best != "," and len(lines) > 1 and any(re.fullmatch(r"-?\d+,\d+", f.strip().strip('"'))
+                                             for f in lines[1].split(best)):
+        hint += f" (and {key}.decimal=',' for its decimal commas)"
+    return hint
+
+
+@contextmanager
+def read_errors(path: Path, table: str, encoding: str | None = "utf-8", header_lines: int = 1, sep: str = ",",
+                key: str = "data.source"):
+    """Turn every way ``pd.read_csv`` fails into a :class:`SchemaError` naming the file (and the row or byte)."""
+    source = str(path)
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise SchemaError(source, table, [decode_error_problem(path, table, text_encoding(encoding), header_lines)]
+                          ) from None
+    except LookupError as err:  # an unknown codec name
+        raise SchemaError(source, table, [Problem(None, _NO_ROWS, f"{key}.encoding={encoding!r}: {err}; expected "
+                                                                  "e.g. utf-8, latin-1, cp1252")]) from None
+    except pd.errors.EmptyDataError:
+        raise SchemaError(source, table, [Problem(None, _NO_ROWS, "the file is empty")]) from None
+    except pd.errors.ParserWarning:  # rows longer than the header: pandas would cut them silently
+        hint = separator_hint(path, sep, encoding, key)
+        if len(sep) == 1 and header_lines == 1:
+            try:
+                scan_csv(path, table, text_encoding(encoding), sep)
+            except SchemaError as err:
+                raise SchemaError(source, table, [Problem(p.column, p.rows, p.message + hint) for p in err.problems]
+                                  ) from None
+        raise SchemaError(source, table, [Problem(None, _NO_ROWS, "rows with more fields than the header (an unquoted "
+                                                                  f"separator inside a field?){hint}")]) from None
+    except pd.errors.ParserError as err:
+        m = re.search(r"line (\d+), saw (\d+)", str(err))
+        rows = np.array([int(m.group(1)) - 1 - header_lines], np.int64) if m else _NO_ROWS
+        what = (f"more fields ({m.group(2)}) than the header has: an unquoted separator inside a field, or the wrong "
+                f"{key}.csv_sep={sep!r}") if m else f"cannot parse the file ({str(err).strip()[:300]})"
+        raise SchemaError(source, table, [Problem(None, rows, what + separator_hint(path, sep, encoding, key))]
+                          ) from None
+    except (EOFError, gzip.BadGzipFile, OSError) as err:
+        raise SchemaError(source, table, [Problem(None, _NO_ROWS, f"cannot read the file ({type(err).__name__}: "
+                                                                  f"{err}); truncated or corrupt?")]) from None
+
+
+def read_delimited(path: Path, table: str, *, sep: str = ",", encoding: str | None = "utf-8", decimal: str = ".",
+                   names: list[str] | None = None, dtype: dict | None = None, chunksize: int | None = None,
+                   nrows: int | None = None, key: str = "data.source"):
+    """A delimited text file of any shape as a DataFrame (or an iterator of chunks); errors are SchemaErrors.
+
+    ``sep``: one character, or ``whitespace``; ``names``: the columns of a file without a header row.
+    """
+    kwargs = dict(sep=r"\s+" if sep == WHITESPACE else sep, encoding=text_encoding(encoding), decimal=decimal,
+                  dtype=dtype, index_col=False, nrows=nrows)
+    if names:
+        kwargs.update(header=None, names=[str(n) for n in names])
+    errors = dict(table=table, encoding=encoding, header_lines=0 if names else 1, sep=sep, key=key)
+    if chunksize is None:
+        with read_errors(path, **errors), warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, **kwargs)
+    return _chunks(path, kwargs, chunksize, errors)
+
+
+def _chunks(path: Path, kwargs: dict, chunksize: int, errors: dict):
+    with read_errors(path, **errors), warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        yield from pd.read_csv(path, chunksize=chunksize, **kwargs)
 
 
 # --------------------------------------------------------------------------- contract tables from files

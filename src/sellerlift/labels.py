@@ -1,14 +1,26 @@
-"""Labels from the future part of an events table (pure NumPy/pandas).
+"""Labels from the future part of an events table, and whether there are enough of them (pure NumPy/pandas).
 
-For a cutoff c and horizon H days, a customer's window is [c, c + H):
-``intent_7d`` = at least one purchase in the 7-day window,
-``churn_90d`` = no purchase in the 90-day window.
+For a cutoff c and horizons of I and C days (``data.horizons``), a customer's windows are
+[c, c + I) and [c, c + C): ``intent_<I>d`` = at least one purchase in the first,
+``churn_<C>d`` = no purchase in the second.
+
+Rolling cutoffs (:func:`rolling_cutoffs`) put earlier cutoffs at c - H, c - H - D, ...
+(H the longest horizon, D ``step_days``): every earlier label window ends by c, so
+stacking them as training rows never lets a label see past the evaluation cutoff.
+:func:`label_counts` and :func:`small_splits` say how many positives each split has and
+which are too few to measure.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
+
+from sellerlift.constants import HEADS
+
+SPLITS = ("train", "val", "test")
 
 
 def check_horizon(events: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: int, source: str = "events") -> None:
@@ -64,3 +76,57 @@ def split_customers(customer_ids: np.ndarray, fractions=(0.7, 0.15, 0.15), seed:
     split[order[n_train:n_train + n_val]] = 1
     split[order[n_train + n_val:]] = 2
     return split
+
+
+# --------------------------------------------------------------------------- rolling cutoffs
+
+
+def rolling_cutoffs(cutoff, horizons: Mapping, cutoffs: int, step_days: int) -> list[pd.Timestamp]:
+    """The earlier cutoffs of a rolling scheme with ``cutoffs`` in all (the evaluation cutoff included), latest first.
+
+    They lie at ``cutoff - H - k * step_days`` for k = 0 .. cutoffs - 2, H = the longest horizon: the label
+    windows of every earlier cutoff end at or before ``cutoff`` (no leak into the evaluation period).
+    """
+    if not isinstance(cutoffs, int) or isinstance(cutoffs, bool) or cutoffs < 1:
+        raise ValueError(f"data.rolling.cutoffs={cutoffs!r}: expected an integer >= 1 (1 = the evaluation cutoff only)")
+    if not isinstance(step_days, int) or isinstance(step_days, bool) or step_days < 1:
+        raise ValueError(f"data.rolling.step_days={step_days!r}: expected a whole number of days >= 1")
+    longest = max(int(v) for v in dict(horizons).values())
+    c = pd.Timestamp(cutoff)
+    return [c - pd.Timedelta(days=longest + k * step_days) for k in range(cutoffs - 1)]
+
+
+# --------------------------------------------------------------------------- enough labels to measure?
+
+
+def label_counts(targets: np.ndarray, split: np.ndarray) -> dict[str, dict[str, dict[str, int]]]:
+    """``{split: {head: {"customers", "positives", "negatives"}}}`` for train / val / test."""
+    out = {}
+    for code, name in enumerate(SPLITS):
+        rows = split == code
+        out[name] = {}
+        for i, head in enumerate(HEADS):
+            pos = int(targets[rows, i].sum())
+            out[name][head] = {"customers": int(rows.sum()), "positives": pos, "negatives": int(rows.sum()) - pos}
+    return out
+
+
+def small_splits(counts: dict, min_positives: int) -> list[str]:
+    """Every (split, head) whose rarer class has fewer than ``min_positives`` customers, in words."""
+    out = []
+    for name, heads in counts.items():
+        for head, c in heads.items():
+            rare, n = min((c["positives"], "positives"), (c["negatives"], "negatives"))
+            if rare < min_positives:
+                out.append(f"{name} {head}: {rare} {n} of {c['customers']} customers")
+    return out
+
+
+def format_counts(counts: dict) -> str:
+    """``intent positives train 30 / val 2 / test 4; churn ...`` (one line for the console and the manifest)."""
+    return "; ".join(f"{head} positives " + " / ".join(f"{s} {counts[s][head]['positives']:,}" for s in counts)
+                     for head in HEADS)
+
+
+class SmallDataError(ValueError):
+    """A split has too few positives (or negatives) to train or measure (``guards.on_small=refuse``)."""

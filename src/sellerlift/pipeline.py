@@ -3,6 +3,12 @@
 ``train.py`` composes the config with Hydra and calls :func:`run`; tests call it
 with composed configs and tiny data. What a run trains is ``cfg.model.stage``;
 ``cfg.extras`` add to the same run and bundle (RFM segments by default).
+
+Before any training the run counts the positives of each split and head; a split whose
+rarer class has fewer than ``guards.min_positives`` customers is too small to measure:
+``guards.on_small=warn`` (default) says so loudly, tags the run (it never becomes champion),
+``refuse`` stops here (:class:`sellerlift.labels.SmallDataError`). ``data.rolling`` stacks
+earlier cutoffs as more training rows (:func:`rolling_rows`).
 """
 
 from __future__ import annotations
@@ -20,10 +26,19 @@ from rich.console import Console
 from rich.table import Table
 
 from sellerlift import tracking
+from sellerlift.constants import SCORE_OUTPUTS, score_outputs
 from sellerlift.data.sources import Tables
-from sellerlift.features import FeatureSpec, build_features
-from sellerlift.labels import make_labels, split_customers
-from sellerlift.stages.context import Prepared, RunContext, is_global_zero
+from sellerlift.features import FeatureSpec, SequenceFeatures, build_features
+from sellerlift.labels import (
+    SmallDataError,
+    format_counts,
+    label_counts,
+    make_labels,
+    rolling_cutoffs,
+    small_splits,
+    split_customers,
+)
+from sellerlift.stages.context import ExtraRows, Prepared, RunContext, is_global_zero
 
 console = Console()
 
@@ -38,19 +53,72 @@ class RunResult:
 
 
 def prepare(tables: Tables, cfg: DictConfig) -> Prepared:
-    """Features, labels and the split for every customer with history before the cutoff."""
+    """Features, labels and the split for every customer with history before the cutoff (+ rolling rows)."""
     spec = FeatureSpec(max_len=cfg.data.max_len)
     feats = build_features(tables.events, tables.cutoff, spec)
     labels = make_labels(tables.events, tables.cutoff, feats.customer_id,
                          intent_days=cfg.data.horizons.intent_days, churn_days=cfg.data.horizons.churn_days)
     split = split_customers(feats.customer_id, tuple(cfg.data.split), seed=cfg.data.split_seed)
-    spec.fit(feats, np.flatnonzero(split == 0))  # scaling from training customers only
+    extra = rolling_rows(tables, cfg, feats.customer_id[split == 0])
+    spec.fit(feats, np.flatnonzero(split == 0))  # scaling from training customers only (at the latest cutoff)
     feats = spec.transform(feats)
+    if extra is not None:
+        extra.feats = spec.transform(extra.feats)
     targets = labels[["intent", "churn"]].to_numpy(np.float32)
     truth = None
     if tables.truth is not None:
         truth = tables.truth.set_index("customer_id").loc[feats.customer_id].reset_index()
-    return Prepared(feats, targets, split, spec, truth)
+    return Prepared(feats, targets, split, spec, truth, extra)
+
+
+def rolling_rows(tables: Tables, cfg: DictConfig, train_customers: np.ndarray) -> ExtraRows | None:
+    """Training rows at earlier cutoffs (``data.rolling.cutoffs`` in all, ``step_days`` apart; None when 1).
+
+    Only events before the evaluation cutoff are read, every earlier label window ends by it
+    (:func:`sellerlift.labels.rolling_cutoffs`), and only training customers get rows: validation
+    and test stay the latest cutoff's held-out customers, untouched.
+    """
+    rcfg = cfg.data.get("rolling") or {}
+    n = rcfg.get("cutoffs", 1)
+    if n == 1:
+        return None
+    horizons = {k: int(v) for k, v in cfg.data.horizons.items()}
+    cuts = rolling_cutoffs(tables.cutoff, horizons, n, rcfg.get("step_days", 30))
+    past = tables.events[tables.events["ts"].to_numpy() < np.datetime64(tables.cutoff)]
+    parts, targets, when = [], [], []
+    for c in cuts:
+        f = build_features(past, c, FeatureSpec(max_len=cfg.data.max_len))
+        f = f.take(np.flatnonzero(np.isin(f.customer_id, train_customers)))
+        if len(f.customer_id) == 0:
+            continue
+        lab = make_labels(past, c, f.customer_id, horizons["intent_days"], horizons["churn_days"], check=False)
+        parts.append(f)
+        targets.append(lab[["intent", "churn"]].to_numpy(np.float32))
+        when.append(np.full(len(f.customer_id), np.datetime64(c, "us")))
+    if not parts:
+        return ExtraRows(build_features(past.iloc[:0], tables.cutoff, FeatureSpec(max_len=cfg.data.max_len)),
+                         np.zeros((0, 2), np.float32), np.zeros(0, "datetime64[us]"))
+    return ExtraRows(SequenceFeatures.concat(parts), np.concatenate(targets), np.concatenate(when))
+
+
+def check_guards(cfg: DictConfig, counts: dict) -> str | None:
+    """The reason a run is too small to measure (None if it is not); raises under ``guards.on_small=refuse``."""
+    g = cfg.get("guards") or {}
+    min_pos, on_small = g.get("min_positives", 20), str(g.get("on_small", "warn"))
+    if on_small not in ("warn", "refuse"):
+        raise ValueError(f"guards.on_small={on_small!r}: expected 'warn' or 'refuse'")
+    if not isinstance(min_pos, int) or isinstance(min_pos, bool) or min_pos < 0:
+        raise ValueError(f"guards.min_positives={min_pos!r}: expected an integer >= 0")
+    small = small_splits(counts, min_pos)
+    if not small:
+        return None
+    reason = f"{'; '.join(small)} < guards.min_positives={min_pos}"
+    if on_small == "refuse":
+        raise SmallDataError(f"too few labels to train and measure a model: {reason}. Use more customers or a "
+                             "longer file, stack earlier cutoffs (data.rolling.cutoffs=3), choose other horizons "
+                             "(data.horizons.*), or set guards.on_small=warn to train anyway (such a run is "
+                             "never promoted to champion)")
+    return reason
 
 
 def _quiet_libraries() -> None:
@@ -86,13 +154,24 @@ def _run(cfg: DictConfig) -> RunResult:
     root = Path(cfg.paths.root_dir)
 
     t0 = time.perf_counter()
-    tables: Tables = instantiate(cfg.data.source).load()
+    source = instantiate(cfg.data.source)
+    tables: Tables = source.load()
     prep = prepare(tables, cfg)
     counts = np.bincount(prep.split, minlength=3)
+    labels = label_counts(prep.targets, prep.split)
     console.print(f"[bold]data[/] {tables.name}: {len(prep.split):,} customers "
                   f"(train {counts[0]:,} / val {counts[1]:,} / test {counts[2]:,}), {len(tables.events):,} events, "
                   f"cutoff {tables.cutoff.date()}; intent rate {prep.targets[:, 0].mean():.3f}, "
                   f"churn rate {prep.targets[:, 1].mean():.3f}")
+    if prep.extra is not None:
+        cuts = ", ".join(str(np.datetime_as_string(c, "D")) for c in np.unique(prep.extra.cutoff)[::-1]) or "none"
+        console.print(f"[bold]rolling[/] {len(prep.extra.targets):,} more training rows of training customers at "
+                      f"earlier cutoffs ({cuts}); their label windows end by {tables.cutoff.date()}")
+    console.print(f"[bold]labels[/] {format_counts(labels)}")
+    small = check_guards(cfg, labels)  # raises under guards.on_small=refuse, before any run is created
+    if small:
+        console.print(f"[bold red]WARNING: too few labels to measure[/] ({small}): test metrics are noise, read "
+                      "their intervals; this run will not become champion (guards.on_small=refuse to stop here)")
 
     # Multi-process training (trainer=ddp_cpu, multi-node): only global rank 0 tracks, exports and writes.
     zero = is_global_zero()
@@ -103,8 +182,13 @@ def _run(cfg: DictConfig) -> RunResult:
         bundle_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(cfg, root, tables, prep, bundle_dir, logger, run_id)
     ctx.timings["data_s"] = time.perf_counter() - t0
+    ctx.bundle_extra["label_counts"] = labels
+    ctx.bundle_extra["guards"] = {"min_positives": int((cfg.get("guards") or {}).get("min_positives", 20)),
+                                  "small_data": bool(small), "reason": small}
+    if small:
+        ctx.summary_rows.append(("WARNING", f"too few labels to measure: {small}; not a champion candidate"))
     try:
-        _start_tracking(ctx)
+        _start_tracking(ctx, getattr(source, "path", None) or tables.world)
         for stage in stages:
             stage(ctx)
             if not zero:  # other ranks only help train the model stage
@@ -132,28 +216,50 @@ def _logger_kwargs(cfg: DictConfig) -> dict:
     return {"tags": tags}
 
 
-def _start_tracking(ctx: RunContext) -> None:
+def data_profile(ctx: RunContext) -> dict:
+    """Row and customer counts of the run's data (the MLflow dataset's profile)."""
+    ev, cut = ctx.tables.events, np.datetime64(ctx.tables.cutoff)
+    n = np.bincount(ctx.prep.split, minlength=3)
+    return {"rows": int(len(ev)), "rows_before_cutoff": int((ev["ts"].to_numpy() < cut).sum()),
+            "customers": int(ev["customer_id"].nunique()), "customers_with_history": int(len(ctx.prep.split)),
+            "train_customers": int(n[0]), "val_customers": int(n[1]), "test_customers": int(n[2]),
+            "extra_training_rows": int(len(ctx.prep.extra.targets)) if ctx.prep.extra is not None else 0,
+            "cutoff": str(ctx.tables.cutoff.date()), "horizons": dict(ctx.cfg.data.horizons)}
+
+
+def _start_tracking(ctx: RunContext, data_source=None) -> None:
     if ctx.logger is None:
         return
+    from sellerlift.champion import SMALL_DATA_REASON_TAG, SMALL_DATA_TAG
+
     ctx.logger.log_hyperparams(tracking.flatten(OmegaConf.to_container(ctx.cfg, resolve=True)))
+    guards = ctx.bundle_extra.get("guards") or {}
     for key, value in {
         "data.fingerprint": ctx.tables.fingerprint, "git.commit": tracking.git_commit(ctx.root),
         "model.kind": ctx.cfg.model.name, "data.name": ctx.tables.name, "data.cutoff": str(ctx.tables.cutoff),
+        "data.horizons": "/".join(score_outputs(ctx.cfg.data.horizons)),
+        SMALL_DATA_TAG: str(bool(guards.get("small_data"))).lower(),
+        **({SMALL_DATA_REASON_TAG: guards["reason"]} if guards.get("reason") else {}),
     }.items():
         ctx.client.set_tag(ctx.run_id, key, value)
+    tracking.mark_model_training(ctx.client, ctx.client.get_run(ctx.run_id).info.experiment_id)
+    tracking.log_dataset(ctx.client, ctx.run_id, ctx.tables.name, ctx.tables.fingerprint, data_source,
+                         data_profile(ctx))
+    counts = ctx.bundle_extra.get("label_counts") or {}
+    ctx.log_metrics({f"data/{s}_{h}_positives": c["positives"] for s, heads in counts.items()
+                     for h, c in heads.items()})
 
 
-def cold_start_prior(prep: Prepared, newest: float = 0.1) -> dict:
+def cold_start_prior(prep: Prepared, newest: float = 0.1, outputs: tuple[str, ...] = SCORE_OUTPUTS) -> dict:
     """Label rates of the newest training customers (lowest ``newest`` share of tenure): what a customer with
-    no history gets instead of the model's output on an empty sequence, which it never saw in training."""
-    from sellerlift.constants import SCORE_OUTPUTS
-
+    no history gets instead of the model's output on an empty sequence, which it never saw in training.
+    Keyed by the bundle's output names (``outputs``: :func:`sellerlift.constants.score_outputs`)."""
     train = prep.split == 0
     tenure = prep.feats.raw_columns(["tenure_days"])[train, 0]
     cut = float(np.quantile(tenure, newest)) if len(tenure) else 0.0
     new = tenure <= cut
     rates = prep.targets[train][new].mean(axis=0) if new.any() else prep.targets[train].mean(axis=0)
-    return {**{name: float(r) for name, r in zip(SCORE_OUTPUTS, rates)}, "customers": int(new.sum()),
+    return {**{name: float(r) for name, r in zip(outputs, rates)}, "customers": int(new.sum()),
             "max_tenure_days": cut, "basis": f"label rates of the newest {newest:.0%} of training customers"}
 
 
@@ -166,7 +272,8 @@ def _finish(ctx: RunContext) -> None:
                  extra={"run_id": ctx.run_id, "model": cfg.model.name, "data": ctx.tables.name,
                         "data_fingerprint": ctx.tables.fingerprint, "cutoff": str(ctx.tables.cutoff),
                         "horizons": OmegaConf.to_container(cfg.data.horizons, resolve=True),
-                        "discount_levels": list(DISCOUNT_LEVELS), "cold_start": cold_start_prior(ctx.prep),
+                        "discount_levels": list(DISCOUNT_LEVELS),
+                        "cold_start": cold_start_prior(ctx.prep, outputs=score_outputs(cfg.data.horizons)),
                         **ctx.bundle_extra})
     if ctx.client is not None:
         ctx.log_metrics({f"timing/{k}": v for k, v in ctx.timings.items()})
@@ -181,7 +288,8 @@ def _after_run(ctx: RunContext) -> None:
     from sellerlift import champion, report
 
     if (ctx.cfg.get("champion") or {}).get("enabled", False):
-        decision = champion.check_run(ctx.client, ctx.run_id, ctx.cfg, bundle_dir=ctx.bundle_dir)
+        decision = champion.check_run(ctx.client, ctx.run_id, ctx.cfg, bundle_dir=ctx.bundle_dir,
+                                      data=ctx.tables.name)
         if decision is not None:
             ctx.summary_rows.append(("champion", decision.summary()))
     if (ctx.cfg.get("report") or {}).get("enabled", False):

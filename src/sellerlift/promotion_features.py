@@ -48,15 +48,26 @@ def dipn_inputs(feats: SequenceFeatures, sequence_outputs: dict[str, np.ndarray]
     cols = [agg]
     if sequence_outputs is not None:
         for name in SEQUENCE_OUTPUTS:
-            if name not in sequence_outputs:
-                raise ValueError(f"sequence_outputs: missing '{name}'; got {sorted(sequence_outputs)}")
-            p = np.asarray(sequence_outputs[name], dtype=np.float64).reshape(-1)
+            p = np.asarray(_head_output(sequence_outputs, name), dtype=np.float64).reshape(-1)
             if len(p) != len(agg):
                 raise ValueError(f"sequence_outputs['{name}']: expected {len(agg)} rows, got {len(p)}")
             p = np.clip(p, 1e-4, 1 - 1e-4)
             cols.append((np.log(p / (1 - p)) / 4.0).astype(np.float32)[:, None])  # logit, roughly unit scale
     out = np.concatenate(cols, axis=1).astype(np.float32)
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _head_output(outputs: dict, name: str):
+    """The output of ``name``'s head: ``intent_7d`` itself, else the one ``intent_<days>d`` of a model trained
+    for other horizons (the DIPN input is the head's probability, whatever its horizon is called)."""
+    if name in outputs:
+        return outputs[name]
+    head = name.split("_", 1)[0]
+    found = [k for k in outputs if k.startswith(f"{head}_") and k.endswith("d") and k[len(head) + 1:-1].isdigit()]
+    if len(found) != 1:
+        raise ValueError(f"sequence_outputs: expected one '{head}_<days>d' output (e.g. '{name}'); "
+                         f"got {sorted(outputs)}")
+    return outputs[found[0]]
 
 
 def offer_time_features(

@@ -24,10 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from sellerlift.constants import HEADS
+from sellerlift.constants import HEADS, head_description, horizons_of
 
 REPORT_DIR = "report"
-HEAD_TEXT = {"intent": "buys in the next 7 days", "churn": "no purchase in the next 90 days"}
 METRICS = (("auroc", "AUROC"), ("ap", "average precision"), ("ece", "calibration error (ECE)"),
            ("precision_top20", "precision in the top 20 %"))
 # Sections: (title, plot name fragments, table names, what to look at)
@@ -85,17 +84,44 @@ def _children(client, run) -> list:
         return []
 
 
-def _metric_table(metrics: dict[str, float]) -> pd.DataFrame | None:
+def run_horizons(params: dict) -> dict[str, int]:
+    """The run's label horizons from its params (``data.horizons.*``); 7 / 90 days for runs that predate them."""
+    return horizons_of({k.rsplit(".", 1)[1]: v for k, v in params.items() if k.startswith("data.horizons.")})
+
+
+def _ci(metrics: dict, key: str) -> str | None:
+    lo, hi = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    return None if lo is None or hi is None else f"[{lo:.3f}, {hi:.3f}]"
+
+
+def _metric_table(metrics: dict[str, float], horizons: dict | None = None) -> pd.DataFrame | None:
     rows = []
     for head in HEADS:
         for key, name in METRICS:
             vals = {split: metrics.get(f"{split}/{head}_{key}") for split in ("val", "test", "ceiling")}
             if any(v is not None for v in vals.values()):
-                rows.append({"target": f"{head} ({HEAD_TEXT[head]})", "metric": name, **vals})
+                rows.append({"target": f"{head} ({head_description(head, horizons)})", "metric": name,
+                             "val": vals["val"], "test": vals["test"],
+                             "test 95 % CI": _ci(metrics, f"test/{head}_{key}"), "ceiling": vals["ceiling"]})
     if not rows:
         return None
     df = pd.DataFrame(rows).rename(columns={"val": "validation", "ceiling": "ceiling (truth)"})
     return df.dropna(axis=1, how="all")
+
+
+def _label_facts(tags: dict, metrics: dict) -> list[tuple[str, str]]:
+    """Positives per split and head, and the small-data warning when the run had one."""
+    counts = []
+    for h in HEADS:
+        parts = [f"{s} {int(metrics[k]):,}" for s in ("train", "val", "test")
+                 if (k := f"data/{s}_{h}_positives") in metrics]
+        if parts:
+            counts.append(f"{h} " + " / ".join(parts))
+    facts = [("positives per split", "; ".join(counts))] if counts else []
+    if tags.get("guards.small_data") == "true":
+        facts.append(("WARNING", f"too few labels to measure ({tags.get('guards.reason', '')}): the test numbers "
+                                 "are noise, read their intervals; this run is not a champion candidate"))
+    return facts
 
 
 def _section_of(name: str, kind: int) -> int | None:
@@ -157,8 +183,9 @@ def _build_report(client, run_id: str, out_dir: str | Path) -> tuple[Path, Path]
             ("champion", f"{tags['champion.decision']}: {tags.get('champion.reason', '')}"
              if "champion.decision" in tags else "—"),
             ("parent run (sweep)", tags.get("mlflow.parentRunId", "—")),
+            *_label_facts(tags, metrics),
         ]
-        mt = _metric_table(metrics)
+        mt = _metric_table(metrics, run_horizons(params))
         html_doc = _html(title, facts, mt, sections, other)
         md_doc = _markdown(title, facts, mt, sections, other)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"

@@ -121,8 +121,15 @@ class Problem:
     message: str
 
 
+class DataError(ValueError):
+    """A data file or data config that cannot be used; the message names the file, row, column or config key.
+
+    Entry points (``train.py``, the scorer, ``python -m sellerlift.data check``) print it without a traceback.
+    """
+
+
 @dataclass
-class SchemaError(ValueError):
+class SchemaError(DataError):
     """Raised when a table breaks the contract; lists every problem found."""
 
     source: str

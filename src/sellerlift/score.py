@@ -6,8 +6,9 @@
         --mapping examples/seller_events.mapping.yaml --out scores.csv
     python -m sellerlift.score ... --budget 5000          # + the discount to offer (bundles with a DIPN)
 
-Output columns: ``customer_id, seller_id, as_of, intent_7d, churn_90d, segment, segment_id,
-n_events, cold_start, prior`` (the fields of the server's ``/v1/score``), plus, when the bundle has a
+Output columns: ``customer_id, seller_id, as_of, intent_<d>d, churn_<d>d, segment, segment_id,
+n_events, cold_start, prior`` (the fields of the server's ``/v1/score``; the two probabilities are named
+after the bundle's horizons, ``intent_7d`` / ``churn_90d`` by default), plus, when the bundle has a
 promotion model, ``conversion_<level>pct`` for every discount level and, with ``--budget``,
 ``discount_pct, expected_spend, expected_incremental_profit``.
 
@@ -18,6 +19,10 @@ column) and spills it into hash partitions by customer (only when the file is la
 partition); pass 2 scores one partition at a time, in chunks of ``--chunk-customers``, appending
 to the output. Only a budget allocation keeps per-customer curves (K floats each) in memory, since
 the budget couples all customers. Rows come out grouped by partition, not sorted.
+
+Models are per data set: ``@champion`` is the champion of the data set being scored (the mapping
+file's ``name`` / ``data.name``, or ``--data``), and a bundle trained on another data set is refused,
+naming both (``--allow-other-data`` scores anyway, with a warning).
 """
 
 from __future__ import annotations
@@ -32,25 +37,49 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sellerlift.constants import SCORE_OUTPUTS
 from sellerlift.data.files import FileSource
 from sellerlift.runtime import BundleError, Runtime
-from sellerlift.schema import EVENTS
+from sellerlift.runtime.bundle import data_mismatch, registered_model_name
 
 
 class ScoreError(RuntimeError):
     pass
 
 
-def resolve_bundle(spec: str, tracking_uri: str | None = None) -> Path:
-    """A bundle directory, or ``@alias`` / ``models:/<name>@<alias>`` of the MLflow registry."""
+def data_name_of_mapping(mapping: str | Path | None) -> str | None:
+    """The data set a mapping file describes: ``data.name`` of a data config, else its ``name`` (None if unnamed)."""
+    if not mapping:
+        return None
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(mapping).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None  # the file source reports an unreadable mapping itself
+    node = doc.get("data", doc) if isinstance(doc, dict) else {}
+    for cand in (node.get("name"), (node.get("source") or {}).get("name")):
+        if isinstance(cand, str) and cand and "${" not in cand:
+            return cand
+    return None
+
+
+def resolve_bundle(spec: str, tracking_uri: str | None = None, data: str | None = None) -> Path:
+    """A bundle directory, or ``@alias`` (of data set ``data``'s registered model) / ``models:/<name>@<alias>``."""
     if spec.startswith("@") or spec.startswith("models:/"):
         from mlflow.tracking import MlflowClient
 
-        from sellerlift.champion import DEFAULT_MODEL, champion_bundle_dir, default_tracking_uri
+        from sellerlift.champion import DEFAULT_MODEL, champion_bundle_dir, champions, default_tracking_uri
 
-        name, alias = (DEFAULT_MODEL, spec[1:]) if spec.startswith("@") else spec[len("models:/"):].split("@", 1)
         client = MlflowClient(tracking_uri or default_tracking_uri())
+        if spec.startswith("@"):
+            alias = spec[1:]
+            if not data:
+                have = sorted(champions(client, DEFAULT_MODEL, alias))
+                raise ScoreError(f"{spec}: champions are per data set; say which: --data NAME (or a mapping with "
+                                 f"`name:` / `data.name:`); registered models with @{alias}: {have or 'none'}")
+            name = registered_model_name(DEFAULT_MODEL, data)
+        else:
+            name, _, alias = spec[len("models:/"):].partition("@")
         path = champion_bundle_dir(client, name, alias)
         if path is None:
             raise ScoreError(f"{name}@{alias}: no such alias with a bundle in {client.tracking_uri} "
@@ -65,6 +94,22 @@ def load_bundle(path: str | Path, threads: int = 1) -> Runtime:
         return Runtime.load(path, source="--bundle", threads=threads)
     except (BundleError, FileNotFoundError) as err:
         raise ScoreError(str(err)) from None
+
+
+def check_data(rt: Runtime, data: str | None, allow_other_data: bool = False, console=None) -> str | None:
+    """Refuse (or, with ``allow_other_data``, warn loudly) when the bundle was trained on a data set other than
+    ``data``; returns the warning given, if any."""
+    why = data_mismatch(dict(rt.manifest), data, "the file being scored")
+    if why is None:
+        if not data and rt.data and console is not None:
+            console.print(f"[yellow]note:[/] the bundle was trained on data set '{rt.data}'; the scored file's data "
+                          "set is unknown (no `name` in the mapping): pass --data NAME to check they match")
+        return None
+    if not allow_other_data:
+        raise ScoreError(f"{rt.bundle_dir}: {why}; or pass --allow-other-data to score with it anyway")
+    if console is not None:
+        console.print(f"[bold red]WARNING:[/] {why}. Scoring anyway (--allow-other-data).", soft_wrap=True)
+    return why
 
 
 # --------------------------------------------------------------------------- scoring one chunk
@@ -84,7 +129,7 @@ def score_events(rt: Runtime, events: pd.DataFrame, as_of: pd.Timestamp,
     last_seller = (events.loc[before, ["customer_id", "seller_id"]].groupby("customer_id", sort=False)["seller_id"]
                    .last())
     out = pd.DataFrame({"customer_id": customers, "seller_id": last_seller.reindex(customers).to_numpy(),
-                        "as_of": as_of, **{k: scores[k] for k in SCORE_OUTPUTS}})
+                        "as_of": as_of, **{k: scores[k] for k in rt.outputs}})
     seg = rt.assign_segments(feats)
     out["segment"], out["segment_id"] = (seg[1], seg[0].astype(np.int64)) if seg is not None else (None, -1)
     out["n_events"] = n_events.astype(np.int64)
@@ -106,17 +151,40 @@ def score_events(rt: Runtime, events: pd.DataFrame, as_of: pd.Timestamp,
 def _source(events: Path, mapping: str | None) -> FileSource:
     if mapping:
         return FileSource.from_yaml(mapping, path=str(events))
-    # Contract-shaped file: map every contract column the file has onto itself.
-    if events.is_dir() or events.suffix in (".parquet", ".pq"):
-        import pyarrow.dataset as ds
+    return FileSource.contract_shaped(events)  # every contract column the file has maps onto itself
 
-        names = ds.dataset(str(events), format="parquet").schema.names
-    else:
-        names = list(pd.read_csv(events, nrows=0).columns)
-    cols = {c.name: c.name for c in EVENTS.columns if c.name in names}
-    for c in ("amount", "seller_id", "quantity"):
-        cols.setdefault(c, None)
-    return FileSource(str(events), columns=cols)
+
+def _mapped_chunks(src: FileSource, path: Path, chunk_rows: int, ids: dict):
+    """(raw chunk, its contract events, rows before it) over the whole file, in bounded memory.
+
+    Every unmapped event name of the file is reported at once (not only the first chunk's). With
+    ``id_type: auto`` a text file is mapped with text ids chunk by chunk; afterwards ``ids[column]`` says
+    per id column whether every id of the file was a canonical integer (then the scores carry integer ids).
+    """
+    from sellerlift.data.mapping import UnmappedEventNames, is_parquet, unmapped_problem
+    from sellerlift.io import ids_from_text
+
+    defer = src.id_type == "auto" and not is_parquet(path)
+    id_cols = [c for c in ("customer_id", "seller_id") if src.columns.get(c)]
+    ids.update({c: defer for c in id_cols})
+    unmapped, rows, offset = None, [], 0
+    for raw in src.iter_raw(path, chunk_rows):
+        try:
+            if unmapped is None:
+                ev = src.map_frame(raw, str(path), row_offset=offset, id_type="str" if defer else None)
+                for c in id_cols if defer else ():
+                    ids[c] = ids[c] and ids_from_text(ev[c].astype("string")).dtype == np.int64
+                yield raw, ev, offset
+            else:  # after the first unmapped name: only count the rest of the file's names
+                rows.append(src.unmapped_rows(raw) + offset)
+        except UnmappedEventNames as err:
+            unmapped = err
+            rows.append(err.problems[0].rows)
+        offset += len(raw)
+    if unmapped is not None:
+        problem = unmapped_problem(np.concatenate(rows), src.unmapped, "data.source")
+        problem.column = unmapped.problems[0].column  # the file's column name, as in the first chunk's error
+        raise UnmappedEventNames(unmapped.source, "events", [problem], counts=dict(src.unmapped))
 
 
 def _estimate_rows(src: FileSource, path: Path) -> int:
@@ -188,9 +256,8 @@ def score_file(bundle: Runtime, events_path: str | Path, out: str | Path, as_of:
         read = bar.add_task(f"read {events_path.name}", total=est or None)
         parts: list[list[pd.DataFrame]] = [[] for _ in range(k)]
         writers: dict[int, object] = {}
-        n_rows, last_ts, offset = 0, None, 0
-        for raw in src.iter_raw(events_path, chunk_rows):
-            ev = src.map_frame(raw, str(events_path), row_offset=offset)
+        n_rows, last_ts, offset, id_kind = 0, None, 0, {}
+        for raw, ev, _ in _mapped_chunks(src, events_path, chunk_rows, id_kind):
             if value_col:
                 if value_col not in raw.columns:
                     raise ScoreError(f"--value-col {value_col!r}: no such column in {events_path}; "
@@ -236,6 +303,8 @@ def score_file(bundle: Runtime, events_path: str | Path, out: str | Path, as_of:
                 if not f.exists():
                     continue
                 ev = pd.read_parquet(f)
+            for c in [c for c, whole in id_kind.items() if whole]:  # every id is an integer: keep them integers
+                ev[c] = ev[c].astype("int64")
             codes, uniq = pd.factorize(ev["customer_id"], sort=True)
             order = np.lexsort((ev["ts"].to_numpy(), codes))
             ev = ev.iloc[order].reset_index(drop=True)
@@ -301,7 +370,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sellerlift.score",
                                  description="Score every customer of an events file with a sellerlift bundle.")
     ap.add_argument("--bundle", required=True,
-                    help="bundle directory, or @champion / models:/sellerlift-sequence@champion (MLflow registry)")
+                    help="bundle directory, or @champion (the champion of the data set scored) / "
+                         "models:/sellerlift-sequence-<data>@champion (MLflow registry)")
+    ap.add_argument("--data", help="the data set being scored (data.name; default: the mapping's name): picks "
+                                   "@champion's registered model and is checked against the bundle's")
+    ap.add_argument("--allow-other-data", action="store_true",
+                    help="score with a bundle trained on another data set (a loud warning instead of an error)")
     ap.add_argument("--events", required=True, help="events file: CSV, Parquet or a directory of Parquet parts")
     ap.add_argument("--mapping", help="column/event-name mapping (examples/seller_events.mapping.yaml or a data "
                                       "config like configs/data/seller_file.yaml); default: contract column names")
@@ -325,11 +399,13 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(stderr=True)
     try:
-        bundle_dir = resolve_bundle(args.bundle, args.tracking_uri)
+        data = args.data or data_name_of_mapping(args.mapping)
+        bundle_dir = resolve_bundle(args.bundle, args.tracking_uri, data)
         bundle = load_bundle(bundle_dir, threads=args.threads)
+        check_data(bundle, data, args.allow_other_data, console)
         console.print(f"[bold]bundle[/] {bundle_dir} (run {bundle.run_id}, model {bundle.manifest.get('model')}, "
-                      f"segments: {'yes' if bundle.segments else 'no'}, promotion model: "
-                      f"{'yes' if bundle.promotion else 'no'})")
+                      f"data set {bundle.data or '?'}, outputs {'/'.join(bundle.outputs)}, segments: "
+                      f"{'yes' if bundle.segments else 'no'}, promotion model: {'yes' if bundle.promotion else 'no'})")
         s = score_file(bundle, args.events, args.out, as_of=args.as_of, mapping=args.mapping, budget=args.budget,
                        value_col=args.value_col, margin=args.margin, chunk_rows=args.chunk_rows,
                        partition_rows=args.partition_rows, chunk_customers=args.chunk_customers,

@@ -221,7 +221,8 @@ def select_k(
 # --------------------------------------------------------------------------- naming
 
 # Archetype -> weights on the centroid's z-scores (recency, frequency, monetary, tenure).
-# A name is used only where its score clears NAME_THRESHOLD ("where the data supports it").
+# A name is used only where its score clears NAME_THRESHOLD ("where the data supports it"), and only
+# when the data has every feature the name speaks of (no money words without order values).
 ARCHETYPES: dict[str, tuple[float, float, float, float]] = {
     "high value": (-1.0, 1.0, 1.0, 0.0),          # recent, frequent, big baskets
     "lapsed": (1.0, -0.5, 0.0, 0.5),              # long gone, had been around
@@ -230,16 +231,35 @@ ARCHETYPES: dict[str, tuple[float, float, float, float]] = {
     "occasional": (0.0, -0.5, 0.5, 0.0),          # rare buyers with normal baskets
     "intermittent": (0.0, 1.0, 0.0, 0.0),         # repeat buyers, neither recent nor gone
 }
+# Used instead of the money names when the data has no order values (monetary is 0 for everyone).
+NO_MONEY_ARCHETYPES: dict[str, tuple[float, float, float, float]] = {
+    "most active": (-1.0, 1.0, 0.0, 0.0),         # recent and frequent
+}
 NAME_THRESHOLD = 0.5
+_AXES = ("recency_days", "frequency", "monetary", "tenure_days")
 
 
-def _describe(z: np.ndarray) -> str:
-    """Fallback name from the centroid's levels, e.g. 'recent, frequent, low spend'."""
+def _describe(z: np.ndarray, present=_AXES) -> str:
+    """Fallback name from the centroid's levels on the features the data has, e.g. 'recent frequent low-spend'
+    (no commas: a list of names must not read like more segments)."""
     r, f, m = z[0], z[1], z[2]
-    words = ["recent" if r < -0.5 else "dormant" if r > 0.5 else "mid-recency",
-             "frequent" if f > 0.5 else "infrequent" if f < -0.5 else "mid-frequency",
-             "high spend" if m > 0.5 else "low spend" if m < -0.5 else "mid spend"]
-    return ", ".join(words)
+    words = []
+    if "recency_days" in present:
+        words.append("recent" if r < -0.5 else "dormant" if r > 0.5 else "mid-recency")
+    if "frequency" in present:
+        words.append("frequent" if f > 0.5 else "infrequent" if f < -0.5 else "mid-frequency")
+    if "monetary" in present:
+        words.append("high-spend" if m > 0.5 else "low-spend" if m < -0.5 else "mid-spend")
+    return " ".join(words) or "customers"
+
+
+def archetypes_for(feature_names: list[str]) -> dict[str, tuple[float, float, float, float]]:
+    """The archetype names the features support: each name's non-zero weights must be features the data has."""
+    present = set(feature_names)
+    pool = dict(ARCHETYPES)
+    if "monetary" not in present:
+        pool.update(NO_MONEY_ARCHETYPES)
+    return {name: w for name, w in pool.items() if all(w[i] == 0 or _AXES[i] in present for i in range(4))}
 
 
 def name_segments(centroids_scaled: np.ndarray, feature_names: list[str]) -> list[str]:
@@ -247,31 +267,44 @@ def name_segments(centroids_scaled: np.ndarray, feature_names: list[str]) -> lis
 
     Archetype names go to clusters by a maximum-score one-to-one matching; a
     cluster whose best available archetype scores below NAME_THRESHOLD gets a
-    descriptive name instead. Duplicates get ' (2)', ' (3)', ...
+    descriptive name instead. Only names about features in ``feature_names`` are
+    used (:func:`archetypes_for`). Duplicates get ' (2)', ' (3)', ...
     """
     from scipy.optimize import linear_sum_assignment
 
     C = np.asarray(centroids_scaled, dtype=np.float64)
     k = len(C)
-    order = [feature_names.index(f) for f in RFM_FEATURES if f in feature_names]
     Z = np.zeros((k, 4))
-    Z[:, : len(order)] = C[:, order]
-    W = np.array(list(ARCHETYPES.values()))
+    for i, f in enumerate(_AXES):
+        if f in feature_names:
+            Z[:, i] = C[:, feature_names.index(f)]
+    pool = archetypes_for(feature_names)
+    W = np.array(list(pool.values())).reshape(-1, 4)
     W = W / np.linalg.norm(W, axis=1, keepdims=True)
     scores = Z @ W.T  # k x archetypes
     # Extra "descriptive" columns worth the threshold: chosen when no archetype beats it.
     full = np.hstack([scores, np.full((k, k), NAME_THRESHOLD)])
     rows, cols = linear_sum_assignment(full, maximize=True)
-    arche = list(ARCHETYPES)
+    arche = list(pool)
+    present = tuple(f for f in _AXES if f in feature_names)
     names = [""] * k
     for i, j in zip(rows, cols):
-        names[i] = arche[j] if j < len(arche) else _describe(Z[i])
+        names[i] = arche[j] if j < len(arche) else _describe(Z[i], present)
     seen: dict[str, int] = {}
     for i, n in enumerate(names):
         seen[n] = seen.get(n, 0) + 1
         if seen[n] > 1:
             names[i] = f"{n} ({seen[n]})"
     return names
+
+
+def informative_features(rfm: pd.DataFrame | np.ndarray, feature_names: list[str]) -> list[str]:
+    """The features that vary across customers. A constant one carries nothing for k-means and would
+    name segments after data that is not there (monetary is 0 for everyone in a file without order values)."""
+    X = _feature_matrix(rfm, feature_names)
+    varies = (X.max(axis=0) > X.min(axis=0)) if len(X) else np.ones(len(feature_names), bool)
+    kept = [f for f, v in zip(feature_names, varies) if v]
+    return kept or list(feature_names)
 
 
 # --------------------------------------------------------------------------- fitting
@@ -301,8 +334,10 @@ def fit_segments(
 
     Segments are ordered by descending "value" (frequency + monetary - recency of
     the centroid) so segment 0 is the most valuable, whatever k-means' labels were.
+    Features that are constant in ``rfm`` (monetary without order values) are left out of the
+    model and of the names (:func:`informative_features`).
     """
-    feature_names = list(feature_names or RFM_FEATURES)
+    feature_names = informative_features(rfm, list(feature_names or RFM_FEATURES))
     if isinstance(rule, (int, np.integer)) and not isinstance(rule, bool):
         ks_used = [int(rule)]
     elif rule in RULES:

@@ -1,7 +1,13 @@
-"""MLflow helpers: flattened params, batched metrics, tables, child runs, the registry.
+"""MLflow helpers: flattened params, batched metrics, tables, child runs, data sets, the registry.
 
 Default store: ``sqlite:///<repo>/mlruns/mlflow.db`` with artifacts under
 ``<repo>/mlruns/artifacts``; ``MLFLOW_TRACKING_URI`` points elsewhere (a server).
+
+MLflow 3's UI opens an experiment without a kind in its GenAI view: :func:`mark_model_training`
+tags it ``mlflow.experimentKind=custom_model_development`` (the UI's "Machine learning" kind, runs
+table first). :func:`log_dataset` logs a run's data as a dataset input (name, source, the data
+fingerprint as digest, row and customer counts as its profile), so the runs table's Dataset
+column and its ``dataset.name`` / ``dataset.digest`` filters work.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 MLRUNS = "mlruns"
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+DIGEST_MAX = 36  # MLflow's dataset digest column
 
 
 def flatten(d: Mapping, prefix: str = "", sep: str = ".") -> dict[str, str]:
@@ -38,9 +46,72 @@ def git_commit(root: str | Path = ".") -> str:
         return "unknown"
 
 
+def mark_model_training(client, experiment_id: str) -> None:
+    """Tag the experiment as model training, so MLflow 3's UI opens its runs (not the GenAI traces view)."""
+    exp = client.get_experiment(experiment_id)
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+
+
+def dataset_entity(name: str, fingerprint: str, source: str | Path | None, profile: dict | None = None):
+    """An MLflow dataset (metadata only) for a run's data: the fingerprint is its digest, counts its profile."""
+    import json
+
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.entities import Dataset
+
+    src = LocalArtifactDatasetSource(str(Path(source).resolve()) if source else f"sellerlift:{name}")
+    return Dataset(name=str(name), digest=str(fingerprint)[:DIGEST_MAX], source_type=src._get_source_type(),
+                   source=src.to_json(), profile=json.dumps({"fingerprint": str(fingerprint), **(profile or {})},
+                                                            default=str))
+
+
+def log_dataset(client, run_id: str, name: str, fingerprint: str, source: str | Path | None = None,
+                profile: dict | None = None, context: str = "training") -> None:
+    """Log the run's data as an MLflow dataset input (``mlflow.data.context`` = ``context``)."""
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    ds = dataset_entity(name, fingerprint, source, profile)
+    client.log_inputs(run_id, datasets=[DatasetInput(ds, [InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+
+
+def sequence_signature(score_names, n_numeric: int, n_aggregates: int, embedding_dim: int | None = None):
+    """The ONNX sequence model's MLflow signature: its four input tensors -> the probabilities and the embedding."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    inputs = Schema([TensorSpec(np.dtype(np.int64), (-1, -1), "event_type"),
+                     TensorSpec(np.dtype(np.float32), (-1, -1, n_numeric), "numeric"),
+                     TensorSpec(np.dtype(np.int64), (-1,), "length"),
+                     TensorSpec(np.dtype(np.float32), (-1, n_aggregates), "aggregates")])
+    outputs = Schema([*(TensorSpec(np.dtype(np.float32), (-1,), n) for n in score_names),
+                      TensorSpec(np.dtype(np.float32), (-1, embedding_dim or -1), "customer_embedding")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def dipn_signature(n_inputs: int, n_levels: int):
+    """dipn.onnx's MLflow signature: ``features`` [batch, n_inputs] -> ``curve`` [batch, n_levels]."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_inputs), "features")]),
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_levels), "curve")]))
+
+
+def describe_registered(client, name: str, version: str | None, model_description: str,
+                        version_description: str | None = None) -> None:
+    """Descriptions of a registered model (what it is) and of one of its versions (this run)."""
+    client.update_registered_model(name, description=model_description)
+    if version is not None and version_description:
+        client.update_model_version(name, str(version), description=version_description)
+
+
 def register_onnx(tracking_uri: str, run_id: str, onnx_path: str | Path, registered_name: str,
-                  artifact_name: str = "onnx_model"):
-    """Log an ONNX file as an MLflow model of the run and register a new version of it."""
+                  artifact_name: str = "onnx_model", signature=None):
+    """Log an ONNX file as an MLflow model of the run and register a new version of it (with ``signature``)."""
     import mlflow
     import onnx
 
@@ -52,7 +123,7 @@ def register_onnx(tracking_uri: str, run_id: str, onnx_path: str | Path, registe
         with mlflow.start_run(run_id=run_id):
             # Explicit requirements: inferring them imports half the environment (seconds per call).
             info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name=artifact_name,
-                                         registered_model_name=registered_name,
+                                         registered_model_name=registered_name, signature=signature,
                                          pip_requirements=["onnxruntime", "numpy"])
     finally:
         mlflow.set_tracking_uri(previous_uri)

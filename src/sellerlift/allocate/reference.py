@@ -4,54 +4,63 @@ from __future__ import annotations
 
 import numpy as np
 
+from sellerlift.allocate.lagrangian import build
+from sellerlift.allocate.objective import CurveValues
 from sellerlift.allocate.problem import (
     DEFAULT_LEVELS,
     Allocation,
     _at_levels,
     _check_budget,
     _check_inputs,
-    _check_sellers,
-    _chunk_profit_spend,
     _finish,
 )
 
 
 # ------------------------------------------------------------- exact (HiGHS)
 def allocate_exact_lp(p, value, margin, levels, budget=None, seller=None, seller_budgets=None,
-                      *, integer=False, time_limit=None) -> Allocation:
-    """Reference solution with HiGHS on the full n*K formulation.
+                      *, integer=False, time_limit=None, **options) -> Allocation:
+    """Reference solution with HiGHS on the full n*K formulation, with every constraint of
+    :func:`allocate_lagrangian` (``options``: enduring, weight, seller_tier, tier_budgets, max_discount,
+    segment, segment_max_discount, spread_penalty, max_incentive; checked the same way).
 
     integer=False: LP relaxation (linprog). profit/spend/bound are the LP's
     (fractional) values; level_index is each customer's largest x (at most one
     customer per budget row is fractional in a basic solution).
-    integer=True: exact MILP (milp); meant for small n.
+    integer=True: exact MILP (milp); meant for small n. ``profit`` is the integer optimum (status
+    "optimal") and ``bound`` HiGHS' MIP dual bound; the LP bound is above it by the integrality gap.
+    Levels a cap forbids get x = 0.
     """
     from scipy import sparse
     from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
     p, value, margin, d = _check_inputs(p, value, margin, levels)
-    budget = _check_budget(budget)
-    ids, seller_idx, seller_b = _check_sellers(seller, seller_budgets, len(value))
-    pr, sp = _chunk_profit_spend(p, value, margin, d)
+    obj, cons = build(CurveValues(p, value, margin, d), levels, budget, seller, seller_budgets,
+                      *(options.pop(k, v) for k, v in _OPTIONS.items()))
+    if options:
+        raise TypeError(f"allocate_exact_lp: unexpected argument(s) {sorted(options)}")
+    pr, sp, direct, enduring = obj.matrices()
     n, k = pr.shape
+    allowed = np.isfinite(pr).ravel()
+    c = np.where(allowed, pr.ravel(), 0.0)
     one = sparse.csr_array((np.ones(n * k), np.arange(n * k), np.arange(0, n * k + 1, k)), shape=(n, n * k))
     rows, caps = [], []
-    if budget is not None:
+    if cons.budget is not None:
         rows.append(sparse.csr_array(sp.reshape(1, -1)))
-        caps.append([budget])
-    if seller_b is not None:
-        r = np.repeat(seller_idx, k)
-        rows.append(sparse.csr_array((sp.ravel(), (r, np.arange(n * k))), shape=(len(ids), n * k)))
-        caps.append(seller_b)
+        caps.append([cons.budget])
+    for layer in cons.layers:
+        r = np.repeat(layer.idx, k)
+        rows.append(sparse.csr_array((sp.ravel(), (r, np.arange(n * k))), shape=(len(layer.ids), n * k)))
+        caps.append(layer.budgets)
     a_ub = sparse.vstack(rows).tocsr() if rows else None
     b_ub = np.concatenate(caps) if caps else None
+    ub = allowed.astype(np.float64)
     opts = {} if time_limit is None else {"time_limit": time_limit}
     if integer:
-        cons = [LinearConstraint(one, 1, 1)] + ([LinearConstraint(a_ub, -np.inf, b_ub)] if rows else [])
-        res = milp(-pr.ravel(), constraints=cons, integrality=np.ones(n * k), bounds=Bounds(0, 1), options=opts)
+        lin = [LinearConstraint(one, 1, 1)] + ([LinearConstraint(a_ub, -np.inf, b_ub)] if rows else [])
+        res = milp(-c, constraints=lin, integrality=np.ones(n * k), bounds=Bounds(0, ub), options=opts)
         status = {0: "optimal", 1: "time_limit"}.get(res.status, f"highs_status_{res.status}")
     else:
-        res = linprog(-pr.ravel(), A_ub=a_ub, b_ub=b_ub, A_eq=one, b_eq=np.ones(n), bounds=(0, 1),
+        res = linprog(-c, A_ub=a_ub, b_ub=b_ub, A_eq=one, b_eq=np.ones(n), bounds=np.c_[np.zeros(n * k), ub],
                       method="highs", options=opts)
         status = "lp_relaxation" if res.status == 0 else f"highs_status_{res.status}"
     if res.x is None:
@@ -59,15 +68,26 @@ def allocate_exact_lp(p, value, margin, levels, budget=None, seller=None, seller
     x = res.x.reshape(n, k)
     level = x.argmax(axis=1)
     if integer:
-        lp_pr, lp_sp = _at_levels(p, value, margin, d, level)
+        lp_pr, lp_sp, dir_i, end_i, pen_i = obj.parts(level)
         bound = -getattr(res, "mip_dual_bound", res.fun)
+        parts = (float(dir_i.sum()), 0.0 if end_i is None else float(end_i.sum()),
+                 0.0 if pen_i is None else float(pen_i.sum()))
     else:  # fractional values, per customer
-        lp_pr, lp_sp = (x * pr).sum(axis=1), (x * sp).sum(axis=1)
+        c2 = c.reshape(n, k)
+        lp_pr, lp_sp = (x * c2).sum(axis=1), (x * sp).sum(axis=1)
         bound = -res.fun
+        parts = (float((x * direct).sum()), float((x * enduring).sum()), float((x * (obj.penalty * sp * sp)).sum()))
+    if obj.plain and obj.enduring is None:
+        parts = None  # the objective is the direct profit
     mult = float("nan")
-    if not integer and budget is not None and seller_b is None:
+    if not integer and cons.budget is not None and not cons.layers:
         mult = float(-res.ineqlin.marginals[0])
-    return _finish(level, lp_pr, lp_sp, d, ids, seller_idx, multiplier=mult, status=status, bound=bound)
+    return _finish(level, lp_pr, lp_sp, d, cons.seller, cons.tier, parts, multiplier=mult, status=status,
+                   bound=bound)
+
+
+_OPTIONS = {"enduring": None, "weight": 0.0, "seller_tier": None, "tier_budgets": None, "max_discount": None,
+            "segment": None, "segment_max_discount": None, "spread_penalty": 0.0, "max_incentive": None}
 
 
 # ------------------------------------------------------------- baseline
@@ -105,7 +125,7 @@ def allocate_rule_based(p, value, margin, levels, budget=None, *, rule="top_valu
     level = np.zeros(n, dtype=np.intp)
     level[order[:n_take]] = k
     pr, sp = _at_levels(p, value, margin, d, level)
-    return _finish(level, pr, sp, d, None, None, multiplier=float("nan"), status="rule_based")
+    return _finish(level, pr, sp, d, multiplier=float("nan"), status="rule_based")
 
 
 # ----------------------------------------------------- synthetic instances
@@ -130,3 +150,29 @@ def random_instance(n, seed=0, levels=DEFAULT_LEVELS, n_sellers=20, dtype=np.flo
     w = 1.0 / np.arange(1, n_sellers + 1) ** 1.1
     return {"p": p, "value": value, "margin": rng.uniform(0.3, 0.5, n), "levels": tuple(levels),
             "seller": rng.choice(n_sellers, size=n, p=w / w.sum())}
+
+
+def random_retention(inst, seed=0) -> dict:
+    """Retention-side inputs for a :func:`random_instance`, for tests and benchmarks.
+
+    enduring [n, K] (p's dtype): the 90-day margin beyond the week of each level over no offer; habit
+    (lognormal) makes a conversion now bring later ones, and for ~30 % of customers a reference-price
+    effect makes a discount cost later full-price purchases, so the value can fall with the level.
+    seller_tier {seller: "large" | "mid" | "small"} by seller rank (sizes are heavy-tailed) and
+    segment [n]: "buys anyway", "promotion-sensitive", "needs a large incentive" or "other", from the curves.
+    """
+    p = np.asarray(inst["p"], dtype=np.float64)
+    n = len(p)
+    rng = np.random.default_rng(seed)
+    d = np.asarray(inst["levels"], dtype=np.float64) / 100.0
+    habit = 1.5 * rng.lognormal(0.0, 0.5, n)
+    refprice = (rng.random(n) < 0.3) * rng.uniform(0.0, 2.0, n)
+    vm = inst["value"] * inst["margin"]
+    later = 6.5 * p[:, :1]  # full-price purchases expected over the next 13 weeks
+    enduring = vm[:, None] * (habit[:, None] * (p - p[:, :1]) - refprice[:, None] * d[None, :] * later)
+    lift = p[:, -1] - p[:, 0]
+    segment = np.select([p[:, 0] > 0.3, lift > 0.3, lift > 0.1], ["buys anyway", "promotion-sensitive",
+                                                                   "needs a large incentive"], "other")
+    sellers = range(int(np.max(inst["seller"], initial=0)) + 1)
+    tier = {s: "large" if s < 2 else "mid" if s < 7 else "small" for s in sellers}
+    return {"enduring": enduring.astype(inst["p"].dtype), "seller_tier": tier, "segment": segment}

@@ -82,10 +82,14 @@ class TransformerEncoder(nn.Module):
 
 
 class SequenceNet(nn.Module):
-    """Events + aggregates -> logits for (intent_7d, churn_90d) and a customer embedding."""
+    """Events + aggregates -> logits for (intent, churn) and a customer embedding.
+
+    ``wide=True`` adds a linear path from the aggregates straight to the logits (wide & deep):
+    the network then contains logistic regression on the aggregates as a special case.
+    """
 
     def __init__(self, encoder: nn.Module, d_model: int = 64, head_hidden: int = 64, dropout: float = 0.1,
-                 n_aggregates: int = len(AGGREGATES)):
+                 n_aggregates: int = len(AGGREGATES), wide: bool = False):
         super().__init__()
         self.embed = EventEmbedding(d_model)
         self.encoder = encoder
@@ -94,12 +98,16 @@ class SequenceNet(nn.Module):
             nn.Linear(encoder.out_dim + head_hidden, head_hidden), nn.GELU(), nn.Dropout(dropout),
         )
         self.heads = nn.Linear(head_hidden, 2)
+        self.wide = nn.Linear(n_aggregates, 2) if wide else None
         self.embedding_dim = head_hidden
 
     def forward(self, event_type, numeric, length, aggregates) -> tuple[torch.Tensor, torch.Tensor]:
         seq = self.encoder(self.embed(event_type, numeric), numeric, length)
         z = self.trunk(torch.cat([seq, self.aggregates(aggregates)], dim=-1))
-        return self.heads(z), z
+        logits = self.heads(z)
+        if self.wide is not None:
+            logits = logits + self.wide(aggregates)
+        return logits, z
 
 
 class ExportWrapper(nn.Module):

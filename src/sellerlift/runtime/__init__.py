@@ -6,10 +6,19 @@
 ``decide``  :func:`allocate_offers`: the budgeted allocation on a bundle's curves
 """
 
-from sellerlift.runtime.bundle import BundleError, find_bundle, read_verified, verify_bundle, write_bundle
+from sellerlift.runtime.bundle import (
+    BundleError,
+    check_bundle_data,
+    find_bundle,
+    read_verified,
+    registered_model_name,
+    verify_bundle,
+    write_bundle,
+)
 from sellerlift.runtime.decide import Offers, allocate_offers
 from sellerlift.runtime.model import EventBatch, PromotionModel, Runtime, SequenceModel
 from sellerlift.runtime.onnx import session
 
 __all__ = ["BundleError", "EventBatch", "Offers", "PromotionModel", "Runtime", "SequenceModel", "allocate_offers",
-           "find_bundle", "read_verified", "session", "verify_bundle", "write_bundle"]
+           "check_bundle_data", "find_bundle", "read_verified", "registered_model_name", "session", "verify_bundle",
+           "write_bundle"]

@@ -4,7 +4,8 @@ A bundle is a directory::
 
     manifest.json      every file with its sha256, the levels, horizons, metrics, versions (written last)
     manifest.sig       HMAC-SHA256 of manifest.json (when SELLERLIFT_BUNDLE_KEY is set at export)
-    sequence.onnx      (event_type, numeric, length, aggregates) -> intent_7d, churn_90d, customer_embedding
+    sequence.onnx      (event_type, numeric, length, aggregates) -> intent_<d>d, churn_<d>d, customer_embedding
+                       (named after the horizons; the manifest records them and the data set trained on)
     feature_spec.json  the fitted FeatureSpec (the only copy)
     segments.json      RFM segment model (plain data); dipn.onnx: promotion curves (when trained)
 
@@ -22,6 +23,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +158,48 @@ def verify_bundle(bundle_dir: str | Path) -> dict:
     return read_verified(bundle_dir).manifest
 
 
+# --------------------------------------------------------------------------- which data set
+
+def registered_model_name(base: str, data: str | None) -> str:
+    """The registry name of ``base``'s models for one data set: ``sellerlift-sequence-cdnow``.
+
+    The champion alias is per registered model, so a model per data set keeps a model trained
+    on one data set from ever becoming (or being served as) the champion of another.
+    """
+    if not data:
+        return base
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(data)).strip("-") or "data"
+    return base if base.endswith(f"-{slug}") else f"{base}-{slug}"
+
+
+def data_mismatch(manifest: dict, data: str | None, what: str = "this data") -> str | None:
+    """Why a bundle must not score ``data`` (None when it may): it was trained on another data set.
+
+    A bundle that does not record its data set cannot be checked and passes.
+    """
+    trained = manifest.get("data")
+    if not data or not trained or str(trained) == str(data):
+        return None
+    fp = manifest.get("data_fingerprint")
+    return (f"the bundle (run {manifest.get('run_id')}) was trained on data set '{trained}'"
+            + (f" (fingerprint {fp})" if fp else "") + f", but {what} is data set '{data}': its scores would come "
+            f"from a model of other customers. Train on '{data}' (python train.py data={data}) and use its "
+            f"champion ({registered_model_name('sellerlift-sequence', data)}@champion)")
+
+
+def check_bundle_data(bundle_dir: str | Path, data: str | None, what: str = "this data") -> None:
+    """Raise :class:`BundleError` when the bundle at ``bundle_dir`` was trained on a data set other than ``data``."""
+    if not data:
+        return
+    try:
+        manifest = json.loads((Path(bundle_dir) / MANIFEST).read_bytes())
+    except (OSError, ValueError):
+        return  # Runtime.load reports a missing or unreadable manifest itself
+    why = data_mismatch(manifest, data, what)
+    if why:
+        raise BundleError(f"{bundle_dir}: {why}")
+
+
 # --------------------------------------------------------------------------- finding
 
 
@@ -192,11 +236,20 @@ def registry_bundle(db: Path, model: str, alias: str, bundles_dir: Path) -> tupl
     return (Path(row[1]) if row[1] else Path(bundles_dir) / row[0]), row[0]
 
 
-def newest_bundle(bundles_dir: Path) -> Path | None:
-    """The complete bundle (one with a manifest) written last."""
+def _trained_on(bundle_dir: Path) -> str | None:
+    try:
+        return json.loads((bundle_dir / MANIFEST).read_bytes()).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def newest_bundle(bundles_dir: Path, data: str | None = None) -> Path | None:
+    """The complete bundle (one with a manifest) written last; with ``data``, the newest trained on that data set."""
     if not Path(bundles_dir).is_dir():
         return None
     cands = [p.parent for p in Path(bundles_dir).glob(f"*/{MANIFEST}")]
+    if data:
+        cands = [p for p in cands if _trained_on(p) == str(data)]
     return max(cands, key=lambda p: (p / MANIFEST).stat().st_mtime, default=None)
 
 
@@ -209,20 +262,31 @@ def default_registry_db(bundles_dir: Path) -> Path | None:
 
 
 def find_bundle(bundle: str | None, bundles_dir: str | Path, registry_db: str | Path | None, model: str,
-                alias: str) -> tuple[Path, str]:
-    """(bundle directory, how it was chosen): the given one, else ``model@alias`` in the registry, else the newest."""
+                alias: str, data: str | None = None) -> tuple[Path, str]:
+    """(bundle directory, how it was chosen): the given one, else ``model@alias`` in the registry, else the newest.
+
+    ``data``: the data set to serve (e.g. ``simulator``, ``myshop``). The registry is per data set
+    (:func:`registered_model_name`: ``<model>-<data>@alias``), the newest-bundle fallback only considers
+    bundles trained on it, and a bundle trained on another data set raises :class:`BundleError` naming both,
+    a given one included. Without ``data`` nothing is checked (the behaviour before the registry was per
+    data set; ``model`` is then used as is).
+    """
     if bundle:
+        check_bundle_data(bundle, data, "the server's data set (data)")
         return Path(bundle), "given (--bundle / SELLERLIFT_BUNDLE)"
     bundles_dir = Path(bundles_dir)
+    name = registered_model_name(model, data)
     db = Path(registry_db) if registry_db else default_registry_db(bundles_dir)
-    found = registry_bundle(db, model, alias, bundles_dir) if db is not None else None
+    found = registry_bundle(db, name, alias, bundles_dir) if db is not None else None
     if found is not None:
         path, run_id = found
         if (path / MANIFEST).is_file():
-            return path, f"registry alias {model}@{alias} (run {run_id})"
-        log.warning("%s@%s points at run %s but %s has no bundle; using the newest bundle", model, alias, run_id, path)
-    newest = newest_bundle(bundles_dir)
+            check_bundle_data(path, data, "the server's data set (data)")
+            return path, f"registry alias {name}@{alias} (run {run_id})"
+        log.warning("%s@%s points at run %s but %s has no bundle; using the newest bundle", name, alias, run_id, path)
+    newest = newest_bundle(bundles_dir, data)
     if newest is None:
-        raise BundleError(f"no bundle to serve: none given (--bundle DIR or SELLERLIFT_BUNDLE), no {model}@{alias} "
-                          f"alias, and no complete bundle under {bundles_dir} (run `make train` first)")
-    return newest, f"newest under {bundles_dir}"
+        of = f" trained on data set '{data}'" if data else ""
+        raise BundleError(f"no bundle to serve: none given (--bundle DIR or SELLERLIFT_BUNDLE), no {name}@{alias} "
+                          f"alias, and no complete bundle{of} under {bundles_dir} (run `make train` first)")
+    return newest, f"newest under {bundles_dir}" + (f" trained on '{data}'" if data else "")

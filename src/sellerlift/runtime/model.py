@@ -19,7 +19,17 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
-from sellerlift.constants import DIPN_INPUT, DIPN_OUTPUT, SCORE_OUTPUTS, SEQUENCE_INPUTS
+from sellerlift.constants import (
+    DIPN_INPUT,
+    DIPN_OUTPUT,
+    EMBEDDING_OUTPUT,
+    HEADS,
+    SCORE_OUTPUTS,
+    SEQUENCE_INPUTS,
+    horizons_of,
+    horizons_of_outputs,
+    score_outputs,
+)
 from sellerlift.features import FeatureSpec, SequenceFeatures, build_features, build_features_from_arrays
 from sellerlift.runtime.bundle import BundleError, read_verified
 from sellerlift.runtime.onnx import session
@@ -46,20 +56,43 @@ class EventBatch:
 
 
 class SequenceModel:
-    """sequence.onnx: features -> one probability per head, length-sorted and batched."""
+    """sequence.onnx: features -> one probability per head, length-sorted and batched.
 
-    def __init__(self, sess, batch: int = BATCH):
+    The probability outputs are named after the horizons the model was trained for
+    (``intent_7d``, ``churn_30d``, ...); ``outputs`` lists the file's names in head order and
+    ``horizons`` the horizons they encode. ``horizons`` given (a manifest's) must agree with them.
+    """
+
+    def __init__(self, sess, batch: int = BATCH, horizons: dict | None = None):
         names_in = [i.name for i in sess.get_inputs()]
-        self.outputs = [o.name for o in sess.get_outputs() if o.name in SCORE_OUTPUTS]
-        if names_in != list(SEQUENCE_INPUTS) or self.outputs != list(SCORE_OUTPUTS):
-            raise BundleError(f"sequence.onnx has inputs {names_in} / outputs "
-                              f"{[o.name for o in sess.get_outputs()]}; expected {list(SEQUENCE_INPUTS)} -> "
-                              f"{list(SCORE_OUTPUTS)}")
+        names_out = [o.name for o in sess.get_outputs()]
+        scores = [n for n in names_out if n != EMBEDDING_OUTPUT]
+        try:
+            found = horizons_of_outputs(scores)
+        except ValueError as err:
+            found = None
+            why = str(err)
+        if names_in != list(SEQUENCE_INPUTS) or found is None:
+            raise BundleError(f"sequence.onnx has inputs {names_in} / outputs {names_out}; expected "
+                              f"{list(SEQUENCE_INPUTS)} -> {list(SCORE_OUTPUTS)} (one intent_<days>d and one "
+                              f"churn_<days>d output, named after the horizons)"
+                              + ("" if found is not None else f": {why}"))
+        if horizons is not None and horizons_of(horizons) != found:
+            raise BundleError(f"sequence.onnx outputs {scores} encode horizons {found}, but the manifest records "
+                              f"horizons {dict(horizons)}; expected outputs {list(score_outputs(horizons))}")
+        self.outputs: list[str] = scores
+        self.heads: dict[str, str] = dict(zip(HEADS, scores))  # head -> output name
+        self.horizons: dict[str, int] = found
         self.sess, self.batch = sess, int(batch)
 
     @classmethod
     def from_file(cls, path: str | Path, threads: int = 1) -> SequenceModel:
         return cls(session(path, threads))
+
+    def probabilities(self, feats: SequenceFeatures) -> np.ndarray:
+        """float64 [n, 2]: the heads' probabilities in head order (intent, churn), whatever their names."""
+        out = self.predict(feats)
+        return np.stack([out[name] for name in self.outputs], axis=1).astype(np.float64)
 
     def predict(self, feats: SequenceFeatures) -> dict[str, np.ndarray]:
         """``{output name: float32 [n]}`` for every customer of ``feats``, in its order."""
@@ -130,6 +163,21 @@ class Runtime:
     def run_id(self) -> str | None:
         return self.manifest.get("run_id")
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Names of the probability outputs (``score()`` keys, scorer columns), in head order."""
+        return tuple(self.sequence.outputs)
+
+    @property
+    def horizons(self) -> dict[str, int]:
+        """``{"intent_days": ..., "churn_days": ...}`` the model was trained for (7 / 90 for old bundles)."""
+        return dict(self.sequence.horizons)
+
+    @property
+    def data(self) -> str | None:
+        """Name of the data set the bundle was trained on (``manifest["data"]``; None if not recorded)."""
+        return self.manifest.get("data")
+
     # ---------------------------------------------------------- loading
     @classmethod
     def load(cls, bundle_dir: str | Path, source: str = "given", threads: int = 1, key: bytes | None = None,
@@ -148,7 +196,8 @@ class Runtime:
         if tuple(spec.event_types) != EVENT_TYPES:
             raise BundleError(f"{bundle_dir}: bundle event types {list(spec.event_types)} differ from this "
                               f"package's schema {list(EVENT_TYPES)}")
-        sequence = SequenceModel(_load_session(bundle_dir, "sequence", blobs, threads))
+        horizons = manifest.get("horizons")  # absent in bundles from before names followed the horizons
+        sequence = SequenceModel(_load_session(bundle_dir, "sequence", blobs, threads), horizons=horizons)
         segments = None
         if "segments" in blobs:
             from sellerlift.segment import SegmentModel
@@ -163,11 +212,10 @@ class Runtime:
             info = manifest.get("dipn") or {}
             promotion = PromotionModel(_load_session(bundle_dir, "dipn", blobs, threads),
                                        bool(info.get("uses_sequence_outputs", False)), levels, info.get("inputs"))
-        prior = manifest.get("cold_start")
         rt = cls(bundle_dir=bundle_dir, source=source, manifest=MappingProxyType(manifest),
                  manifest_sha256=vb.manifest_sha256, signed=vb.signed, spec=spec, sequence=sequence,
                  promotion=promotion, segments=segments, levels=levels,
-                 prior={k: float(prior[k]) for k in SCORE_OUTPUTS} if prior else None)
+                 prior=_prior(bundle_dir, manifest.get("cold_start"), sequence.outputs))
         if warm:
             rt.warm_up()
         log.info("loaded bundle %s (version %s, run %s, %s) in %.2fs; promotion model: %s", bundle_dir, rt.version,
@@ -216,8 +264,9 @@ class Runtime:
 
     # ---------------------------------------------------------- models
     def score(self, feats: SequenceFeatures) -> dict[str, np.ndarray]:
-        """``{intent_7d, churn_90d}`` float32 [n], plus ``prior`` (bool [n]): customers with no history get the
-        bundle's calibrated cold-start prior instead of the model's output on an empty sequence."""
+        """``{<outputs>}`` float32 [n] (e.g. ``intent_7d``, ``churn_90d``: named after the bundle's horizons, see
+        :attr:`outputs`), plus ``prior`` (bool [n]): customers with no history get the bundle's calibrated
+        cold-start prior instead of the model's output on an empty sequence."""
         out = self.sequence.predict(feats)
         prior = feats.length == 0
         if self.prior is not None and prior.any():
@@ -255,6 +304,9 @@ class Runtime:
             "run_id": m.get("run_id"),
             "model": m.get("model"),
             "data": m.get("data"),
+            "data_fingerprint": m.get("data_fingerprint"),
+            "outputs": list(self.outputs),
+            "horizons": self.horizons,
             "cutoff": m.get("cutoff"),
             "format": m.get("format"),
             "files": {k: dict(v) for k, v in m.get("files", {}).items()},
@@ -265,6 +317,17 @@ class Runtime:
             "promotion_model": self.promotion is not None,
             "cold_start_prior": dict(self.prior) if self.prior is not None else None,
         }
+
+
+def _prior(bundle_dir: Path, prior: dict | None, outputs: list[str]) -> dict[str, float] | None:
+    """The cold-start prior keyed by the output names (bundles write it under those names)."""
+    if not prior:
+        return None
+    missing = [k for k in outputs if k not in prior]
+    if missing:
+        raise BundleError(f"{bundle_dir}: the manifest's cold_start prior has no {missing}; expected one rate per "
+                          f"output {outputs}")
+    return {k: float(prior[k]) for k in outputs}
 
 
 def _load_session(bundle_dir: Path, name: str, blobs: dict[str, bytes], threads: int):

@@ -22,15 +22,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("schema", "columns", "constants", "io", "allocate", "allocate.*", "metrics", "tracking", "plots")),
     ("data", ("features", "labels", "promotion_features", "offer_outcomes", "bgnbd", "gamma_gamma", "data", "data.*", "sim",
               "sim.*")),
-    ("runtime", ("runtime", "runtime.*", "segment", "baselines", "policy_eval", "champion", "report", "ceiling",
-                 "closed_loop", "closed_loop.experiments", "closed_loop.ope", "closed_loop.observe",
+    ("runtime", ("runtime", "runtime.*", "segment", "action_segments", "baselines", "policy_eval", "champion", "report", "ceiling",
+                 "score_parts", "closed_loop", "closed_loop.experiments", "closed_loop.ope", "closed_loop.observe",
                  "closed_loop.policies")),
-    ("models", ("models", "models.*", "export", "sweep", "reliability")),
+    ("models", ("models", "models.*", "export", "sweep", "reliability", "engine", "engine.*")),
     ("stages", ("stages", "stages.*", "pipeline", "config_checks", "closed_loop.forward", "closed_loop.outcomes",
-                "closed_loop.studies", "closed_loop.evaluate", "closed_loop.report")),
+                "closed_loop.studies", "closed_loop.evaluate", "closed_loop.report", "closed_loop.seeds")),
     ("entries", ("score", "evaluate", "data.check", "data.__main__")),
 ]
 TORCH = ("torch", "lightning", "pytorch_lightning", "torchmetrics")
+RAY_HOME = "engine"  # the only package that imports ray (docs/scale.md)
 
 
 def modules() -> dict[str, Path]:
@@ -116,6 +117,10 @@ def violations() -> list[str]:
             heavy = sorted(i for i in imports_of(modules()[m]) if i.split(".")[0] in TORCH)
             if heavy:
                 out.append(f"{m} ({LAYERS[lay[m]][0]}) imports {heavy}: nothing below models may import torch")
+        if m != RAY_HOME and not m.startswith(RAY_HOME + "."):
+            rays = sorted(i for i in imports_of(modules()[m]) if i.split(".")[0] == "ray")
+            if rays:
+                out.append(f"{m} imports {rays}: only sellerlift.{RAY_HOME} may import ray")
     out += [f"import cycle: {' -> '.join(c)}" for c in cycles(g)]
     return out + serve_violations(g)
 

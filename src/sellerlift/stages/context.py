@@ -59,6 +59,7 @@ class RunContext:
     summary_rows: list[tuple[str, str]] = field(default_factory=list)  # printed at the end
     ceiling: dict | None = None  # simulator runs: the observable ceiling (stages.ceiling), for the promotion stage
     promotion: dict | None = None  # the promotion stage's offers, propensity model, held-out inputs (stages.enduring)
+    enduring: dict | None = None  # the enduring stage's network (stages.action_segments)
 
     @property
     def client(self):

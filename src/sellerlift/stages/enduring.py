@@ -59,6 +59,7 @@ def train_enduring(ctx: RunContext) -> dict | None:
     export.export_enduring_onnx(fitted["enduring"], path, held.x.shape[1])
     parity = export.check_enduring_parity(fitted["enduring"], path, held.x.shape[1], extra=held.x[:2048])
     ctx.bundle_files["enduring"] = path
+    ctx.enduring = {"net": fitted["enduring"], "revenue_scale": float(ecfg.module.revenue_scale)}
     ctx.bundle_extra["enduring"] = {"horizon_days": H, "revenue_scale": float(ecfg.module.revenue_scale),
                                     "outputs": list(E.OUTPUTS), "monotone": {"conversion": True, "retention": False,
                                                                              "revenue": False},

@@ -21,13 +21,15 @@ help:
 	@echo "make bench        every benchmark; results in benchmarks/results and docs/benchmarks.md"
 	@echo "make bench-before-after  the performance pass vs an older commit (BEFORE=<rev>)"
 	@echo "make evaluate     the closed loop: every policy run forward on the simulator (BUNDLE=..., QUICK=1)"
+	@echo "make ray-up       a 2-node Ray cluster on this machine (then: eval \"\$$(make -s ray-env)\"); make ray-down"
+	@echo "make test-scale   the Ray tests on a real 2-node local cluster (slow)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, from the local CPU wheel: nothing below may pull a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[train,serve,score,dev]"
+	$(PY) -m pip install -q -e ".[train,serve,score,scale,dev]"
 	# CDNOW_master.txt ships inside the Lifetimes wheel; its code is never imported (breaks on pandas 3).
 	$(PY) -m pip install -q --no-deps lifetimes==0.11.3
 	@touch $(STAMP)
@@ -102,3 +104,18 @@ config-reference: $(STAMP)  ## regenerate docs/config_reference.md from configs/
 evaluate: $(STAMP)
 	$(PY) -m sellerlift.evaluate closed-loop $(if $(BUNDLE),--bundle $(BUNDLE)) $(if $(QUICK),--quick) $(ARGS)
 
+
+# Scale (docs/scale.md): the same jobs on Ray. A local multi-node cluster for trying it (RAY_NODES x RAY_CPUS).
+RAY_NODES ?= 2
+RAY_CPUS  ?= 1
+.PHONY: ray-up ray-env ray-down test-scale bench-ray
+ray-up: $(STAMP)
+	$(PY) -m sellerlift.engine cluster up --nodes $(RAY_NODES) --cpus $(RAY_CPUS)
+ray-env: $(STAMP)
+	@$(PY) -m sellerlift.engine cluster env
+ray-down: $(STAMP)
+	$(PY) -m sellerlift.engine cluster down
+test-scale: $(STAMP)
+	$(PY) -m pytest -m "slow or not slow" -n 1 --timeout=3600 tests/test_engine.py tests/test_ray_cluster.py $(ARGS)
+bench-ray: $(STAMP)
+	$(PY) benchmarks/bench_ray.py $(ARGS)

@@ -49,6 +49,7 @@ VARIANTS = {  # name -> Hydra overrides (levers are options of the default GRU r
     "gru": [],
     "gru+wide": ["++model.module.net.wide=true"],  # wide & deep: a linear path from the aggregates to the logits
     "gru+coles": ["pretrain=coles"],  # CoLES self-supervised pre-training of the encoder
+    "gru+wide+iw": ["++model.module.net.wide=true", "model.module.loss_weights=[3.0,1.0]"],  # + intent loss x3
     "gru+rolling": ["data.rolling.cutoffs=3", "data.rolling.step_days=30"],  # earlier cutoffs as training rows
     "transformer": ["model=transformer"],
 }
@@ -76,6 +77,10 @@ def setting_overrides(setting: str) -> tuple[str, list[str]]:
     return dataset, [f"data={dataset}", *([f"data.source.cutoff={cutoff}"] if cutoff else [])]
 
 
+def rolling(variant: str) -> bool:
+    return any(o.startswith("data.rolling") for o in VARIANTS[variant])
+
+
 def run_one(setting: str, variant: str, seed: int, args, pred_dir: Path, work: Path) -> dict:
     from sellerlift.pipeline import run
 
@@ -91,8 +96,8 @@ def run_one(setting: str, variant: str, seed: int, args, pred_dir: Path, work: P
     ov += VARIANTS[variant]
     if args.quick and "pretrain=coles" in VARIANTS[variant]:
         ov.append("pretrain.trainer.max_epochs=1")
-    if not first:  # after the quick settings, which tune a baseline model: Hydra applies overrides in order
-        ov.append("~baselines.models")
+    if not first and not rolling(variant):  # after the quick settings (they tune a baseline): overrides apply in order
+        ov.append("~baselines.models")  # a rolling variant trains the baselines on its extra rows too (fair lever)
     ov += args.override
     cfg = compose(ov, args.root)
     t0 = time.perf_counter()
@@ -221,6 +226,10 @@ def compare_setting(setting: str, args, work: Path) -> dict:
             r = run_one(setting, variant, seed, args, pred_dir, work)
             runs[variant] = {k: r[k] for k in ("run_id", "wall_s", "fit_s", "pretrain_s", "epochs", "command")}
             cols = ["customer_id", "split", *(f"{variant}__{h}" for h in HEADS)]
+            if preds is not None and rolling(variant):  # its baselines saw the same extra rows: "<b>+rolling"
+                r["preds"] = r["preds"].rename(columns={f"{b}__{h}": f"{b}+rolling__{h}" for b in BASELINES
+                                                        for h in HEADS})
+                cols += [c for c in r["preds"] if "+rolling__" in c and c not in cols]
             preds = r["preds"] if preds is None else preds.merge(r["preds"][cols], on=["customer_id", "split"])
             if first is None:
                 first = r
@@ -228,7 +237,9 @@ def compare_setting(setting: str, args, work: Path) -> dict:
         chosen = add_ensembles(preds, args.variants[0], base) if base else {}
         test = preds[preds["split"] == "test"].reset_index(drop=True)
         n_boot = args.bootstrap if seed == args.seeds[0] else 0
-        names = [*args.variants, *base, *(ENSEMBLES if base else ()), *(["truth"] if "truth__intent" in test else [])]
+        rolled = [f"{b}+rolling" for b in BASELINES if f"{b}+rolling__intent" in preds]
+        names = [*args.variants, *base, *rolled, *(ENSEMBLES if base else ()),
+                 *(["truth"] if "truth__intent" in test else [])]
         models = {("ceiling" if n == "truth" else n): metrics_of(test, n, n_boot) for n in names}
         for v in args.variants:
             models[v].update(runs[v])
@@ -243,6 +254,10 @@ def compare_setting(setting: str, args, work: Path) -> dict:
         for k in ("auroc", "ap"):
             best = max(base, key=lambda b: summary[b][f"{h}_{k}"]["mean"])
             paired += [paired_bootstrap(test0, a, best, h, k, args.bootstrap) for a in (*args.variants, *ENSEMBLES)]
+            if rolled:  # the rolling variants against baselines trained on the same extra rows
+                best_r = max(rolled, key=lambda b: summary[b][f"{h}_{k}"]["mean"])
+                paired += [paired_bootstrap(test0, a, best_r, h, k, args.bootstrap) for a in args.variants
+                           if rolling(a)]
     cfg = first["cfg"]
     dataset, _, cutoff = setting.partition("@")
     pos = {h: {s: int(preds.loc[preds["split"] == s, f"y_{h}"].sum()) for s in ("val", "test")} for h in HEADS}
@@ -266,11 +281,13 @@ def compare_setting(setting: str, args, work: Path) -> dict:
 # --------------------------------------------------------------------------- main
 
 
-def from_old(entry: dict, when: str) -> dict:
+def from_old(entry: dict, when: str, cap_minutes: float | None = None) -> dict:
     """A data set of the previous JSON layout (summary / bootstrap per data set) in this layout."""
     models = {m: {k: v["mean"] for k, v in stats.items()} for m, stats in entry["summary"].items()}
+    cap = (f" The sequence models were trained under a wall-clock cap of {cap_minutes:g} minutes on a loaded machine "
+           "(epochs in the table): their rows are a lower bound." if cap_minutes else "")
     return {"title": entry["title"], "dataset": "simulator" if "Simulator" in entry["title"] else "cdnow",
-            "cutoff": "", "description": entry["description"], "measured": when,
+            "cutoff": "", "description": entry["description"] + cap, "measured": when,
             "per_seed": [{"seed": 0, "models": models}], "summary": entry["summary"], "segments": entry.get("segments"),
             "paired": [b for b in entry.get("bootstrap", [])]}
 
@@ -281,7 +298,8 @@ def previous_settings(path: Path) -> dict:
     old = json.loads(path.read_text())
     if "settings" in old:
         return {k: {"measured": old.get("started"), **v} for k, v in old["settings"].items()}
-    return {("simulator" if ds == "simulator" else "cdnow@1997-10-01"): from_old(e, old.get("started", "?"))
+    return {("simulator" if ds == "simulator" else "cdnow@1997-10-01"):
+            from_old(e, old.get("started", "?"), (old.get("max_minutes") or {}).get(ds))
             for ds, e in old.get("datasets", {}).items()}
 
 

@@ -13,7 +13,23 @@ LABELS = {"logreg": "logistic regression", "random_forest": "random forest", "li
 
 
 def label(m: str) -> str:
+    if m.endswith("+rolling") and m[:-len("+rolling")] in LABELS:  # a baseline trained with the rolling rows too
+        return f"{LABELS[m[:-len('+rolling')]]} + rolling rows"
     return LABELS.get(m, f"sequence model: {m}")
+
+
+def _rows(setting: dict) -> list[tuple[str, bool]]:
+    """(model, against baselines with rolling rows) in the order of the paired comparisons."""
+    return list(dict.fromkeys((b["a"], b["b"].endswith("+rolling")) for b in setting["paired"]))
+
+
+def _row_label(a: str, rolled: bool) -> str:
+    return label(a) + (" vs baselines on the same rolling rows" if rolled else "")
+
+
+def _find(setting: dict, a: str, rolled: bool, head: str, metric: str = "auroc") -> dict | None:
+    return next((x for x in setting["paired"] if x["a"] == a and x["b"].endswith("+rolling") == rolled
+                 and x["head"] == head and x["metric"] == metric), None)
 
 
 def _cell(m: dict, key: str) -> str:
@@ -22,6 +38,14 @@ def _cell(m: dict, key: str) -> str:
         return "—"
     ci = m.get(f"{key}_ci")
     return f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and np.isfinite(ci[0]) else "")
+
+
+def _short(command: str, seeds: str) -> str:
+    """A run's command without the benchmark's temporary paths, for every seed."""
+    drop = ("baselines.predictions_dir=", "paths.output_dir=", "trainer.enable_progress_bar=", "~callbacks.",
+            "report.enabled=", "~baselines.models")
+    words = [w for w in command.split() if not w.startswith(drop)]
+    return " ".join(f"seed={{{seeds}}}" if w.startswith("seed=") else w for w in words)
 
 
 def _verdict(b: dict) -> str:
@@ -44,6 +68,14 @@ def markdown(report: dict) -> str:
              "resampled customers, best = the baseline with the highest test value (the hardest comparison). "
              "Ensembles are fitted on the validation customers only. Times are wall-clock on a shared 2-core "
              "machine: read them as ratios.", ""]
+    measured = sorted(k for k, v in report["settings"].items() if v.get("commands"))
+    if measured:
+        v0 = report["settings"][measured[0]]
+        seeds = " ".join(str(r["seed"]) for r in v0["per_seed"])
+        lines += ["Reproduce (one setting at a time, when the machine is quiet; one torch thread: two spin-wait on a "
+                  "busy 2-core machine):", "", "```bash",
+                  f"OMP_NUM_THREADS=1 .venv/bin/python benchmarks/compare_models.py --settings {' '.join(measured)} "
+                  f"\\\n    --variants {' '.join(v0['commands'])} --seeds {seeds}", "```", ""]
     # CDNOW cutoffs in time order, then the rest (the simulator)
     settings = dict(sorted(report["settings"].items(), key=lambda kv: (kv[1].get("dataset") != "cdnow",
                                                                        kv[1].get("cutoff") or "", kv[0])))
@@ -52,16 +84,37 @@ def markdown(report: dict) -> str:
         lines += ["## Levers at a glance: AUROC minus the best baseline (paired 95 % interval)", "",
                   "| model | " + " | ".join(f"{s['cutoff']} {h}" for s in cdnow for h in HEADS) + " |",
                   "|---|" + "---|" * (len(cdnow) * len(HEADS))]
-        names = list(dict.fromkeys(b["a"] for s in cdnow for b in s["paired"]))
-        for a in names:
+        names = list(dict.fromkeys(r for s in cdnow for r in _rows(s)))
+        for a, rolled in names:
             cells = []
             for s in cdnow:
                 for h in HEADS:
-                    b = next((x for x in s["paired"] if x["a"] == a and x["head"] == h and x["metric"] == "auroc"),
-                             None)
+                    b = _find(s, a, rolled, h)
                     cells.append("—" if b is None else f"{b['diff']:+.4f} [{b['ci95'][0]:+.4f}, {b['ci95'][1]:+.4f}]"
                                  f" {_verdict(b)}")
-            lines.append(f"| {label(a)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_row_label(a, rolled)} | " + " | ".join(cells) + " |")
+        if any(len(s["per_seed"]) > 1 for s in cdnow):
+            lines += ["", "Over training seeds (same split; the baselines refitted with each seed): mean ± sd of the "
+                      "AUROC difference to the same best baseline, and the number of seeds:", "",
+                      "| model | " + " | ".join(f"{s['cutoff']} {h}" for s in cdnow for h in HEADS) + " |",
+                      "|---|" + "---|" * (len(cdnow) * len(HEADS))]
+            for a, rolled in names:
+                cells = []
+                for s in cdnow:
+                    for h in HEADS:
+                        b = _find(s, a, rolled, h)
+                        d = [r["models"][a][f"{h}_auroc"] - r["models"][b["b"]][f"{h}_auroc"] for r in s["per_seed"]
+                             if b is not None and a in r["models"] and b["b"] in r["models"]]
+                        cells.append(f"{np.mean(d):+.4f} ± {np.std(d, ddof=1) if len(d) > 1 else 0:.4f} ({len(d)})"
+                                     if d else "—")
+                lines.append(f"| {_row_label(a, rolled)} | " + " | ".join(cells) + " |")
+        lines += ["", "Counts over every cutoff, head and metric (AUROC and AP), paired 95 % intervals of seed "
+                  f"{report['seeds'][0]}:", ""]
+        for a, rolled in names:
+            v = [_verdict(b) for s in cdnow for b in s["paired"]
+                 if b["a"] == a and b["b"].endswith("+rolling") == rolled]
+            lines.append(f"- {_row_label(a, rolled)}: ahead {v.count('**ahead**')}, level {v.count('level')}, "
+                         f"behind {v.count('**behind**')} of {len(v)}")
         lines.append("")
     for s in settings.values():
         lines += _setting_md(s)
@@ -75,8 +128,10 @@ def _setting_md(s: dict) -> list[str]:
                   + (" by an earlier version of this benchmark (no intervals per model)." if not s.get("commands")
                      else ".") + "_", ""]
     if s.get("commands"):
-        lines += ["Commands (one per variant; the first also trains the baselines):", ""]
-        lines += [f"- `{c}`" for c in s["commands"].values()] + [""]
+        seeds = ",".join(str(r["seed"]) for r in s["per_seed"])
+        lines += [f"Runs (one per variant and seed {seeds}; the first variant's run also trains the baselines, a "
+                  "rolling variant's its own on the same rows):", ""]
+        lines += [f"- `{_short(c, seeds)}`" for c in s["commands"].values()] + [""]
     models = s["per_seed"][0]["models"]
     lines += ["| model | " + " | ".join(f"{h} {m}" for h in HEADS for m in ("AUROC [95 % CI]", "AP [95 % CI]"))
               + " | ECE intent / churn | train s |", "|---|" + "---|" * (2 * len(HEADS) + 2)]

@@ -40,6 +40,7 @@ BENCHMARKS = {
     "serve": ("bench_serve.py", lambda q: ["--quick"] if q else []),
     "score": ("bench_score.py", lambda q: ["--quick"] if q else []),
     "promotion": ("bench_promotion.py", lambda q: ["--quick", "--customers", "3000"] if q else []),
+    "ray": ("bench_ray.py", lambda q: ["--quick"] if q else []),
 }
 
 
@@ -71,6 +72,8 @@ def render(name: str, data: dict) -> str:
                     f"{k} {v:.4g}" for k, v in q.items() if isinstance(v, float)))
     if name == "allocate":
         return render_allocate(data)
+    if name == "ray":
+        return render_ray(data)
     if name == "serve":
         return render_serve(data)
     if name == "score":
@@ -118,6 +121,27 @@ def render_allocate(data: dict) -> str:
             "spread_vs_rule"])
     return out + ("\n\nModes: total budget only; + per-seller budgets; all = + tiers, enduring value (weight 0.5), "
                   "discount caps, spread penalty, incentive cap (benchmarks/bench_allocate.py).")
+
+
+def render_ray(data: dict) -> str:
+    """Ray vs single process on the same cores, two nodes vs one, the projection (docs/scale.md has the story)."""
+    out = ("Allocation (one actor per core, shards of whole sellers; wall = load + solve):\n\n"
+           + markdown_table(data.get("allocation", []), [
+               "n", "mode", "single_wall_s", "ray_wall_s", "ray_over_single_throughput", "levels_equal",
+               "profit_rel_diff", "rounds", "bytes_per_round", "actor_peak_rss_mib", "single_peak_rss_mib"])
+           + "\n\nScoring (one Ray Data actor per core, 1 onnxruntime thread each; single process: 2 threads):\n\n"
+           + markdown_table(data.get("scoring", []), [
+               "customers", "events", "single_customers_per_s", "ray_customers_per_s", "ray_over_single_throughput",
+               "rows_equal", "actor_peak_rss_mib", "single_peak_rss_mib", "max_partition_events"]))
+    if data.get("nodes"):
+        out += "\n\nTwo local nodes x 1 CPU vs one node x 2 CPUs (same job, same cores):\n\n" + markdown_table(
+            data["nodes"], ["job", "size", "1_nodes_x_2_cpu_s", "2_nodes_x_1_cpu_s", "two_over_one_wall"])
+    proj = data.get("projection", {})
+    if proj.get("rows"):
+        out += ("\n\nProjection (assumptions in benchmarks/results/ray.json and docs/scale.md):\n\n"
+                + markdown_table(proj["rows"], ["customers", "nodes", "cores", "score_hours", "alloc_rounds",
+                                                "alloc_round_ms", "alloc_total_s", "alloc_bytes_per_round"]))
+    return out + f"\n\n`{data.get('command')}`; bundle: {data.get('bundle')}."
 
 
 def render_serve(data: dict) -> str:

@@ -34,10 +34,10 @@ def test_nt_xent_prefers_matching_views():
 
 
 def test_pretraining_updates_the_encoder_in_place(tmp_path):
-    from sellerlift.pipeline import prepare
     from test_horizons import CUTOFF, synthetic_events
 
     from sellerlift.data.sources import Tables
+    from sellerlift.pipeline import prepare
 
     cfg = compose_config(["data.max_len=16", "data.horizons.churn_days=30", "pretrain=coles",
                           "pretrain.trainer.max_epochs=2", "pretrain.batch_size=64",

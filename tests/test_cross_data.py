@@ -133,6 +133,11 @@ def test_score_cli_refuses_a_bundle_of_other_data(tmp_path, capsys):
     assert "'simulator'" in err and "'myshop'" in err and not (tmp_path / "s.csv").exists()
     assert score.main([*args, "--allow-other-data"]) == 0
     assert "WARNING" in capsys.readouterr().err and (tmp_path / "s.csv").exists()
+    # an unnamed mapping: the data set is named after the events file (seller_events.csv -> seller_events)
+    args[5] = str(REPO / "examples" / "seller_events.mapping.yaml")
+    assert score.main(args) == 2
+    err = capsys.readouterr().err
+    assert "data set seller_events (from the events file's name" in err and "'seller_events'" in err
 
 
 def _real_bundle(tmp_path: Path) -> Path:

@@ -14,47 +14,72 @@ from dataclasses import replace
 
 import numpy as np
 
-from sellerlift.allocate.thresholds import Thresholds
+from sellerlift.allocate.thresholds import Thresholds, _total, local_call
+
+
+class LPBand:
+    """One holder's share of the LP bisection (all customers, or one shard): a segment counts iff
+    floor <= lam_g < slope; segments decided for the whole current bracket leave the working set, as in
+    :class:`~sellerlift.allocate.thresholds.SegmentBand`."""
+
+    def __init__(self, slope, cost, group, floor, g_n):
+        self.s, self.c, self.g, self.f, self.g_n = slope, cost, group, floor, g_n
+        self.fixed = np.zeros(g_n)
+
+    def _at(self, lam):
+        return lam[0] if self.g is None else lam[self.g]
+
+    def top(self) -> float:
+        return float(max(self.s.max(initial=0.0), self.f.max(initial=0.0)))
+
+    def spend(self, lam):
+        t = self._at(lam)
+        w = (self.s > t) & (self.f <= t)
+        part = np.array([self.c.sum(where=w)]) if self.g is None else np.bincount(self.g[w], self.c[w],
+                                                                                   minlength=self.g_n)
+        return self.fixed + part
+
+    def narrow(self, lo, hi, active):
+        s, f = self.s, self.f
+        lo_t, hi_t = self._at(lo), self._at(hi)
+        sure = (f <= lo_t) & (s > hi_t)  # counted for every lam in (lo, hi]
+        band = ~sure & (s > lo_t) & (f <= hi_t)
+        if self.g is not None:
+            band &= active[self.g]
+        if band.sum() < 0.5 * len(band):
+            self.fixed += (np.bincount(self.g[sure], self.c[sure], minlength=self.g_n) if self.g is not None
+                           else self.c[sure].sum())
+            self.s, self.c, self.f = s[band], self.c[band], f[band]
+            self.g = None if self.g is None else self.g[band]
+
+
+def bisect_lp_multipliers(call, budgets, repl, tol, max_iter):
+    """Per group g, bracket the smallest multiplier whose LP spend is <= budgets[g], over the holders ``call``
+    reaches (see :func:`~sellerlift.allocate.thresholds.bisect_multipliers`); ``repl(lam)`` [G] adds the
+    budgets of the inner groups binding above lam_g (computed where the inner thresholds are: the driver)."""
+    g_n = len(budgets)
+    lo = np.zeros(g_n)
+    top = max(call("top"), default=0.0)
+    hi = np.where(_total(call("spend", lo)) + repl(lo) <= budgets, 0.0, top)
+    active = hi > 0
+    it = 0
+    while active.any() and it < max_iter:
+        it += 1
+        mid = 0.5 * (lo + hi)
+        feas = _total(call("spend", mid)) + repl(mid) <= budgets
+        hi = np.where(active & feas, mid, hi)
+        lo = np.where(active & ~feas, mid, lo)
+        active &= hi - lo > tol * hi
+        call("narrow", lo, hi, active)
+    return lo, hi, it
 
 
 def _bisect_lp(slope, cost, group, budgets, floor, repl, tol, max_iter):
     """Per group g, bracket the smallest multiplier whose LP spend is <= budgets[g]: a segment counts iff
     floor <= lam_g < slope; ``repl(lam)`` [G] adds the budgets of the inner groups binding above lam_g.
     Segments decided for the whole current bracket leave the working set, as in ``_bisect``."""
-    g_n = len(budgets)
-
-    def at(lam, g):
-        return lam[0] if g is None else lam[g]
-
-    def spend(s, c, g, f, lam):
-        t = at(lam, g)
-        w = (s > t) & (f <= t)
-        return np.array([c.sum(where=w)]) if g is None else np.bincount(g[w], c[w], minlength=g_n)
-
-    lo = np.zeros(g_n)
-    top = max(slope.max(initial=0.0), floor.max(initial=0.0))
-    hi = np.where(spend(slope, cost, group, floor, lo) + repl(lo) <= budgets, 0.0, top)
-    active = hi > 0
-    s, c, g, f = slope, cost, group, floor
-    fixed = np.zeros(g_n)
-    it = 0
-    while active.any() and it < max_iter:
-        it += 1
-        mid = 0.5 * (lo + hi)
-        feas = fixed + spend(s, c, g, f, mid) + repl(mid) <= budgets
-        hi = np.where(active & feas, mid, hi)
-        lo = np.where(active & ~feas, mid, lo)
-        active &= hi - lo > tol * hi
-        lo_t, hi_t = at(lo, g), at(hi, g)
-        sure = (f <= lo_t) & (s > hi_t)  # counted for every lam in (lo, hi]
-        band = ~sure & (s > lo_t) & (f <= hi_t)
-        if g is not None:
-            band &= active[g]
-        if band.sum() < 0.5 * len(band):
-            fixed += np.bincount(g[sure], c[sure], minlength=g_n) if g is not None else c[sure].sum()
-            s, c, f = s[band], c[band], f[band]
-            g = None if g is None else g[band]
-    return lo, hi, it
+    return bisect_lp_multipliers(local_call(LPBand(slope, cost, group, floor, len(budgets))), budgets, repl, tol,
+                                 max_iter)
 
 
 def lp_thresholds(h, cons, th: Thresholds, tol, max_iter) -> Thresholds:

@@ -18,51 +18,109 @@ import numpy as np
 _SAFETY = 1e-9  # relative budget margin against float rounding
 
 
-def _bisect(slope, cost, group, budgets, floor, tol, max_iter):
-    """Per group g, bracket the smallest multiplier with spend_g <= budgets[g].
+class SegmentBand:
+    """One holder's share of a bisection (all customers, or one shard of them): its segments still undecided
+    and the spend of the decided ones that are taken (``fixed``), per group.
 
-    A segment in group g is taken iff slope > max(lam_g, floor); group None
-    means one group. Returns (lo, hi, iterations): hi is feasible, lo is not
-    (or lo == hi == 0). Segments outside the current (lo, hi] band are decided,
-    so they leave the working set and their spend moves to `fixed`.
+    A segment in group g is taken iff slope > max(lam_g, floor); group None means one group. The driver
+    (:func:`bisect_multipliers`) sums ``spend`` over the holders; with one holder this is the solver's own
+    bisection, bit for bit.
+    """
+
+    def __init__(self, slope, cost, group, floor, g_n):
+        self.s, self.c, self.g, self.f, self.g_n = slope, cost, group, floor, g_n
+        self.fixed = np.zeros(g_n)
+
+    def _thr(self, lam):
+        t = lam[0] if self.g is None else lam[self.g]
+        return t if self.f is None else np.maximum(t, self.f)
+
+    def _spend(self, lam):
+        w = self.s > self._thr(lam)
+        return np.array([self.c.sum(where=w)]) if self.g is None else np.bincount(self.g[w], self.c[w],
+                                                                                    minlength=self.g_n)
+
+    def top(self) -> float:
+        return float(self.s.max(initial=0.0))
+
+    def spend(self, lam):
+        """[G] spend of this holder's taken segments at multipliers ``lam`` [G]."""
+        return self.fixed + self._spend(lam)
+
+    def keep(self, active):
+        """Drop the segments of groups already decided at the start (their spend fits at lam = 0)."""
+        if self.g is not None and not active.all():
+            keep = active[self.g]
+            self.s, self.c, self.g = self.s[keep], self.c[keep], self.g[keep]
+            self.f = None if self.f is None else self.f[keep]
+
+    def narrow(self, lo, hi, active):
+        """Segments outside the (lo, hi] band are decided: once the band has halved, they leave the working set
+        and the spend of the taken ones moves to ``fixed``."""
+        lo_t, hi_t = self._thr(lo), self._thr(hi)
+        s = self.s
+        band = (s > lo_t) & (s <= hi_t)
+        if self.g is not None:
+            band &= active[self.g]
+        if band.sum() < 0.5 * len(band):  # compact once the band has halved
+            out = ~band & (s > hi_t)
+            self.fixed += (np.bincount(self.g[out], self.c[out], minlength=self.g_n) if self.g is not None
+                           else self.c[out].sum())
+            self.s, self.c = s[band], self.c[band]
+            self.g = None if self.g is None else self.g[band]
+            self.f = None if self.f is None else self.f[band]
+
+
+def bisect_multipliers(call, budgets, tol, max_iter):
+    """Per group g, bracket the smallest multiplier with spend_g <= budgets[g], over the holders ``call`` reaches.
+
+    ``call(method, *args)`` runs a :class:`SegmentBand` method on every holder and returns their answers
+    (a list); only [G] spend vectors and one float per holder come back. Returns (lo, hi, iterations): hi is
+    feasible, lo is not (or lo == hi == 0).
     """
     g_n = len(budgets)
-
-    def thr(lam, g, f):
-        t = lam[0] if g is None else lam[g]
-        return t if f is None else np.maximum(t, f)
-
-    def spend(s, c, g, t):
-        w = s > t
-        return np.array([c.sum(where=w)]) if g is None else np.bincount(g[w], c[w], minlength=g_n)
-
     lo = np.zeros(g_n)
-    hi = np.where(spend(slope, cost, group, thr(lo, group, floor)) <= budgets, 0.0, slope.max(initial=0.0))
+    tops = call("top")
+    hi = np.where(_total(call("spend", lo)) <= budgets, 0.0, max(tops, default=0.0))
     active = hi > 0
-    s, c, g, f = slope, cost, group, floor
-    if group is not None and not active.all():
-        keep = active[group]
-        s, c, g, f = s[keep], c[keep], g[keep], None if f is None else f[keep]
-    fixed = np.zeros(g_n)
+    call("keep", active)
     it = 0
     while active.any() and it < max_iter:
         it += 1
         mid = 0.5 * (lo + hi)
-        feas = fixed + spend(s, c, g, thr(mid, g, f)) <= budgets
+        feas = _total(call("spend", mid)) <= budgets
         hi = np.where(active & feas, mid, hi)
         lo = np.where(active & ~feas, mid, lo)
         active &= hi - lo > tol * hi
-        lo_t, hi_t = thr(lo, g, f), thr(hi, g, f)
-        band = (s > lo_t) & (s <= hi_t)
-        if g is not None:
-            band &= active[g]
-        if band.sum() < 0.5 * len(band):  # compact once the band has halved
-            out = ~band & (s > hi_t)
-            fixed += np.bincount(g[out], c[out], minlength=g_n) if g is not None else c[out].sum()
-            s, c = s[band], c[band]
-            g = None if g is None else g[band]
-            f = None if f is None else f[band]
+        call("narrow", lo, hi, active)
     return lo, hi, it
+
+
+def _total(parts):
+    """The sum of the holders' [G] vectors, in holder order (one holder: its vector itself)."""
+    out = parts[0]
+    for p in parts[1:]:
+        out = out + p
+    return out
+
+
+def local_call(*holders):
+    """``call`` over holders in this process (the single-process solver's is one holder)."""
+    def call(method, *args):
+        return [getattr(h, method)(*args) for h in holders]
+
+    return call
+
+
+def _bisect(slope, cost, group, budgets, floor, tol, max_iter):
+    """Per group g, bracket the smallest multiplier with spend_g <= budgets[g] (one holder: every segment).
+
+    A segment in group g is taken iff slope > max(lam_g, floor); group None means one group. Returns
+    (lo, hi, iterations): hi is feasible, lo is not (or lo == hi == 0). Segments outside the current
+    (lo, hi] band are decided, so they leave the working set and their spend moves to `fixed`.
+    """
+    return bisect_multipliers(local_call(SegmentBand(slope, cost, group, floor, len(budgets))), budgets, tol,
+                              max_iter)
 
 
 @dataclass

@@ -143,8 +143,30 @@ def _prepare_out_dir(out_dir: Path) -> None:
             part.unlink()
 
 
+def write_chunk(cfg: SimulatorConfig, out_dir: str | Path, chunk: int) -> int:
+    """Simulate chunk ``chunk`` and write its tables as ``<table>/part-<chunk>.parquet`` (atomic, idempotent:
+    the same bytes every time); returns its customers. What :func:`simulate` and the Ray engine run per chunk."""
+    out = Path(out_dir)
+    tables = simulate_chunk(cfg, chunk)
+    for name, df in zip(TABLE_NAMES, tables):
+        atomic_write_parquet(df, out / name / _part_name(chunk))
+    return len(tables[3])
+
+
+def write_meta(cfg: SimulatorConfig, out_dir: str | Path) -> None:
+    """``config.json`` and, last, ``_SUCCESS``: readers trust only finished directories."""
+    out = Path(out_dir)
+    meta = {"config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "version": SIM_VERSION,
+            "cutoff": str(cfg.cutoff), "n_chunks": cfg.n_chunks}
+    atomic_write_text(out / "config.json", json.dumps(meta, indent=2, sort_keys=True))
+    atomic_write_text(out / "_SUCCESS", "")
+
+
 def simulate(cfg: SimulatorConfig, out_dir: str | Path | None = None, progress: bool = True) -> SimulatedData | Path:
-    """Run the simulator; in memory when ``out_dir`` is None, else chunk by chunk to Parquet parts."""
+    """Run the simulator; in memory when ``out_dir`` is None, else chunk by chunk to Parquet parts.
+
+    On several processes or machines: ``sellerlift.engine.jobs.simulate`` (one task per chunk, same bytes).
+    """
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         _prepare_out_dir(out)
@@ -152,21 +174,15 @@ def simulate(cfg: SimulatorConfig, out_dir: str | Path | None = None, progress: 
     with _progress(progress) as bar:
         task = bar.add_task("chunks", total=cfg.n_chunks)
         for chunk in range(cfg.n_chunks):
-            tables = simulate_chunk(cfg, chunk)
             if out is None:
-                kept.append(tables[:3])
+                kept.append(simulate_chunk(cfg, chunk)[:3])
             else:  # write and forget: memory stays bounded by one chunk
-                for name, df in zip(TABLE_NAMES, tables):
-                    atomic_write_parquet(df, out / name / _part_name(chunk))
-            del tables
+                write_chunk(cfg, out, chunk)
             bar.advance(task)
     if out is None:
         events, promos, truth = (pd.concat(t, ignore_index=True) for t in zip(*kept))
         return SimulatedData(events, promos, truth, cfg.cutoff)
-    meta = {"config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "version": SIM_VERSION,
-            "cutoff": str(cfg.cutoff), "n_chunks": cfg.n_chunks}
-    atomic_write_text(out / "config.json", json.dumps(meta, indent=2, sort_keys=True))
-    atomic_write_text(out / "_SUCCESS", "")  # last: readers trust only finished directories
+    write_meta(cfg, out)
     return out
 
 

@@ -42,11 +42,15 @@ train: $(STAMP)
 train-transformer: $(STAMP)
 	$(PY) train.py experiment=transformer $(ARGS)
 
+# One thread per library in each test worker: two workers on two cores, and spin-waiting thread pools
+# (torch, OpenMP, BLAS) would otherwise oversubscribe them several times over.
+TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" -n $(PYTEST_WORKERS) --timeout=900 $(ARGS)
+	$(TEST_ENV) $(PY) -m pytest -m "not slow" -n $(PYTEST_WORKERS) --timeout=900 $(ARGS)
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -m slow -n $(PYTEST_WORKERS) --timeout=3600 $(ARGS)
+	$(TEST_ENV) $(PY) -m pytest -m slow -n $(PYTEST_WORKERS) --timeout=3600 $(ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py $(ARGS)

@@ -41,6 +41,9 @@ TINY = [
     "promotion.dipn.trainer.limit_train_batches=3",
     "promotion.baselines.lightgbm_params.n_estimators=10",
     "promotion.propensity.candidates=[logistic]",
+    "promotion.enduring.max_epochs=1",
+    "data.source.truth_replications=2",
+    "ceiling.customers=3000",
 ]
 
 

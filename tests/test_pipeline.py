@@ -43,6 +43,17 @@ def test_tiny_run_tracks_exports_and_registers(tiny_config, tmp_path, model):
     sess = session(result.bundle_dir / "sequence.onnx")
     assert [i.name for i in sess.get_inputs()] == ["event_type", "numeric", "length", "aggregates"]
 
+    # The default extras on the simulator: the observable ceiling next to the true one, the promotion engine,
+    # the enduring response and the action segments, each in the bundle and the run.
+    for head in ("intent", "churn"):
+        assert 0.5 < r.data.metrics[f"obs_ceiling/{head}_auroc"] <= 1.0
+        assert f"gap_closed/{head}_auroc" in r.data.metrics
+    assert {"dipn", "enduring", "action_segments"} <= set(manifest["files"])
+    assert manifest["enduring"]["monotone"] == {"conversion": True, "retention": False, "revenue": False}
+    assert manifest["enduring"]["onnx_parity_max_abs_diff"] <= 1e-5
+    children = client.search_runs([r.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
+    assert {"dipn", "enduring"} <= {c.data.tags.get("model.kind") for c in children}
+
 
 def test_crashed_run_is_marked_failed(tiny_config):
     cfg = tiny_config("model.module.lr=1e9", "trainer.max_epochs=1")

@@ -139,6 +139,9 @@ def run(cfg: DictConfig) -> RunResult:
     """Train, evaluate, export and track one model as configured."""
     from sellerlift import config_checks, reliability
 
+    from sellerlift.data.mapping import fill_data_name
+
+    fill_data_name(cfg)  # data.name null -> the file's name (as train.py does), before anything logs under it
     config_checks.check(cfg)  # a bad key fails here, naming it, before any work starts
     with reliability.sigterm_raises():  # SIGTERM -> exception -> the MLflow run is marked FAILED
         return _run(cfg)
@@ -146,8 +149,13 @@ def run(cfg: DictConfig) -> RunResult:
 
 def _run(cfg: DictConfig) -> RunResult:
     import lightning as L
+    import torch
 
     _quiet_libraries()
+    # Intra-op threads for training: on a small shared CPU box the default (all cores) spin-waits and runs
+    # the GRU's small matrix products several times slower than one thread (docs/performance.md).
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # Resolve the stages first: a typo in the config fails before any work starts.
     stages = [get_method(cfg.model.stage), *(get_method(name) for name in cfg.get("extras") or [])]
@@ -159,10 +167,15 @@ def _run(cfg: DictConfig) -> RunResult:
     prep = prepare(tables, cfg)
     counts = np.bincount(prep.split, minlength=3)
     labels = label_counts(prep.targets, prep.split)
+    coverage = tables.coverage
+    before = coverage.events_before if coverage is not None else int((tables.events["ts"] < tables.cutoff).sum())
     console.print(f"[bold]data[/] {tables.name}: {len(prep.split):,} customers "
-                  f"(train {counts[0]:,} / val {counts[1]:,} / test {counts[2]:,}), {len(tables.events):,} events, "
+                  f"(train {counts[0]:,} / val {counts[1]:,} / test {counts[2]:,}), {before:,} events before the "
                   f"cutoff {tables.cutoff.date()}; intent rate {prep.targets[:, 0].mean():.3f}, "
                   f"churn rate {prep.targets[:, 1].mean():.3f}")
+    if coverage is not None and coverage.customers_excluded:
+        console.print(f"[bold]data[/] {coverage.customers_excluded:,} customers have no event before the cutoff and "
+                      "are not in the training rows (see the coverage lines above)")
     if prep.extra is not None:
         cuts = ", ".join(str(np.datetime_as_string(c, "D")) for c in np.unique(prep.extra.cutoff)[::-1]) or "none"
         console.print(f"[bold]rolling[/] {len(prep.extra.targets):,} more training rows of training customers at "

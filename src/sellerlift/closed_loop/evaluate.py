@@ -69,11 +69,29 @@ def ceiling_policy(model: ceiling.CeilingModel, margin: float) -> P.CurvePolicy:
     return P.CurvePolicy("observable_ceiling", curves, margin)
 
 
+def ceiling_enduring_policy(model: ceiling.CeilingModel, margin: float):
+    """The retention-aware allocation (the 90-day profit of each level) on predictions fit to the truth."""
+    from sellerlift.allocate import allocate_values
+
+    class Policy:
+        name = "observable_ceiling_enduring"
+
+        def __call__(self, obs: Observation) -> np.ndarray:
+            feats = build_features(obs.events(), obs.as_of, FeatureSpec(max_len=1), customers=obs.customer_id)
+            e = model.enduring(feats.raw)
+            profit = margin * (e["gross"] - e["gross"][:, :1]) - e["cost"]
+            profit[:, 0] = 0.0
+            kw = {"seller": obs.seller_id, "seller_budgets": obs.seller_budgets} if obs.seller_budgets else {}
+            return allocate_values(profit, e["cost"], list(LEVELS), budget=obs.budget, **kw).level_index
+
+    return Policy()
+
+
 def policy_set(model_policy, ceil, s: Settings) -> list:
     out = [P.NoOffers(), P.blanket(10), P.top_value(10), P.rfm_at_risk(15, 60), P.random_offers(10, s.seed),
            P.Oracle("direct", s.margin), P.Oracle("enduring", s.margin, s.days)]
     if ceil is not None:
-        out.append(ceiling_policy(ceil, s.margin))
+        out += [ceiling_policy(ceil, s.margin), ceiling_enduring_policy(ceil, s.margin)]
     if model_policy is not None:
         out.append(model_policy)
     return out + list(s.extra_policies)

@@ -74,8 +74,8 @@ def main(argv=None) -> dict:
                          ceiling_customers=8000 if args.quick else 170_000, max_customers=2000 if args.quick else None)
             r = run(sim, bundle, s, held_out_customers(sim), progress=lambda *_: None)
             t = r.table[r.table["horizon_days"] == 90].set_index("policy")
-            ceil = t.loc["observable_ceiling_enduring", "incremental_profit"] if "observable_ceiling_enduring" in t.index \
-                else np.nan
+            has_ceiling = "observable_ceiling_enduring" in t.index
+            ceil = t.loc["observable_ceiling_enduring", "incremental_profit"] if has_ceiling else np.nan
             for name in POLICIES:
                 if name in t.index:
                     row = t.loc[name]

@@ -86,7 +86,9 @@ def main(argv=None) -> dict:
                      **{k.removeprefix("timing/"): v for k, v in m.items() if k.startswith("timing/")}},
         "models": result.per_model,
         "propensity": {k.removeprefix("propensity/"): v for k, v in m.items() if k.startswith("propensity/")},
-        "allocation": alloc.to_dict(orient="records") if alloc is not None and len(alloc) else [],
+        # The unrestricted scenario has no budget: null in JSON, not NaN.
+        "allocation": (alloc.astype(object).where(alloc.notna(), None).to_dict(orient="records")
+                       if alloc is not None and len(alloc) else []),
         "lp_gap_rel": m.get("alloc/lp_gap_rel"),
         "lagrangian_s": m.get("alloc/lagrangian_s"),
         "lp_s": m.get("alloc/lp_s"),

@@ -19,11 +19,12 @@ SRC = REPO / "src" / "sellerlift"
 
 # Lowest first. A new module must be placed here (the check fails on unknown modules).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("schema", "columns", "constants", "io", "allocate", "allocate.*", "metrics", "tracking", "plots")),
+    ("base", ("schema", "columns", "constants", "io", "allocate", "allocate.*", "metrics", "value_metrics", "tracking",
+              "plots")),
     ("data", ("features", "labels", "promotion_features", "offer_outcomes", "bgnbd", "gamma_gamma", "data", "data.*", "sim",
               "sim.*")),
     ("runtime", ("runtime", "runtime.*", "segment", "action_segments", "baselines", "policy_eval", "champion", "report", "ceiling",
-                 "score_parts", "closed_loop", "closed_loop.experiments", "closed_loop.ope", "closed_loop.observe",
+                 "score_parts", "score_allocate", "closed_loop", "closed_loop.experiments", "closed_loop.ope", "closed_loop.observe",
                  "closed_loop.policies")),
     ("models", ("models", "models.*", "export", "sweep", "reliability", "engine", "engine.*")),
     ("stages", ("stages", "stages.*", "pipeline", "config_checks", "closed_loop.forward", "closed_loop.outcomes",

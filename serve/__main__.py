@@ -24,6 +24,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bundles-dir", dest="bundles_dir")
     p.add_argument("--registry-db", dest="registry_db", help="MLflow sqlite store (default: mlruns/mlflow.db)")
     p.add_argument("--model-alias", dest="model_alias", help="registry alias to serve (default: champion)")
+    p.add_argument("--data", dest="data", help="the data set served (default simulator): its registered model "
+                                               "sellerlift-sequence-<data>@alias, and every bundle loaded must have "
+                                               "been trained on it")
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int, help="uvicorn processes (default 1)")

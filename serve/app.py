@@ -23,9 +23,13 @@ from serve.state import State, install_drain_signal, load_runtime, tune_process
 log = logging.getLogger("serve")
 
 DESCRIPTION = """
-Scores customers from raw events (intent, churn, RFM segment), returns promotion
-response curves and allocates a discount budget, from one verified sellerlift
-bundle, on onnxruntime (CPU), without torch.
+Scores customers from raw events (intent, churn, customer value, a 0-1 loyalty
+score, RFM and action segments), returns promotion response curves (with the
+expected 90-day retention and value per level) and allocates a discount budget
+(the week's profit or the 90-day profit, under budgets, tiers and caps), from one
+verified sellerlift bundle, on onnxruntime (CPU), without torch. Response fields
+follow the served bundle: probabilities are named after its horizons, and what a
+bundle does not have (an older bundle: no value head) is not in its responses.
 
 * Errors: every 4xx names the offending field (`detail[].field`, e.g.
   `customers[3].events[0].ts`), the value given and what was expected (at most 20
@@ -64,7 +68,7 @@ def create_app(settings: Settings | None = None, model: Runtime | None = None) -
 
     app = FastAPI(title="sellerlift inference server", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan, openapi_tags=[
-                      {"name": "scoring", "description": "intent, churn and segments from raw events"},
+                      {"name": "scoring", "description": "intent, churn, value, loyalty and segments from raw events"},
                       {"name": "promotions", "description": "response curves and budgeted allocation"},
                       {"name": "operations", "description": "health, readiness, model info, metrics, reload"}])
     app.state.serve = state
@@ -76,10 +80,15 @@ def create_app(settings: Settings | None = None, model: Runtime | None = None) -
 
 
 def openapi(app: FastAPI) -> dict:
-    """FastAPI's schema of the routes, with every body's schema from the msgspec Structs (one definition)."""
-    if app.openapi_schema is None:
+    """FastAPI's schema of the routes, with every body's schema from the msgspec Structs (one definition); the
+    response types are those of the served bundle, rebuilt after a reload to another kind of bundle."""
+    rt = app.state.serve.runtime
+    types = schemas.types_for(rt) if rt is not None else None
+    key = types.key if types is not None else None
+    if app.openapi_schema is None or getattr(app.state, "openapi_key", None) != key:
         spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes,
                            tags=app.openapi_tags)
-        spec.setdefault("components", {}).setdefault("schemas", {}).update(schemas.openapi_components())
+        spec.setdefault("components", {}).setdefault("schemas", {}).update(schemas.openapi_components(types))
         app.openapi_schema = spec
+        app.state.openapi_key = key
     return app.openapi_schema

@@ -37,6 +37,11 @@ class Settings:
     registry_db: str | None = None  # sqlite file of the MLflow store; default from MLFLOW_TRACKING_URI or mlruns/
     registered_model: str = "sellerlift-sequence"
     model_alias: str = "champion"
+    # the data set served: the registry alias is that of <registered_model>-<data> (the registry is per data
+    # set), the newest-bundle fallback considers only bundles trained on it, and every bundle loaded (at start
+    # and on reload) must have been trained on it (sellerlift.runtime.check_bundle_data). "" (--data '' or
+    # SELLERLIFT_DATA=) = no data set: no check, the registered model's name as it is.
+    data: str = "simulator"
     # network
     host: str = "127.0.0.1"
     port: int = 8000
@@ -74,6 +79,8 @@ class Settings:
             default = f.default
             cast = int if isinstance(default, int) and not isinstance(default, bool) else str
             kw[f.name] = _env(f.name, default, cast)
+        if "SELLERLIFT_DATA" in os.environ:  # set and empty means "no data set", not the default
+            kw["data"] = os.environ["SELLERLIFT_DATA"].strip()
         kw["api_token"] = os.environ.get(API_TOKEN_ENV) or None
         kw["admin_token"] = os.environ.get(ADMIN_TOKEN_ENV) or None
         kw.update({k: v for k, v in overrides.items() if v is not None})

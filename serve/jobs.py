@@ -2,9 +2,10 @@
 
 Each function is the single executor call of its endpoint (never run on the event
 loop): it parses the raw body (:mod:`serve.parsing`), runs the :class:`Runtime`
-(features, sequence scores, segments, curves) and the allocator, and encodes the
-response Structs of :mod:`serve.schemas` with msgspec. A client error is a
-:class:`serve.errors.ClientError`.
+(features, sequence scores and customer value, loyalty, segments, curves, the enduring
+response, action segments) and the allocator, and encodes the response Structs of
+:mod:`serve.schemas` (those of the served bundle: :func:`serve.schemas.types_for`) with
+msgspec. A client error is a :class:`serve.errors.ClientError`.
 """
 
 from __future__ import annotations
@@ -13,20 +14,12 @@ import time
 
 import numpy as np
 
-from sellerlift.runtime import Runtime
-from serve import parsing
+from sellerlift.runtime import Runtime, allocate_offers
+from sellerlift.runtime.enduring import enduring_value
+from serve import constraints, parsing
 from serve.errors import ClientError, encode
 from serve.metrics import Metrics
-from serve.schemas import (
-    AllocateResponse,
-    AllocationTotals,
-    CurvesResponse,
-    CustomerAllocation,
-    CustomerCurve,
-    CustomerScore,
-    ModelRef,
-    ScoreResponse,
-)
+from serve.schemas import AllocateResponse, AllocationTotals, CustomerAllocation, ModelRef, types_for
 from serve.timestamps import iso_each
 
 
@@ -38,77 +31,118 @@ def _parse(body: bytes, kind: parsing.Kind, settings) -> parsing.Parsed:
     return parsing.parse(body, kind, settings.max_customers, settings.max_events_per_customer)
 
 
+def _list(x) -> list:
+    return np.asarray(x, dtype=np.float64).tolist()
+
+
 def score(rt: Runtime, body: bytes, settings, metrics: Metrics) -> bytes:
     p = _parse(body, parsing.SCORE, settings)
-    b = p.batch
+    b, types = p.batch, types_for(rt)
     if b.n == 0:
-        return encode(ScoreResponse(_ref(rt), []))
+        return encode(types.ScoreResponse(_ref(rt), []))
     t0 = time.perf_counter()
     feats = rt.features(b)
     out = rt.score(feats)
     seg = rt.assign_segments(feats)
+    loyalty = rt.loyalty(out)
+    action = rt.assign_action_segments(feats, out) if getattr(rt, "action_segments", None) is not None else None
     metrics.inferred("/v1/score", time.perf_counter() - t0, b.n)
-    used = b.events_used().tolist()
-    intent_name, churn_name = getattr(rt, "outputs", ("intent_7d", "churn_90d"))  # head order: intent, churn
-    intent, churn, prior = out[intent_name].tolist(), out[churn_name].tolist(), out["prior"].tolist()
-    seg_id, seg_name = (seg[0].tolist(), seg[1].tolist()) if seg is not None else ([None] * b.n,) * 2
-    as_of = iso_each(b.as_of)
-    results = [CustomerScore(c.customer_id, as_of[i], intent[i], churn[i], seg_name[i], seg_id[i], used[i],
-                             used[i] == 0, prior[i]) for i, c in enumerate(p.customers)]
+    used = b.events_used()
+    cols = {"customer_id": [c.customer_id for c in p.customers], "as_of": iso_each(b.as_of),
+            **{name: _list(out[name]) for name in (*rt.outputs, *getattr(rt, "value_outputs", ()))},
+            "segment": seg[1].tolist() if seg is not None else [None] * b.n,
+            "segment_id": seg[0].tolist() if seg is not None else [None] * b.n,
+            "n_events": used.tolist(), "cold_start": (used == 0).tolist(), "prior": out["prior"].tolist()}
+    if loyalty is not None:
+        cols["loyalty"] = _list(loyalty)
+    if action is not None:
+        cols["action_segment"], cols["action_segment_id"] = action[1].tolist(), action[0].tolist()
+    row = types.CustomerScore
+    results = [row(*r) for r in zip(*(cols[f] for f in types.score_fields))]
     parsing.release(p.customers)
-    return encode(ScoreResponse(_ref(rt), results))
+    return encode(types.ScoreResponse(_ref(rt), results))
 
 
-def _curves(rt: Runtime, batch) -> np.ndarray:
+def _curves(rt: Runtime, batch):
     feats = rt.features(batch)
-    return rt.curves(feats, rt.score(feats))
+    scores = rt.score(feats)
+    return feats, scores, rt.curves(feats, scores)
 
 
 def curves(rt: Runtime, body: bytes, settings, metrics: Metrics) -> bytes:
     p = _parse(body, parsing.SCORE, settings)
-    levels = list(rt.levels)
+    levels, types = list(rt.levels), types_for(rt)
     if p.batch.n == 0:
-        return encode(CurvesResponse(_ref(rt), levels, []))
+        return encode(types.CurvesResponse(_ref(rt), levels, []))
     t0 = time.perf_counter()
-    curve = _curves(rt, p.batch)
+    feats, scores, curve = _curves(rt, p.batch)
+    end = rt.enduring_response(feats, scores) if getattr(rt, "enduring", None) is not None else None
     metrics.inferred("/v1/promotions/curves", time.perf_counter() - t0, p.batch.n)
-    conv, up = curve.tolist(), (curve - curve[:, :1]).tolist()
-    results = [CustomerCurve(c.customer_id, conv[i], up[i]) for i, c in enumerate(p.customers)]
+    cols = [[c.customer_id for c in p.customers], curve.tolist(), (curve - curve[:, :1]).tolist()]
+    if end is not None:
+        cols += [end["retention"].tolist(), end["revenue"].tolist()]
+    results = [types.CustomerCurve(*r) for r in zip(*cols)]
     parsing.release(p.customers)
-    return encode(CurvesResponse(_ref(rt), levels, results))
+    return encode(types.CurvesResponse(_ref(rt), levels, results))
+
+
+def _empty_totals(head, sellers_given: bool, tiers_given: bool) -> AllocationTotals:
+    return AllocationTotals(0.0, 0.0, 0.0, 0.0, 0.0, "optimal", 0, {} if sellers_given else None,
+                            {} if tiers_given else None, float(head.weight), None, 0.0, 0.0, 0.0)
 
 
 def allocate(rt: Runtime, body: bytes, settings, metrics: Metrics) -> bytes:
-    from sellerlift.allocate import allocate_lagrangian, incremental_profit_and_spend
-
     p = _parse(body, parsing.ALLOCATE, settings)
-    sellers, seller_budgets = parsing.allocation_inputs(p.head, p.customers)
+    head = p.head
+    sellers, seller_budgets = constraints.allocation_inputs(head, p.customers)
+    seller_tier, tier_budgets = constraints.tier_inputs(head, sellers)
+    has_enduring = getattr(rt, "enduring", None) is not None
+    if head.weight > 0 and not has_enduring:
+        raise ClientError(422, [(("weight",), f"weight {head.weight:g} needs the enduring model (enduring.onnx), "
+                                 "which this bundle does not have; expected 0 (the week's profit)", "weight")])
     levels = list(rt.levels)
     if p.batch.n == 0:
-        totals = AllocationTotals(0.0, 0.0, 0.0, 0.0, 0.0, "optimal", 0, {} if seller_budgets is not None else None)
-        return encode(AllocateResponse(_ref(rt), levels, totals, []))
+        return encode(AllocateResponse(_ref(rt), levels, _empty_totals(head, seller_budgets is not None,
+                                                                        tier_budgets is not None), []))
     value = np.array([c.value for c in p.customers], dtype=np.float64)
     margin = np.array([c.margin for c in p.customers], dtype=np.float64)
     t0 = time.perf_counter()
-    prob = _curves(rt, p.batch).astype(np.float64)
+    feats, scores, curve = _curves(rt, p.batch)
+    prob = curve.astype(np.float64)
+    end_matrix = None
+    if has_enduring:
+        end_matrix = enduring_value(prob, rt.enduring_response(feats, scores), value, margin)
+    segment, segment_caps = None, None
+    if head.segment_max_discount is not None:
+        action = rt.assign_action_segments(feats, scores, curve) if getattr(rt, "action_segments", None) else None
+        seg = action if action is not None else rt.assign_segments(feats)
+        names = (rt.action_segments.names if action is not None else rt.segments.names) if seg is not None else ()
+        segment, segment_caps = constraints.segment_inputs(head, p.customers, None if seg is None else seg[1], names)
     try:
-        a = allocate_lagrangian(prob, value, margin, levels, budget=p.head.budget, seller=sellers,
-                                seller_budgets=seller_budgets)
+        offers = allocate_offers(
+            prob, value, margin, levels, budget=head.budget, seller=sellers, seller_budgets=seller_budgets,
+            enduring=end_matrix, weight=head.weight, seller_tier=seller_tier, tier_budgets=tier_budgets,
+            max_discount=constraints.discount_caps(head, p.customers), segment=segment,
+            segment_max_discount=segment_caps, spread_penalty=head.spread_penalty, max_incentive=head.max_incentive)
     except ValueError as err:  # inputs are checked beforehand; this is the allocator's own word
         raise ClientError(422, [(("body",), f"infeasible or invalid allocation request: {err}", "allocation")]) \
             from None
-    profit, spend = incremental_profit_and_spend(prob, value, margin, levels)
     metrics.inferred("/v1/promotions/allocate", time.perf_counter() - t0, p.batch.n)
-    rows = np.arange(len(value))
-    conv, spend, profit = (x[rows, a.level_index].tolist() for x in (prob, spend, profit))
+    a = offers.allocation
+    direct = float(offers.profit.sum())
     bound = float(a.bound) if np.isfinite(a.bound) else a.profit
     totals = AllocationTotals(
-        spend=a.spend, incremental_profit=a.profit, roi=a.roi, upper_bound=bound, gap_to_upper_bound=a.gap,
-        status="optimal" if a.status == "optimal" else "feasible",
+        spend=a.spend, incremental_profit=direct, roi=direct / a.spend if a.spend > 0 else 0.0, upper_bound=bound,
+        gap_to_upper_bound=a.gap, status="optimal" if a.status == "optimal" else "feasible",
         customers_with_discount=int((a.level_index > 0).sum()),
-        seller_spend={str(k): float(v) for k, v in a.seller_spend.items()} if a.seller_spend else None)
-    lv = a.level_pct.tolist()
-    results = [CustomerAllocation(c.customer_id, c.seller_id, lv[i], conv[i], spend[i], profit[i])
+        seller_spend={str(k): float(v) for k, v in a.seller_spend.items()} if a.seller_spend else None,
+        tier_spend={str(k): float(v) for k, v in a.tier_spend.items()} if a.tier_spend else None,
+        weight=float(head.weight), enduring_value=float(offers.enduring.sum()) if offers.enduring is not None else None,
+        objective=float(a.profit), spread_penalty_paid=float(a.penalty), spread=float(offers.spread))
+    lv, conv, spend, profit, obj = (x.tolist() for x in (offers.level_pct, offers.conversion, offers.spend,
+                                                         offers.profit, offers.objective))
+    end = offers.enduring.tolist() if offers.enduring is not None else [None] * len(lv)
+    results = [CustomerAllocation(c.customer_id, c.seller_id, lv[i], conv[i], spend[i], profit[i], end[i], obj[i])
                for i, c in enumerate(p.customers)]
     parsing.release(p.customers)
     return encode(AllocateResponse(_ref(rt), levels, totals, results))

@@ -323,30 +323,3 @@ def release(customers: list, events: int = 16_384) -> None:
             k -= 1
             n += len(customers[k].events) + 1
         del customers[k:]
-
-
-# ------------------------------------------------------------------ allocation rules beyond the types
-
-
-def allocation_inputs(head, custs: list) -> tuple[np.ndarray | None, dict | None]:
-    """(seller of each customer, budget per seller) for the allocator, or a 422 naming what is missing."""
-    if head.budget is None and head.seller_budgets is None:
-        raise ClientError(422, [(("budget",), "give a total budget, per-seller budgets, or both", "missing")])
-    if head.seller_budgets is None:
-        return None, None
-    items = [(("customers", i, "seller_id"), "required when seller_budgets is given", "missing")
-             for i, c in enumerate(custs) if c.seller_id is None]
-    items += [(("seller_budgets", k), f"expected a finite budget >= 0, got {show(v)}", "budget")
-              for k, v in head.seller_budgets.items() if not (np.isfinite(v) and v >= 0)]
-    if items:
-        raise ClientError(422, items[:MAX_ERRORS_SHOWN], len(items))
-    sellers = np.array([str(c.seller_id) for c in custs], dtype=object)
-    known = set(sellers.tolist())
-    items = [(("seller_budgets", k), f"no customer of seller {show(k)} in this request", "unknown_seller")
-             for k in head.seller_budgets if k not in known]
-    items += [(("seller_budgets",), f"no budget for seller {show(s)} (its customers: "
-               f"customers[{int(np.flatnonzero(sellers == s)[0])}], ...)", "missing_seller_budget")
-              for s in sorted(known) if s not in head.seller_budgets]
-    if items:
-        raise ClientError(422, items[:MAX_ERRORS_SHOWN], len(items))
-    return sellers, {k: float(v) for k, v in head.seller_budgets.items()}

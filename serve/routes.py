@@ -74,7 +74,8 @@ async def _infer(request: Request, job, promotions: bool = False) -> Response:
 # ------------------------------------------------------------------ scoring and promotions
 
 
-@router.post("/v1/score", tags=["scoring"], summary="intent, churn and segment per customer from raw events",
+@router.post("/v1/score", tags=["scoring"], summary="intent, churn, customer value, loyalty and segments per customer "
+             "from raw events (fields named after the bundle's horizons)",
              openapi_extra=_body("ScoreRequest"),
              responses={200: _json("ScoreResponse", "one result per customer, in request order"), **ERRORS})
 async def score(request: Request) -> Response:
@@ -82,7 +83,8 @@ async def score(request: Request) -> Response:
 
 
 @router.post("/v1/promotions/curves", tags=["promotions"],
-             summary="conversion probability at each discount level, and uplift over no discount",
+             summary="conversion probability at each discount level and uplift over no discount; with the bundle's "
+             "enduring model also the expected 90-day retention and value at each level",
              openapi_extra=_body("ScoreRequest"),
              responses={200: _json("CurvesResponse", "one curve per customer, in request order"), **ERRORS})
 async def curves(request: Request) -> Response:
@@ -90,7 +92,8 @@ async def curves(request: Request) -> Response:
 
 
 @router.post("/v1/promotions/allocate", tags=["promotions"],
-             summary="who gets which discount under a total (and per-seller) budget",
+             summary="who gets which discount under total, per-seller and per-tier budgets and per-customer / "
+             "per-segment caps, maximising the week's profit + weight x the enduring value",
              openapi_extra=_body("AllocateRequest"),
              responses={200: _json("AllocateResponse", "the level of every customer and the totals"), **ERRORS})
 async def allocate(request: Request) -> Response:
@@ -133,6 +136,7 @@ async def models(request: Request) -> Response:
     s = st.settings
     return json_response({"model": _current(st).describe(), "server": {
         "version": __version__, "pid": os.getpid(), "heavy_modules_loaded": heavy_modules_loaded(),
+        "data": s.data or None,
         "limits": {k: getattr(s, k) for k in ("max_customers", "max_events_per_customer", "max_body_bytes")}}})
 
 

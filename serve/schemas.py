@@ -7,15 +7,23 @@ type coercion (``"12.5"`` is not a number, ``true`` is not a number), no unknown
 fields. Timestamps are strings here (at most 64 characters) and their ISO 8601 form
 is checked, vectorised, in :mod:`serve.parsing` (the schema states the pattern);
 rules that need the whole request (limits, as-of) are checked there too.
+
+The per-customer responses of ``/v1/score`` and ``/v1/promotions/curves`` follow the served bundle
+(:func:`response_types`): the probability fields are named after its horizons (``intent_7d``,
+``churn_90d`` for a default bundle, ``churn_30d`` for one trained for 30 days), and the value, loyalty,
+action segment, retention and value-per-level fields exist only when the bundle has those models. The
+OpenAPI schema is built from the served bundle's types, so it documents what is answered.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import functools
+from typing import Annotated, Literal, NamedTuple
 
 import msgspec
 from msgspec import Meta, Struct
 
+from sellerlift.constants import head_of_output
 from sellerlift.schema import EVENT_TYPES
 
 # ISO 8601 date, optionally followed by a time and offset (the parser checks the rest). ASCII digits only.
@@ -53,6 +61,11 @@ class ScoreRequest(Struct, forbid_unknown_fields=True, gc=False):
     as_of: Annotated[Timestamp | None, _d("default as-of time for every customer")] = None
 
 
+Percent = Annotated[float, Meta(ge=0.0, le=100.0)]
+Money = Annotated[float, Meta(ge=0.0, le=1e9)]
+Name = Annotated[str, Meta(min_length=1, max_length=256)]
+
+
 class AllocateCustomer(Struct, forbid_unknown_fields=True, gc=False):
     customer_id: Annotated[Id, _d("your identifier, echoed back (string <= 256 chars or integer)")]
     value: Annotated[float, Meta(ge=0.0, le=1e9, description="expected order value if the customer buys; at most "
@@ -60,7 +73,11 @@ class AllocateCustomer(Struct, forbid_unknown_fields=True, gc=False):
     margin: Annotated[float, Meta(gt=0.0, le=1.0, description="profit margin of the order, in (0, 1]")]
     as_of: Annotated[Timestamp | None, _d("as-of time of this customer; default: the request's as_of")] = None
     events: Annotated[list[Event], _d("raw history, any order; empty = cold start")] = []
-    seller_id: Annotated[Id | None, _d("required when seller_budgets is given")] = None
+    seller_id: Annotated[Id | None, _d("required when seller_budgets or seller_tiers is given")] = None
+    max_discount: Annotated[Percent | None, _d("highest discount (percent) this customer may get; with the "
+                                               "request's max_discount the lower one holds")] = None
+    segment: Annotated[Name | None, _d("the segment segment_max_discount applies to; default: the bundle's "
+                                       "action segment, else its RFM segment")] = None
 
 
 Budget = Annotated[float, Meta(extra_json_schema={"minimum": 0})]  # >= 0 and finite: checked with the key named
@@ -73,6 +90,22 @@ class AllocateRequest(Struct, forbid_unknown_fields=True, gc=False):
                       _d("cap on total expected discount spend; null = no total cap")] = None
     seller_budgets: Annotated[dict[str, Budget] | None,
                               _d("cap on expected spend per seller (keys: seller_id as a string)")] = None
+    weight: Annotated[float, Meta(ge=0.0, le=1.0, description=(
+        "objective weight: 0 = the week's incremental profit (the default), 1 = the whole 90-day incremental "
+        "profit (the week's + the margin on the extra revenue after it, from the bundle's enduring model); in "
+        "between a blend. > 0 needs a bundle with the enduring model"))] = 0.0
+    seller_tiers: Annotated[dict[str, Name] | None, _d(
+        "tier of each seller (keys: seller_id as a string); every seller of the request needs one")] = None
+    tier_budgets: Annotated[dict[str, Budget] | None, _d(
+        "cap on expected spend per seller tier (keys: the tiers of seller_tiers)")] = None
+    max_discount: Annotated[Percent | None, _d("highest discount (percent) any customer may get")] = None
+    segment_max_discount: Annotated[dict[str, Percent] | None, _d(
+        "highest discount (percent) per segment (keys: segment names, see customers[].segment)")] = None
+    max_incentive: Annotated[Money | None, _d(
+        "most expected incentive (discount x P(purchase) x value, in money) any one customer may get")] = None
+    spread_penalty: Annotated[Annotated[float, Meta(ge=0.0, le=1e6)], _d(
+        "penalty per squared unit of a customer's expected incentive (fairness: spreads incentives over more "
+        "customers); 0 = none")] = 0.0
 
 
 class ReloadRequest(Struct, forbid_unknown_fields=True):
@@ -89,44 +122,18 @@ class ModelRef(Struct):
     run_id: str | None
 
 
-class CustomerScore(Struct):
-    customer_id: Id
-    as_of: str
-    intent_7d: Annotated[float, _d("probability of a purchase in the next 7 days")]
-    churn_90d: Annotated[float, _d("probability of no purchase in the next 90 days")]
-    segment: Annotated[str | None, _d("RFM segment name (null if the bundle has no segments)")]
-    segment_id: int | None
-    n_events: Annotated[int, _d("events before as_of that were used (the model reads the last max_len)")]
-    cold_start: Annotated[bool, _d("no events before as_of")]
-    prior: Annotated[bool, _d("intent_7d and churn_90d are the bundle's calibrated cold-start prior (base rates "
-                              "of customers without history), not a model output: true for cold-start customers "
-                              "when the bundle has a prior")]
-
-
-class ScoreResponse(Struct):
-    model: ModelRef
-    results: list[CustomerScore]
-
-
-class CustomerCurve(Struct):
-    customer_id: Id
-    conversion: Annotated[list[float], _d("P(purchase) at each discount level, monotone non-decreasing")]
-    uplift: Annotated[list[float], _d("conversion minus conversion at no discount")]
-
-
-class CurvesResponse(Struct):
-    model: ModelRef
-    discount_levels: list[int]
-    results: list[CustomerCurve]
-
-
 class CustomerAllocation(Struct):
     customer_id: Id
     seller_id: Id | None
     level_pct: Annotated[float, _d("discount to offer, in percent (0 = none)")]
     conversion: Annotated[float, _d("P(purchase) at that level")]
     expected_spend: float
-    expected_incremental_profit: float
+    expected_incremental_profit: Annotated[float, _d("the week's expected profit over no discount (the direct part)")]
+    expected_enduring_value: Annotated[float | None, _d(
+        "margin on the extra 90-day revenue beyond the week at that level (the enduring part, not weighted); "
+        "null without the enduring model")]
+    objective: Annotated[float, _d("what the allocation maximised for this customer: direct + weight x enduring - "
+                                   "spread_penalty x expected_spend^2")]
 
 
 class AllocationTotals(Struct):
@@ -134,17 +141,27 @@ class AllocationTotals(Struct):
     incremental_profit: Annotated[float, _d("expected profit over offering no discount")]
     roi: Annotated[float, _d("incremental_profit / spend (0 when nothing is spent)")]
     upper_bound: Annotated[float, _d(
-        "an upper bound on the best incremental profit any allocation could reach: the Lagrangian dual, equal to "
+        "an upper bound on the best objective (the incremental profit with weight 0 and no spread penalty) any "
+        "allocation could reach: the Lagrangian dual, equal to "
         "the LP relaxation's optimum (customers may take fractions of a level there), so it is loose when few "
         "customers share a budget")]
     gap_to_upper_bound: Annotated[float, _d(
-        "(upper_bound - incremental_profit) / upper_bound: how far the answer can be from optimal at most; an "
+        "(upper_bound - objective) / upper_bound: how far the answer can be from optimal at most; an "
         "optimal answer can still show a gap when the bound is loose")]
     status: Annotated[Literal["optimal", "feasible"], _d(
-        "optimal: proven (incremental_profit reaches upper_bound); feasible: within every budget, optimality "
+        "optimal: proven (objective reaches upper_bound); feasible: within every budget and cap, optimality "
         "not proven")]
     customers_with_discount: int
     seller_spend: dict[str, float] | None
+    tier_spend: Annotated[dict[str, float] | None, _d("expected spend per seller tier (with seller_tiers)")]
+    weight: Annotated[float, _d("the objective weight used")]
+    enduring_value: Annotated[float | None, _d(
+        "the enduring part of the chosen levels (not weighted); null without the enduring model")]
+    objective: Annotated[float, _d("incremental_profit + weight x enduring_value - spread_penalty_paid: what was "
+                                   "maximised (upper_bound bounds it)")]
+    spread_penalty_paid: float
+    spread: Annotated[float, _d("standard deviation of the expected incentive among customers offered a discount "
+                                "(the fairness / spread figure)")]
 
 
 class AllocateResponse(Struct):
@@ -195,13 +212,105 @@ EXAMPLES = {
                       {**_EXAMPLE_CUSTOMERS[1], "value": 35.0, "margin": 0.3, "seller_id": "s-2"}]}],
     "ReloadRequest": [{"bundle": "bundles/0123abcd"}, {"bundle": "@champion"}, {}],
 }
-TYPES = (ScoreRequest, AllocateRequest, ReloadRequest, ScoreResponse, CurvesResponse, AllocateResponse, Health, Ready,
-         ErrorResponse)
+STATIC_TYPES = (ScoreRequest, AllocateRequest, ReloadRequest, AllocateResponse, Health, Ready, ErrorResponse)
 
 
-def openapi_components() -> dict:
-    """``components.schemas`` of every Struct above (JSON Schema 2020-12, as OpenAPI 3.1 takes it)."""
-    _, components = msgspec.json.schema_components(TYPES, ref_template="#/components/schemas/{name}")
+# ------------------------------------------------------------------ responses that follow the bundle
+
+
+class ResponseTypes(NamedTuple):
+    """The per-customer score and curve Structs of one kind of bundle (and their responses)."""
+
+    key: tuple
+    CustomerScore: type
+    ScoreResponse: type
+    CustomerCurve: type
+    CurvesResponse: type
+    score_fields: tuple[str, ...]  # CustomerScore's fields, in order
+    curve_fields: tuple[str, ...]
+
+
+def _days(name: str) -> int:
+    return int(name.rsplit("_", 1)[1][:-1])
+
+
+def _score_field(name: str) -> tuple:
+    head = head_of_output(name)
+    if head == "intent":
+        what = f"probability of a purchase in the next {_days(name)} days"
+    elif head == "churn":
+        what = f"probability of no purchase in the next {_days(name)} days"
+    elif name.startswith("value_"):
+        what = f"expected spend in the next {_days(name)} days (the sequence model's customer-value head)"
+    else:
+        what = f"expected number of days with a purchase in the next {_days(name)} days"
+    return name, Annotated[float, _d(what)]
+
+
+def types_key(rt) -> tuple:
+    """What the response types of runtime ``rt`` depend on."""
+    return (tuple(rt.outputs), tuple(getattr(rt, "value_outputs", ())), bool(getattr(rt, "has_loyalty", False)),
+            getattr(rt, "action_segments", None) is not None,
+            rt.enduring.horizon_days if getattr(rt, "enduring", None) is not None else None)
+
+
+def types_for(rt) -> ResponseTypes:
+    """The response Structs of the bundle ``rt`` serves (cached per kind of bundle)."""
+    return response_types(types_key(rt))
+
+
+@functools.lru_cache(maxsize=64)
+def response_types(key: tuple) -> ResponseTypes:
+    outputs, value_outputs, loyalty, action, enduring_days = key
+    fields = [("customer_id", Id), ("as_of", str), *(_score_field(n) for n in (*outputs, *value_outputs))]
+    if loyalty:
+        fields.append(("loyalty", Annotated[float, Meta(ge=0.0, le=1.0, description=(
+            "0-1 loyalty: sqrt(P(no churn) x value percentile), the geometric mean of the predicted retention and "
+            "the predicted value's percentile among the training customers'"))]))
+    fields += [("segment", Annotated[str | None, _d("RFM segment name (null if the bundle has no segments)")]),
+               ("segment_id", int | None)]
+    if action:
+        fields += [("action_segment", Annotated[str, _d("segment by what it means for a promotion (RFM + the "
+                                                        "predicted response and value)")]),
+                   ("action_segment_id", int)]
+    probs = " and ".join(outputs)
+    fields += [("n_events", Annotated[int, _d("events before as_of that were used (the model reads the last "
+                                              "max_len)")]),
+               ("cold_start", Annotated[bool, _d("no events before as_of")]),
+               ("prior", Annotated[bool, _d(f"{probs}{' and the value' if value_outputs else ''} are the bundle's "
+                                            "calibrated cold-start prior (base rates of customers without "
+                                            "history), not a model output: true for cold-start customers when "
+                                            "the bundle has a prior")])]
+    score = msgspec.defstruct("CustomerScore", fields)
+    score_response = msgspec.defstruct("ScoreResponse", [("model", ModelRef), ("results", list[score])])
+    curve_fields = [("customer_id", Id),
+                    ("conversion", Annotated[list[float], _d("P(purchase) at each discount level, monotone "
+                                                             "non-decreasing")]),
+                    ("uplift", Annotated[list[float], _d("conversion minus conversion at no discount")])]
+    if enduring_days is not None:
+        d = enduring_days
+        curve_fields += [
+            (f"retention_{d}d", Annotated[list[float], _d(
+                f"expected {d}-day retention (a purchase after the offer's week, by day {d}) at each level, from the "
+                "enduring model (not constrained monotone: a discount can teach a customer to wait for one)")]),
+            (f"value_{d}d", Annotated[list[float], _d(
+                f"expected {d}-day revenue (before discount) at each level, from the enduring model")])]
+    curve = msgspec.defstruct("CustomerCurve", curve_fields)
+    curves_response = msgspec.defstruct("CurvesResponse", [("model", ModelRef), ("discount_levels", list[int]),
+                                                           ("results", list[curve])])
+    return ResponseTypes(key, score, score_response, curve, curves_response, tuple(f[0] for f in fields),
+                         tuple(f[0] for f in curve_fields))
+
+
+DEFAULT_KEY = (("intent_7d", "churn_90d"), ("value_90d", "purchases_90d"), True, False, None)
+
+
+def openapi_components(types: ResponseTypes | None = None) -> dict:
+    """``components.schemas`` of every Struct above and of the served bundle's response types (JSON Schema
+    2020-12, as OpenAPI 3.1 takes it; default: a default bundle's)."""
+    types = types or response_types(DEFAULT_KEY)
+    _, components = msgspec.json.schema_components(
+        (*STATIC_TYPES, types.ScoreResponse, types.CurvesResponse), ref_template="#/components/schemas/{name}")
     for name, examples in EXAMPLES.items():
         components[name]["examples"] = examples
     return components

@@ -21,7 +21,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sellerlift.runtime import BundleError, Runtime
-from sellerlift.runtime.bundle import MANIFEST, default_registry_db, find_bundle, inside, registry_bundle
+from sellerlift.runtime.bundle import (
+    MANIFEST,
+    check_bundle_data,
+    default_registry_db,
+    find_bundle,
+    inside,
+    registered_model_name,
+    registry_bundle,
+)
 from serve.config import Settings
 from serve.metrics import Metrics
 
@@ -121,16 +129,20 @@ class State:
 def load_runtime(settings: Settings, bundle: str | None = None, reload: bool = False) -> Runtime:
     """Verify, load and warm a bundle; raises :class:`BundleError`.
 
-    At start (and on a reload without a bundle): the configured choice (given / registry alias / newest).
-    A reload that names one: ``@alias`` of the registry, or a directory inside ``bundles_dir``.
+    At start (and on a reload without a bundle): the configured choice (given / the data set's registry alias /
+    the newest bundle trained on the data set). A reload that names one: ``@alias`` of the data set's registered
+    model, or a directory inside ``bundles_dir``. Every path checks that the bundle was trained on the server's
+    data set (``settings.data``), naming both when it was not.
     """
+    data = settings.data or None
     if bundle is None:
         path, source = find_bundle(settings.bundle, settings.bundles_dir, settings.registry_db,
-                                   settings.registered_model, settings.model_alias)
+                                   settings.registered_model, settings.model_alias, data=data)
     elif bundle.startswith("@"):
         path, source = _registry(settings, bundle[1:]), f"reload request: registry alias {bundle}"
     else:
         path, source = inside(bundle, settings.bundles_dir), "reload request"
+    check_bundle_data(path, data, f"the server's data set (--data / SELLERLIFT_DATA={data})")
     if reload and bundle is None:
         source = f"reload: {source}"
     return Runtime.load(path, source=source, threads=settings.ort_intra_op_threads)
@@ -138,10 +150,11 @@ def load_runtime(settings: Settings, bundle: str | None = None, reload: bool = F
 
 def _registry(settings: Settings, alias: str) -> Path:
     db = Path(settings.registry_db) if settings.registry_db else default_registry_db(Path(settings.bundles_dir))
-    found = registry_bundle(db, settings.registered_model, alias, Path(settings.bundles_dir)) if db else None
+    name = registered_model_name(settings.registered_model, settings.data or None)
+    found = registry_bundle(db, name, alias, Path(settings.bundles_dir)) if db else None
     if found is None or not (found[0] / MANIFEST).is_file():
-        raise BundleError(f"{settings.registered_model}@{alias}: no such alias with a bundle in the registry "
-                          f"({db})")
+        raise BundleError(f"{name}@{alias}: no such alias with a bundle in the registry ({db}; data set "
+                          f"{settings.data or 'none'})")
     return found[0]
 
 

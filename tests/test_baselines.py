@@ -94,11 +94,15 @@ def test_baselines_stage_logs_child_runs(small_sim, tmp_path):
 
     client = MlflowClient(cfg.logger.tracking_uri)
     runs = client.search_runs([logger.experiment_id], f"tags.mlflow.parentRunId = '{logger.run_id}'")
-    assert {r.data.tags["model.name"] for r in runs} == set(results)
+    # The churn/intent baselines and the customer-value baseline (BG/NBD + Gamma-Gamma), each its own run.
+    assert {r.data.tags["model.name"] for r in runs} == set(results) | set(cfg.baselines.value_models)
     for r in runs:
         assert r.info.status == "FINISHED"
         assert r.data.tags["model.kind"] == "baseline"
         assert r.data.tags["data.fingerprint"] == tables.fingerprint
+        if r.data.tags.get("model.task") == "customer_value":
+            assert {"test/value_rmse", "test/value_spearman"} <= set(r.data.metrics), r.data.metrics
+            continue
         assert seq_names <= set(r.data.metrics), r.data.tags["model.name"]
         assert r.data.params["model.name"] == r.data.tags["model.name"]
         assert r.data.params["data.split_seed"] == str(cfg.data.split_seed)

@@ -43,6 +43,28 @@ def test_tiny_run_tracks_exports_and_registers(tiny_config, tmp_path, model):
     sess = session(result.bundle_dir / "sequence.onnx")
     assert [i.name for i in sess.get_inputs()] == ["event_type", "numeric", "length", "aggregates"]
 
+    # Customer value: the head's outputs, its manifest section, CLV metrics next to BG/NBD + Gamma-Gamma.
+    assert [o.name for o in sess.get_outputs()] == ["intent_7d", "churn_90d", "value_90d", "purchases_90d",
+                                                    "customer_embedding"]
+    assert manifest["value"]["outputs"] == ["value_90d", "purchases_90d"] and manifest["value"]["cold_start"]
+    assert len(manifest["value"]["reference_quantiles"]) == 1001
+    for target in ("value", "value_truth"):
+        for m in ("rmse", "spearman", "top_decile_share", "mean_ratio"):
+            assert np.isfinite(r.data.metrics[f"test/{target}_{m}"]), (target, m)
+        lo, hi = r.data.metrics[f"test/{target}_spearman_ci_low"], r.data.metrics[f"test/{target}_spearman_ci_high"]
+        assert lo <= r.data.metrics[f"test/{target}_spearman"] <= hi
+        assert f"compare/{target}_spearman_minus_bgnbd_gg_ci_low" in r.data.metrics
+    assert {"tables/clv_comparison.csv", "tables/clv_comparison.md"} <= {
+        a.path for a in client.list_artifacts(result.run_id, "tables")}
+    kids = client.search_runs([r.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
+    gg = [c for c in kids if c.data.tags.get("model.name") == "bgnbd_gg"]
+    assert gg and np.isfinite(gg[0].data.metrics["test/value_truth_spearman"])
+    assert gg[0].data.metrics["fitted/gamma_gamma_q"] > 0
+    # DIPN registered per data set, with a signature and a description, like the sequence model
+    dipn = client.search_model_versions("name='sellerlift-dipn-simulator'")
+    assert dipn and "DIPN" in client.get_registered_model("sellerlift-dipn-simulator").description
+    assert dipn[0].description
+
     # The default extras on the simulator: the observable ceiling next to the true one, the promotion engine,
     # the enduring response and the action segments, each in the bundle and the run.
     for head in ("intent", "churn"):
@@ -80,7 +102,8 @@ def test_tiny_run_other_horizons_rolling_intervals_guard_and_data_set_in_mlflow(
 
     # item 2: the ONNX outputs, the manifest and the prior follow data.horizons
     sess = session(result.bundle_dir / "sequence.onnx")
-    assert [o.name for o in sess.get_outputs()] == ["intent_7d", "churn_30d", "customer_embedding"]
+    assert [o.name for o in sess.get_outputs()] == ["intent_7d", "churn_30d", "value_30d", "purchases_30d",
+                                                    "customer_embedding"]
     manifest = verify_bundle(result.bundle_dir)
     assert manifest["horizons"] == {"intent_days": 7, "churn_days": 30}
     assert set(manifest["cold_start"]) >= {"intent_7d", "churn_30d"}
@@ -118,12 +141,16 @@ def test_tiny_run_other_horizons_rolling_intervals_guard_and_data_set_in_mlflow(
     children = client.search_runs([r.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}' "
                                                           "and tags.`model.kind` = 'baseline'")
     assert children and all(c.inputs.dataset_inputs[0].dataset.name == "simulator" for c in children)
-    assert all("test/churn_auroc_ci_low" in c.data.metrics for c in children)
+    assert all("test/churn_auroc_ci_low" in c.data.metrics for c in children
+               if c.data.tags.get("model.task") != "customer_value")
+    assert any(c.data.tags.get("model.task") == "customer_value" for c in children)  # BG/NBD + Gamma-Gamma
     name = "sellerlift-sequence-simulator"  # per data set
     rm = client.get_registered_model(name)
     assert "data set 'simulator'" in rm.description and "churn_30d" in rm.description
     (mv,) = client.search_model_versions(f"name='{name}'")
     assert mv.run_id == result.run_id and "too few labels" in mv.description
     sig = mlflow.models.get_model_info(mv.source).signature
-    assert [s.name for s in sig.outputs.inputs] == ["intent_7d", "churn_30d", "customer_embedding"]
+    assert [s.name for s in sig.outputs.inputs] == ["intent_7d", "churn_30d", "value_30d", "purchases_30d",
+                                                    "customer_embedding"]
+    assert "value_30d = expected spend in the next 30 days" in rm.description
     assert [s.name for s in sig.inputs.inputs] == ["event_type", "numeric", "length", "aggregates"]

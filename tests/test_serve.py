@@ -89,6 +89,41 @@ def _add_dipn(src: Path, dst: Path, work: Path) -> None:
     (dst / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
+def _add_enduring(src: Path, dst: Path, events: pd.DataFrame, as_of: str) -> None:
+    """Copy the DIPN bundle ``src`` to ``dst`` and add a small enduring.onnx (torch, exported here) and
+    action_segments.json fitted on the runtime's own features of ``events``, with their manifest entries."""
+    import torch
+
+    from sellerlift import action_segments
+    from sellerlift.export import export_enduring_onnx
+    from sellerlift.features import build_features
+    from sellerlift.models.enduring import EnduringNet
+    from sellerlift.promotion_features import input_names
+    from sellerlift.runtime.enduring import action_inputs
+
+    shutil.copytree(src, dst)
+    n_inputs = len(input_names(True))
+    torch.manual_seed(1)
+    net = EnduringNet(n_inputs, hidden=(8,), dropout=0.0).eval()
+    export_enduring_onnx(net, dst / "enduring.onnx", n_inputs)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["files"]["enduring"] = {"path": "enduring.onnx", "sha256": _sha(dst / "enduring.onnx")}
+    manifest["enduring"] = {"horizon_days": 90, "revenue_scale": 100.0, "outputs": ["conversion", "retention",
+                                                                                   "revenue"],
+                            "uses_sequence_outputs": True}
+    (dst / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    rt = Runtime.load(dst)
+    feats = build_features(events, pd.Timestamp(as_of), rt.spec)
+    scores = rt.score(feats)
+    curves = rt.curves(feats, scores)
+    X = action_inputs(feats, curves, rt.enduring_response(feats, scores), rt.basket(feats), rt.margin, rt.levels)
+    model, _ = action_segments.fit(X, ks=range(3, 5), seed=0)
+    (dst / "action_segments.json").write_text(json.dumps(model.to_json()))
+    manifest["files"]["action_segments"] = {"path": "action_segments.json",
+                                            "sha256": _sha(dst / "action_segments.json")}
+    (dst / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
 def _shared_dir(tmp_path_factory) -> Path:
     if os.environ.get("SELLERLIFT_SERVE_TEST_CACHE"):  # developers: reuse one bundle across sessions
         d = Path(os.environ["SELLERLIFT_SERVE_TEST_CACHE"])
@@ -109,7 +144,14 @@ def build_test_bundle(tmp_path_factory) -> dict:
     with open(d / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if info_path.exists():
-            return json.loads(info_path.read_text())
+            info = json.loads(info_path.read_text())
+            if "bundle_full" not in info or not Path(info["bundle_full"]).exists():  # a cache from before it
+                info["bundle_full"] = str(d / "bundle_full")
+                shutil.rmtree(info["bundle_full"], ignore_errors=True)
+                _add_enduring(Path(info["bundle_dipn"]), Path(info["bundle_full"]), pd.read_parquet(
+                    d / "events.parquet"), AS_OF)
+                info_path.write_text(json.dumps(info))
+            return info
         if (d / "failed.txt").exists():  # fail every dependent test fast, not with one training run each
             pytest.fail(f"building the test bundle failed earlier in this session:\n{(d / 'failed.txt').read_text()}")
         try:
@@ -133,7 +175,9 @@ def _build(d: Path, info_path: Path) -> dict:
     ev.reset_index(drop=True).to_parquet(d / "events.parquet")
     ckpts = sorted(p for p in (d / "run").rglob("checkpoints/*.ckpt") if p.name != "last.ckpt")
     _add_dipn(result.bundle_dir, d / "bundle_dipn", d)
+    _add_enduring(d / "bundle_dipn", d / "bundle_full", ev.reset_index(drop=True), AS_OF)
     info = {"bundle": str(result.bundle_dir), "bundle_dipn": str(d / "bundle_dipn"), "root": str(d),
+            "bundle_full": str(d / "bundle_full"),
             "ckpt": str(ckpts[-1]) if len(ckpts) == 1 else None, "cutoff": str(tables.cutoff),
             "dipn_state": str(d / "dipn_state.pt"), "overrides": [*TINY, *SERVE_OVERRIDES]}
     info_path.write_text(json.dumps(info))
@@ -278,10 +322,15 @@ def test_score_matches_pytorch_within_1e5(client, model, bundle_info, events):
     res = client.post("/v1/score", json=request_for(events, ids.tolist())).json()["results"]
     feats = reference_features(model, events, ids)
     with torch.no_grad():
-        intent, churn, _ = ExportWrapper(net.eval())(
+        outs = ExportWrapper(net.eval())(
             *(torch.from_numpy(a) for a in (feats.event_type, feats.numeric, feats.length, feats.aggregates)))
+    intent, churn = outs[0], outs[1]
     assert np.abs(np.array([x["intent_7d"] for x in res]) - intent.numpy()).max() <= 1e-5
     assert np.abs(np.array([x["churn_90d"] for x in res]) - churn.numpy()).max() <= 1e-5
+    if len(outs) == 5:  # the value head: served spend and purchase days equal PyTorch's (relative 1e-5)
+        for name, ref in (("value_90d", outs[2]), ("purchases_90d", outs[3])):
+            got, ref = np.array([x[name] for x in res]), ref.numpy()
+            assert (np.abs(got - ref) / np.maximum(1.0, np.abs(ref))).max() <= 1e-5, name
 
 
 def test_curves_equal_in_process_and_pytorch(dipn_client, dipn_model, bundle_info, events):

@@ -61,7 +61,16 @@ def schema(server):
         return schemathesis.openapi.from_url(f"{server.url}/openapi.json", headers=AUTH, timeout=30)
 
 
-def fuzz(schema, server, examples: int, derandomize: bool, budget_s: float) -> dict:
+@pytest.fixture(scope="module")
+def full_server(info, tmp_path_factory):  # noqa: F811
+    # The bundle with every model (value head, DIPN, enduring model, action segments): the schema of its responses
+    # (value, loyalty, retention / value per level) and the allocation's weight and constraints run for real.
+    s = Server(info["bundle_full"], tmp_path_factory.mktemp("serve-fuzz-full"), SELLERLIFT_API_TOKEN=API)
+    yield s
+    s.stop()
+
+
+def fuzz(schema, server, examples: int, derandomize: bool, budget_s: float, only=None) -> dict:
     """Every operation, positive and negative mode, ``examples`` each; returns {op: (cases, seconds)}.
 
     Raises AssertionError listing every operation that failed a check (with schemathesis' reproduction).
@@ -70,6 +79,8 @@ def fuzz(schema, server, examples: int, derandomize: bool, budget_s: float) -> d
     deadline = time.monotonic() + budget_s
     for result in schema.get_all_operations():
         op = result.ok()
+        if only is not None and op.path not in only:
+            continue
         headers = ADMIN_AUTH if op.path.endswith("/reload") else AUTH
         has_input = op.body or any(True for _ in op.iter_parameters())
         modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if has_input else [])
@@ -118,6 +129,19 @@ def test_fuzz_openapi_fast(schema, server):
         if name.split()[1] in POST_OPS:
             assert cases >= 5, stats
     _log_has_no_tracebacks(server)
+
+
+def test_fuzz_full_bundle_fast(full_server):
+    """The POST endpoints of a bundle with every model: its own schema (value, loyalty, action segments, retention
+    and value per level; the allocation's weight and constraints), the same checks."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        schema = schemathesis.openapi.from_url(f"{full_server.url}/openapi.json", headers=AUTH, timeout=30)
+    props = schema.raw_schema["components"]["schemas"]["CustomerScore"]["properties"]
+    assert {"value_90d", "loyalty", "action_segment"} <= set(props)
+    stats = fuzz(schema, full_server, examples=10, derandomize=True, budget_s=40, only=POST_OPS)
+    print("schemathesis cases per operation (full bundle):", stats)
+    _log_has_no_tracebacks(full_server)
 
 
 @pytest.mark.slow

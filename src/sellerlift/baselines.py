@@ -11,6 +11,11 @@ Baselines see the same customers, split and labels as the sequence model:
   churn horizon), intent = 1 - P(no purchase within the intent horizon). It
   needs purchases only, so it runs on any data.
 
+The customer-value baseline ``BGNBDGammaGammaValue`` is the classic CLV model: BG/NBD's expected
+purchase days over the churn horizon times Gamma-Gamma's expected spend per purchase day
+(:mod:`sellerlift.gamma_gamma`); it is scored against the sequence model's value head with the
+metrics of :mod:`sellerlift.value_metrics` (``stages.baselines``).
+
 Every baseline is scored by :func:`sellerlift.metrics.head_metrics`, like the sequence
 model, so all runs carry the same metric names and the same numbers for the same scores.
 """
@@ -38,7 +43,7 @@ class BaselineData:
     feature_names: list[str]
     targets: np.ndarray  # [n, 2] intent, churn
     split: np.ndarray  # 0 train, 1 val, 2 test
-    bgnbd: pd.DataFrame  # frequency, recency, T in days, aligned to customer_id
+    bgnbd: pd.DataFrame  # frequency, recency, T in days, monetary_value, aligned to customer_id
     horizons: dict = field(default_factory=lambda: {"intent_days": 7, "churn_days": 90})
 
     def rows(self, code: int) -> np.ndarray:
@@ -46,7 +51,8 @@ class BaselineData:
 
 
 def bgnbd_inputs(events: pd.DataFrame, cutoff, customer_id: np.ndarray, tenure_days: np.ndarray) -> pd.DataFrame:
-    """BG/NBD (frequency, recency, T) in days for ``customer_id`` (rows in that order).
+    """BG/NBD (frequency, recency, T) in days and Gamma-Gamma's ``monetary_value`` (mean spend per repeat purchase
+    day, 0 without one) for ``customer_id`` (rows in that order).
 
     Customers who never bought before the cutoff (possible on the simulator) are
     "born" at their first event: frequency 0, recency 0, T = whole days from that
@@ -54,16 +60,18 @@ def bgnbd_inputs(events: pd.DataFrame, cutoff, customer_id: np.ndarray, tenure_d
     """
     from sellerlift.bgnbd import rfm_summary_for_bgnbd
 
+    cols = ["frequency", "recency", "T", "monetary_value"]
     try:
         summ = rfm_summary_for_bgnbd(events, cutoff, freq="D")
     except ValueError:  # no purchases at all
-        summ = pd.DataFrame(columns=["frequency", "recency", "T"], dtype=np.float64)
-    out = summ.reindex(pd.Index(customer_id))[["frequency", "recency", "T"]]
+        summ = pd.DataFrame(columns=cols, dtype=np.float64)
+    out = summ.reindex(pd.Index(customer_id))[cols]
     missing = out["frequency"].isna().to_numpy()
     t_birth = np.maximum(np.ceil(np.asarray(tenure_days, dtype=np.float64)) - 1.0, 0.0)
     out.loc[missing, "frequency"] = 0.0
     out.loc[missing, "recency"] = 0.0
     out.loc[missing, "T"] = t_birth[missing]
+    out["monetary_value"] = out["monetary_value"].fillna(0.0)
     return out.astype(np.float64).reset_index(drop=True)
 
 
@@ -302,6 +310,43 @@ class BGNBDBaseline(Baseline):
 
     def fitted_params(self) -> dict:
         return {f"bgnbd_{k}": v for k, v in self.params_.to_dict().items()}
+
+
+class BGNBDGammaGammaValue:
+    """Customer value the classic way: BG/NBD expected purchase days over the churn horizon x Gamma-Gamma expected
+    spend per purchase day, both fitted on the training customers (BG/NBD in days; Gamma-Gamma on repeat buyers)."""
+
+    name = "bgnbd_gg"
+
+    def __init__(self, penalizer: float = 0.0):
+        self.penalizer = float(penalizer)
+
+    def params(self) -> dict:
+        return {"penalizer": self.penalizer}
+
+    def fit(self, data: BaselineData) -> BGNBDGammaGammaValue:
+        """Raises ValueError when there is nothing to fit Gamma-Gamma on (no repeat buyer with a positive spend)."""
+        from sellerlift import gamma_gamma
+        from sellerlift.bgnbd import fit_bgnbd
+
+        s = data.bgnbd.iloc[data.rows(0)]
+        self.bgnbd_ = fit_bgnbd(s["frequency"], s["recency"], s["T"], penalizer=self.penalizer)
+        self.gg_ = gamma_gamma.fit(s["frequency"], s["monetary_value"], penalizer=self.penalizer)
+        return self
+
+    def predict(self, data: BaselineData, rows: np.ndarray) -> np.ndarray:
+        """[n, 2]: expected spend and expected purchase days over ``horizons["churn_days"]``."""
+        from sellerlift import gamma_gamma
+        from sellerlift.bgnbd import expected_purchases
+
+        s = data.bgnbd.iloc[rows]
+        x, tx, T, m = (s[c].to_numpy() for c in ("frequency", "recency", "T", "monetary_value"))
+        n = expected_purchases(self.bgnbd_, float(data.horizons["churn_days"]), x, tx, T)
+        return np.stack([n * gamma_gamma.expected_value(self.gg_, x, m), n], axis=1)
+
+    def fitted_params(self) -> dict:
+        return {**{f"bgnbd_{k}": v for k, v in self.bgnbd_.to_dict().items()},
+                **{f"gamma_gamma_{k}": v for k, v in self.gg_.to_dict().items()}}
 
 
 @dataclass

@@ -210,3 +210,44 @@ def rfm_summary_for_bgnbd(events: pd.DataFrame, cutoff, freq: str = "D") -> pd.D
     out["monetary_value"] = rep.reindex(out.index).fillna(0.0)
     out["frequency"] = out["frequency"].astype(np.int64)
     return out
+
+
+def expected_repeat_unconditional(params: BGNBDParams, t) -> np.ndarray:
+    """E[X(t)]: expected repeat purchases in the first ``t`` periods after a customer's first purchase, knowing
+    nothing else (Fader, Hardie & Lee 2005, eq. 7): what the cumulative tracking plot sums over the cohort."""
+    t = np.asarray(t, dtype=np.float64)
+    r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    return (a + b - 1) / (a - 1) * (1.0 - (alpha / (alpha + t)) ** r * hyp2f1(r, b, a + b - 1, t / (alpha + t)))
+
+
+def holdout_check(events: pd.DataFrame, cutoff="1997-10-01", end="1998-07-01", freq: str = "W") -> dict:
+    """BG/NBD's classic holdout test (Fader, Hardie & Lee 2005): fit on the purchases before ``cutoff`` (the
+    calibration period), then compare with what happened in [cutoff, end) (the holdout), in repeat transactions
+    (purchase days after the first).
+
+    * ``cumulative_error``: the cumulative tracking forecast at ``end`` (the cohort's unconditional E[X(t)] from
+      each customer's first purchase, calibration + holdout) / the actual cumulative repeat transactions - 1
+      (published for CDNOW's 39 + 39 weeks: about -4 %);
+    * ``conditional_error``: the holdout forecast given each customer's calibration history (eq. 10) summed /
+      the actual holdout transactions - 1;
+    * ``correlation``: of that conditional forecast with the actual holdout transactions per customer
+      (published: 0.63).
+
+    Only customers with a first purchase before ``cutoff`` count (the calibration cohort).
+    """
+    cutoff, end = pd.Timestamp(cutoff), pd.Timestamp(end)
+    s = rfm_summary_for_bgnbd(events, cutoff, freq=freq)
+    params = fit_bgnbd(s["frequency"], s["recency"], s["T"])
+    t = (end - cutoff) / pd.Timedelta(days=_UNIT_DAYS[freq])
+    forecast = expected_purchases(params, t, s["frequency"].to_numpy(), s["recency"].to_numpy(), s["T"].to_numpy())
+    cohort = events[events["customer_id"].isin(s.index)]
+    full = rfm_summary_for_bgnbd(cohort[cohort["ts"] < end], end, freq=freq).reindex(s.index)
+    actual = (full["frequency"] - s["frequency"]).to_numpy(np.float64)  # repeat purchase days in the holdout
+    cum_actual = float(full["frequency"].sum())
+    cum_forecast = float(expected_repeat_unconditional(params, full["T"].to_numpy()).sum())
+    return {"params": params.to_dict(), "customers": int(len(s)), "holdout_periods": float(t),
+            "cumulative_actual": cum_actual, "cumulative_forecast": cum_forecast,
+            "cumulative_error": cum_forecast / cum_actual - 1.0 if cum_actual > 0 else float("nan"),
+            "holdout_actual": float(actual.sum()), "holdout_forecast": float(forecast.sum()),
+            "conditional_error": float(forecast.sum() / actual.sum() - 1.0) if actual.sum() > 0 else float("nan"),
+            "correlation": float(np.corrcoef(forecast, actual)[0, 1]) if len(s) > 2 else float("nan")}

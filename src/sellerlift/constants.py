@@ -6,6 +6,11 @@ The two probability outputs are named after the configured horizons (``data.hori
 ``intent_<intent_days>d`` and ``churn_<churn_days>d``. Bundles exported before the names
 followed the horizons say ``intent_7d`` / ``churn_90d`` and carry no ``horizons``: the
 defaults below, so they still load.
+
+A sequence model with the customer-value head also outputs ``value_<C>d`` (expected spend in the
+next C days, C = the churn horizon: value and retention share one horizon) and ``purchases_<C>d``
+(expected days with a purchase in them), after the probabilities and before the embedding. Bundles
+without the head (every bundle before it) have neither and still load.
 """
 
 from __future__ import annotations
@@ -20,6 +25,11 @@ HORIZON_KEYS: dict[str, str] = {"intent": "intent_days", "churn": "churn_days"}
 DEFAULT_HORIZONS: dict[str, int] = {"intent_days": 7, "churn_days": 90}
 EMBEDDING_OUTPUT = "customer_embedding"
 _OUTPUT = re.compile(r"^(intent|churn)_(\d+)d$")
+# The customer-value head: expected spend and purchase days over the churn horizon (log-link means, not
+# probabilities), in this order.
+VALUE_HEADS: tuple[str, ...] = ("value", "purchases")
+VALUE_HORIZON_KEY = "churn_days"
+_VALUE_OUTPUT = re.compile(r"^(value|purchases)_(\d+)d$")
 
 
 def horizons_of(horizons: Mapping | None = None) -> dict[str, int]:
@@ -37,9 +47,32 @@ def score_outputs(horizons: Mapping | None = None) -> tuple[str, ...]:
     return tuple(f"{head}_{h[HORIZON_KEYS[head]]}d" for head in HEADS)
 
 
-def sequence_outputs(horizons: Mapping | None = None) -> tuple[str, ...]:
-    """ONNX outputs of sequence.onnx: one probability per head, then the customer embedding."""
-    return (*score_outputs(horizons), EMBEDDING_OUTPUT)
+def value_outputs(horizons: Mapping | None = None) -> tuple[str, ...]:
+    """Names of the customer-value outputs for these horizons: ``("value_90d", "purchases_90d")``."""
+    days = horizons_of(horizons)[VALUE_HORIZON_KEY]
+    return tuple(f"{head}_{days}d" for head in VALUE_HEADS)
+
+
+def sequence_outputs(horizons: Mapping | None = None, value: bool = False) -> tuple[str, ...]:
+    """ONNX outputs of sequence.onnx: one probability per head, the value outputs (``value=True``: a model with
+    the customer-value head), then the customer embedding."""
+    return (*score_outputs(horizons), *(value_outputs(horizons) if value else ()), EMBEDDING_OUTPUT)
+
+
+def value_days_of_outputs(names: Sequence[str]) -> int:
+    """``["value_90d", "purchases_90d"]`` -> 90; ValueError naming the expected form on anything else."""
+    names = list(names)
+    parsed = [_VALUE_OUTPUT.match(str(n)) for n in names]
+    if (len(names) != len(VALUE_HEADS) or not all(parsed) or [m.group(1) for m in parsed] != list(VALUE_HEADS)
+            or len({m.group(2) for m in parsed}) != 1):
+        raise ValueError(f"value outputs {names}: expected {[f'{h}_<days>d' for h in VALUE_HEADS]} in that order, "
+                         f"one horizon (e.g. {list(value_outputs())})")
+    return int(parsed[0].group(2))
+
+
+def is_value_output(name: str) -> bool:
+    """True for ``value_<d>d`` / ``purchases_<d>d`` (the customer-value head's outputs)."""
+    return _VALUE_OUTPUT.match(str(name)) is not None
 
 
 def horizons_of_outputs(names: Sequence[str]) -> dict[str, int]:

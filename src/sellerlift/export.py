@@ -14,7 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sellerlift.constants import DIPN_INPUT, DIPN_OUTPUT, SCORE_OUTPUTS, horizons_of_outputs
+from sellerlift.constants import (
+    DIPN_INPUT,
+    DIPN_OUTPUT,
+    SCORE_OUTPUTS,
+    horizons_of_outputs,
+    is_value_output,
+    value_days_of_outputs,
+    value_outputs,
+)
 from sellerlift.constants import SEQUENCE_INPUTS as INPUT_NAMES
 from sellerlift.constants import SEQUENCE_OUTPUTS as OUTPUT_NAMES
 from sellerlift.models.dipn import DIPNNet
@@ -45,19 +53,30 @@ def example_inputs(batch: int, length: int, n_numeric: int, n_aggregates: int, s
 _exports_in_this_process = 0
 
 
-def _output_names(score_names) -> tuple[str, ...]:
-    """The ONNX output names: the two probabilities (named after the horizons), then the embedding."""
+def _output_names(score_names, value_names=None, net=None) -> tuple[str, ...]:
+    """The ONNX output names: the two probabilities (named after the horizons), the value head's two means
+    (a net with the value head; default names: the churn horizon of ``score_names``), then the embedding."""
     names = tuple(SCORE_OUTPUTS if score_names is None else score_names)
-    horizons_of_outputs(names)  # raises, naming the expected form, on anything else
-    return (*names, OUTPUT_NAMES[-1])
+    horizons = horizons_of_outputs(names)  # raises, naming the expected form, on anything else
+    has_value = net is not None and getattr(net, "value_head", None) is not None
+    if not has_value:
+        if value_names:
+            raise ValueError(f"value_names {list(value_names)} given, but the net has no value head")
+        return (*names, OUTPUT_NAMES[-1])
+    values = tuple(value_outputs(horizons) if value_names is None else value_names)
+    value_days_of_outputs(values)
+    return (*names, *values, OUTPUT_NAMES[-1])
 
 
 def export_sequence_onnx(net: SequenceNet, path: str | Path, n_numeric: int, n_aggregates: int,
-                         score_names: tuple[str, ...] | None = None) -> Path:
+                         score_names: tuple[str, ...] | None = None,
+                         value_names: tuple[str, ...] | None = None) -> Path:
     """Export with dynamic batch and sequence length (written via temp file + rename).
 
     ``score_names``: the probability outputs, e.g. ``("intent_7d", "churn_30d")``
     (:func:`sellerlift.constants.score_outputs` of the run's horizons; default 7 / 90 days).
+    ``value_names``: a net with the value head also exports these two means (default ``value_<churn>d``,
+    ``purchases_<churn>d``: :func:`sellerlift.constants.value_outputs`).
 
     torch 2.13's exporter freezes the sequence length of an ``nn.GRU`` exported
     after any earlier export in the same process (the ONNX file then rejects other
@@ -67,7 +86,7 @@ def export_sequence_onnx(net: SequenceNet, path: str | Path, n_numeric: int, n_a
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = net.eval()
-    names = _output_names(score_names)
+    names = _output_names(score_names, value_names, net)
     if _exports_in_this_process == 0:
         _export(net, path, n_numeric, n_aggregates, names)
     else:
@@ -107,17 +126,26 @@ def _export(net: SequenceNet, path: Path, n_numeric: int, n_aggregates: int,
 
 def check_parity(net: SequenceNet, onnx_path: str | Path, n_numeric: int, n_aggregates: int,
                  shapes=((1, 1), (1, 37), (7, 5), (32, 64), (256, 128)), tol: float = PARITY_TOL) -> float:
-    """Max abs difference of probabilities between PyTorch and onnxruntime; raises if above ``tol``."""
+    """Max difference between PyTorch and onnxruntime of the probabilities (absolute) and of the value head's
+    means (relative to max(1, |value|): they are in currency / counts); raises if above ``tol``."""
     sess = session(onnx_path)
-    score_names = [o.name for o in sess.get_outputs()][:2]  # the file's own names (they follow the horizons)
+    out_names = [o.name for o in sess.get_outputs()]
+    score_names = out_names[:2]  # the file's own names (they follow the horizons)
+    value_names = [n for n in out_names if is_value_output(n)]
+    has_value = getattr(net, "value_head", None) is not None
+    if has_value != bool(value_names):
+        raise ParityError(f"sequence.onnx outputs {out_names} do not match the net (value head: {has_value})")
     wrapper = ExportWrapper(net).eval()
     worst = 0.0
     for i, (b, length) in enumerate(shapes):
         ex = example_inputs(b, length, n_numeric, n_aggregates, seed=100 + i)
         with torch.no_grad():
             ref = wrapper(*(torch.from_numpy(ex[k]) for k in INPUT_NAMES))
-        got = sess.run(score_names, ex)
-        diff = max(float(np.abs(r.numpy() - g).max()) for r, g in zip(ref[:2], got))
+        got = sess.run(score_names + value_names, ex)
+        diff = max(float(np.abs(r.numpy() - g).max()) for r, g in zip(ref[:2], got[:2]))
+        for r, g in zip(ref[2:2 + len(value_names)], got[2:]):
+            r = r.numpy()
+            diff = max(diff, float((np.abs(r - g) / np.maximum(1.0, np.abs(r))).max()))
         worst = max(worst, diff)
         if not diff <= tol:
             raise ParityError(f"ONNX parity failed at batch={b}, length={length}: max |torch - onnx| = {diff:.2e} "

@@ -9,6 +9,11 @@ Rolling cutoffs (:func:`rolling_cutoffs`) put earlier cutoffs at c - H, c - H - 
 stacking them as training rows never lets a label see past the evaluation cutoff.
 :func:`label_counts` and :func:`small_splits` say how many positives each split has and
 which are too few to measure.
+
+:func:`value_labels` gives the customer-value head's targets from the same future window as churn:
+``value_<C>d`` = the spend (sum of purchase amounts) in [c, c + C) and ``purchases_<C>d`` = the number of
+days with a purchase in it (purchases on one day count once, as the customer-base literature and
+:func:`sellerlift.bgnbd.rfm_summary_for_bgnbd` count them).
 """
 
 from __future__ import annotations
@@ -61,6 +66,27 @@ def make_labels(
         "intent": bought_within(intent_days).astype(np.float32),
         "churn": (~bought_within(churn_days)).astype(np.float32),
     })
+
+
+def value_labels(events: pd.DataFrame, cutoff: pd.Timestamp | str, customers: np.ndarray, days: int = 90,
+                 check: bool = True) -> np.ndarray:
+    """float32 [n, 2]: spend and purchase days of ``customers`` (rows in that order) in [cutoff, cutoff + days)."""
+    cutoff = pd.Timestamp(cutoff)
+    if check:
+        check_horizon(events, cutoff, days)
+    ts = events["ts"].to_numpy()
+    window = ((events["event_type"] == "purchase").to_numpy() & (ts >= np.datetime64(cutoff))
+              & (ts < np.datetime64(cutoff + pd.Timedelta(days=days))))
+    pos = pd.Index(customers).get_indexer(events["customer_id"].to_numpy()[window])
+    keep = pos >= 0
+    pos = pos[keep]
+    n = len(customers)
+    amount = events["amount"].to_numpy(np.float64)[window][keep] if "amount" in events else np.zeros(len(pos))
+    spend = np.bincount(pos, weights=np.nan_to_num(amount), minlength=n)
+    day = ts[window][keep].astype("datetime64[D]").astype(np.int64)
+    pairs = np.unique(np.stack([pos, day], axis=1), axis=0) if len(pos) else np.zeros((0, 2), np.int64)
+    purchases = np.bincount(pairs[:, 0], minlength=n)
+    return np.stack([spend, purchases], axis=1).astype(np.float32)
 
 
 def split_customers(customer_ids: np.ndarray, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> np.ndarray:

@@ -5,12 +5,18 @@
     python -m sellerlift.score --bundle @champion --events examples/seller_events.csv \\
         --mapping examples/seller_events.mapping.yaml --out scores.csv
     python -m sellerlift.score ... --budget 5000          # + the discount to offer (bundles with a DIPN)
+    python -m sellerlift.score ... --budget 5000 --weight 1 --max-discount 20 --seller-tiers tiers.json \
+        --tier-budgets '{"gold": 3000, "silver": 2000}'   # the 90-day objective under tiers and caps
 
-Output columns: ``customer_id, seller_id, as_of, intent_<d>d, churn_<d>d, segment, segment_id,
-n_events, cold_start, prior`` (the fields of the server's ``/v1/score``; the two probabilities are named
-after the bundle's horizons, ``intent_7d`` / ``churn_90d`` by default), plus, when the bundle has a
-promotion model, ``conversion_<level>pct`` for every discount level and, with ``--budget``,
-``discount_pct, expected_spend, expected_incremental_profit``.
+Output columns: ``customer_id, seller_id, as_of, intent_<d>d, churn_<d>d`` (named after the bundle's
+horizons, ``intent_7d`` / ``churn_90d`` by default), ``value_<d>d, purchases_<d>d, loyalty`` (bundles with
+the customer-value head), ``segment, segment_id, n_events, cold_start, prior`` (the fields of the server's
+``/v1/score``), plus, when the bundle has a promotion model, ``conversion_<level>pct`` for every discount
+level; with the enduring model also ``retention_<H>d_<level>pct``, ``value_<H>d_<level>pct`` (the fields of
+``/v1/promotions/curves``) and ``action_segment, action_segment_id`` when the bundle has them; with a budget
+(``--budget``, ``--seller-budgets`` or ``--tier-budgets``) ``discount_pct, expected_spend,
+expected_incremental_profit, [expected_enduring_value,] objective`` under the objective weight and the
+constraints of ``/v1/promotions/allocate`` (:mod:`sellerlift.score_allocate`).
 
 How it runs: the server's runtime (:class:`sellerlift.runtime.Runtime`: the bundle's fitted feature
 spec, onnxruntime, segments), no torch. Memory stays bounded on any file size: pass 1
@@ -34,12 +40,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from sellerlift.engine import JobFailed
 from sellerlift.runtime import BundleError, Runtime
 from sellerlift.runtime.bundle import data_mismatch, registered_model_name
+from sellerlift.score_allocate import AllocationOptions, Collected, allocate_and_write, mapping_arg
 from sellerlift.score_parts import (  # noqa: F401 - score_events, _mapped_chunks: this module's names since before
     ScoreError,
     _mapped_chunks,
@@ -123,16 +129,28 @@ def check_data(rt: Runtime, data: str | None, allow_other_data: bool = False, co
 def score_file(bundle: Runtime, events_path: str | Path, out: str | Path, as_of: str | None = None,
                mapping: str | None = None, budget: float | None = None, value_col: str | None = None,
                margin: float | None = None, chunk_rows: int = 1_000_000, partition_rows: int = 2_000_000,
-               chunk_customers: int = 50_000, progress: bool = True, console=None) -> dict:
-    """Score every customer of ``events_path``; see the module docstring. Returns a summary dict."""
+               chunk_customers: int = 50_000, progress: bool = True, console=None,
+               allocation: AllocationOptions | None = None) -> dict:
+    """Score every customer of ``events_path``; see the module docstring. Returns a summary dict.
+
+    ``allocation``: the objective weight and constraints of the budget allocation (``budget`` and ``margin``
+    fill its ``budget`` / ``margin`` when it has none)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = console or Console(stderr=True)
     events_path, out = Path(events_path), Path(out)
-    if budget is not None and bundle.promotion is None:
+    opts = allocation or AllocationOptions()
+    if opts.budget is None:
+        opts.budget = budget
+    if opts.margin is None:
+        opts.margin = margin
+    if opts.wanted and bundle.promotion is None:
         console.print(f"[yellow]--budget ignored:[/] bundle {bundle.bundle_dir} has no promotion model (dipn)")
-        budget = None
+        opts = AllocationOptions()
+    if opts.wanted:
+        opts.check(bundle)
+    budget = opts.budget if opts.wanted else None
     src = _source(events_path, mapping)
     est, k = n_partitions(src, events_path, partition_rows)
     t0 = time.perf_counter()
@@ -159,8 +177,8 @@ def score_file(bundle: Runtime, events_path: str | Path, out: str | Path, as_of:
         # ---- pass 2: score partition by partition, customer chunk by customer chunk
         t1 = time.perf_counter()
         task = bar.add_task(f"score as of {cutoff.date()}", total=one.n_rows)
-        writer = _Writer(out if budget is None else Path(tmp) / "scores.parquet")
-        alloc_p, alloc_v = [], []
+        writer = _Writer(out if not opts.wanted else Path(tmp) / "scores.parquet")
+        collected = Collected(tuple(bundle.levels))
         n_customers = 0
         for j in range(k):
             if k == 1:
@@ -171,9 +189,8 @@ def score_file(bundle: Runtime, events_path: str | Path, out: str | Path, as_of:
                 if ev is None:
                     continue
             for scores, used in score_partition(bundle, ev, cutoff, chunk_customers, one.id_kind, value_col):
-                if budget is not None:
-                    alloc_p.append(scores[[f"conversion_{lvl}pct" for lvl in bundle.levels]].to_numpy(np.float64))
-                    alloc_v.append(scores["_value"].to_numpy(np.float64))
+                if opts.wanted:
+                    collected.add(bundle, scores)
                 writer.write(scores.drop(columns=["_value"], errors="ignore"))
                 n_customers += len(scores)
                 bar.update(task, advance=used)
@@ -182,40 +199,14 @@ def score_file(bundle: Runtime, events_path: str | Path, out: str | Path, as_of:
 
         summary = {"customers": n_customers, "events": one.n_rows, "as_of": str(cutoff.date()), "out": str(out),
                    "partitions": k, "bundle": str(bundle.bundle_dir), "run_id": bundle.run_id}
-        if budget is not None:
+        if opts.wanted:
             t2 = time.perf_counter()
-            summary.update(_allocate_and_write(bundle, writer.path, out, np.concatenate(alloc_p),
-                                               np.concatenate(alloc_v), budget, margin))
+            summary.update(allocate_and_write(bundle, writer.path, out, collected, opts, _Writer))
             timings["allocate_s"] = time.perf_counter() - t2
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     summary["timings"] = {key: round(v, 3) for key, v in timings.items()}
     summary["engine"] = "local"
     return summary
-
-
-def _allocate_and_write(bundle: Runtime, scores_path: Path, out: Path, p: np.ndarray, value: np.ndarray,
-                        budget: float, margin: float | None) -> dict:
-    """Budgeted allocation over every customer (Lagrangian), then the scores with the chosen level."""
-    import pyarrow.parquet as pq
-
-    from sellerlift.runtime import allocate_offers
-
-    m = float(margin if margin is not None else bundle.manifest.get("dipn", {}).get("margin", 0.4))
-    margin_arr = np.full(len(value), m)
-    offers = allocate_offers(p, value, margin_arr, bundle.levels, budget=float(budget))
-    a = offers.allocation
-    writer, pos = _Writer(out), 0
-    for batch in pq.ParquetFile(scores_path).iter_batches(batch_size=100_000):
-        df = batch.to_pandas()
-        sl = slice(pos, pos + len(df))
-        df["discount_pct"] = offers.level_pct[sl]
-        df["expected_spend"] = offers.spend[sl]
-        df["expected_incremental_profit"] = offers.profit[sl]
-        writer.write(df)
-        pos += len(df)
-    writer.close()
-    return {"budget": float(budget), "spend": float(a.spend), "incremental_profit": float(a.profit),
-            "treated": int((a.level_index > 0).sum()), "margin": m}
 
 
 # --------------------------------------------------------------------------- CLI
@@ -239,6 +230,18 @@ def main(argv: list[str] | None = None) -> int:
                                     "default: the day after the last event")
     ap.add_argument("--out", required=True, help="output file: .parquet or .csv")
     ap.add_argument("--budget", type=float, help="discount budget to allocate (bundles with a promotion model)")
+    ap.add_argument("--weight", type=float, default=0.0,
+                    help="objective weight: 0 = the week's profit (default), 1 = the 90-day profit (needs the "
+                         "enduring model); the same as /v1/promotions/allocate")
+    ap.add_argument("--seller-budgets", help="budget per seller: JSON ('{\"s1\": 100}') or a .json/.yaml file")
+    ap.add_argument("--seller-tiers", help="tier of each seller: JSON or a .json/.yaml file")
+    ap.add_argument("--tier-budgets", help="budget per seller tier: JSON or a .json/.yaml file")
+    ap.add_argument("--max-discount", type=float, help="highest discount (percent) any customer may get")
+    ap.add_argument("--segment-max-discount", help="highest discount (percent) per segment (the action segment "
+                                                   "when the bundle has them, else the RFM segment): JSON or a file")
+    ap.add_argument("--max-incentive", type=float, help="most expected incentive (money) per customer")
+    ap.add_argument("--spread-penalty", type=float, default=0.0,
+                    help="penalty per squared unit of a customer's expected incentive (fairness; default 0)")
     ap.add_argument("--value-col", help="column of the events file with the customer's expected order value "
                                         "(default: the observed mean basket)")
     ap.add_argument("--margin", type=float, help="profit margin for the allocation (default: the bundle's)")
@@ -282,8 +285,24 @@ def main(argv: list[str] | None = None) -> int:
         opts = dict(as_of=args.as_of, mapping=args.mapping, budget=args.budget, value_col=args.value_col,
                     margin=args.margin, chunk_rows=args.chunk_rows, partition_rows=args.partition_rows,
                     chunk_customers=args.chunk_customers, progress=not args.no_progress, console=console)
+        alloc = AllocationOptions(
+            budget=args.budget, weight=args.weight, margin=args.margin,
+            seller_budgets=mapping_arg(args.seller_budgets, "--seller-budgets"),
+            seller_tiers=mapping_arg(args.seller_tiers, "--seller-tiers"),
+            tier_budgets=mapping_arg(args.tier_budgets, "--tier-budgets"), max_discount=args.max_discount,
+            segment_max_discount=mapping_arg(args.segment_max_discount, "--segment-max-discount"),
+            max_incentive=args.max_incentive, spread_penalty=args.spread_penalty)
+        extra = [f for f, v in (("--weight", alloc.weight), ("--seller-budgets", alloc.seller_budgets),
+                                ("--seller-tiers", alloc.seller_tiers), ("--tier-budgets", alloc.tier_budgets),
+                                ("--max-discount", alloc.max_discount),
+                                ("--segment-max-discount", alloc.segment_max_discount),
+                                ("--max-incentive", alloc.max_incentive), ("--spread-penalty", alloc.spread_penalty))
+                 if v]
+        if engine_kind != "local" and extra:
+            raise ScoreError(f"{', '.join(extra)}: only with --engine local (the Ray engine allocates a total "
+                             "budget on the week's profit)")
         if engine_kind == "local":
-            s = score_file(bundle, args.events, args.out, **opts)
+            s = score_file(bundle, args.events, args.out, allocation=alloc, **opts)
         else:
             from sellerlift.engine import get_engine
             from sellerlift.engine.scoring import score_file as score_on
@@ -298,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             run = log_job({**s, "job": "score"}, args.tracking_uri)
             console.print(f"[bold]MLflow[/] run {run} (experiment sellerlift-jobs)" if run else
                           "[yellow]--track:[/] mlflow is not installed; nothing logged")
-    except (ScoreError, FileNotFoundError, ValueError) as err:  # SchemaError is a ValueError
+    except (ScoreError, FileNotFoundError, ValueError) as err:  # SchemaError and AllocationError are ValueErrors
         console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except JobFailed as err:  # the job could not finish: nothing was written under --out
@@ -306,9 +325,12 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     console.print(f"[bold]scored[/] {s['customers']:,} customers ({s['events']:,} events) as of {s['as_of']} "
                   f"in {s['seconds']:.1f}s -> {s['out']}")
-    if "budget" in s:
-        console.print(f"[bold]allocation[/] budget {s['budget']:,.2f}: {s['treated']:,} customers get a discount, "
-                      f"expected spend {s['spend']:,.2f}, incremental profit {s['incremental_profit']:,.2f}")
+    if "treated" in s:
+        budget = "no total cap" if s.get("budget") is None else f"budget {s['budget']:,.2f}"
+        end = "" if s.get("enduring_value") is None else f", enduring value {s['enduring_value']:,.2f}"
+        console.print(f"[bold]allocation[/] {budget}, weight {s.get('weight', 0):g}: {s['treated']:,} customers get "
+                      f"a discount, expected spend {s['spend']:,.2f}, incremental profit "
+                      f"{s['incremental_profit']:,.2f}{end}, spread {s.get('spread', 0):,.2f}")
     return 0
 
 

@@ -43,19 +43,30 @@ def score_events(rt: Runtime, events: pd.DataFrame, as_of: pd.Timestamp,
     last_seller = (events.loc[before, ["customer_id", "seller_id"]].groupby("customer_id", sort=False)["seller_id"]
                    .last())
     out = pd.DataFrame({"customer_id": customers, "seller_id": last_seller.reindex(customers).to_numpy(),
-                        "as_of": as_of, **{k: scores[k] for k in rt.outputs}})
+                        "as_of": as_of, **{k: scores[k] for k in (*rt.outputs, *rt.value_outputs)}})
+    loyalty = rt.loyalty(scores)
+    if loyalty is not None:
+        out["loyalty"] = loyalty
     seg = rt.assign_segments(feats)
     out["segment"], out["segment_id"] = (seg[1], seg[0].astype(np.int64)) if seg is not None else (None, -1)
     out["n_events"] = n_events.astype(np.int64)
     out["cold_start"] = n_events == 0
     out["prior"] = scores["prior"]
     if rt.promotion is not None:
-        from sellerlift.promotion_features import order_value
-
         curve = rt.curves(feats, scores)
         for j, lvl in enumerate(rt.levels):
             out[f"conversion_{lvl}pct"] = curve[:, j]
-        out["_value"] = order_value(feats, float(rt.manifest.get("dipn", {}).get("value_fallback", 0.0)))
+        if rt.enduring is not None:
+            end = rt.enduring_response(feats, scores)
+            h = rt.enduring.horizon_days
+            for j, lvl in enumerate(rt.levels):
+                out[f"retention_{h}d_{lvl}pct"] = end["retention"][:, j]
+            for j, lvl in enumerate(rt.levels):
+                out[f"value_{h}d_{lvl}pct"] = end["revenue"][:, j]
+            act = rt.assign_action_segments(feats, scores, curve, end)
+            if act is not None:
+                out["action_segment"], out["action_segment_id"] = act[1], act[0].astype(np.int64)
+        out["_value"] = rt.basket(feats)
     return out
 
 

@@ -101,6 +101,18 @@ def dipn_signature(n_inputs: int, n_levels: int):
                           outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_levels), "curve")]))
 
 
+def enduring_signature(n_inputs: int, n_levels: int):
+    """enduring.onnx's MLflow signature: ``features`` [batch, n_inputs] -> ``conversion``, ``retention``,
+    ``revenue`` [batch, n_levels] each."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_inputs), "features")]),
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_levels), name)
+                                          for name in ("conversion", "retention", "revenue")]))
+
+
 def describe_registered(client, name: str, version: str | None, model_description: str,
                         version_description: str | None = None) -> None:
     """Descriptions of a registered model (what it is) and of one of its versions (this run)."""

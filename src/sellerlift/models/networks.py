@@ -86,10 +86,15 @@ class SequenceNet(nn.Module):
 
     ``wide=True`` adds a linear path from the aggregates straight to the logits (wide & deep):
     the network then contains logistic regression on the aggregates as a special case.
+
+    ``value=True`` adds the customer-value head: from the same trunk, the log of the expected spend and of
+    the expected purchase days over the churn horizon, in units of ``value_scale`` (a buffer the training
+    stage sets to the training customers' means, so the head starts near 0 and the losses are O(1)).
+    :meth:`value` gives these log-means; the ONNX file exports ``value_scale * exp(log-mean)``.
     """
 
     def __init__(self, encoder: nn.Module, d_model: int = 64, head_hidden: int = 64, dropout: float = 0.1,
-                 n_aggregates: int = len(AGGREGATES), wide: bool = False):
+                 n_aggregates: int = len(AGGREGATES), wide: bool = False, value: bool = False):
         super().__init__()
         self.embed = EventEmbedding(d_model)
         self.encoder = encoder
@@ -100,6 +105,14 @@ class SequenceNet(nn.Module):
         self.heads = nn.Linear(head_hidden, 2)
         self.wide = nn.Linear(n_aggregates, 2) if wide else None
         self.embedding_dim = head_hidden
+        self.value_head = nn.Linear(head_hidden, 2) if value else None
+        if value:
+            nn.init.zeros_(self.value_head.bias)  # exp(0) x scale: the training mean, from the first step
+            self.register_buffer("value_scale", torch.ones(2))
+
+    @property
+    def has_value(self) -> bool:
+        return self.value_head is not None
 
     def forward(self, event_type, numeric, length, aggregates) -> tuple[torch.Tensor, torch.Tensor]:
         seq = self.encoder(self.embed(event_type, numeric), numeric, length)
@@ -109,9 +122,20 @@ class SequenceNet(nn.Module):
             logits = logits + self.wide(aggregates)
         return logits, z
 
+    def value(self, z: torch.Tensor) -> torch.Tensor:
+        """[B, 2] log expected (spend, purchase days) in units of ``value_scale``, from the embedding ``z``."""
+        if self.value_head is None:
+            raise RuntimeError("this SequenceNet has no value head (value=false)")
+        return self.value_head(z).clamp(-30.0, 30.0)
+
+    def set_value_scale(self, means) -> None:
+        """The units the value head predicts in: the training customers' mean spend and purchase days (> 0)."""
+        t = torch.as_tensor([max(float(m), 1e-6) for m in means], dtype=self.value_scale.dtype)
+        self.value_scale.copy_(t)
+
 
 class ExportWrapper(nn.Module):
-    """What the ONNX file computes: probabilities, not logits."""
+    """What the ONNX file computes: probabilities (not logits), the value head's means (if any), the embedding."""
 
     def __init__(self, net: SequenceNet):
         super().__init__()
@@ -120,4 +144,7 @@ class ExportWrapper(nn.Module):
     def forward(self, event_type, numeric, length, aggregates):
         logits, embedding = self.net(event_type, numeric, length, aggregates)
         probs = torch.sigmoid(logits)
-        return probs[:, 0], probs[:, 1], embedding
+        if self.net.value_head is None:
+            return probs[:, 0], probs[:, 1], embedding
+        means = torch.exp(self.net.value(embedding)) * self.net.value_scale
+        return probs[:, 0], probs[:, 1], means[:, 0], means[:, 1], embedding

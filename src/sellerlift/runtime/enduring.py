@@ -1,4 +1,12 @@
-"""enduring.onnx: the direct and enduring response per level (conversion, 90-day retention, 90-day revenue)."""
+"""enduring.onnx: the direct and enduring response per level (conversion, 90-day retention, 90-day revenue),
+the retention-aware objective built on it, and the inputs of the action segments.
+
+:meth:`sellerlift.runtime.Runtime.load` builds :class:`EnduringModel` from the verified bytes of
+``enduring.onnx`` and the manifest's ``enduring`` section; :func:`enduring_value` is the value of each
+level beyond the week that the allocation weighs (``weight``: 0 = the week's profit, 1 = the whole
+90-day profit); :func:`action_inputs` are the features the action segments were fitted on
+(:func:`sellerlift.action_segments.action_features`, computed as ``stages.action_segments`` does).
+"""
 
 from __future__ import annotations
 
@@ -26,30 +34,60 @@ class EnduringModel:
         self.uses_sequence_outputs = bool(info.get("uses_sequence_outputs", False))
         self.revenue_scale = float(info.get("revenue_scale", 1.0))
         self.horizon_days = int(info.get("horizon_days", 90))
+        if not (np.isfinite(self.revenue_scale) and self.revenue_scale > 0) or self.horizon_days < 1:
+            raise BundleError(f"enduring: revenue_scale {self.revenue_scale} / horizon_days {self.horizon_days}: "
+                              "expected a positive scale and a horizon of >= 1 day")
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path, info: dict, threads: int = 1) -> EnduringModel:
+        """From the file on disk (unverified: :meth:`Runtime.load` uses the verified bytes instead)."""
         return cls(session(Path(bundle_dir) / "enduring.onnx", threads), info)
 
     def predict(self, feats, scores: dict | None) -> dict[str, np.ndarray]:
         """{conversion, retention, revenue} [n, K] float64; revenue (before discount) in currency."""
         x = np.ascontiguousarray(self._inputs(feats, scores if self.uses_sequence_outputs else None), np.float32)
-        out = dict(zip(OUTPUTS, (v.astype(np.float64) for v in self.sess.run(list(OUTPUTS), {DIPN_INPUT: x}))))
+        n = len(x)
+        parts = [self.sess.run(list(OUTPUTS), {DIPN_INPUT: x[s:s + 8192]}) for s in range(0, max(n, 1), 8192)]
+        out = {name: np.concatenate([p[j] for p in parts]).astype(np.float64) for j, name in enumerate(OUTPUTS)}
         out["revenue"] = out["revenue"] * self.revenue_scale
+        if not all(np.isfinite(v).all() for v in out.values()):
+            raise RuntimeError("enduring model returned non-finite values")
         return out
+
+
+def enduring_value(curves: np.ndarray, enduring: dict, basket, margin) -> np.ndarray:
+    """[n, K] the margin on the extra 90-day revenue of each level *beyond* the week's extra purchases:
+    ``margin * ((R_k - R_0) - basket * (p_k - p_0))``; exactly 0 at level 0. ``basket`` [n], ``margin``
+    a number or [n]."""
+    p, b = np.asarray(curves, dtype=np.float64), np.asarray(basket, dtype=np.float64)[:, None]
+    m = np.asarray(margin, dtype=np.float64)
+    m = m[:, None] if m.ndim else m
+    rev = enduring["revenue"]
+    return m * ((rev - rev[:, :1]) - b * (p - p[:, :1]))
 
 
 def retention_aware_objective(curves: np.ndarray, enduring: dict, basket: np.ndarray, margin: float, levels,
                               weight: float) -> tuple[np.ndarray, np.ndarray]:
     """(objective, expected spend) [n, K]: the week's incremental profit + ``weight`` x the enduring value.
 
-    The enduring value of a level is the margin on the extra 90-day revenue *beyond* the week's extra purchases
-    (``margin * ((R_k - R_0) - basket * (p_k - p_0))``); with weight 1 the objective is the whole 90-day
+    The enduring value of a level is :func:`enduring_value`; with weight 1 the objective is the whole 90-day
     incremental profit, with weight 0 exactly the week's (today's allocation).
     """
     d = np.asarray(levels, dtype=np.float64)[None, :] / 100.0
     p, b = np.asarray(curves, dtype=np.float64), np.asarray(basket, dtype=np.float64)[:, None]
     direct = b * (p * (margin - d) - p[:, :1] * margin)
-    rev = enduring["revenue"]
-    beyond = margin * ((rev - rev[:, :1]) - b * (p - p[:, :1]))
-    return direct + float(weight) * beyond, b * p * d
+    return direct + float(weight) * enduring_value(p, enduring, basket, margin), b * p * d
+
+
+def action_inputs(feats, curves: np.ndarray, enduring: dict, basket: np.ndarray, margin: float,
+                  levels) -> np.ndarray:
+    """The action segments' features of each customer, as ``stages.action_segments`` computes them: raw RFM,
+    the curve (clipped to [0, 1]), the enduring model's 90-day revenue with no offer and the incremental
+    90-day profit of the top level (margin on the extra revenue minus the expected coupon)."""
+    from sellerlift.action_segments import action_features
+
+    d = np.asarray(levels, dtype=np.float64) / 100.0
+    rev, conv = enduring["revenue"], enduring["conversion"]
+    top = margin * (rev[:, -1] - rev[:, 0]) - conv[:, -1] * d[-1] * np.asarray(basket, dtype=np.float64)
+    rfm = feats.raw_columns(["recency_days", "frequency", "monetary", "tenure_days"])
+    return action_features(rfm, np.clip(curves, 0.0, 1.0), rev[:, 0], top)

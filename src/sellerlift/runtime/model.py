@@ -1,10 +1,14 @@
-"""One verified bundle, loaded once: features -> sequence scores, promotion curves, segments (no torch).
+"""One verified bundle, loaded once: features -> sequence scores (and customer value, loyalty), promotion curves,
+the enduring response, segments and action segments (no torch).
 
 The server, the batch scorer, the training stages that need sequence scores and the
-tests all run the ONNX models through :class:`SequenceModel` / :class:`PromotionModel`,
-which a :class:`Runtime` holds for a bundle. Customers are scored in length-sorted
-batches, each trimmed to its longest history, so memory is bounded by the batch and
-the model runs over real events instead of padding.
+tests all run the ONNX models through :class:`SequenceModel` / :class:`PromotionModel` /
+:class:`~sellerlift.runtime.enduring.EnduringModel`, which a :class:`Runtime` holds for a
+bundle. Every file is loaded from the bytes the manifest's sha256 was checked on
+(:func:`~sellerlift.runtime.bundle.read_verified`); what a bundle lacks (older bundles: no
+value head, no enduring model, no action segments) is None and is simply not served.
+Customers are scored in length-sorted batches, each trimmed to its longest history, so
+memory is bounded by the batch and the model runs over real events instead of padding.
 """
 
 from __future__ import annotations
@@ -19,122 +23,16 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
-from sellerlift.constants import (
-    DIPN_INPUT,
-    DIPN_OUTPUT,
-    EMBEDDING_OUTPUT,
-    HEADS,
-    SCORE_OUTPUTS,
-    SEQUENCE_INPUTS,
-    horizons_of,
-    horizons_of_outputs,
-    score_outputs,
-)
 from sellerlift.features import FeatureSpec, SequenceFeatures, build_features, build_features_from_arrays
 from sellerlift.runtime.bundle import BundleError, read_verified
+from sellerlift.runtime.enduring import EnduringModel, action_inputs
+from sellerlift.runtime.loyalty import DEFINITION as LOYALTY_DEFINITION
+from sellerlift.runtime.loyalty import ValueInfo, loyalty_score
+from sellerlift.runtime.models import BATCH, EventBatch, PromotionModel, SequenceModel  # noqa: F401 (re-exported)
 from sellerlift.runtime.onnx import session
 from sellerlift.schema import DISCOUNT_LEVELS, EVENT_TYPES
 
 log = logging.getLogger("sellerlift.runtime")
-BATCH = 1024  # customers per model call: as fast as 4096, and onnxruntime's arena keeps ~350 MiB less
-
-
-@dataclass(frozen=True)
-class EventBatch:
-    """A request's events as flat arrays (one row per event) plus per-customer as-of times."""
-
-    n: int  # customers
-    cust: np.ndarray  # [E] int64: position of the event's customer in the request
-    ts: np.ndarray  # [E] datetime64[us], naive UTC
-    type_code: np.ndarray  # [E] int8: index into EVENT_TYPES
-    amount: np.ndarray  # [E] float64
-    as_of: np.ndarray  # [n] datetime64[us], naive UTC
-
-    def events_used(self) -> np.ndarray:
-        """Events per customer that the features see (strictly before its as-of)."""
-        return np.bincount(self.cust[self.ts < self.as_of[self.cust]], minlength=self.n)
-
-
-class SequenceModel:
-    """sequence.onnx: features -> one probability per head, length-sorted and batched.
-
-    The probability outputs are named after the horizons the model was trained for
-    (``intent_7d``, ``churn_30d``, ...); ``outputs`` lists the file's names in head order and
-    ``horizons`` the horizons they encode. ``horizons`` given (a manifest's) must agree with them.
-    """
-
-    def __init__(self, sess, batch: int = BATCH, horizons: dict | None = None):
-        names_in = [i.name for i in sess.get_inputs()]
-        names_out = [o.name for o in sess.get_outputs()]
-        scores = [n for n in names_out if n != EMBEDDING_OUTPUT]
-        try:
-            found = horizons_of_outputs(scores)
-        except ValueError as err:
-            found = None
-            why = str(err)
-        if names_in != list(SEQUENCE_INPUTS) or found is None:
-            raise BundleError(f"sequence.onnx has inputs {names_in} / outputs {names_out}; expected "
-                              f"{list(SEQUENCE_INPUTS)} -> {list(SCORE_OUTPUTS)} (one intent_<days>d and one "
-                              f"churn_<days>d output, named after the horizons)"
-                              + ("" if found is not None else f": {why}"))
-        if horizons is not None and horizons_of(horizons) != found:
-            raise BundleError(f"sequence.onnx outputs {scores} encode horizons {found}, but the manifest records "
-                              f"horizons {dict(horizons)}; expected outputs {list(score_outputs(horizons))}")
-        self.outputs: list[str] = scores
-        self.heads: dict[str, str] = dict(zip(HEADS, scores))  # head -> output name
-        self.horizons: dict[str, int] = found
-        self.sess, self.batch = sess, int(batch)
-
-    @classmethod
-    def from_file(cls, path: str | Path, threads: int = 1) -> SequenceModel:
-        return cls(session(path, threads))
-
-    def probabilities(self, feats: SequenceFeatures) -> np.ndarray:
-        """float64 [n, 2]: the heads' probabilities in head order (intent, churn), whatever their names."""
-        out = self.predict(feats)
-        return np.stack([out[name] for name in self.outputs], axis=1).astype(np.float64)
-
-    def predict(self, feats: SequenceFeatures) -> dict[str, np.ndarray]:
-        """``{output name: float32 [n]}`` for every customer of ``feats``, in its order."""
-        n = len(feats.length)
-        out = {name: np.empty(n, np.float32) for name in self.outputs}
-        order = np.argsort(feats.length, kind="stable")
-        for s in range(0, n, self.batch):
-            rows = order[s:s + self.batch]
-            width = max(int(feats.length[rows].max(initial=0)), 1)
-            res = self.sess.run(self.outputs, {
-                "event_type": feats.event_type[rows, :width], "numeric": feats.numeric[rows, :width],
-                "length": feats.length[rows], "aggregates": feats.aggregates[rows]})
-            for name, r in zip(self.outputs, res):
-                out[name][rows] = r.reshape(-1)
-        return out
-
-
-class PromotionModel:
-    """dipn.onnx: DIPN inputs (aggregates, optionally the sequence scores) -> conversion at each level."""
-
-    def __init__(self, sess, uses_sequence_outputs: bool, levels: tuple[int, ...], input_names=None):
-        from sellerlift.promotion_features import dipn_inputs
-
-        if [i.name for i in sess.get_inputs()] != [DIPN_INPUT] or DIPN_OUTPUT not in [o.name for o in
-                                                                                     sess.get_outputs()]:
-            raise BundleError(f"dipn.onnx must map '{DIPN_INPUT}' -> '{DIPN_OUTPUT}'")
-        width = sess.get_inputs()[0].shape[-1]
-        if isinstance(width, int) and input_names is not None and len(input_names) != width:
-            raise BundleError(f"the manifest lists {len(input_names)} DIPN inputs but dipn.onnx takes {width}")
-        self.sess, self.uses_sequence_outputs, self.levels = sess, bool(uses_sequence_outputs), tuple(levels)
-        self._inputs = dipn_inputs
-
-    def curves(self, feats: SequenceFeatures, scores: dict[str, np.ndarray] | None) -> np.ndarray:
-        """P(purchase) at each discount level, [n, K] float32, monotone in the level."""
-        x = np.ascontiguousarray(self._inputs(feats, scores if self.uses_sequence_outputs else None), np.float32)
-        n = len(feats.length)
-        parts = [self.sess.run([DIPN_OUTPUT], {DIPN_INPUT: x[s:s + BATCH * 8]})[0] for s in range(0, n, BATCH * 8)]
-        curve = np.concatenate(parts) if parts else np.zeros((0, len(self.levels)), np.float32)
-        if curve.shape != (n, len(self.levels)) or not np.isfinite(curve).all():
-            raise RuntimeError(f"promotion model returned shape {curve.shape} / non-finite values; expected "
-                               f"({n}, {len(self.levels)}) probabilities")
-        return curve
 
 
 @dataclass(frozen=True)
@@ -152,6 +50,9 @@ class Runtime:
     segments: object | None  # sellerlift.segment.SegmentModel
     levels: tuple[int, ...]
     prior: dict | None  # cold-start prior: {output name: probability}, from the manifest
+    value: ValueInfo | None = None  # the customer-value head (outputs, prior, loyalty reference), if any
+    enduring: EnduringModel | None = None  # enduring.onnx: conversion, retention, revenue per level
+    action_segments: object | None = None  # sellerlift.action_segments.ActionSegmentModel
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -167,6 +68,25 @@ class Runtime:
     def outputs(self) -> tuple[str, ...]:
         """Names of the probability outputs (``score()`` keys, scorer columns), in head order."""
         return tuple(self.sequence.outputs)
+
+    @property
+    def value_outputs(self) -> tuple[str, ...]:
+        """Names of the customer-value outputs (``value_90d``, ``purchases_90d``); () for a bundle without them."""
+        return tuple(self.sequence.value_outputs)
+
+    @property
+    def has_loyalty(self) -> bool:
+        return self.value is not None and self.value.reference is not None
+
+    @property
+    def margin(self) -> float:
+        """The margin the bundle's promotion models were trained and evaluated with (``dipn.margin``, else 0.4)."""
+        return float((self.manifest.get("dipn") or {}).get("margin", 0.4))
+
+    @property
+    def value_fallback(self) -> float:
+        """Order value of a customer without purchases (``dipn.value_fallback``)."""
+        return float((self.manifest.get("dipn") or {}).get("value_fallback", 0.0))
 
     @property
     def horizons(self) -> dict[str, int]:
@@ -212,14 +132,19 @@ class Runtime:
             info = manifest.get("dipn") or {}
             promotion = PromotionModel(_load_session(bundle_dir, "dipn", blobs, threads),
                                        bool(info.get("uses_sequence_outputs", False)), levels, info.get("inputs"))
+        enduring = _enduring(bundle_dir, manifest, blobs, threads, promotion, levels)
+        action = _action_segments(bundle_dir, blobs, promotion, enduring)
         rt = cls(bundle_dir=bundle_dir, source=source, manifest=MappingProxyType(manifest),
                  manifest_sha256=vb.manifest_sha256, signed=vb.signed, spec=spec, sequence=sequence,
                  promotion=promotion, segments=segments, levels=levels,
-                 prior=_prior(bundle_dir, manifest.get("cold_start"), sequence.outputs))
+                 prior=_prior(bundle_dir, manifest.get("cold_start"), sequence.outputs),
+                 value=ValueInfo.from_manifest(bundle_dir, manifest.get("value"), sequence.value_outputs),
+                 enduring=enduring, action_segments=action)
         if warm:
             rt.warm_up()
-        log.info("loaded bundle %s (version %s, run %s, %s) in %.2fs; promotion model: %s", bundle_dir, rt.version,
-                 rt.run_id, source, time.perf_counter() - t0, "yes" if promotion else "no")
+        log.info("loaded bundle %s (version %s, run %s, %s) in %.2fs; promotion model: %s, enduring: %s, value head: "
+                 "%s, action segments: %s", bundle_dir, rt.version, rt.run_id, source, time.perf_counter() - t0,
+                 *("yes" if x is not None else "no" for x in (promotion, enduring, rt.value, action)))
         return rt
 
     def warm_up(self) -> None:
@@ -233,8 +158,11 @@ class Runtime:
             feats = self.features(batch)
             scores = self.score(feats)
             self.assign_segments(feats)
+            self.loyalty(scores)
             if self.promotion is not None:
-                self.curves(feats, scores)
+                curves = self.curves(feats, scores)
+                if self.enduring is not None:
+                    self.assign_action_segments(feats, scores, curves, self.enduring_response(feats, scores))
         except Exception as err:
             raise BundleError(f"{self.bundle_dir}: warm-up inference failed ({type(err).__name__}: {err})") from None
 
@@ -264,18 +192,55 @@ class Runtime:
 
     # ---------------------------------------------------------- models
     def score(self, feats: SequenceFeatures) -> dict[str, np.ndarray]:
-        """``{<outputs>}`` float32 [n] (e.g. ``intent_7d``, ``churn_90d``: named after the bundle's horizons, see
-        :attr:`outputs`), plus ``prior`` (bool [n]): customers with no history get the bundle's calibrated
-        cold-start prior instead of the model's output on an empty sequence."""
+        """``{<outputs>, <value outputs>}`` float32 [n] (e.g. ``intent_7d``, ``churn_90d``, ``value_90d``,
+        ``purchases_90d``: named after the bundle's horizons, see :attr:`outputs` / :attr:`value_outputs`), plus
+        ``prior`` (bool [n]): customers with no history get the bundle's calibrated cold-start prior (of the
+        value outputs too, when the manifest has one) instead of the model's output on an empty sequence."""
         out = self.sequence.predict(feats)
         prior = feats.length == 0
         if self.prior is not None and prior.any():
-            for name, p in self.prior.items():
+            for name, p in {**self.prior, **((self.value.prior or {}) if self.value is not None else {})}.items():
                 out[name][prior] = np.float32(p)
         else:
             prior = np.zeros(len(prior), bool)
         out["prior"] = prior
         return out
+
+    def loyalty(self, scores: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The loyalty score (0-1, :mod:`sellerlift.runtime.loyalty`) of each scored customer; None when the bundle
+        has no value head with a reference distribution."""
+        if not self.has_loyalty:
+            return None
+        return loyalty_score(scores[self.sequence.heads["churn"]], scores[self.value.spend], self.value.reference)
+
+    def enduring_response(self, feats: SequenceFeatures, scores: dict | None = None) -> dict[str, np.ndarray] | None:
+        """{conversion, retention, revenue} [n, K] of the enduring model (None without enduring.onnx)."""
+        if self.enduring is None:
+            return None
+        if scores is None and self.enduring.uses_sequence_outputs:
+            scores = self.score(feats)
+        return self.enduring.predict(feats, scores)
+
+    def basket(self, feats: SequenceFeatures) -> np.ndarray:
+        """Expected order value per customer for the promotion models: the observed mean basket, else the bundle's
+        fallback (:func:`sellerlift.promotion_features.order_value`)."""
+        from sellerlift.promotion_features import order_value
+
+        return order_value(feats, self.value_fallback)
+
+    def assign_action_segments(self, feats: SequenceFeatures, scores=None, curves=None,
+                               enduring=None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(action segment index, name) per customer from RFM + the curves + the enduring response, or None when the
+        bundle has no action segments (``curves`` / ``enduring`` are computed when not given)."""
+        if self.action_segments is None:
+            return None
+        if scores is None:
+            scores = self.score(feats)
+        curves = self.curves(feats, scores) if curves is None else curves
+        enduring = self.enduring_response(feats, scores) if enduring is None else enduring
+        X = action_inputs(feats, curves, enduring, self.basket(feats), self.margin, self.levels)
+        idx = self.action_segments.assign(X)
+        return idx, np.asarray(self.action_segments.names, dtype=object)[idx]
 
     def assign_segments(self, feats: SequenceFeatures) -> tuple[np.ndarray, np.ndarray] | None:
         """(segment index, segment name) per customer, or None when the bundle has no segments."""
@@ -315,7 +280,13 @@ class Runtime:
             "max_events_used": int(self.spec.max_len),
             "segments": list(self.segments.names) if self.segments is not None else None,
             "promotion_model": self.promotion is not None,
-            "cold_start_prior": dict(self.prior) if self.prior is not None else None,
+            "cold_start_prior": {**(self.prior or {}), **((self.value.prior or {}) if self.value else {})} or None,
+            "value_outputs": list(self.value_outputs),
+            "loyalty": LOYALTY_DEFINITION if self.has_loyalty else None,
+            "enduring_model": ({"horizon_days": self.enduring.horizon_days, "outputs": ["conversion", "retention",
+                                                                                      "revenue"]}
+                               if self.enduring is not None else None),
+            "action_segments": list(self.action_segments.names) if self.action_segments is not None else None,
         }
 
 
@@ -328,6 +299,46 @@ def _prior(bundle_dir: Path, prior: dict | None, outputs: list[str]) -> dict[str
         raise BundleError(f"{bundle_dir}: the manifest's cold_start prior has no {missing}; expected one rate per "
                           f"output {outputs}")
     return {k: float(prior[k]) for k in outputs}
+
+
+def _enduring(bundle_dir: Path, manifest: dict, blobs: dict, threads: int, promotion, levels) -> EnduringModel | None:
+    """enduring.onnx from its verified bytes, with the manifest's ``enduring`` section; None when absent."""
+    if "enduring" not in blobs:
+        return None
+    info = manifest.get("enduring")
+    if not isinstance(info, dict):
+        raise BundleError(f"{bundle_dir}: enduring.onnx is listed but the manifest has no 'enduring' section "
+                          "(revenue_scale, horizon_days, uses_sequence_outputs)")
+    if promotion is None:
+        raise BundleError(f"{bundle_dir}: enduring.onnx needs dipn.onnx in the same bundle (its conversion curve)")
+    model = EnduringModel(_load_session(bundle_dir, "enduring", blobs, threads), info)
+    width = model.sess.get_outputs()[0].shape[-1]
+    if isinstance(width, int) and width != len(levels):
+        raise BundleError(f"{bundle_dir}: enduring.onnx gives {width} levels, the bundle has {len(levels)}")
+    return model
+
+
+def _action_segments(bundle_dir: Path, blobs: dict, promotion, enduring):
+    """action_segments.json from its verified bytes (an ActionSegmentModel, checked); None when absent."""
+    if "action_segments" not in blobs:
+        return None
+    from sellerlift.action_segments import FEATURES, ActionSegmentModel
+
+    if promotion is None or enduring is None:
+        raise BundleError(f"{bundle_dir}: action_segments.json needs dipn.onnx and enduring.onnx (its features are "
+                          "the curves and the enduring response)")
+    try:
+        m = ActionSegmentModel.from_json(json.loads(blobs["action_segments"]))
+        C = np.asarray(m.centroids, dtype=np.float64)
+        ok = (list(m.feature_names) == list(FEATURES) and C.shape == (m.k, len(FEATURES)) and len(m.names) == m.k
+              and len(m.mean) == len(m.scale) == len(FEATURES) and np.isfinite(C).all()
+              and min(m.scale) > 0)
+    except (ValueError, TypeError, KeyError) as err:
+        raise BundleError(f"{bundle_dir}: action_segments.json is not a valid ActionSegmentModel ({err})") from None
+    if not ok:
+        raise BundleError(f"{bundle_dir}: action_segments.json does not match this package's action features "
+                          f"{list(FEATURES)} (k centroids of that width, k names, positive scales)")
+    return m
 
 
 def _load_session(bundle_dir: Path, name: str, blobs: dict[str, bytes], threads: int):

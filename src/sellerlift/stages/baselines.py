@@ -10,7 +10,9 @@ baselines vs the simulator's ceiling, every test metric with its bootstrap
 interval), a paired bootstrap of "sequence minus best baseline", calibration by
 score band and ROC plots of all models. Baseline metrics never enter the bundle's
 manifest: the bundle describes the exported model. With ``data.rolling`` the
-baselines train on the same extra rows as the sequence model.
+baselines train on the same extra rows as the sequence model. The customer-value
+baselines (``baselines.value_models``: BG/NBD + Gamma-Gamma) are compared with the
+sequence model's value head in :mod:`sellerlift.stages.value_baselines`.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def baseline_data(ctx: RunContext) -> bl.BaselineData:
 def train_baselines(ctx: RunContext) -> dict[str, bl.BaselineResult]:
     bcfg = ctx.cfg.get("baselines") or {}
     models_cfg = {k: v for k, v in (bcfg.get("models") or {}).items() if v is not None}
-    if not models_cfg and not bcfg.get("predictions_dir"):
+    value_cfg = {k: v for k, v in (bcfg.get("value_models") or {}).items() if v is not None}
+    if not models_cfg and not value_cfg and not bcfg.get("predictions_dir"):
         return {}
     top_fraction = float(bcfg.get("top_fraction", 0.2))
     t0 = time.perf_counter()
@@ -76,6 +79,10 @@ def train_baselines(ctx: RunContext) -> dict[str, bl.BaselineResult]:
         res.metrics.update(evaluation_intervals(ctx, data.targets[test], res.test_probs, "test/"))
         results[name] = res
         _log_child_run(ctx, name, mcfg, res, commit)
+    if value_cfg:
+        from sellerlift.stages.value_baselines import train_value_baselines
+
+        train_value_baselines(ctx, data, commit)
 
     probs = {name: r.test_probs for name, r in results.items()}
     seq_name, seq_probs = _sequence_test_probs(ctx, test)
@@ -117,7 +124,7 @@ def _log_child_run(ctx: RunContext, name: str, mcfg, res: bl.BaselineResult, com
         from sellerlift.pipeline import data_profile
 
         tracking.log_dataset(ctx.client, run_id, ctx.tables.name, ctx.tables.fingerprint,
-                             _data_source(ctx), data_profile(ctx))
+                             ctx.data_source, data_profile(ctx))
         metrics = {**res.metrics, "timing/fit_s": res.fit_s}
         if hasattr(res.model, "fitted_params"):
             metrics.update({f"fitted/{k}": v for k, v in res.model.fitted_params().items()})
@@ -130,10 +137,6 @@ def _log_child_run(ctx: RunContext, name: str, mcfg, res: bl.BaselineResult, com
 
 
 # --------------------------------------------------------------------------- comparison
-
-
-def _data_source(ctx: RunContext):
-    return OmegaConf.select(ctx.cfg, "data.source.path", default=None) or ctx.tables.world
 
 
 def _sequence_test_probs(ctx: RunContext, test: np.ndarray, rows: np.ndarray | None = None

@@ -65,6 +65,13 @@ class RunContext:
     def client(self):
         return self.logger.experiment if self.logger is not None else None
 
+    @property
+    def data_source(self) -> str:
+        """Where the run's data came from (the file, or the simulator world), for MLflow dataset inputs."""
+        from omegaconf import OmegaConf
+
+        return OmegaConf.select(self.cfg, "data.source.path", default=None) or self.tables.world
+
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         if self.client is not None:
             tracking.log_metrics(self.client, self.run_id, metrics, step)

@@ -216,9 +216,10 @@ def _log_run(ctx: RunContext, pcfg: DictConfig, run_id: str, metrics: dict, fit_
     tracking.log_metrics(ctx.client, run_id, metrics, history={"val/loss": fit_report["val_loss_history"]})
     for name, table in tables.items():
         tracking.log_table(ctx.client, run_id, table, name)
-    if pcfg.register:
-        tracking.register_onnx(ctx.cfg.logger.tracking_uri, run_id, onnx_path, pcfg.registered_model,
-                               artifact_name="dipn_onnx_model")
+    if pcfg.register:  # per data set (sellerlift-dipn-<data>), with a signature and descriptions
+        from sellerlift.stages.registry import register_dipn
+
+        register_dipn(ctx, run_id, onnx_path, pcfg.registered_model, metrics)
 
 
 def _log_plots(client, run_id, curves, held_out: HeldOut, alloc, policy, val: Offers) -> None:

@@ -6,7 +6,10 @@ like every baseline's, each with a bootstrap interval (``evaluation.*``); Lightn
 torchmetrics give the validation numbers during training (what early stopping, sweeps
 and the champion check select on). The ONNX outputs are named after the horizons
 (``intent_<d>d``, ``churn_<d>d``). With ``pretrain=coles`` (:mod:`sellerlift.models.coles`)
-the encoder is first pre-trained self-supervised on every customer's history.
+the encoder is first pre-trained self-supervised on every customer's history. A net with the
+customer-value head (``model.module.net.value=true``, the default) is trained on the spend and
+purchase days after the cutoff too and exports ``value_<d>d`` / ``purchases_<d>d``
+(:mod:`sellerlift.stages.value`: targets, metrics, the manifest's ``value`` section).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from sellerlift import export, metrics, plots, reliability
-from sellerlift.constants import HEADS, head_description, score_outputs, truth_columns
+from sellerlift.constants import HEADS, head_description, score_outputs, truth_columns, value_outputs
 from sellerlift.features import AGGREGATES, EVENT_NUMERIC
 from sellerlift.stages.context import RunContext, is_global_zero
 
@@ -40,8 +43,15 @@ def evaluation_intervals(ctx: RunContext, targets: np.ndarray, probs: np.ndarray
 def train_sequence(ctx: RunContext) -> None:
     cfg, prep = ctx.cfg, ctx.prep
     feats, targets, split = prep.training_rows()  # + earlier cutoffs' rows (data.rolling) in the training split
-    datamodule = instantiate(cfg.data.datamodule, _partial_=True)(feats=feats, targets=targets, split=split)
     model = instantiate(cfg.model.module)
+    has_value = getattr(model.net, "value_head", None) is not None
+    if has_value:  # spend and purchase days after each row's cutoff: targets [intent, churn, spend, purchases]
+        from sellerlift.stages.value import training_value_targets
+
+        vt = training_value_targets(ctx)
+        targets = np.concatenate([targets, vt], axis=1)
+        model.net.set_value_scale(vt[split == 0].mean(axis=0) if (split == 0).any() else (1.0, 1.0))
+    datamodule = instantiate(cfg.data.datamodule, _partial_=True)(feats=feats, targets=targets, split=split)
     if cfg.get("pretrain"):  # self-supervised encoder pre-training on every customer's history (pretrain=coles)
         from sellerlift.models.coles import pretrain_encoder
 
@@ -75,8 +85,9 @@ def train_sequence(ctx: RunContext) -> None:
     net = model.net.eval()
     t0 = time.perf_counter()
     names = score_outputs(cfg.data.horizons)
+    vnames = value_outputs(cfg.data.horizons) if has_value else None
     onnx_path = export.export_sequence_onnx(net, ctx.bundle_dir / "sequence.onnx", len(EVENT_NUMERIC),
-                                            len(AGGREGATES), score_names=names)
+                                            len(AGGREGATES), score_names=names, value_names=vnames)
     parity = export.check_parity(net, onnx_path, len(EVENT_NUMERIC), len(AGGREGATES))
     ctx.timings["export_s"] = time.perf_counter() - t0
     ctx.bundle_files["sequence"] = onnx_path
@@ -93,9 +104,13 @@ def train_sequence(ctx: RunContext) -> None:
                      "train/optimizer_steps": ctx.timings["optimizer_steps"]})
     ctx.bundle_extra["test_intervals"] = intervals
     _log_plots(ctx, test, probs)
-    if ctx.logger is not None and cfg.tracking.register:
-        _register(ctx, onnx_path, names, net, {**test_metrics, **ctx.metrics})
     ctx.summary_rows += _summary({**test_metrics, **intervals}, ceiling, ctx.timings, parity)
+    if has_value:
+        from sellerlift.stages import value
+
+        value.measure(ctx, onnx_path, net)
+    if ctx.logger is not None and cfg.tracking.register:
+        _register(ctx, onnx_path, (*names, *(vnames or ())), net, {**test_metrics, **ctx.metrics})
     reliability.finish(resume, ctx.run_id)  # trained and exported: the next resume=auto starts afresh
 
 
@@ -108,6 +123,9 @@ def _register(ctx: RunContext, onnx_path: Path, names: tuple[str, ...], net, m: 
     signature = tracking.sequence_signature(names, len(EVENT_NUMERIC), len(AGGREGATES), net.embedding_dim)
     mv = tracking.register_onnx(cfg.logger.tracking_uri, ctx.run_id, onnx_path, name, signature=signature)
     what = "; ".join(f"{n} = P(customer {head_description(hd, h)})" for n, hd in zip(names, HEADS))
+    if len(names) > len(HEADS):
+        what += "; " + "; ".join(f"{n} = {d}" for n, d in (ctx.bundle_extra.get("value") or {}).get("what",
+                                                                                                 {}).items())
     model_doc = (f"sellerlift sequence models (GRU / Transformer over event histories + aggregates) trained on data "
                  f"set '{ctx.tables.name}' only. Outputs: {what}; customer_embedding. Inputs: event_type, numeric, "
                  "length, aggregates (the bundle's feature_spec.json builds them; see sellerlift.runtime).")

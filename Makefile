@@ -8,11 +8,12 @@ PORT   ?= 5000
 # Tests use both cores; set PYTEST_WORKERS=0 for a serial run.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install train train-transformer test test-slow ui bench bench-quick bench-before-after clean
+.PHONY: help install lint train train-transformer test test-slow ui bench bench-quick bench-before-after clean
 
 help:
 	@echo "make train        train + track + export the default model on the simulator"
-	@echo "make test         the fast test suite (what CI runs)"
+	@echo "make test         ruff (lint + format check) and the fast test suite (what CI runs)"
+	@echo "make lint         ruff check + ruff format --check (ruff format . fixes the layout)"
 	@echo "make test-slow    the slow tests"
 	@echo "make ui           the MLflow UI on http://$(HOST):$(PORT)"
 	@echo "make sweep        a small Optuna sweep (SWEEP_TRIALS=3), trials nested under one MLflow run"
@@ -46,7 +47,11 @@ train-transformer: $(STAMP)
 # (torch, OpenMP, BLAS) would otherwise oversubscribe them several times over.
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(TEST_ENV) $(PY) -m pytest -m "not slow" -n $(PYTEST_WORKERS) --timeout=900 $(ARGS)
 
 test-slow: $(STAMP)

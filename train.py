@@ -31,8 +31,10 @@ def _stage_data_file(value: str) -> tuple[str, str]:
     """``data=/path/shop.yaml`` -> (the option name, a config dir holding it as ``data/<name>.yaml``)."""
     path = Path(value).expanduser().resolve()
     if not path.is_file():
-        print(f"data={value}: no such config file (expected a data config like configs/data/seller_file.yaml)",
-              file=sys.stderr)
+        print(
+            f"data={value}: no such config file (expected a data config like configs/data/seller_file.yaml)",
+            file=sys.stderr,
+        )
         sys.exit(EXIT_DATA_ERROR)
     name = path.stem
     while (ROOT / "configs" / "data" / f"{name}.yaml").exists():  # the packaged configs win a name clash
@@ -64,7 +66,7 @@ def prepare_argv(argv: list[str]) -> list[str]:
         if arg.startswith("--config-dir="):
             given.append(str(Path(arg.split("=", 1)[1]).expanduser().resolve()))
         elif arg.startswith("data=") and arg.endswith((".yaml", ".yml")):
-            name, staged = _stage_data_file(arg[len("data="):])
+            name, staged = _stage_data_file(arg[len("data=") :])
             dirs.append(staged)
             arg = f"data={name}"
         elif arg.startswith(FREE_FORM) and "=" in arg:

@@ -74,22 +74,51 @@ def main(argv=None) -> dict:
             out[label] = {}
             if "serve" in args.only:
                 print(f"[{label}] serve ...", flush=True)
-                run([str(HERE / "bench_serve.py"), "--server-root", str(serve_root), "--workers", "1",
-                     "--duration", str(args.duration), "--skip", "validation", "--bad-repeats",
-                     str(args.bad_repeats), "--out", str(tmp / f"serve-{label}.json"), *bundle])
+                run(
+                    [
+                        str(HERE / "bench_serve.py"),
+                        "--server-root",
+                        str(serve_root),
+                        "--workers",
+                        "1",
+                        "--duration",
+                        str(args.duration),
+                        "--skip",
+                        "validation",
+                        "--bad-repeats",
+                        str(args.bad_repeats),
+                        "--out",
+                        str(tmp / f"serve-{label}.json"),
+                        *bundle,
+                    ]
+                )
                 out[label]["serve"] = json.loads((tmp / f"serve-{label}.json").read_text())
             if "score" in args.only:
                 print(f"[{label}] score ...", flush=True)
-                run([str(HERE / "bench_score.py"), "--sizes", str(args.score_customers), "--out",
-                     str(tmp / f"score-{label}.json"), *bundle,
-                     *(["--src-root", str(src_root)] if src_root else [])])
+                run(
+                    [
+                        str(HERE / "bench_score.py"),
+                        "--sizes",
+                        str(args.score_customers),
+                        "--out",
+                        str(tmp / f"score-{label}.json"),
+                        *bundle,
+                        *(["--src-root", str(src_root)] if src_root else []),
+                    ]
+                )
                 out[label]["score"] = json.loads((tmp / f"score-{label}.json").read_text())
 
     def add(figure: str, key, lower_is_better: bool) -> None:
         before, after = key(out["before"]), key(out["after"])
-        rows.append({"figure": figure, "before": before, "after": after,
-                     "after_over_before": after / before if before else float("nan"),
-                     "better": (after < before) == lower_is_better})
+        rows.append(
+            {
+                "figure": figure,
+                "before": before,
+                "after": after,
+                "after_over_before": after / before if before else float("nan"),
+                "better": (after < before) == lower_is_better,
+            }
+        )
 
     serve = lambda n: lambda d: next(r for r in d["serve"]["rows"] if r["customers_per_request"] == n)
     bad = lambda d: d["serve"]["bad_body"]
@@ -98,22 +127,37 @@ def main(argv=None) -> dict:
             add(f"in-process p50 ms, {n} customer(s)/request", lambda d, n=n: serve(n)(d)["inprocess_p50_ms"], True)
             add(f"server p50 ms, {n} customer(s)/request", lambda d, n=n: serve(n)(d)["p50_ms"], True)
             add(f"server p99 ms, {n} customer(s)/request", lambda d, n=n: serve(n)(d)["p99_ms"], True)
-            add(f"server throughput req/s, {n} customer(s)/request", lambda d, n=n: serve(n)(d)["throughput_rps"],
-                False)
-        add("server / in-process p50, 100 customers/request",
-            lambda d: serve(100)(d)["ratio_server_over_inprocess"], True)
+            add(
+                f"server throughput req/s, {n} customer(s)/request", lambda d, n=n: serve(n)(d)["throughput_rps"], False
+            )
+        add(
+            "server / in-process p50, 100 customers/request",
+            lambda d: serve(100)(d)["ratio_server_over_inprocess"],
+            True,
+        )
         add("longest /healthz ms while 14 MB invalid bodies are rejected", lambda d: bad(d)["healthz_max_ms"], True)
         add("longest rejection of a 14 MB invalid body, s", lambda d: bad(d)["reject_max_s"], True)
         add("server RSS MiB after the invalid bodies minus before", lambda d: bad(d)["rss_growth_mib"], True)
         add("server peak RSS MiB", lambda d: bad(d)["rss_peak_mib"], True)
     if "score" in args.only:
-        add(f"batch scoring customers/s, {args.score_customers:,} customers",
-            lambda d: d["score"]["rows"][0]["customers_per_s"], False)
-        add(f"batch scoring peak RSS MiB, {args.score_customers:,} customers",
-            lambda d: d["score"]["rows"][0]["peak_rss_mib"], True)
-    result = {"benchmark": args.name, "before_commit": sha, "machine": machine_info(), "rows": rows,
-              "statuses": {k: v["serve"]["bad_body"]["statuses"] for k, v in out.items() if "serve" in v},
-              "command": "python benchmarks/before_after.py " + " ".join(argv or sys.argv[1:])}
+        add(
+            f"batch scoring customers/s, {args.score_customers:,} customers",
+            lambda d: d["score"]["rows"][0]["customers_per_s"],
+            False,
+        )
+        add(
+            f"batch scoring peak RSS MiB, {args.score_customers:,} customers",
+            lambda d: d["score"]["rows"][0]["peak_rss_mib"],
+            True,
+        )
+    result = {
+        "benchmark": args.name,
+        "before_commit": sha,
+        "machine": machine_info(),
+        "rows": rows,
+        "statuses": {k: v["serve"]["bad_body"]["statuses"] for k, v in out.items() if "serve" in v},
+        "command": "python benchmarks/before_after.py " + " ".join(argv or sys.argv[1:]),
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2, default=float))
     print(markdown_table(rows, COLUMNS))

@@ -63,10 +63,17 @@ def options(inst, ext, budget, mode):
     sellers = {"seller": inst["seller"], "seller_budgets": {s: 1.5 * budget / 20 for s in present}}
     if mode == "sellers":
         return sellers
-    return sellers | {"seller_tier": ext["seller_tier"],
-                      "tier_budgets": {"large": 0.4 * budget, "mid": 0.4 * budget, "small": 0.3 * budget},
-                      "enduring": ext["enduring"], "weight": 0.5, "max_discount": 25.0, "segment": ext["segment"],
-                      "segment_max_discount": {"buys anyway": 5.0}, "spread_penalty": 0.01, "max_incentive": 8.0}
+    return sellers | {
+        "seller_tier": ext["seller_tier"],
+        "tier_budgets": {"large": 0.4 * budget, "mid": 0.4 * budget, "small": 0.3 * budget},
+        "enduring": ext["enduring"],
+        "weight": 0.5,
+        "max_discount": 25.0,
+        "segment": ext["segment"],
+        "segment_max_discount": {"buys anyway": 5.0},
+        "spread_penalty": 0.01,
+        "max_incentive": 8.0,
+    }
 
 
 def vs_lp(n, frac, repeats, lp_repeats, mode="total"):
@@ -76,11 +83,20 @@ def vs_lp(n, frac, repeats, lp_repeats, mode="total"):
     kw = options(inst, ext, budget, mode)
     lag, t_lag = timed(lambda: allocate_lagrangian(*args, budget, **kw), repeats)
     lp, t_lp = timed(lambda: allocate_exact_lp(*args, budget, **kw), lp_repeats)
-    return {"n": n, "mode": mode, "budget_frac": frac, "budget": budget, "lagrangian": t_lag, "lp_highs": t_lp,
-            "time_ratio_lp_over_lagrangian": t_lp["median_s"] / t_lag["median_s"],
-            "objective_lagrangian": lag.profit, "lp_bound": lp.profit,
-            "gap_vs_lp_bound_rel": (lp.profit - lag.profit) / lp.profit, "spend_over_budget": lag.spend / budget,
-            "dual_bound_vs_lp_rel": (lag.bound - lp.profit) / lp.profit}
+    return {
+        "n": n,
+        "mode": mode,
+        "budget_frac": frac,
+        "budget": budget,
+        "lagrangian": t_lag,
+        "lp_highs": t_lp,
+        "time_ratio_lp_over_lagrangian": t_lp["median_s"] / t_lag["median_s"],
+        "objective_lagrangian": lag.profit,
+        "lp_bound": lp.profit,
+        "gap_vs_lp_bound_rel": (lp.profit - lag.profit) / lp.profit,
+        "spend_over_budget": lag.spend / budget,
+        "dual_bound_vs_lp_rel": (lag.bound - lp.profit) / lp.profit,
+    }
 
 
 def vs_milp(n, frac, time_limit):
@@ -92,12 +108,22 @@ def vs_milp(n, frac, time_limit):
     lag, t_lag = timed(lambda: allocate_lagrangian(*args, budget, **kw), 3)
     lp, t_lp = timed(lambda: allocate_exact_lp(*args, budget, **kw), 1)
     milp, t_milp = timed(lambda: allocate_exact_lp(*args, budget, integer=True, time_limit=time_limit, **kw), 1)
-    return {"n": n, "mode": "all", "budget_frac": frac, "lagrangian_s": t_lag["median_s"], "lp_s": t_lp["median_s"],
-            "milp_s": t_milp["median_s"], "milp_status": milp.status, "objective_lagrangian": lag.profit,
-            "milp_optimum": milp.profit, "lp_bound": lp.profit, "dual_bound": lag.bound,
-            "gap_vs_milp_rel": (milp.profit - lag.profit) / milp.profit,
-            "milp_gap_vs_lp_bound_rel": (lp.profit - milp.profit) / lp.profit,
-            "gap_to_bound_rel": lag.gap_to_bound}
+    return {
+        "n": n,
+        "mode": "all",
+        "budget_frac": frac,
+        "lagrangian_s": t_lag["median_s"],
+        "lp_s": t_lp["median_s"],
+        "milp_s": t_milp["median_s"],
+        "milp_status": milp.status,
+        "objective_lagrangian": lag.profit,
+        "milp_optimum": milp.profit,
+        "lp_bound": lp.profit,
+        "dual_bound": lag.bound,
+        "gap_vs_milp_rel": (milp.profit - lag.profit) / milp.profit,
+        "milp_gap_vs_lp_bound_rel": (lp.profit - milp.profit) / lp.profit,
+        "gap_to_bound_rel": lag.gap_to_bound,
+    }
 
 
 def scale(n, frac, repeats, mode):
@@ -112,10 +138,19 @@ def scale(n, frac, repeats, mode):
     tracemalloc.stop()
     inputs = [inst["p"], inst["value"], inst["margin"]] + ([ext["enduring"]] if "enduring" in kw else [])
     input_mb = sum(np.asarray(x).nbytes for x in inputs) / 2**20
-    return {"n": n, "mode": mode, "per_seller": mode != "total", "budget_frac": frac, **t,
-            "peak_traced_mb": peak / 2**20, "input_mb": input_mb, "gap_to_bound_rel": a.gap_to_bound,
-            "iterations": a.n_iter, "spread": a.spread,
-            "maxrss_mb_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "n": n,
+        "mode": mode,
+        "per_seller": mode != "total",
+        "budget_frac": frac,
+        **t,
+        "peak_traced_mb": peak / 2**20,
+        "input_mb": input_mb,
+        "gap_to_bound_rel": a.gap_to_bound,
+        "iterations": a.n_iter,
+        "spread": a.spread,
+        "maxrss_mb_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def objective_and_spread(n, fracs):
@@ -131,11 +166,23 @@ def objective_and_spread(n, fracs):
             a = allocate_lagrangian(*args, budget, enduring=ext["enduring"], weight=weight, spread_penalty=pen)
             took = time.perf_counter() - t0
             rule = allocate_rule_based(*args, a.spend, rule="top_value", level_pct=10)
-            rows.append({"n": n, "budget_frac": frac, "weight": weight, "spread_penalty": pen, "seconds": took,
-                         "direct": a.direct, "enduring": a.enduring, "spend": a.spend,
-                         "offered_share": float((a.level_index > 0).mean()), "spread": a.spread,
-                         "spread_rule_top_value": rule.spread, "spread_vs_rule": a.spread / rule.spread - 1,
-                         "gap_to_bound_rel": a.gap_to_bound})
+            rows.append(
+                {
+                    "n": n,
+                    "budget_frac": frac,
+                    "weight": weight,
+                    "spread_penalty": pen,
+                    "seconds": took,
+                    "direct": a.direct,
+                    "enduring": a.enduring,
+                    "spend": a.spend,
+                    "offered_share": float((a.level_index > 0).mean()),
+                    "spread": a.spread,
+                    "spread_rule_top_value": rule.spread,
+                    "spread_vs_rule": a.spread / rule.spread - 1,
+                    "gap_to_bound_rel": a.gap_to_bound,
+                }
+            )
     return rows
 
 
@@ -146,15 +193,24 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     ap.add_argument("--frac", type=float, default=0.3, help="budget as a fraction of unconstrained spend")
-    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
-                    help="rerun only these parts; the others are kept from the existing --out file")
+    ap.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="rerun only these parts; the others are kept from the existing --out file",
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "allocate.json"))
     a = ap.parse_args()
     if a.quick:
         lp_sizes, milp_sizes, big_sizes, spread_n = [1000, 3000], [100, 300], [20_000, 100_000], 20_000
     else:
-        lp_sizes, milp_sizes, big_sizes, spread_n = [10_000, 50_000], [200, 1000, 3000], [1_000_000, 10_000_000], \
-            1_000_000
+        lp_sizes, milp_sizes, big_sizes, spread_n = (
+            [10_000, 50_000],
+            [200, 1000, 3000],
+            [1_000_000, 10_000_000],
+            1_000_000,
+        )
     out = Path(a.out)
     res = json.loads(out.read_text()) if set(a.parts) != set(PARTS) and out.exists() else {}
     res |= {"machine": machine_info(), "quick": a.quick}
@@ -165,17 +221,23 @@ def main():
             for mode in ("total", "all"):
                 r = vs_lp(n, a.frac, repeats=5, lp_repeats=3 if mode == "total" and n <= 10_000 else 1, mode=mode)
                 res["vs_lp"].append(r)
-                print(f"n={n:>9,}  {mode:7}  lagrangian {r['lagrangian']['median_s']:.3f}s"
-                      f"  LP {r['lp_highs']['median_s']:.3f}s  ratio {r['time_ratio_lp_over_lagrangian']:.1f}x"
-                      f"  gap vs LP bound {r['gap_vs_lp_bound_rel']:.2e}", flush=True)
+                print(
+                    f"n={n:>9,}  {mode:7}  lagrangian {r['lagrangian']['median_s']:.3f}s"
+                    f"  LP {r['lp_highs']['median_s']:.3f}s  ratio {r['time_ratio_lp_over_lagrangian']:.1f}x"
+                    f"  gap vs LP bound {r['gap_vs_lp_bound_rel']:.2e}",
+                    flush=True,
+                )
     if "vs_milp" in a.parts:
         load["vs_milp"], res["vs_milp"] = os.getloadavg(), []
         for n in milp_sizes:
             r = vs_milp(n, a.frac, time_limit=300)
             res["vs_milp"].append(r)
-            print(f"n={n:>9,}  all      lagrangian {r['lagrangian_s']:.3f}s  MILP {r['milp_s']:.1f}s"
-                  f" ({r['milp_status']})  gap vs MILP {r['gap_vs_milp_rel']:.2e}"
-                  f"  MILP vs LP bound {r['milp_gap_vs_lp_bound_rel']:.2e}", flush=True)
+            print(
+                f"n={n:>9,}  all      lagrangian {r['lagrangian_s']:.3f}s  MILP {r['milp_s']:.1f}s"
+                f" ({r['milp_status']})  gap vs MILP {r['gap_vs_milp_rel']:.2e}"
+                f"  MILP vs LP bound {r['milp_gap_vs_lp_bound_rel']:.2e}",
+                flush=True,
+            )
     if "scale" in a.parts:
         load["scale"], res["scale"] = os.getloadavg(), []
         for n in big_sizes:
@@ -183,16 +245,22 @@ def main():
                 r = scale(n, a.frac, repeats=3, mode=mode)
                 r["load_at_start"] = os.getloadavg()[0]
                 res["scale"].append(r)
-                print(f"n={n:>9,}  {mode:7}  lagrangian {r['median_s']:.2f}s [{r['min_s']:.2f}-{r['max_s']:.2f}]"
-                      f"  peak {r['peak_traced_mb']:.0f} MB (input {r['input_mb']:.0f} MB)"
-                      f"  gap<= {r['gap_to_bound_rel']:.1e}", flush=True)
+                print(
+                    f"n={n:>9,}  {mode:7}  lagrangian {r['median_s']:.2f}s [{r['min_s']:.2f}-{r['max_s']:.2f}]"
+                    f"  peak {r['peak_traced_mb']:.0f} MB (input {r['input_mb']:.0f} MB)"
+                    f"  gap<= {r['gap_to_bound_rel']:.1e}",
+                    flush=True,
+                )
     if "objective_spread" in a.parts:
         load["objective_spread"] = os.getloadavg()
         res["objective_spread"] = objective_and_spread(spread_n, (0.05, 0.3))
         for r in res["objective_spread"]:
-            print(f"frac {r['budget_frac']:.2f} w {r['weight']:.1f} pen {r['spread_penalty']:.2f}: direct "
-                  f"{r['direct']:,.0f} enduring {r['enduring']:,.0f} spread {r['spread']:.3f} "
-                  f"(rule {r['spread_rule_top_value']:.3f}, {r['spread_vs_rule']:+.0%})", flush=True)
+            print(
+                f"frac {r['budget_frac']:.2f} w {r['weight']:.1f} pen {r['spread_penalty']:.2f}: direct "
+                f"{r['direct']:,.0f} enduring {r['enduring']:,.0f} spread {r['spread']:.3f} "
+                f"(rule {r['spread_rule_top_value']:.3f}, {r['spread_vs_rule']:+.0%})",
+                flush=True,
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     print(f"wrote {out}")

@@ -57,16 +57,22 @@ def main(argv=None) -> dict:
     sizes = args.sizes or ([3000, 10_000] if args.quick else [50_000, 1_000_000])
     rows, per_size = [], []
     for n in sizes:
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(n), str(args.days), str(REPO / "data" / "sim")],
-                              capture_output=True, text=True, cwd=REPO)
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD, str(n), str(args.days), str(REPO / "data" / "sim")],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-3000:])
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         for r in out["rows"]:
             rows.append({**r, "peak_rss_mib": out["peak_rss_mib"], "population_load_s": out["load_s"]})
         per_size.append({"customers": n, **{k: out[k] for k in ("load_s", "world_s", "peak_rss_mib")}})
-        print(markdown_table(rows[-3:], ["customers", "policy", "wall_s", "customer_days_per_s", "peak_rss_mib"]),
-              flush=True)
+        print(
+            markdown_table(rows[-3:], ["customers", "policy", "wall_s", "customer_days_per_s", "peak_rss_mib"]),
+            flush=True,
+        )
     payload = {"rows": rows, "sizes": per_size, "days": args.days}
     write_result("closed_loop_perf", payload, quick=args.quick)
     return payload

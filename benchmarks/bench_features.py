@@ -19,8 +19,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import timed, write_result
 
-from sellerlift.sim import SimulatorConfig, simulate
 from sellerlift.features import FeatureSpec, build_features
+from sellerlift.sim import SimulatorConfig, simulate
 
 
 def pandas_features(events: pd.DataFrame, cutoff: pd.Timestamp, max_len: int):
@@ -29,10 +29,15 @@ def pandas_features(events: pd.DataFrame, cutoff: pd.Timestamp, max_len: int):
     g = ev.groupby("customer_id", sort=True)
     gap = g["ts"].diff().dt.total_seconds().fillna(0.0) / 86_400
     age = (cutoff - ev["ts"]).dt.total_seconds() / 86_400
-    feats = pd.DataFrame({"customer_id": ev["customer_id"].to_numpy(),
-                          "type": ev["event_type"].cat.codes.to_numpy() + 1,
-                          "log_amount": np.log1p(ev["amount"].to_numpy()), "log_gap": np.log1p(gap.to_numpy()),
-                          "log_age": np.log1p(age.to_numpy())})
+    feats = pd.DataFrame(
+        {
+            "customer_id": ev["customer_id"].to_numpy(),
+            "type": ev["event_type"].cat.codes.to_numpy() + 1,
+            "log_amount": np.log1p(ev["amount"].to_numpy()),
+            "log_gap": np.log1p(gap.to_numpy()),
+            "log_age": np.log1p(age.to_numpy()),
+        }
+    )
     tail = feats.groupby("customer_id", sort=True).tail(max_len)
     pos = tail.groupby("customer_id", sort=True).cumcount().to_numpy()
     ids, row = np.unique(tail["customer_id"].to_numpy(), return_inverse=True)
@@ -66,19 +71,26 @@ def main(argv=None) -> dict:
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     n_events = int((events["ts"] < cutoff).sum())
-    result = {"customers": n, "events_before_cutoff": n_events, "max_len": spec.max_len,
-              "numpy": t_np, "pandas_groupby": t_pd,
-              "numpy_events_per_s": n_events / t_np["median_s"],
-              "pandas_events_per_s": n_events / t_pd["median_s"],
-              "speedup_numpy_over_pandas": t_pd["median_s"] / t_np["median_s"],
-              "numpy_peak_traced_mib": peak / 2**20,
-              "input_table_mib": float(events.memory_usage(deep=True).sum() / 2**20)}
+    result = {
+        "customers": n,
+        "events_before_cutoff": n_events,
+        "max_len": spec.max_len,
+        "numpy": t_np,
+        "pandas_groupby": t_pd,
+        "numpy_events_per_s": n_events / t_np["median_s"],
+        "pandas_events_per_s": n_events / t_pd["median_s"],
+        "speedup_numpy_over_pandas": t_pd["median_s"] / t_np["median_s"],
+        "numpy_peak_traced_mib": peak / 2**20,
+        "input_table_mib": float(events.memory_usage(deep=True).sum() / 2**20),
+    }
     write_result("features", result, args.quick)
     return result
 
 
 if __name__ == "__main__":
     r = main()
-    print(f"{r['customers']:,} customers, {r['events_before_cutoff']:,} events: NumPy {r['numpy_events_per_s']:,.0f} "
-          f"events/s, pandas {r['pandas_events_per_s']:,.0f} events/s, ratio {r['speedup_numpy_over_pandas']:.1f}x, "
-          f"peak {r['numpy_peak_traced_mib']:.0f} MiB")
+    print(
+        f"{r['customers']:,} customers, {r['events_before_cutoff']:,} events: NumPy {r['numpy_events_per_s']:,.0f} "
+        f"events/s, pandas {r['pandas_events_per_s']:,.0f} events/s, ratio {r['speedup_numpy_over_pandas']:.1f}x, "
+        f"peak {r['numpy_peak_traced_mib']:.0f} MiB"
+    )

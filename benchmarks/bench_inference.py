@@ -30,9 +30,11 @@ from sellerlift.models.networks import ExportWrapper, GRUEncoder, SequenceNet, T
 
 F, A = len(EVENT_NUMERIC), len(AGGREGATES)
 # Graph optimisation levels compared (EXTENDED adds the fusions, e.g. SkipLayerNormalization; ALL adds layouts).
-LEVELS = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-          "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-          "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+LEVELS = {
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
 
 
 def session(path, threads: int, level) -> ort.InferenceSession:
@@ -85,6 +87,7 @@ def bench_model(kind: str, batches, length: int, repeats: int, tmp: Path) -> lis
 
 def load_times(path: Path, tmp: Path, repeats: int) -> dict:
     """Session creation from the exported model vs from a saved, already optimised one (BASIC: portable)."""
+
     def make(src, level, save=None):
         opts = ort.SessionOptions()
         opts.graph_optimization_level = level
@@ -105,16 +108,23 @@ def quantised_transformer(bundle: Path | None, tmp: Path, repeats: int) -> dict:
     src = (bundle / "sequence.onnx") if bundle else tmp / "transformer.onnx"
     dst = tmp / "transformer.int8.onnx"
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
-    s32, s8 = session(src, 2, ort.GraphOptimizationLevel.ORT_ENABLE_ALL), session(dst, 2,
-                                                                                   ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    s32, s8 = (
+        session(src, 2, ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+        session(dst, 2, ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+    )
     ex = example_inputs(256, 64, F, A, seed=7)
     _, t32 = timed(lambda: s32.run(None, ex), repeats)
     _, t8 = timed(lambda: s8.run(None, ex), repeats)
     p32, p8 = s32.run(["intent_7d", "churn_90d"], ex), s8.run(["intent_7d", "churn_90d"], ex)
-    out = {"source": str(src), "fp32_ms_batch256": 1e3 * t32["median_s"], "int8_ms_batch256": 1e3 * t8["median_s"],
-           "speedup_int8": t32["median_s"] / t8["median_s"],
-           "max_abs_prob_diff": float(max(np.abs(a - b).max() for a, b in zip(p32, p8))),
-           "size_fp32_kib": src.stat().st_size / 1024, "size_int8_kib": dst.stat().st_size / 1024}
+    out = {
+        "source": str(src),
+        "fp32_ms_batch256": 1e3 * t32["median_s"],
+        "int8_ms_batch256": 1e3 * t8["median_s"],
+        "speedup_int8": t32["median_s"] / t8["median_s"],
+        "max_abs_prob_diff": float(max(np.abs(a - b).max() for a, b in zip(p32, p8))),
+        "size_fp32_kib": src.stat().st_size / 1024,
+        "size_int8_kib": dst.stat().st_size / 1024,
+    }
     if bundle:
         out.update(_auroc_delta(bundle, s32, s8))
     return out
@@ -126,17 +136,21 @@ def _auroc_delta(bundle: Path, s32, s8) -> dict:
 
     from sklearn.metrics import roc_auc_score
 
-    from sellerlift.sim import SimulatorConfig, simulate
     from sellerlift.features import FeatureSpec, build_features
     from sellerlift.labels import make_labels
+    from sellerlift.sim import SimulatorConfig, simulate
 
     manifest = json.loads((bundle / "manifest.json").read_text())
     spec = FeatureSpec.from_json(manifest["feature_spec"])
     sim = simulate(SimulatorConfig(n_customers=5000, seed=123), None, progress=False)  # unseen customers
     feats = build_features(sim.events, sim.cutoff, spec)
     labels = make_labels(sim.events, sim.cutoff, feats.customer_id)
-    inputs = {"event_type": feats.event_type, "numeric": feats.numeric, "length": feats.length,
-              "aggregates": feats.aggregates}
+    inputs = {
+        "event_type": feats.event_type,
+        "numeric": feats.numeric,
+        "length": feats.length,
+        "aggregates": feats.aggregates,
+    }
     out = {}
     for head, col in (("intent_7d", "intent"), ("churn_90d", "churn")):
         a32 = roc_auc_score(labels[col], s32.run([head], inputs)[0])
@@ -148,8 +162,12 @@ def _auroc_delta(bundle: Path, s32, s8) -> dict:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--bundle", type=Path, help="a Transformer bundle for the int8 AUROC check "
-                                                "(default: the newest Transformer bundle under bundles/, if any)")
+    ap.add_argument(
+        "--bundle",
+        type=Path,
+        help="a Transformer bundle for the int8 AUROC check "
+        "(default: the newest Transformer bundle under bundles/, if any)",
+    )
     args = ap.parse_args(argv)
     if args.bundle is None and not args.quick:
         args.bundle = newest_bundle("transformer")
@@ -167,8 +185,22 @@ def main(argv=None) -> dict:
 
 if __name__ == "__main__":
     r = main()
-    print(markdown_table(r["rows"], ["model", "batch", "torch_eager_ms", "ort_2threads_all_ms", "ort_1thread_all_ms",
-                                     "ort_2threads_basic_ms", "ort_1thread_basic_ms", "best_ort",
-                                     "speedup_best_ort_over_torch", "session_load_ms",
-                                     "session_load_saved_optimised_ms"]))
+    print(
+        markdown_table(
+            r["rows"],
+            [
+                "model",
+                "batch",
+                "torch_eager_ms",
+                "ort_2threads_all_ms",
+                "ort_1thread_all_ms",
+                "ort_2threads_basic_ms",
+                "ort_1thread_basic_ms",
+                "best_ort",
+                "speedup_best_ort_over_torch",
+                "session_load_ms",
+                "session_load_saved_optimised_ms",
+            ],
+        )
+    )
     print(r["int8_transformer"])

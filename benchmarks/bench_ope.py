@@ -53,10 +53,18 @@ def outcome_model(kind: str, x, level, y, w, seed: int):
     if kind == "lightgbm":
         from lightgbm import LGBMClassifier
 
-        m = LGBMClassifier(n_estimators=200, learning_rate=0.05, num_leaves=31, min_child_samples=100, verbose=-1,
-                           random_state=seed, n_jobs=1).fit(np.column_stack([x, LEVELS[level]]), y, sample_weight=w)
-        return lambda xx: m.predict_proba(np.column_stack([np.repeat(xx, N_LEVELS, axis=0),
-                                                           np.tile(LEVELS, len(xx))]))[:, 1].reshape(len(xx), -1)
+        m = LGBMClassifier(
+            n_estimators=200,
+            learning_rate=0.05,
+            num_leaves=31,
+            min_child_samples=100,
+            verbose=-1,
+            random_state=seed,
+            n_jobs=1,
+        ).fit(np.column_stack([x, LEVELS[level]]), y, sample_weight=w)
+        return lambda xx: m.predict_proba(np.column_stack([np.repeat(xx, N_LEVELS, axis=0), np.tile(LEVELS, len(xx))]))[
+            :, 1
+        ].reshape(len(xx), -1)
     import torch
     from hydra import compose, initialize_config_dir
 
@@ -69,8 +77,14 @@ def outcome_model(kind: str, x, level, y, w, seed: int):
     rng = np.random.default_rng(seed)
     val = rng.random(len(y)) < 0.15
     module = build_module(pcfg, build_net(pcfg.dipn.net, x.shape[1]))
-    D.fit(build_trainer(pcfg), module, D.OfferTensors(x[~val], level[~val], y[~val], w[~val]),
-          D.OfferTensors(x[val], level[val], y[val], w[val]), batch_size=int(pcfg.dipn.batch_size), seed=seed)
+    D.fit(
+        build_trainer(pcfg),
+        module,
+        D.OfferTensors(x[~val], level[~val], y[~val], w[~val]),
+        D.OfferTensors(x[val], level[val], y[val], w[val]),
+        batch_size=int(pcfg.dipn.batch_size),
+        seed=seed,
+    )
     net = module.net.eval()
     return lambda xx: D.predict_curves(net, xx)
 
@@ -93,8 +107,9 @@ def one_seed(seed: int, n: int, kind: str, tmp: Path) -> dict:
     rct = offers["randomized"].to_numpy().astype(bool)
     fit_rows = offers["customer_id"].isin(first_ids).to_numpy()
     logged = fit_rows & ~rct
-    prop = fit_propensity(x[logged], level[logged], x[logged], level[logged], N_LEVELS, candidates=("logistic",),
-                          seed=seed)
+    prop = fit_propensity(
+        x[logged], level[logged], x[logged], level[logged], N_LEVELS, candidates=("logistic",), seed=seed
+    )
     e_model = prop.propensity(x, level, rct)
     w = ipw_weights(e_model, 0.02, N_LEVELS)
     predict = outcome_model(kind, x[fit_rows], level[fit_rows], y[fit_rows], w[fit_rows], seed)
@@ -126,13 +141,27 @@ def main(argv=None) -> dict:
             got = [r[sl][est] for r in per_seed if sl in r and est in r[sl]]
             cov = np.mean([g["covers_truth"] for g in got])
             bias = np.array([g["bias"] for g in got])
-            rows.append({"slice": sl, "estimator": est, "seeds": len(got), "coverage": float(cov),
-                         "coverage_se": float(np.sqrt(max(cov * (1 - cov), 1e-9) / len(got))),
-                         "mean_bias": float(bias.mean()), "bias_se": float(bias.std(ddof=1) / np.sqrt(len(bias))),
-                         "mean_ci_width": float(np.mean([g["ci"][1] - g["ci"][0] for g in got])),
-                         "mean_true_value": float(np.mean([r[sl]["true_value"] for r in per_seed if sl in r]))})
-    payload = {"customers_per_seed": n, "outcome_model": kind, "rows": rows, "seconds": time.perf_counter() - t0,
-               "per_seed": per_seed, "machine": machine_info()}
+            rows.append(
+                {
+                    "slice": sl,
+                    "estimator": est,
+                    "seeds": len(got),
+                    "coverage": float(cov),
+                    "coverage_se": float(np.sqrt(max(cov * (1 - cov), 1e-9) / len(got))),
+                    "mean_bias": float(bias.mean()),
+                    "bias_se": float(bias.std(ddof=1) / np.sqrt(len(bias))),
+                    "mean_ci_width": float(np.mean([g["ci"][1] - g["ci"][0] for g in got])),
+                    "mean_true_value": float(np.mean([r[sl]["true_value"] for r in per_seed if sl in r])),
+                }
+            )
+    payload = {
+        "customers_per_seed": n,
+        "outcome_model": kind,
+        "rows": rows,
+        "seconds": time.perf_counter() - t0,
+        "per_seed": per_seed,
+        "machine": machine_info(),
+    }
     write_result("ope", payload, quick=args.quick)
     print(markdown_table(rows, ["slice", "estimator", "seeds", "coverage", "mean_bias", "bias_se", "mean_ci_width"]))
     return payload

@@ -56,11 +56,19 @@ def main(argv=None) -> dict:
     from sellerlift.stages.context import RunContext
     from sellerlift.stages.promotion import train_promotion
 
-    overrides = ["model=dipn", "extras=[]", f"data.source.n_customers={args.customers}", "data.source.progress=false",
-                 *args.set]
+    overrides = [
+        "model=dipn",
+        "extras=[]",
+        f"data.source.n_customers={args.customers}",
+        "data.source.progress=false",
+        *args.set,
+    ]
     if args.quick:
-        overrides += ["promotion.dipn.trainer.max_epochs=3", "promotion.baselines.lightgbm_params.n_estimators=50",
-                      "promotion.max_offers=30000"]
+        overrides += [
+            "promotion.dipn.trainer.max_epochs=3",
+            "promotion.baselines.lightgbm_params.n_estimators=50",
+            "promotion.max_offers=30000",
+        ]
     cfg = compose(overrides)
     import lightning as L
 
@@ -80,15 +88,25 @@ def main(argv=None) -> dict:
     alloc = result.allocation
     out = {
         "machine": machine_info(),
-        "config": {"customers": args.customers, "quick": args.quick, "overrides": overrides,
-                   "uses_sequence_outputs": bool(args.sequence_onnx)},
-        "timing_s": {"data": t_data, "promotion_stage": t_stage,
-                     **{k.removeprefix("timing/"): v for k, v in m.items() if k.startswith("timing/")}},
+        "config": {
+            "customers": args.customers,
+            "quick": args.quick,
+            "overrides": overrides,
+            "uses_sequence_outputs": bool(args.sequence_onnx),
+        },
+        "timing_s": {
+            "data": t_data,
+            "promotion_stage": t_stage,
+            **{k.removeprefix("timing/"): v for k, v in m.items() if k.startswith("timing/")},
+        },
         "models": result.per_model,
         "propensity": {k.removeprefix("propensity/"): v for k, v in m.items() if k.startswith("propensity/")},
         # The unrestricted scenario has no budget: null in JSON, not NaN.
-        "allocation": (alloc.astype(object).where(alloc.notna(), None).to_dict(orient="records")
-                       if alloc is not None and len(alloc) else []),
+        "allocation": (
+            alloc.astype(object).where(alloc.notna(), None).to_dict(orient="records")
+            if alloc is not None and len(alloc)
+            else []
+        ),
         "lp_gap_rel": m.get("alloc/lp_gap_rel"),
         "lagrangian_s": m.get("alloc/lagrangian_s"),
         "lp_s": m.get("alloc/lp_s"),
@@ -107,32 +125,72 @@ def main(argv=None) -> dict:
 def markdown(out: dict) -> str:
     import pandas as pd
 
-    lines = [f"# Promotion engine benchmark ({out['config']['customers']:,} customers"
-             f"{', quick' if out['config']['quick'] else ''})", ""]
+    lines = [
+        f"# Promotion engine benchmark ({out['config']['customers']:,} customers"
+        f"{', quick' if out['config']['quick'] else ''})",
+        "",
+    ]
     rows = []
     for name, m in out["models"].items():
-        rows.append({"model": name, "curve RMSE": m.get("curve_rmse"), "uplift RMSE": m.get("uplift_rmse"),
-                     "non-monotone": m.get("non_monotone_frac"), "offer ECE": m.get("offer_ece"),
-                     "Qini (RCT, mean over levels)": m.get("qini_rct_mean"),
-                     "Qini (IPW, logged)": m.get("qini_ipw_mean")})
-    lines += ["## Response curves vs the truth (test customers at the cutoff)", "",
-              pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f"), ""]
+        rows.append(
+            {
+                "model": name,
+                "curve RMSE": m.get("curve_rmse"),
+                "uplift RMSE": m.get("uplift_rmse"),
+                "non-monotone": m.get("non_monotone_frac"),
+                "offer ECE": m.get("offer_ece"),
+                "Qini (RCT, mean over levels)": m.get("qini_rct_mean"),
+                "Qini (IPW, logged)": m.get("qini_ipw_mean"),
+            }
+        )
+    lines += [
+        "## Response curves vs the truth (test customers at the cutoff)",
+        "",
+        pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f"),
+        "",
+    ]
     if out["allocation"]:
         a = pd.DataFrame(out["allocation"])
-        order = [p for p in ("oracle", "dipn", "dipn_no_ipw", "mlp", "lightgbm", "rule_top_value", "rule_rfm_at_risk",
-                             "purchase_prob", "blanket", "random") if p in set(a["policy"])]
+        order = [
+            p
+            for p in (
+                "oracle",
+                "dipn",
+                "dipn_no_ipw",
+                "mlp",
+                "lightgbm",
+                "rule_top_value",
+                "rule_rfm_at_risk",
+                "purchase_prob",
+                "blanket",
+                "random",
+            )
+            if p in set(a["policy"])
+        ]
         budgets = list(dict.fromkeys(a["budget"]))
         roi = a.pivot(index="budget", columns="policy", values="roi").loc[budgets, order] * 100
         share = a.pivot(index="budget", columns="policy", values="share_of_oracle").loc[budgets, order] * 100
         spend = a.pivot(index="budget", columns="policy", values="spend_over_budget").loc[budgets, order] * 100
-        lines += ["## ROI % by budget (true curves)", "", roi.reset_index().to_markdown(index=False, floatfmt=".1f"),
-                  "", "## Share of the oracle's incremental profit, %", "",
-                  share.reset_index().to_markdown(index=False, floatfmt=".1f"), "",
-                  "## Realised spend as % of the budget (model policies plan with their own curves)", "",
-                  spend.reset_index().to_markdown(index=False, floatfmt=".0f"), ""]
+        lines += [
+            "## ROI % by budget (true curves)",
+            "",
+            roi.reset_index().to_markdown(index=False, floatfmt=".1f"),
+            "",
+            "## Share of the oracle's incremental profit, %",
+            "",
+            share.reset_index().to_markdown(index=False, floatfmt=".1f"),
+            "",
+            "## Realised spend as % of the budget (model policies plan with their own curves)",
+            "",
+            spend.reset_index().to_markdown(index=False, floatfmt=".0f"),
+            "",
+        ]
     if out.get("lp_gap_rel") is not None:
-        lines += [f"Lagrangian vs exact LP (HiGHS), medium budget, DIPN curves: relative gap "
-                  f"{out['lp_gap_rel']:.2e} (Lagrangian {out['lagrangian_s']:.3f} s, LP {out['lp_s']:.3f} s)", ""]
+        lines += [
+            f"Lagrangian vs exact LP (HiGHS), medium budget, DIPN curves: relative gap "
+            f"{out['lp_gap_rel']:.2e} (Lagrangian {out['lagrangian_s']:.3f} s, LP {out['lp_s']:.3f} s)",
+            "",
+        ]
     t = out["timing_s"]
     lines += ["Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()), ""]
     return "\n".join(lines)

@@ -50,8 +50,13 @@ def rss_mib() -> float:
 
 
 def run_one(args: list[str], env: dict | None = None, timeout: float = 7200) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--one", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, __file__, "--one", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     if proc.returncode != 0:
         raise SystemExit(f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -73,9 +78,11 @@ def make_instance(n: int, shards: int, work: Path) -> Path:
     d = np.asarray(inst["levels"]) / 100.0
     top = inst["p"][:, -1] * inst["value"] * d[-1]  # spend of everyone at the top level
     per = np.bincount(inst["seller"], top, minlength=N_SELLERS)
-    budgets = {"budget": 0.1 * float(top.sum()),
-               "seller_budgets": {int(s): 0.15 * float(per[s]) for s in np.unique(inst["seller"])},
-               "levels": list(inst["levels"])}
+    budgets = {
+        "budget": 0.1 * float(top.sum()),
+        "seller_budgets": {int(s): 0.15 * float(per[s]) for s in np.unique(inst["seller"])},
+        "levels": list(inst["levels"]),
+    }
     for i, sh in enumerate(split_by_seller({k: inst[k] for k in ("p", "value", "margin", "seller")}, shards)):
         np.savez(folder / f"shard-{i}.npz", **{k: np.asarray(v) for k, v in sh.items()})
     (folder / "budgets.json").write_text(json.dumps(budgets))
@@ -112,12 +119,21 @@ def one_alloc(kind: str, folder: str, mode: str) -> dict:
         del parts
         load = time.perf_counter() - t0
         t1 = time.perf_counter()
-        a = allocate_lagrangian(cat["p"], cat["value"], cat["margin"], levels,
-                                seller=cat["seller"] if mode == "sellers" else None, **kw)
+        a = allocate_lagrangian(
+            cat["p"], cat["value"], cat["margin"], levels, seller=cat["seller"] if mode == "sellers" else None, **kw
+        )
         solve = time.perf_counter() - t1
         np.save(folder / f"levels-{mode}.npy", a.level_index.astype(np.int8))
-        return {"n": len(idx), "load_s": load, "solve_s": solve, "wall_s": load + solve, "profit": a.profit,
-                "spend": a.spend, "n_iter": a.n_iter, "peak_rss_mib": rss_mib()}
+        return {
+            "n": len(idx),
+            "load_s": load,
+            "solve_s": solve,
+            "wall_s": load + solve,
+            "profit": a.profit,
+            "spend": a.spend,
+            "n_iter": a.n_iter,
+            "peak_rss_mib": rss_mib(),
+        }
     from sellerlift.engine import get_engine
     from sellerlift.engine.jobs import allocate
 
@@ -129,18 +145,33 @@ def one_alloc(kind: str, folder: str, mode: str) -> dict:
     def after(res):
         got = res.gather()
         ref = np.load(folder / f"levels-{mode}.npy")
-        return {"levels_equal": bool(np.array_equal(got.level_index.astype(np.int8), ref)),
-                "actor_peak_rss_mib": [float(x) for x in res._call("peak_rss_mib")]}
+        return {
+            "levels_equal": bool(np.array_equal(got.level_index.astype(np.int8), ref)),
+            "actor_peak_rss_mib": [float(x) for x in res._call("peak_rss_mib")],
+        }
 
     res, extra = allocate(engine, sources, levels, after=after, **kw)
     wall = res.info["solve_s"]  # actors started, shards loaded, hulls, every round, the result; not the check
     peaks = extra.pop("actor_peak_rss_mib")
     engine.close()
-    return {"n": res.n, "ray_start_s": start, "wall_s": wall, "load_and_hull_s": res.info["setup_s"],
-            "rounds_s": res.info["rounds_s"], "rounds": res.rounds, "solve_rounds": res.info["solve_rounds"],
-            "floats_sent": res.sent_floats, "bytes_per_round": 8 * res.sent_floats / max(res.rounds, 1),
-            "profit": res.profit, "spend": res.spend, "n_iter": res.n_iter, "shards": len(files),
-            "actor_peak_rss_mib": peaks, "driver_peak_rss_mib": rss_mib(), **extra}
+    return {
+        "n": res.n,
+        "ray_start_s": start,
+        "wall_s": wall,
+        "load_and_hull_s": res.info["setup_s"],
+        "rounds_s": res.info["rounds_s"],
+        "rounds": res.rounds,
+        "solve_rounds": res.info["solve_rounds"],
+        "floats_sent": res.sent_floats,
+        "bytes_per_round": 8 * res.sent_floats / max(res.rounds, 1),
+        "profit": res.profit,
+        "spend": res.spend,
+        "n_iter": res.n_iter,
+        "shards": len(files),
+        "actor_peak_rss_mib": peaks,
+        "driver_peak_rss_mib": rss_mib(),
+        **extra,
+    }
 
 
 def bench_alloc(n: int, work: Path, shards: int, repeats: int, modes=("total", "sellers")) -> list[dict]:
@@ -153,19 +184,38 @@ def bench_alloc(n: int, work: Path, shards: int, repeats: int, modes=("total", "
         rays = [run_one(["alloc", "ray", str(folder), mode]) for _ in range(repeats)]
         s = min(singles, key=lambda r: r["wall_s"])
         r = min(rays, key=lambda r: r["wall_s"])
-        rows.append({
-            "n": n, "mode": mode, "shards": shards, "single_wall_s": s["wall_s"], "single_solve_s": s["solve_s"],
-            "single_load_s": s["load_s"], "ray_wall_s": r["wall_s"], "ray_start_s": r["ray_start_s"],
-            "ray_load_and_hull_s": r["load_and_hull_s"], "ray_rounds_s": r["rounds_s"],
-            "ray_over_single_throughput": s["wall_s"] / r["wall_s"], "rounds": r["rounds"],
-            "solve_rounds": r["solve_rounds"], "bytes_per_round": r["bytes_per_round"],
-            "per_round_ms": 1e3 * r["rounds_s"] / max(r["solve_rounds"], 1),
-            "profit_rel_diff": abs(r["profit"] - s["profit"]) / abs(s["profit"]), "levels_equal": r["levels_equal"],
-            "single_peak_rss_mib": s["peak_rss_mib"], "actor_peak_rss_mib": max(r["actor_peak_rss_mib"]),
-            "driver_peak_rss_mib": r["driver_peak_rss_mib"], "shard_file_mib": shard_mb, "input_mib": total_mb,
-            "repeats": repeats})
-        print(f"[alloc] {n:,} {mode}: single {s['wall_s']:.2f} s, ray {r['wall_s']:.2f} s "
-              f"({rows[-1]['ray_over_single_throughput']:.2f}x), equal {r['levels_equal']}", flush=True)
+        rows.append(
+            {
+                "n": n,
+                "mode": mode,
+                "shards": shards,
+                "single_wall_s": s["wall_s"],
+                "single_solve_s": s["solve_s"],
+                "single_load_s": s["load_s"],
+                "ray_wall_s": r["wall_s"],
+                "ray_start_s": r["ray_start_s"],
+                "ray_load_and_hull_s": r["load_and_hull_s"],
+                "ray_rounds_s": r["rounds_s"],
+                "ray_over_single_throughput": s["wall_s"] / r["wall_s"],
+                "rounds": r["rounds"],
+                "solve_rounds": r["solve_rounds"],
+                "bytes_per_round": r["bytes_per_round"],
+                "per_round_ms": 1e3 * r["rounds_s"] / max(r["solve_rounds"], 1),
+                "profit_rel_diff": abs(r["profit"] - s["profit"]) / abs(s["profit"]),
+                "levels_equal": r["levels_equal"],
+                "single_peak_rss_mib": s["peak_rss_mib"],
+                "actor_peak_rss_mib": max(r["actor_peak_rss_mib"]),
+                "driver_peak_rss_mib": r["driver_peak_rss_mib"],
+                "shard_file_mib": shard_mb,
+                "input_mib": total_mb,
+                "repeats": repeats,
+            }
+        )
+        print(
+            f"[alloc] {n:,} {mode}: single {s['wall_s']:.2f} s, ray {r['wall_s']:.2f} s "
+            f"({rows[-1]['ray_over_single_throughput']:.2f}x), equal {r['levels_equal']}",
+            flush=True,
+        )
     return rows
 
 
@@ -195,8 +245,9 @@ def make_events(n: int, work: Path, base: int = 1_000_000) -> tuple[Path, str]:
             for p in parts:
                 t = pq.read_table(p)
                 if r:
-                    t = t.set_column(t.schema.get_field_index("customer_id"), "customer_id",
-                                     pc.add(t["customer_id"], r * base))
+                    t = t.set_column(
+                        t.schema.get_field_index("customer_id"), "customer_id", pc.add(t["customer_id"], r * base)
+                    )
                 pq.write_table(t, out / f"part-{k:05d}.parquet")
                 k += 1
         (out / "_SUCCESS").write_text("")
@@ -209,8 +260,14 @@ def one_score(kind: str, bundle: str, events: str, cutoff: str, out: str) -> dic
     t0 = time.perf_counter()
     if kind == "single":
         s = score_file(load_bundle(bundle, threads=2), events, out, as_of=cutoff, progress=False)
-        return {"wall_s": time.perf_counter() - t0, "customers": s["customers"], "events": s["events"],
-                "partitions": s["partitions"], "timings": s["timings"], "peak_rss_mib": rss_mib()}
+        return {
+            "wall_s": time.perf_counter() - t0,
+            "customers": s["customers"],
+            "events": s["events"],
+            "partitions": s["partitions"],
+            "timings": s["timings"],
+            "peak_rss_mib": rss_mib(),
+        }
     from sellerlift.engine import get_engine
     from sellerlift.engine.scoring import score_file as score_on
 
@@ -222,10 +279,19 @@ def one_score(kind: str, bundle: str, events: str, cutoff: str, out: str) -> dic
     engine.close()
     sec = np.array(s["partition_seconds"])
     ev = np.array(s["partition_events"])
-    return {"wall_s": wall, "ray_start_s": start, "customers": s["customers"], "events": s["events"],
-            "partitions": s["partitions"], "timings": s["timings"], "nodes_used": s["nodes_used"],
-            "actor_peak_rss_mib": s["worker_peak_rss_mib"], "driver_peak_rss_mib": rss_mib(),
-            "events_per_actor_s": float(ev.sum() / sec.sum()), "max_partition_events": int(ev.max())}
+    return {
+        "wall_s": wall,
+        "ray_start_s": start,
+        "customers": s["customers"],
+        "events": s["events"],
+        "partitions": s["partitions"],
+        "timings": s["timings"],
+        "nodes_used": s["nodes_used"],
+        "actor_peak_rss_mib": s["worker_peak_rss_mib"],
+        "driver_peak_rss_mib": rss_mib(),
+        "events_per_actor_s": float(ev.sum() / sec.sum()),
+        "max_partition_events": int(ev.max()),
+    }
 
 
 def same_rows(single: Path, ray_dir: Path) -> bool:
@@ -244,17 +310,32 @@ def bench_score(n: int, bundle: Path, work: Path, compare: bool = True) -> dict:
     equal = same_rows(out1, out2) if compare else None
     shutil.rmtree(out2, ignore_errors=True)
     out1.unlink(missing_ok=True)
-    row = {"customers": s["customers"], "events": s["events"], "partitions": s["partitions"],
-           "single_wall_s": s["wall_s"], "single_customers_per_s": s["customers"] / s["wall_s"],
-           "ray_wall_s": r["wall_s"], "ray_start_s": r["ray_start_s"],
-           "ray_customers_per_s": r["customers"] / r["wall_s"], "ray_over_single_throughput": s["wall_s"] / r["wall_s"],
-           "single_partition_s": s["timings"]["partition_s"], "single_score_s": s["timings"]["score_s"],
-           "ray_partition_s": r["timings"]["partition_s"], "ray_score_s": r["timings"]["score_s"],
-           "rows_equal": equal, "single_peak_rss_mib": s["peak_rss_mib"],
-           "actor_peak_rss_mib": r["actor_peak_rss_mib"], "driver_peak_rss_mib": r["driver_peak_rss_mib"],
-           "events_per_actor_s": r["events_per_actor_s"], "max_partition_events": r["max_partition_events"]}
-    print(f"[score] {n:,}: single {row['single_customers_per_s']:,.0f}/s, ray {row['ray_customers_per_s']:,.0f}/s "
-          f"({row['ray_over_single_throughput']:.2f}x), rows equal {equal}", flush=True)
+    row = {
+        "customers": s["customers"],
+        "events": s["events"],
+        "partitions": s["partitions"],
+        "single_wall_s": s["wall_s"],
+        "single_customers_per_s": s["customers"] / s["wall_s"],
+        "ray_wall_s": r["wall_s"],
+        "ray_start_s": r["ray_start_s"],
+        "ray_customers_per_s": r["customers"] / r["wall_s"],
+        "ray_over_single_throughput": s["wall_s"] / r["wall_s"],
+        "single_partition_s": s["timings"]["partition_s"],
+        "single_score_s": s["timings"]["score_s"],
+        "ray_partition_s": r["timings"]["partition_s"],
+        "ray_score_s": r["timings"]["score_s"],
+        "rows_equal": equal,
+        "single_peak_rss_mib": s["peak_rss_mib"],
+        "actor_peak_rss_mib": r["actor_peak_rss_mib"],
+        "driver_peak_rss_mib": r["driver_peak_rss_mib"],
+        "events_per_actor_s": r["events_per_actor_s"],
+        "max_partition_events": r["max_partition_events"],
+    }
+    print(
+        f"[score] {n:,}: single {row['single_customers_per_s']:,.0f}/s, ray {row['ray_customers_per_s']:,.0f}/s "
+        f"({row['ray_over_single_throughput']:.2f}x), rows equal {equal}",
+        flush=True,
+    )
     return row
 
 
@@ -273,8 +354,16 @@ def one_nodes_job(job: str, arg: str, *rest: str) -> dict:
         from sellerlift.score import load_bundle
 
         bundle, cutoff, out = rest
-        s = score_on(load_bundle(bundle, threads=1), arg, out, engine=engine, as_of=cutoff, threads=1,
-                     partition_rows=500_000, progress=False)
+        s = score_on(
+            load_bundle(bundle, threads=1),
+            arg,
+            out,
+            engine=engine,
+            as_of=cutoff,
+            threads=1,
+            partition_rows=500_000,
+            progress=False,
+        )
         extra = {"nodes_used": s["nodes_used"]}
     elif job == "simulate":
         from sellerlift.engine.jobs import simulate
@@ -289,8 +378,9 @@ def one_nodes_job(job: str, arg: str, *rest: str) -> dict:
 
         folder = Path(arg)
         levels, kw = _options(folder, "sellers")
-        res, _ = allocate(engine, [partial(load_shard, str(f)) for f in sorted(folder.glob("shard-*.npz"))], levels,
-                          **kw)
+        res, _ = allocate(
+            engine, [partial(load_shard, str(f)) for f in sorted(folder.glob("shard-*.npz"))], levels, **kw
+        )
         extra = {"rounds": res.rounds}
     return {"wall_s": time.perf_counter() - t0, "nodes": info["nodes"], **extra}
 
@@ -305,9 +395,11 @@ def bench_nodes(customers: int, alloc_n: int, bundle: Path, work: Path) -> list[
         c = LocalCluster(nodes, cpus, root=Path(tempfile.mkdtemp(prefix="slr-bench-")) / "ray", object_store_mb=1024)
         c.start()
         try:
-            for job, args in (("simulate", [str(customers), str(work / f"nodes-sim-{nodes}")]),
-                              ("score", [str(events), str(bundle), cutoff, str(work / f"nodes-score-{nodes}")]),
-                              ("allocate", [str(folder)])):
+            for job, args in (
+                ("simulate", [str(customers), str(work / f"nodes-sim-{nodes}")]),
+                ("score", [str(events), str(bundle), cutoff, str(work / f"nodes-score-{nodes}")]),
+                ("allocate", [str(folder)]),
+            ):
                 r = run_one(["nodes", job, *args], env=c.env)
                 rows.setdefault(job, {"job": job})[f"{nodes}_nodes_x_{cpus}_cpu_s"] = r["wall_s"]
                 shutil.rmtree(work / f"nodes-sim-{nodes}", ignore_errors=True)
@@ -326,8 +418,13 @@ def bench_nodes(customers: int, alloc_n: int, bundle: Path, work: Path) -> list[
 # --------------------------------------------------------------------------- projection
 
 
-def projection(alloc_rows: list[dict], score_rows: list[dict], cores_per_node: int = 16,
-               node_counts=(10, 100), net_round_ms: float = 2.0) -> dict:
+def projection(
+    alloc_rows: list[dict],
+    score_rows: list[dict],
+    cores_per_node: int = 16,
+    node_counts=(10, 100),
+    net_round_ms: float = 2.0,
+) -> dict:
     """100M and 1B customers on N nodes, from the largest measured sizes (see ``assumptions``)."""
     big_a = max((r for r in alloc_rows if r["mode"] == "sellers"), key=lambda r: r["n"])
     big_s = max(score_rows, key=lambda r: r["customers"])
@@ -343,21 +440,38 @@ def projection(alloc_rows: list[dict], score_rows: list[dict], cores_per_node: i
             score_h = n / (score_core * cores * 0.9) / 3600  # 90 % scaling efficiency (measured two-node ratio aside)
             hull_s = hull_per_cust * per_core
             round_s = round_per_cust * per_core + net_round_ms / 1e3
-            out.append({"customers": n, "nodes": nodes, "cores": cores, "score_hours": score_h,
-                        "alloc_hull_s": hull_s, "alloc_rounds": rounds, "alloc_round_ms": round_s * 1e3,
-                        "alloc_total_s": hull_s + rounds * round_s,
-                        "alloc_bytes_per_round_per_shard": big_a["bytes_per_round"] / big_a["shards"],
-                        "alloc_bytes_per_round": big_a["bytes_per_round"] / big_a["shards"] * cores})
-    return {"rows": out, "assumptions": {
-        "cores_per_node": cores_per_node, "scoring_customers_per_core_s": score_core,
-        "scoring_scaling_efficiency": 0.9, "events_per_customer": big_s["events"] / big_s["customers"],
-        "alloc_hull_core_s_per_customer": hull_per_cust, "alloc_round_core_s_per_customer": round_per_cust,
-        "alloc_rounds": rounds, "network_round_trip_ms": net_round_ms,
-        "notes": "one shard (actor) per core; rounds do not grow with n (bisection to 1e-6 relative); per-round "
-                 "work is the shard's bisection band, measured at the largest size and scaled linearly by shard "
-                 "size (an upper bound: the band shrinks as the bracket narrows); the network adds one round trip "
-                 "per round; the input is read from shared storage at the measured per-core rate; per-seller "
-                 "budgets are solved inside the shards, so sellers add no rounds"}}
+            out.append(
+                {
+                    "customers": n,
+                    "nodes": nodes,
+                    "cores": cores,
+                    "score_hours": score_h,
+                    "alloc_hull_s": hull_s,
+                    "alloc_rounds": rounds,
+                    "alloc_round_ms": round_s * 1e3,
+                    "alloc_total_s": hull_s + rounds * round_s,
+                    "alloc_bytes_per_round_per_shard": big_a["bytes_per_round"] / big_a["shards"],
+                    "alloc_bytes_per_round": big_a["bytes_per_round"] / big_a["shards"] * cores,
+                }
+            )
+    return {
+        "rows": out,
+        "assumptions": {
+            "cores_per_node": cores_per_node,
+            "scoring_customers_per_core_s": score_core,
+            "scoring_scaling_efficiency": 0.9,
+            "events_per_customer": big_s["events"] / big_s["customers"],
+            "alloc_hull_core_s_per_customer": hull_per_cust,
+            "alloc_round_core_s_per_customer": round_per_cust,
+            "alloc_rounds": rounds,
+            "network_round_trip_ms": net_round_ms,
+            "notes": "one shard (actor) per core; rounds do not grow with n (bisection to 1e-6 relative); per-round "
+            "work is the shard's bisection band, measured at the largest size and scaled linearly by shard "
+            "size (an upper bound: the band shrinks as the bracket narrows); the network adds one round trip "
+            "per round; the input is read from shared storage at the measured per-core rate; per-seller "
+            "budgets are solved inside the shards, so sellers add no rounds",
+        },
+    }
 
 
 # --------------------------------------------------------------------------- main
@@ -371,8 +485,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--node-customers", type=int, default=200_000, help="scoring/simulation size of the nodes runs")
     ap.add_argument("--node-alloc", type=int, default=2_000_000, help="allocation size of the nodes runs")
     ap.add_argument("--no-nodes", action="store_true")
-    ap.add_argument("--only", nargs="+", choices=["allocation", "scoring", "nodes"],
-                    help="measure these sections again and keep the others from the existing result file")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        choices=["allocation", "scoring", "nodes"],
+        help="measure these sections again and keep the others from the existing result file",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="runs per allocation size up to 1M (larger: one)")
     ap.add_argument("--bundle")
     ap.add_argument("--work", help="keep inputs here between runs (default: a temp dir)")
@@ -399,21 +517,43 @@ def main(argv=None) -> dict:
     try:
         bundle, how = pick_bundle(args.bundle, work)
         modes = ("sellers",) if args.quick else ("total", "sellers")
-        alloc = old.get("allocation", []) if "allocation" not in only else [
-            row for n in alloc_sizes
-            for row in bench_alloc(n, work, 2, 1 if args.quick or n > 1_000_000 else args.repeats, modes)]
-        scoring = old.get("scoring", []) if "scoring" not in only else [bench_score(n, bundle, work)
-                                                                        for n in score_sizes]
-        nodes = old.get("nodes", []) if "nodes" not in only else (
-            [] if args.quick or args.no_nodes else bench_nodes(args.node_customers, args.node_alloc, bundle, work))
+        alloc = (
+            old.get("allocation", [])
+            if "allocation" not in only
+            else [
+                row
+                for n in alloc_sizes
+                for row in bench_alloc(n, work, 2, 1 if args.quick or n > 1_000_000 else args.repeats, modes)
+            ]
+        )
+        scoring = (
+            old.get("scoring", []) if "scoring" not in only else [bench_score(n, bundle, work) for n in score_sizes]
+        )
+        nodes = (
+            old.get("nodes", [])
+            if "nodes" not in only
+            else (
+                [] if args.quick or args.no_nodes else bench_nodes(args.node_customers, args.node_alloc, bundle, work)
+            )
+        )
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    result = {"allocation": alloc, "scoring": scoring, "nodes": nodes, "bundle": old.get("bundle", how),
-              "projection": projection(alloc, scoring),
-              "command": "python benchmarks/bench_ray.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "commands": {**old.get("commands", {}), **{k: "python benchmarks/bench_ray.py " + " ".join(
-                  argv if argv is not None else sys.argv[1:]) for k in only}}}
+    result = {
+        "allocation": alloc,
+        "scoring": scoring,
+        "nodes": nodes,
+        "bundle": old.get("bundle", how),
+        "projection": projection(alloc, scoring),
+        "command": "python benchmarks/bench_ray.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commands": {
+            **old.get("commands", {}),
+            **{
+                k: "python benchmarks/bench_ray.py " + " ".join(argv if argv is not None else sys.argv[1:])
+                for k in only
+            },
+        },
+    }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2, default=float))
@@ -425,7 +565,31 @@ def main(argv=None) -> dict:
 if __name__ == "__main__":
     r = main()
     if r:
-        print(markdown_table(r["allocation"], ["n", "mode", "single_wall_s", "ray_wall_s", "ray_over_single_throughput",
-                                               "levels_equal", "actor_peak_rss_mib", "single_peak_rss_mib"]))
-        print(markdown_table(r["scoring"], ["customers", "single_customers_per_s", "ray_customers_per_s",
-                                            "ray_over_single_throughput", "rows_equal", "actor_peak_rss_mib"]))
+        print(
+            markdown_table(
+                r["allocation"],
+                [
+                    "n",
+                    "mode",
+                    "single_wall_s",
+                    "ray_wall_s",
+                    "ray_over_single_throughput",
+                    "levels_equal",
+                    "actor_peak_rss_mib",
+                    "single_peak_rss_mib",
+                ],
+            )
+        )
+        print(
+            markdown_table(
+                r["scoring"],
+                [
+                    "customers",
+                    "single_customers_per_s",
+                    "ray_customers_per_s",
+                    "ray_over_single_throughput",
+                    "rows_equal",
+                    "actor_peak_rss_mib",
+                ],
+            )
+        )

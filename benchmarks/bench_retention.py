@@ -30,17 +30,43 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from common import markdown_table, write_result
 
-QUICK_TRAIN = ["data.source.n_customers=4000", "trainer.max_epochs=2", "promotion.dipn.trainer.max_epochs=2",
-               "promotion.enduring.max_epochs=2", "ceiling.customers=8000", "baselines.models={}"]
-POLICIES = ("no_offers", "rule_top_value", "rule_rfm_at_risk", "random", "blanket_10", "next_week_dipn",
-            "retention_aware", "observable_ceiling", "observable_ceiling_enduring", "oracle_direct", "oracle_enduring")
+QUICK_TRAIN = [
+    "data.source.n_customers=4000",
+    "trainer.max_epochs=2",
+    "promotion.dipn.trainer.max_epochs=2",
+    "promotion.enduring.max_epochs=2",
+    "ceiling.customers=8000",
+    "baselines.models={}",
+]
+POLICIES = (
+    "no_offers",
+    "rule_top_value",
+    "rule_rfm_at_risk",
+    "random",
+    "blanket_10",
+    "next_week_dipn",
+    "retention_aware",
+    "observable_ceiling",
+    "observable_ceiling_enduring",
+    "oracle_direct",
+    "oracle_enduring",
+)
 
 
 def train(seed: int, quick: bool) -> Path:
-    args = [sys.executable, str(REPO / "train.py"), f"seed={seed}", f"data.source.seed={seed}",
-            "champion.enabled=false", "report.enabled=false", "tracking.register=false",
-            "trainer.enable_progress_bar=false", "~callbacks.progress_bar", "data.source.progress=false",
-            *(QUICK_TRAIN if quick else [])]
+    args = [
+        sys.executable,
+        str(REPO / "train.py"),
+        f"seed={seed}",
+        f"data.source.seed={seed}",
+        "champion.enabled=false",
+        "report.enabled=false",
+        "tracking.register=false",
+        "trainer.enable_progress_bar=false",
+        "~callbacks.progress_bar",
+        "data.source.progress=false",
+        *(QUICK_TRAIN if quick else []),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     before = set((REPO / "bundles").glob("*/manifest.json"))
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env)
@@ -70,8 +96,15 @@ def main(argv=None) -> dict:
     for seed, bundle in zip(seeds, bundles):
         sim = sim_of_bundle(bundle, REPO / "data")
         for b in args.budgets:
-            s = Settings(budget_fraction=b, ab=False, did=False, ope=False, seed=seed,
-                         ceiling_customers=8000 if args.quick else 170_000, max_customers=2000 if args.quick else None)
+            s = Settings(
+                budget_fraction=b,
+                ab=False,
+                did=False,
+                ope=False,
+                seed=seed,
+                ceiling_customers=8000 if args.quick else 170_000,
+                max_customers=2000 if args.quick else None,
+            )
             r = run(sim, bundle, s, held_out_customers(sim), progress=lambda *_: None)
             t = r.table[r.table["horizon_days"] == 90].set_index("policy")
             has_ceiling = "observable_ceiling_enduring" in t.index
@@ -79,35 +112,89 @@ def main(argv=None) -> dict:
             for name in POLICIES:
                 if name in t.index:
                     row = t.loc[name]
-                    rows.append({"seed": seed, "budget": b, "policy": name,
-                                 **{k: float(row[k]) for k in ("incremental_profit", "incremental_profit_ci_low",
-                                                               "incremental_profit_ci_high", "retained_vs_no_offers",
-                                                               "revenue", "roi", "incentive_sd")},
-                                 "share_of_oracle": float(row.get("share_of_oracle", np.nan)),
-                                 "share_of_ceiling": float(row["incremental_profit"] / ceil) if ceil > 0 else np.nan})
+                    rows.append(
+                        {
+                            "seed": seed,
+                            "budget": b,
+                            "policy": name,
+                            **{
+                                k: float(row[k])
+                                for k in (
+                                    "incremental_profit",
+                                    "incremental_profit_ci_low",
+                                    "incremental_profit_ci_high",
+                                    "retained_vs_no_offers",
+                                    "revenue",
+                                    "roi",
+                                    "incentive_sd",
+                                )
+                            },
+                            "share_of_oracle": float(row.get("share_of_oracle", np.nan)),
+                            "share_of_ceiling": float(row["incremental_profit"] / ceil) if ceil > 0 else np.nan,
+                        }
+                    )
             if {"retention_aware", "next_week_dipn"} <= set(r.runs):
                 a, n = r.runs["retention_aware"].outcomes[90], r.runs["next_week_dipn"].outcomes[90]
                 d = profit(a, s.margin) - profit(n, s.margin)
                 dr = (a.retained.astype(float) - n.retained.astype(float))[a.alive_at_start]
                 h = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
                 hr = 1.96 * dr.std(ddof=1) / np.sqrt(len(dr))
-                paired.append({"seed": seed, "budget": b, "profit_diff": float(d.mean()),
-                               "profit_diff_ci": [float(d.mean() - h), float(d.mean() + h)],
-                               "retention_diff": float(dr.mean()), "retention_diff_ci": [float(dr.mean() - hr),
-                                                                                         float(dr.mean() + hr)]})
+                paired.append(
+                    {
+                        "seed": seed,
+                        "budget": b,
+                        "profit_diff": float(d.mean()),
+                        "profit_diff_ci": [float(d.mean() - h), float(d.mean() + h)],
+                        "retention_diff": float(dr.mean()),
+                        "retention_diff_ci": [float(dr.mean() - hr), float(dr.mean() + hr)],
+                    }
+                )
             print(f"seed {seed} budget {b:.0%} done ({time.perf_counter() - t0:.0f} s)", flush=True)
     summary = []
     for (b, name), g in _groups(rows):
-        summary.append({"budget": b, "policy": name, "seeds": len(g),
-                        **{k: float(np.mean([x[k] for x in g])) for k in ("incremental_profit", "share_of_oracle",
-                                                                          "share_of_ceiling", "retained_vs_no_offers",
-                                                                          "revenue", "roi", "incentive_sd")}})
-    payload = {"seeds": seeds, "budgets": args.budgets, "bundles": [str(b) for b in bundles], "rows": rows,
-               "summary": summary, "paired_retention_aware_minus_next_week": paired,
-               "seconds": time.perf_counter() - t0}
+        summary.append(
+            {
+                "budget": b,
+                "policy": name,
+                "seeds": len(g),
+                **{
+                    k: float(np.mean([x[k] for x in g]))
+                    for k in (
+                        "incremental_profit",
+                        "share_of_oracle",
+                        "share_of_ceiling",
+                        "retained_vs_no_offers",
+                        "revenue",
+                        "roi",
+                        "incentive_sd",
+                    )
+                },
+            }
+        )
+    payload = {
+        "seeds": seeds,
+        "budgets": args.budgets,
+        "bundles": [str(b) for b in bundles],
+        "rows": rows,
+        "summary": summary,
+        "paired_retention_aware_minus_next_week": paired,
+        "seconds": time.perf_counter() - t0,
+    }
     write_result("retention", payload, quick=args.quick)
-    print(markdown_table(summary, ["budget", "policy", "incremental_profit", "share_of_oracle", "share_of_ceiling",
-                                   "retained_vs_no_offers", "roi"]))
+    print(
+        markdown_table(
+            summary,
+            [
+                "budget",
+                "policy",
+                "incremental_profit",
+                "share_of_oracle",
+                "share_of_ceiling",
+                "retained_vs_no_offers",
+                "roi",
+            ],
+        )
+    )
     print(json.dumps(paired, indent=1))
     return payload
 

@@ -34,8 +34,17 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import markdown_table, write_result
 
-COLUMNS = ["customers", "events", "wall_s", "wall_spread_s", "customers_per_s", "events_per_s", "peak_rss_mib",
-           "partitions", "repeats"]
+COLUMNS = [
+    "customers",
+    "events",
+    "wall_s",
+    "wall_spread_s",
+    "customers_per_s",
+    "events_per_s",
+    "peak_rss_mib",
+    "partitions",
+    "repeats",
+]
 
 
 def score_once(bundle: str, events: str, as_of: str, out: str) -> dict:
@@ -50,9 +59,13 @@ def score_once(bundle: str, events: str, as_of: str, out: str) -> dict:
     rows = pq.ParquetFile(out).metadata.num_rows
     if rows != summary["customers"]:
         raise SystemExit(f"{out}: {rows} rows written for {summary['customers']} customers scored")
-    return {"wall_s": wall, "customers": summary["customers"], "events": summary["events"],
-            "partitions": summary["partitions"],
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "wall_s": wall,
+        "customers": summary["customers"],
+        "events": summary["events"],
+        "partitions": summary["partitions"],
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def run_size(n: int, bundle: Path, repeats: int, src_root: str | None, work: Path) -> dict:
@@ -67,8 +80,12 @@ def run_size(n: int, bundle: Path, repeats: int, src_root: str | None, work: Pat
     runs = []
     for r in range(repeats):
         out = work / f"scores-{n}-{r}.parquet"
-        proc = subprocess.run([sys.executable, __file__, "--one", str(bundle), str(data / "events"),
-                               str(cfg.cutoff), str(out)], capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--one", str(bundle), str(data / "events"), str(cfg.cutoff), str(out)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if proc.returncode != 0:
             raise SystemExit(f"scoring {n:,} customers failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -77,10 +94,17 @@ def run_size(n: int, bundle: Path, repeats: int, src_root: str | None, work: Pat
     walls = np.array([r["wall_s"] for r in runs])
     wall = float(np.median(walls))
     first = runs[0]
-    return {"customers": first["customers"], "events": first["events"], "wall_s": wall,
-            "wall_spread_s": float(walls.max() - walls.min()), "customers_per_s": first["customers"] / wall,
-            "events_per_s": first["events"] / wall, "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
-            "partitions": first["partitions"], "repeats": repeats}
+    return {
+        "customers": first["customers"],
+        "events": first["events"],
+        "wall_s": wall,
+        "wall_spread_s": float(walls.max() - walls.min()),
+        "customers_per_s": first["customers"] / wall,
+        "events_per_s": first["events"] / wall,
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+        "partitions": first["partitions"],
+        "repeats": repeats,
+    }
 
 
 def main(argv=None) -> dict:
@@ -106,12 +130,19 @@ def main(argv=None) -> dict:
         for n in sizes:
             reps = 1 if args.quick or n > 200_000 else args.repeats
             rows.append(run_size(n, bundle, reps, args.src_root, work))
-            print(f"[score] {n:,} customers: {rows[-1]['customers_per_s']:,.0f} customers/s, "
-                  f"peak {rows[-1]['peak_rss_mib']:,.0f} MiB", flush=True)
-    result = {"rows": rows, "bundle": how, "src_root": args.src_root,
-              "peak_rss_ratio_largest_over_smallest": rows[-1]["peak_rss_mib"] / rows[0]["peak_rss_mib"],
-              "command": "python -m sellerlift.score --bundle B --events <events dir> --as-of <cutoff> --out X "
-                         "(defaults: --chunk-rows 1e6, --partition-rows 2e6, --chunk-customers 5e4, --threads 2)"}
+            print(
+                f"[score] {n:,} customers: {rows[-1]['customers_per_s']:,.0f} customers/s, "
+                f"peak {rows[-1]['peak_rss_mib']:,.0f} MiB",
+                flush=True,
+            )
+    result = {
+        "rows": rows,
+        "bundle": how,
+        "src_root": args.src_root,
+        "peak_rss_ratio_largest_over_smallest": rows[-1]["peak_rss_mib"] / rows[0]["peak_rss_mib"],
+        "command": "python -m sellerlift.score --bundle B --events <events dir> --as-of <cutoff> --out X "
+        "(defaults: --chunk-rows 1e6, --partition-rows 2e6, --chunk-customers 5e4, --threads 2)",
+    }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))

@@ -90,7 +90,7 @@ def make_request(n: int, seed: int, events_per_customer: int = 60) -> dict:
     for i in range(n):
         k = int(rng.poisson(events_per_customer))
         ages = np.sort(rng.uniform(0, 365 * 86400, size=k))[::-1].astype(np.int64)
-        types = rng.choice(len(EVENT_TYPES), size=k, p=[.35, .3, .1, .08, .1, .03, .04])
+        types = rng.choice(len(EVENT_TYPES), size=k, p=[0.35, 0.3, 0.1, 0.08, 0.1, 0.03, 0.04])
         evs = []
         for a, t in zip(ages, types):
             e = {"type": EVENT_TYPES[t], "ts": str(AS_OF - np.timedelta64(int(a), "s")) + "Z"}
@@ -118,8 +118,11 @@ def synth_bundle(out: Path) -> Path:
     net = SequenceNet(GRUEncoder(64, 64), d_model=64, head_hidden=64).eval()
     out.mkdir(parents=True, exist_ok=True)
     export_sequence_onnx(net, out / "sequence.onnx", len(EVENT_NUMERIC), len(AGGREGATES))
-    rows = [(i, pd.Timestamp(e["ts"]).tz_localize(None), e["type"], e.get("amount", 0.0))
-            for i, c in enumerate(make_request(200, 99)["customers"]) for e in c["events"]]
+    rows = [
+        (i, pd.Timestamp(e["ts"]).tz_localize(None), e["type"], e.get("amount", 0.0))
+        for i, c in enumerate(make_request(200, 99)["customers"])
+        for e in c["events"]
+    ]
     events = pd.DataFrame(rows, columns=["customer_id", "ts", "event_type", "amount"])
     spec = FeatureSpec(max_len=64)
     spec.fit(build_features(events, pd.Timestamp(str(AS_OF)), spec))
@@ -148,15 +151,31 @@ def free_port() -> int:
 
 
 def run_wrk(url: str, body_files: list[Path], connections: int, duration: float, script: Path) -> dict:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "30s", "-s", str(script),
-           url, "--", *map(str, body_files)]
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(script),
+        url,
+        "--",
+        *map(str, body_files),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk gave no result (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
-    r = json.loads(line[len("WRKJSON "):])
-    return {"requests": r["requests"], "errors": r["non_2xx"] + r["socket_errors"], "p50_ms": r["p50_us"] / 1e3,
-            "p99_ms": r["p99_us"] / 1e3, "throughput_rps": r["requests"] / (r["duration_us"] / 1e6)}
+    r = json.loads(line[len("WRKJSON ") :])
+    return {
+        "requests": r["requests"],
+        "errors": r["non_2xx"] + r["socket_errors"],
+        "p50_ms": r["p50_us"] / 1e3,
+        "p99_ms": r["p99_us"] / 1e3,
+        "throughput_rps": r["requests"] / (r["duration_us"] / 1e6),
+    }
 
 
 def run_python(url: str, bodies: list[bytes], connections: int, duration: float) -> dict:
@@ -168,12 +187,14 @@ def run_python(url: str, bodies: list[bytes], connections: int, duration: float)
         deadline = time.perf_counter() + duration
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+
             async def worker(k):
                 i = k
                 while time.perf_counter() < deadline:
                     t0 = time.perf_counter()
-                    r = await client.post("/v1/score", content=bodies[i % len(bodies)],
-                                          headers={"content-type": "application/json"})
+                    r = await client.post(
+                        "/v1/score", content=bodies[i % len(bodies)], headers={"content-type": "application/json"}
+                    )
                     lat.append(time.perf_counter() - t0)
                     errors[0] += r.status_code != 200
                     i += 1
@@ -185,8 +206,13 @@ def run_python(url: str, bodies: list[bytes], connections: int, duration: float)
 
     lat, errors, took = asyncio.run(main())
     ms = np.asarray(lat) * 1e3
-    return {"requests": len(lat), "errors": errors, "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99)), "throughput_rps": len(lat) / took}
+    return {
+        "requests": len(lat),
+        "errors": errors,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "throughput_rps": len(lat) / took,
+    }
 
 
 # ----------------------------------------------------------------------------- server
@@ -199,9 +225,25 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SELLERLIFT_")}
         env["PYTHONPATH"] = os.pathsep.join([str(root), str(src)])
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-m", "serve", "--bundle", str(bundle), "--port",
-                                      str(self.port), "--workers", str(workers), "--log-level", "warning"],
-                                     cwd=root, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "serve",
+                "--bundle",
+                str(bundle),
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+                "--log-level",
+                "warning",
+            ],
+            cwd=root,
+            env=env,
+            stdout=open(log, "w"),  # noqa: SIM115 (the server process owns the handle)
+            stderr=subprocess.STDOUT,
+        )
         import httpx
 
         deadline = time.monotonic() + 180
@@ -269,6 +311,7 @@ class InProcess:
                 feats = m.features(b)
                 m.run_sequence(feats)
                 m.assign_segments(feats)
+
         self._run = run
 
     def prepare(self, reqs: list[dict]) -> list:
@@ -292,10 +335,15 @@ def bad_bodies(scale: float = 1.0) -> dict[str, bytes]:
     repro = b'{"as_of":"2026-11-30T00:00:00Z","customers":[' + b'{"customer_id":1.5},' * n + b'{"customer_id":1.5}]}'
     ev = b",".join([b'{"type":"visit","ts":"bad"}'] * 500)
     one = b'{"customer_id":%d,"events":[' + ev + b"]}"
-    bad_ts = (b'{"as_of":"2026-11-30T00:00:00Z","customers":[' +
-              b",".join(one % i for i in range(max(1, int(1000 * scale)))) + b"]}")
-    return {f"{len(repro) / 1e6:.0f} MB invalid: {n + 1:,} customers with a float id": repro,
-            f"{len(bad_ts) / 1e6:.0f} MB invalid: {int(1000 * scale) * 500:,} bad timestamps": bad_ts}
+    bad_ts = (
+        b'{"as_of":"2026-11-30T00:00:00Z","customers":['
+        + b",".join(one % i for i in range(max(1, int(1000 * scale))))
+        + b"]}"
+    )
+    return {
+        f"{len(repro) / 1e6:.0f} MB invalid: {n + 1:,} customers with a float id": repro,
+        f"{len(bad_ts) / 1e6:.0f} MB invalid: {int(1000 * scale) * 500:,} bad timestamps": bad_ts,
+    }
 
 
 def validation_comparison(bodies: dict[str, bytes], repeats: int) -> list[dict]:
@@ -311,8 +359,9 @@ def validation_comparison(bodies: dict[str, bytes], repeats: int) -> list[dict]:
         "pydantic model_validate_json": ScoreRequest.model_validate_json,
         "pydantic TypeAdapter.validate_json": adapter.validate_json,
         "msgspec: types + limits": lambda b: parsing.decode(b, parsing.SCORE, 1000, 10_000),
-        "msgspec: the server's whole parse (+ timestamps, arrays)":
-            lambda b: parsing.parse(b, parsing.SCORE, 1000, 10_000),
+        "msgspec: the server's whole parse (+ timestamps, arrays)": lambda b: parsing.parse(
+            b, parsing.SCORE, 1000, 10_000
+        ),
     }
     rows = []
     for body_name, body in bodies.items():
@@ -385,12 +434,20 @@ def bad_body_run(server: Server, bodies: dict[str, bytes], repeats: int, valid: 
         time.sleep(1.0)
         after = rss_of(server.proc.pid)
     ms = np.asarray(lat) * 1e3
-    return {"healthz_max_ms": float(ms.max()), "healthz_p99_ms": float(np.percentile(ms, 99)),
-            "healthz_p50_ms": float(np.percentile(ms, 50)), "healthz_probes": len(lat),
-            "rejections": rejections, "reject_max_s": max(r["seconds"] for r in rejections),
-            "statuses": sorted({r["status"] for r in rejections}),
-            "rss_before_mib": before["VmRSS"], "rss_after_mib": after["VmRSS"], "rss_peak_mib": after["VmHWM"],
-            "rss_growth_mib": after["VmRSS"] - before["VmRSS"], "repeats": repeats}
+    return {
+        "healthz_max_ms": float(ms.max()),
+        "healthz_p99_ms": float(np.percentile(ms, 99)),
+        "healthz_p50_ms": float(np.percentile(ms, 50)),
+        "healthz_probes": len(lat),
+        "rejections": rejections,
+        "reject_max_s": max(r["seconds"] for r in rejections),
+        "statuses": sorted({r["status"] for r in rejections}),
+        "rss_before_mib": before["VmRSS"],
+        "rss_after_mib": after["VmRSS"],
+        "rss_peak_mib": after["VmHWM"],
+        "rss_growth_mib": after["VmRSS"] - before["VmRSS"],
+        "repeats": repeats,
+    }
 
 
 # ----------------------------------------------------------------------------- main
@@ -404,15 +461,20 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", help="uvicorn worker counts (default 1 2)")
     ap.add_argument("--duration", type=float, help="seconds per load run (default 10; --quick 1)")
     ap.add_argument("--connections", type=int, default=8, help="concurrent connections for throughput (default 8)")
-    ap.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto",
-                    help="auto: wrk when installed (never with --quick), else the in-Python loop")
+    ap.add_argument(
+        "--generator",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="auto: wrk when installed (never with --quick), else the in-Python loop",
+    )
     ap.add_argument("--server-root", default=str(REPO), help="directory holding the serve package to benchmark")
     ap.add_argument("--label", default="current", help="a name for this run, kept in the JSON")
     ap.add_argument("--out", help="output JSON (default benchmarks/results/serve[.quick].json)")
     ap.add_argument("--rounds", type=int, help="interleaved latency rounds (default 5; --quick 2)")
     ap.add_argument("--bad-repeats", type=int, help="times each 14 MB invalid body is sent (default 3; --quick 1)")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["rows", "validation", "bad_body"],
-                    help="parts to leave out")
+    ap.add_argument(
+        "--skip", nargs="*", default=[], choices=["rows", "validation", "bad_body"], help="parts to leave out"
+    )
     args = ap.parse_args()
     root = Path(args.server_root).resolve()
     src = root / "src" if (root / "src" / "sellerlift").is_dir() else REPO / "src"
@@ -451,8 +513,10 @@ def main() -> None:
         validation = []
         if "validation" not in args.skip and new_server:
             print("validation candidates ...", flush=True)
-            valid = {f"{n} customer(s), {sum(len(c['events']) for c in reqs[n][0]['customers']):,} events": bodies[n][0]
-                     for n in sizes}
+            valid = {
+                f"{n} customer(s), {sum(len(c['events']) for c in reqs[n][0]['customers']):,} events": bodies[n][0]
+                for n in sizes
+            }
             validation = validation_comparison({**valid, **bad}, repeats=20 if args.quick else 100)
         inproc = InProcess(bundle) if "rows" not in args.skip else None
         batches = {n: inproc.prepare(reqs[n]) for n in sizes} if inproc else {}
@@ -477,31 +541,45 @@ def main() -> None:
                         t_in += before + after
                         lat["inprocess_p50_ms"] = float(np.percentile(np.asarray(before + after) * 1e3, 50))
                         rounds.append(lat)
-                    lat = {"p50_ms": float(np.median([r["p50_ms"] for r in rounds])),
-                           "p99_ms": float(np.median([r["p99_ms"] for r in rounds])),
-                           "ratio": float(np.median([r["p50_ms"] / r["inprocess_p50_ms"] for r in rounds])),
-                           "requests": sum(r["requests"] for r in rounds), "errors": sum(r["errors"] for r in rounds)}
+                    lat = {
+                        "p50_ms": float(np.median([r["p50_ms"] for r in rounds])),
+                        "p99_ms": float(np.median([r["p99_ms"] for r in rounds])),
+                        "ratio": float(np.median([r["p50_ms"] / r["inprocess_p50_ms"] for r in rounds])),
+                        "requests": sum(r["requests"] for r in rounds),
+                        "errors": sum(r["errors"] for r in rounds),
+                    }
                     if generator == "wrk":
                         thr = run_wrk(server.url, files[n], args.connections, duration, script)
                     else:
                         thr = run_python(server.url, bodies[n], args.connections, duration)
                     if lat["errors"] or thr["errors"]:
-                        raise RuntimeError(f"non-200 responses under load: {lat['errors']} + {thr['errors']}\n"
-                                           f"{server.log.read_text()[-2000:]}")
+                        raise RuntimeError(
+                            f"non-200 responses under load: {lat['errors']} + {thr['errors']}\n"
+                            f"{server.log.read_text()[-2000:]}"
+                        )
                     ms = np.asarray(t_in) * 1e3
-                    row = {"customers_per_request": n, "workers": workers, "generator": gen_name,
-                           "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"],
-                           "throughput_rps": thr["throughput_rps"],
-                           "inprocess_p50_ms": float(np.percentile(ms, 50)),
-                           "inprocess_p99_ms": float(np.percentile(ms, 99)),
-                           "ratio_server_over_inprocess": lat["ratio"], "rounds": args.rounds,
-                           "saturated_p50_ms": thr["p50_ms"], "saturated_p99_ms": thr["p99_ms"],
-                           "connections": args.connections,
-                           "customers_per_s": thr["throughput_rps"] * n,
-                           "requests_latency_run": lat["requests"], "requests_throughput_run": thr["requests"],
-                           "events_per_request": int(np.mean([sum(len(c["events"]) for c in r["customers"])
-                                                              for r in reqs[n]])),
-                           "request_bytes": int(np.mean([len(b) for b in bodies[n]]))}
+                    row = {
+                        "customers_per_request": n,
+                        "workers": workers,
+                        "generator": gen_name,
+                        "p50_ms": lat["p50_ms"],
+                        "p99_ms": lat["p99_ms"],
+                        "throughput_rps": thr["throughput_rps"],
+                        "inprocess_p50_ms": float(np.percentile(ms, 50)),
+                        "inprocess_p99_ms": float(np.percentile(ms, 99)),
+                        "ratio_server_over_inprocess": lat["ratio"],
+                        "rounds": args.rounds,
+                        "saturated_p50_ms": thr["p50_ms"],
+                        "saturated_p99_ms": thr["p99_ms"],
+                        "connections": args.connections,
+                        "customers_per_s": thr["throughput_rps"] * n,
+                        "requests_latency_run": lat["requests"],
+                        "requests_throughput_run": thr["requests"],
+                        "events_per_request": int(
+                            np.mean([sum(len(c["events"]) for c in r["customers"]) for r in reqs[n]])
+                        ),
+                        "request_bytes": int(np.mean([len(b) for b in bodies[n]])),
+                    }
                     rows.append(row)
                     print(json.dumps(row), flush=True)
             finally:
@@ -516,27 +594,50 @@ def main() -> None:
                 server.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    payload = {"label": args.label, "bundle": bundle_source, "server_root": str(root),
-               "duration_s": duration, "rows": rows, "validation": validation, "bad_body": bad_body,
-               "settings": {"inference_threads": 2, "ort_intra_op_threads": 1},
-               "definitions": {"p50_ms/p99_ms": "one connection, one request at a time (latency)",
-                               "throughput_rps": f"{args.connections} concurrent keep-alive connections",
-                               "inprocess": "features + sequence.onnx + segments on the same requests' arrays, "
-                                            "timed right before and after each latency round",
-                               "rounds": "latency in interleaved rounds (in process, server, in process); p50/p99 "
-                                         "and the ratio are medians over the rounds",
-                               "validation": "median ms per body of each candidate, in one process",
-                               "bad_body": "GET /healthz every 2 ms on its own connection while the 14 MB invalid "
-                                           "bodies are rejected; RSS of the server process (VmRSS, VmHWM)"}}
+    payload = {
+        "label": args.label,
+        "bundle": bundle_source,
+        "server_root": str(root),
+        "duration_s": duration,
+        "rows": rows,
+        "validation": validation,
+        "bad_body": bad_body,
+        "settings": {"inference_threads": 2, "ort_intra_op_threads": 1},
+        "definitions": {
+            "p50_ms/p99_ms": "one connection, one request at a time (latency)",
+            "throughput_rps": f"{args.connections} concurrent keep-alive connections",
+            "inprocess": "features + sequence.onnx + segments on the same requests' arrays, "
+            "timed right before and after each latency round",
+            "rounds": "latency in interleaved rounds (in process, server, in process); p50/p99 "
+            "and the ratio are medians over the rounds",
+            "validation": "median ms per body of each candidate, in one process",
+            "bad_body": "GET /healthz every 2 ms on its own connection while the 14 MB invalid "
+            "bodies are rejected; RSS of the server process (VmRSS, VmHWM)",
+        },
+    }
     if args.out:
         path = Path(args.out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"benchmark": "serve", "quick": args.quick, "machine": machine_info(), **payload},
-                                   indent=2))
+        path.write_text(
+            json.dumps({"benchmark": "serve", "quick": args.quick, "machine": machine_info(), **payload}, indent=2)
+        )
     else:
         path = write_result("serve", payload, args.quick)
-    print(markdown_table(rows, ["customers_per_request", "workers", "generator", "p50_ms", "p99_ms",
-                                "throughput_rps", "inprocess_p50_ms", "ratio_server_over_inprocess"]))
+    print(
+        markdown_table(
+            rows,
+            [
+                "customers_per_request",
+                "workers",
+                "generator",
+                "p50_ms",
+                "p99_ms",
+                "throughput_rps",
+                "inprocess_p50_ms",
+                "ratio_server_over_inprocess",
+            ],
+        )
+    )
     print(f"wrote {path}")
 
 

@@ -36,9 +36,16 @@ def run_one(n: int) -> dict:
         disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    return {"customers": n, "events": n_events, "wall_s": wall, "customers_per_s": n / wall,
-            "events_per_s": n_events / wall, "peak_rss_mib": peak_rss_mib(), "disk_mib": disk / 2**20,
-            "chunk_size": cfg.chunk_size}
+    return {
+        "customers": n,
+        "events": n_events,
+        "wall_s": wall,
+        "customers_per_s": n / wall,
+        "events_per_s": n_events / wall,
+        "peak_rss_mib": peak_rss_mib(),
+        "disk_mib": disk / 2**20,
+        "chunk_size": cfg.chunk_size,
+    }
 
 
 def main(argv=None) -> dict:
@@ -63,5 +70,9 @@ def main(argv=None) -> dict:
 if __name__ == "__main__":
     r = main()
     if r:
-        print(markdown_table(r["rows"], ["customers", "events", "wall_s", "customers_per_s", "events_per_s",
-                                         "peak_rss_mib", "disk_mib"]))
+        print(
+            markdown_table(
+                r["rows"],
+                ["customers", "events", "wall_s", "customers_per_s", "events_per_s", "peak_rss_mib", "disk_mib"],
+            )
+        )

@@ -20,12 +20,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, write_result
 
-from sellerlift.sim import SimulatorConfig, simulate
 from sellerlift.features import FeatureSpec, build_features
 from sellerlift.labels import make_labels, split_customers
 from sellerlift.models.datamodule import SequenceDataModule
 from sellerlift.models.networks import GRUEncoder, SequenceNet, TransformerEncoder
 from sellerlift.models.sequence import SequenceModule
+from sellerlift.sim import SimulatorConfig, simulate
 
 
 def data(n: int, max_len: int):
@@ -67,9 +67,14 @@ def measure(kind: str, feats, targets, split, batch_size: int, max_batches: int)
             t_data += t1 - t0
             t_step += t2 - t1
             n_seq += len(batch["length"])
-    return {"model": kind, "batch_size": batch_size, "max_len": feats.event_type.shape[1],
-            "sequences_per_s": n_seq / (t_data + t_step), "data_wait_share": t_data / (t_data + t_step),
-            "batches": max_batches - 1}
+    return {
+        "model": kind,
+        "batch_size": batch_size,
+        "max_len": feats.event_type.shape[1],
+        "sequences_per_s": n_seq / (t_data + t_step),
+        "data_wait_share": t_data / (t_data + t_step),
+        "batches": max_batches - 1,
+    }
 
 
 def main(argv=None) -> dict:

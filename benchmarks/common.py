@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -18,18 +19,26 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def machine_info() -> dict:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                                cwd=Path(__file__).parent).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
     versions = {}
     for pkg in ("numpy", "pandas", "torch", "onnxruntime", "lightning", "scipy"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "versions": versions, "git_commit": commit, "loadavg_at_start": list(os.getloadavg())}
+    return {
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "git_commit": commit,
+        "loadavg_at_start": list(os.getloadavg()),
+    }
 
 
 def timed(fn, repeats: int = 5, warmup: int = 1) -> tuple[object, dict]:
@@ -43,8 +52,13 @@ def timed(fn, repeats: int = 5, warmup: int = 1) -> tuple[object, dict]:
         out = fn()
         times.append(time.perf_counter() - t)
     t = np.asarray(times)
-    return out, {"median_s": float(np.median(t)), "min_s": float(t.min()), "max_s": float(t.max()),
-                 "iqr_s": float(np.subtract(*np.percentile(t, [75, 25]))), "repeats": repeats}
+    return out, {
+        "median_s": float(np.median(t)),
+        "min_s": float(t.min()),
+        "max_s": float(t.max()),
+        "iqr_s": float(np.subtract(*np.percentile(t, [75, 25]))),
+        "repeats": repeats,
+    }
 
 
 def peak_rss_mib() -> float:
@@ -54,8 +68,9 @@ def peak_rss_mib() -> float:
 def write_result(name: str, payload: dict, quick: bool) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / (f"{name}.quick.json" if quick else f"{name}.json")
-    path.write_text(json.dumps({"benchmark": name, "quick": quick, "machine": machine_info(), **payload},
-                               indent=2, default=float))
+    path.write_text(
+        json.dumps({"benchmark": name, "quick": quick, "machine": machine_info(), **payload}, indent=2, default=float)
+    )
     return path
 
 

@@ -58,9 +58,14 @@ EXTRAS_OTHER = ["sellerlift.stages.baselines.train_baselines"]  # with no baseli
 QUICK = {
     "simulator": ["data.source.n_customers=3000", "data.source.n_sellers=10", "data.max_len=32"],
     "cdnow": ["data.source.which=sample", "data.max_len=16"],
-    "common": ["trainer=debug", "model.module.net.d_model=16", "model.module.net.head_hidden=16",
-               "data.datamodule.batch_size=128", "baselines.models.random_forest.n_estimators=30",
-               "guards.on_small=warn"],
+    "common": [
+        "trainer=debug",
+        "model.module.net.d_model=16",
+        "model.module.net.head_hidden=16",
+        "data.datamodule.batch_size=128",
+        "baselines.models.random_forest.n_estimators=30",
+        "guards.on_small=warn",
+    ],
 }
 
 
@@ -86,9 +91,16 @@ def run_one(setting: str, variant: str, seed: int, args, pred_dir: Path, work: P
 
     dataset, ov = setting_overrides(setting)
     first = variant == args.variants[0]
-    ov += [f"seed={seed}", "tracking.register=false", "trainer.enable_progress_bar=false", "~callbacks.progress_bar",
-           "report.enabled=false", f"extras=[{','.join(EXTRAS_FIRST if first else EXTRAS_OTHER)}]",
-           f"baselines.predictions_dir={pred_dir}", f"paths.output_dir={work}/{setting}-{variant}-{seed}"]
+    ov += [
+        f"seed={seed}",
+        "tracking.register=false",
+        "trainer.enable_progress_bar=false",
+        "~callbacks.progress_bar",
+        "report.enabled=false",
+        f"extras=[{','.join(EXTRAS_FIRST if first else EXTRAS_OTHER)}]",
+        f"baselines.predictions_dir={pred_dir}",
+        f"paths.output_dir={work}/{setting}-{variant}-{seed}",
+    ]
     if dataset == "simulator":
         ov.append("data.source.progress=false")
     if args.quick:
@@ -107,11 +119,22 @@ def run_one(setting: str, variant: str, seed: int, args, pred_dir: Path, work: P
     preds = pd.read_parquet(stem.with_suffix(".parquet"))
     preds = preds.rename(columns={f"{cfg.model.name}__{h}": f"{variant}__{h}" for h in HEADS})
     comp = pd.read_csv(stem.with_suffix(".comparison.csv"))
-    epochs = result.timings.get("train_sequences_per_s", 0) * result.timings.get("fit_s", 0) / max(
-        int((preds["split"] == "test").sum() / cfg.data.split[2] * cfg.data.split[0]), 1)
-    return {"run_id": result.run_id, "wall_s": wall, "fit_s": result.timings.get("fit_s"),
-            "pretrain_s": result.timings.get("pretrain_s"), "epochs": round(epochs, 1), "preds": preds,
-            "comparison": comp, "cfg": cfg, "command": "python train.py " + " ".join(ov)}
+    epochs = (
+        result.timings.get("train_sequences_per_s", 0)
+        * result.timings.get("fit_s", 0)
+        / max(int((preds["split"] == "test").sum() / cfg.data.split[2] * cfg.data.split[0]), 1)
+    )
+    return {
+        "run_id": result.run_id,
+        "wall_s": wall,
+        "fit_s": result.timings.get("fit_s"),
+        "pretrain_s": result.timings.get("pretrain_s"),
+        "epochs": round(epochs, 1),
+        "preds": preds,
+        "comparison": comp,
+        "cfg": cfg,
+        "command": "python train.py " + " ".join(ov),
+    }
 
 
 # --------------------------------------------------------------------------- statistics
@@ -119,10 +142,17 @@ def run_one(setting: str, variant: str, seed: int, args, pred_dir: Path, work: P
 
 def paired_bootstrap(preds: pd.DataFrame, a: str, b: str, head: str, metric: str, n_boot: int, seed: int = 0) -> dict:
     """Difference a - b of ``metric`` on the same resampled test customers: estimate and 95 % interval."""
-    d = M.paired_difference(preds[f"y_{head}"], preds[f"{a}__{head}"], preds[f"{b}__{head}"], metric, n_boot,
-                            seed=seed)
-    return {"a": a, "b": b, "head": head, "metric": metric, "diff": d["diff"], "ci95": [d["ci_low"], d["ci_high"]],
-            "p_a_not_better": d["p_not_better"], "n_boot": d["n_boot"]}
+    d = M.paired_difference(preds[f"y_{head}"], preds[f"{a}__{head}"], preds[f"{b}__{head}"], metric, n_boot, seed=seed)
+    return {
+        "a": a,
+        "b": b,
+        "head": head,
+        "metric": metric,
+        "diff": d["diff"],
+        "ci95": [d["ci_low"], d["ci_high"]],
+        "p_a_not_better": d["p_not_better"],
+        "n_boot": d["n_boot"],
+    }
 
 
 def metrics_of(test: pd.DataFrame, name: str, n_boot: int) -> dict:
@@ -156,8 +186,10 @@ def add_ensembles(preds: pd.DataFrame, seq: str, baselines: list[str]) -> dict:
         X = np.stack([_logit(preds[f"{m}__{h}"]) for m in (seq, *baselines)], axis=1)
         stack = LogisticRegression(C=1.0, max_iter=1000).fit(X[val], y[val])
         preds[f"stack__{h}"] = stack.predict_proba(X)[:, 1]
-        chosen[h] = {"mean_with": best,
-                     "stack_weights": {m: round(float(w), 3) for m, w in zip((seq, *baselines), stack.coef_[0])}}
+        chosen[h] = {
+            "mean_with": best,
+            "stack_weights": {m: round(float(w), 3) for m, w in zip((seq, *baselines), stack.coef_[0])},
+        }
     return chosen
 
 
@@ -167,9 +199,14 @@ def summarise(rows: list[dict]) -> dict:
     for m in rows[0]["models"]:
         per_seed = [r["models"][m] for r in rows if m in r["models"]]
         keys = [k for k in per_seed[0] if not k.endswith("_ci") and isinstance(per_seed[0][k], (int, float))]
-        out[m] = {k: {"mean": float(np.nanmean([s[k] for s in per_seed])), "n": len(per_seed),
-                      "sd": float(np.nanstd([s[k] for s in per_seed], ddof=1)) if len(per_seed) > 1 else 0.0}
-                  for k in keys}
+        out[m] = {
+            k: {
+                "mean": float(np.nanmean([s[k] for s in per_seed])),
+                "n": len(per_seed),
+                "sd": float(np.nanstd([s[k] for s in per_seed], ddof=1)) if len(per_seed) > 1 else 0.0,
+            }
+            for k in keys
+        }
     return out
 
 
@@ -181,8 +218,10 @@ def segment_tables(first: dict) -> dict:
     if run_id is None:
         return {}
     client = MlflowClient(cfg.logger.tracking_uri)
-    out = {"k": client.get_run(run_id).data.metrics.get("segments/k"),
-           "archetype_ari": client.get_run(run_id).data.metrics.get("segments/archetype_ari")}
+    out = {
+        "k": client.get_run(run_id).data.metrics.get("segments/k"),
+        "archetype_ari": client.get_run(run_id).data.metrics.get("segments/archetype_ari"),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("segment_summary", "segment_k_selection"):
             out[name] = pd.read_csv(client.download_artifacts(run_id, f"tables/{name}.csv", tmp)).to_dict("records")
@@ -203,10 +242,17 @@ def input_ablation(first: dict, n_boot: int) -> dict:
     feats = prep.feats.take(test)
     bundle = Path(cfg.paths.root_dir) / cfg.paths.bundles_dir / first["run_id"]
     model = SequenceModel.from_file(bundle / "sequence.onnx")
-    no_agg = type(feats)(feats.customer_id, feats.event_type, feats.numeric, feats.length,
-                         np.zeros_like(feats.aggregates), feats.raw)
-    no_seq = type(feats)(feats.customer_id, np.zeros_like(feats.event_type), np.zeros_like(feats.numeric),
-                         np.zeros_like(feats.length), feats.aggregates, feats.raw)
+    no_agg = type(feats)(
+        feats.customer_id, feats.event_type, feats.numeric, feats.length, np.zeros_like(feats.aggregates), feats.raw
+    )
+    no_seq = type(feats)(
+        feats.customer_id,
+        np.zeros_like(feats.event_type),
+        np.zeros_like(feats.numeric),
+        np.zeros_like(feats.length),
+        feats.aggregates,
+        feats.raw,
+    )
     out = {}
     for name, f in (("full", feats), ("no_aggregates", no_agg), ("no_events", no_seq)):
         p = model.probabilities(f)
@@ -227,8 +273,9 @@ def compare_setting(setting: str, args, work: Path) -> dict:
             runs[variant] = {k: r[k] for k in ("run_id", "wall_s", "fit_s", "pretrain_s", "epochs", "command")}
             cols = ["customer_id", "split", *(f"{variant}__{h}" for h in HEADS)]
             if preds is not None and rolling(variant):  # its baselines saw the same extra rows: "<b>+rolling"
-                r["preds"] = r["preds"].rename(columns={f"{b}__{h}": f"{b}+rolling__{h}" for b in BASELINES
-                                                        for h in HEADS})
+                r["preds"] = r["preds"].rename(
+                    columns={f"{b}__{h}": f"{b}+rolling__{h}" for b in BASELINES for h in HEADS}
+                )
                 cols += [c for c in r["preds"] if "+rolling__" in c and c not in cols]
             preds = r["preds"] if preds is None else preds.merge(r["preds"][cols], on=["customer_id", "split"])
             if first is None:
@@ -238,13 +285,19 @@ def compare_setting(setting: str, args, work: Path) -> dict:
         test = preds[preds["split"] == "test"].reset_index(drop=True)
         n_boot = args.bootstrap if seed == args.seeds[0] else 0
         rolled = [f"{b}+rolling" for b in BASELINES if f"{b}+rolling__intent" in preds]
-        names = [*args.variants, *base, *rolled, *(ENSEMBLES if base else ()),
-                 *(["truth"] if "truth__intent" in test else [])]
+        names = [
+            *args.variants,
+            *base,
+            *rolled,
+            *(ENSEMBLES if base else ()),
+            *(["truth"] if "truth__intent" in test else []),
+        ]
         models = {("ceiling" if n == "truth" else n): metrics_of(test, n, n_boot) for n in names}
         for v in args.variants:
             models[v].update(runs[v])
-        models.update({b: {**models[b], "fit_s": float(first["comparison"].set_index("model").loc[b, "fit_s"])}
-                       for b in base})
+        models.update(
+            {b: {**models[b], "fit_s": float(first["comparison"].set_index("model").loc[b, "fit_s"])} for b in base}
+        )
         per_seed.append({"seed": seed, "models": models, "ensembles": chosen})
         if seed == args.seeds[0]:
             test0 = test.rename(columns={f"truth__{h}": f"ceiling__{h}" for h in HEADS})
@@ -256,26 +309,38 @@ def compare_setting(setting: str, args, work: Path) -> dict:
             paired += [paired_bootstrap(test0, a, best, h, k, args.bootstrap) for a in (*args.variants, *ENSEMBLES)]
             if rolled:  # the rolling variants against baselines trained on the same extra rows
                 best_r = max(rolled, key=lambda b: summary[b][f"{h}_{k}"]["mean"])
-                paired += [paired_bootstrap(test0, a, best_r, h, k, args.bootstrap) for a in args.variants
-                           if rolling(a)]
+                paired += [
+                    paired_bootstrap(test0, a, best_r, h, k, args.bootstrap) for a in args.variants if rolling(a)
+                ]
     cfg = first["cfg"]
     dataset, _, cutoff = setting.partition("@")
     pos = {h: {s: int(preds.loc[preds["split"] == s, f"y_{h}"].sum()) for s in ("val", "test")} for h in HEADS}
-    where = (f"CDNOW ({cfg.data.source.get('which', 'master')} file), history before {cutoff} (exclusive)"
-             if dataset == "cdnow" else f"simulator, {cfg.data.source.n_customers:,} customers of "
-                                        f"{cfg.data.source.n_sellers} sellers, one simulated year before the cutoff")
+    where = (
+        f"CDNOW ({cfg.data.source.get('which', 'master')} file), history before {cutoff} (exclusive)"
+        if dataset == "cdnow"
+        else f"simulator, {cfg.data.source.n_customers:,} customers of "
+        f"{cfg.data.source.n_sellers} sellers, one simulated year before the cutoff"
+    )
     from sellerlift.tracking import git_commit
 
-    return {"title": f"CDNOW at {cutoff}" if dataset == "cdnow" else "Simulator", "dataset": dataset,
-            "measured": started, "commit": git_commit(REPO),
-            "cutoff": cutoff or str(cfg.data.source.get("cutoff", "")),
-            "description": f"{where}; {len(test0):,} test customers; test intent rate {test0['y_intent'].mean():.3f} "
-                           f"({pos['intent']['test']} positives), churn rate {test0['y_churn'].mean():.3f}; "
-                           f"validation intent positives {pos['intent']['val']}.",
-            "n_test": len(test0), "positives": pos, "per_seed": per_seed, "summary": summary, "paired": paired,
-            "segments": segment_tables(first) if dataset != "cdnow" or cutoff == "1997-10-01" else {},
-            "ablation": input_ablation(first, args.bootstrap) if first["run_id"] else {},
-            "commands": {v: runs[v]["command"] for v in args.variants}}
+    return {
+        "title": f"CDNOW at {cutoff}" if dataset == "cdnow" else "Simulator",
+        "dataset": dataset,
+        "measured": started,
+        "commit": git_commit(REPO),
+        "cutoff": cutoff or str(cfg.data.source.get("cutoff", "")),
+        "description": f"{where}; {len(test0):,} test customers; test intent rate {test0['y_intent'].mean():.3f} "
+        f"({pos['intent']['test']} positives), churn rate {test0['y_churn'].mean():.3f}; "
+        f"validation intent positives {pos['intent']['val']}.",
+        "n_test": len(test0),
+        "positives": pos,
+        "per_seed": per_seed,
+        "summary": summary,
+        "paired": paired,
+        "segments": segment_tables(first) if dataset != "cdnow" or cutoff == "1997-10-01" else {},
+        "ablation": input_ablation(first, args.bootstrap) if first["run_id"] else {},
+        "commands": {v: runs[v]["command"] for v in args.variants},
+    }
 
 
 # --------------------------------------------------------------------------- main
@@ -284,12 +349,23 @@ def compare_setting(setting: str, args, work: Path) -> dict:
 def from_old(entry: dict, when: str, cap_minutes: float | None = None) -> dict:
     """A data set of the previous JSON layout (summary / bootstrap per data set) in this layout."""
     models = {m: {k: v["mean"] for k, v in stats.items()} for m, stats in entry["summary"].items()}
-    cap = (f" The sequence models were trained under a wall-clock cap of {cap_minutes:g} minutes on a loaded machine "
-           "(epochs in the table): their rows are a lower bound." if cap_minutes else "")
-    return {"title": entry["title"], "dataset": "simulator" if "Simulator" in entry["title"] else "cdnow",
-            "cutoff": "", "description": entry["description"] + cap, "measured": when,
-            "per_seed": [{"seed": 0, "models": models}], "summary": entry["summary"], "segments": entry.get("segments"),
-            "paired": [b for b in entry.get("bootstrap", [])]}
+    cap = (
+        f" The sequence models were trained under a wall-clock cap of {cap_minutes:g} minutes on a loaded machine "
+        "(epochs in the table): their rows are a lower bound."
+        if cap_minutes
+        else ""
+    )
+    return {
+        "title": entry["title"],
+        "dataset": "simulator" if "Simulator" in entry["title"] else "cdnow",
+        "cutoff": "",
+        "description": entry["description"] + cap,
+        "measured": when,
+        "per_seed": [{"seed": 0, "models": models}],
+        "summary": entry["summary"],
+        "segments": entry.get("segments"),
+        "paired": [b for b in entry.get("bootstrap", [])],
+    }
 
 
 def previous_settings(path: Path) -> dict:
@@ -298,16 +374,23 @@ def previous_settings(path: Path) -> dict:
     old = json.loads(path.read_text())
     if "settings" in old:
         return {k: {"measured": old.get("started"), **v} for k, v in old["settings"].items()}
-    return {("simulator" if ds == "simulator" else "cdnow@1997-10-01"):
-            from_old(e, old.get("started", "?"), (old.get("max_minutes") or {}).get(ds))
-            for ds, e in old.get("datasets", {}).items()}
+    return {
+        ("simulator" if ds == "simulator" else "cdnow@1997-10-01"): from_old(
+            e, old.get("started", "?"), (old.get("max_minutes") or {}).get(ds)
+        )
+        for ds, e in old.get("datasets", {}).items()
+    }
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small data and one debug epoch (for tests)")
-    ap.add_argument("--settings", nargs="+", default=["simulator", "cdnow@1997-10-01"],
-                    help="data set[@cutoff], e.g. cdnow@1997-07-01")
+    ap.add_argument(
+        "--settings",
+        nargs="+",
+        default=["simulator", "cdnow@1997-10-01"],
+        help="data set[@cutoff], e.g. cdnow@1997-07-01",
+    )
     ap.add_argument("--variants", nargs="+", default=["gru"], choices=list(VARIANTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
@@ -322,10 +405,15 @@ def main(argv=None) -> dict:
     import os
 
     os.environ.setdefault("SELLERLIFT_ROOT", str(args.root))
-    report = {"quick": args.quick, "seeds": args.seeds, "variants": args.variants, "bootstrap": args.bootstrap,
-              "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
-              "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "settings": {} if args.fresh or args.quick else previous_settings(args.out)}
+    report = {
+        "quick": args.quick,
+        "seeds": args.seeds,
+        "variants": args.variants,
+        "bootstrap": args.bootstrap,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "settings": {} if args.fresh or args.quick else previous_settings(args.out),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for setting in args.settings:
             report["settings"][setting] = compare_setting(setting, args, Path(tmp))

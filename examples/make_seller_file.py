@@ -16,8 +16,13 @@ from sellerlift.sim import SimulatorConfig, simulate
 
 HERE = Path(__file__).resolve().parent
 NAMES = {  # contract type -> what the shop calls it
-    "visit": "session_start", "view": "product_view", "add_to_cart": "basket_add", "purchase": "order",
-    "email_open": "newsletter_open", "support_contact": "support_ticket", "coupon_redeem": "voucher_used",
+    "visit": "session_start",
+    "view": "product_view",
+    "add_to_cart": "basket_add",
+    "purchase": "order",
+    "email_open": "newsletter_open",
+    "support_contact": "support_ticket",
+    "coupon_redeem": "voucher_used",
 }
 
 
@@ -31,15 +36,15 @@ def main(n_customers: int = 240, seed: int = 7, out: Path = HERE / "seller_event
         when=ev["ts"].dt.tz_localize("UTC").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
         action=ev["event_type"].astype(str).map(NAMES),
         value=np.where(ev["event_type"].astype(str) == "purchase", ev["amount"].round(2), np.nan),
-        items=pd.array(np.where(ev["event_type"].astype(str) == "purchase", ev.get("quantity", 1),
-                                np.nan), dtype="Int64"),
+        items=pd.array(
+            np.where(ev["event_type"].astype(str) == "purchase", ev.get("quantity", 1), np.nan), dtype="Int64"
+        ),
     )
     df = df[["customer", "shop", "when", "action", "value", "items"]]
     df.columns = ["Customer ID", "Shop", "Event Time", "Action", "Order Value (EUR)", "Items"]
     df = df.iloc[rng.permutation(len(df))].sort_values("Event Time", kind="stable")  # exports come by time
     df.to_csv(out, index=False, float_format="%.2f")
-    print(f"wrote {out}: {len(df):,} rows, {df['Customer ID'].nunique()} customers, "
-          f"{out.stat().st_size / 1e6:.2f} MB")
+    print(f"wrote {out}: {len(df):,} rows, {df['Customer ID'].nunique()} customers, {out.stat().st_size / 1e6:.2f} MB")
     return out
 
 

@@ -99,21 +99,31 @@ def describe(path: Path, package: str) -> list[str]:
 
 
 def render() -> str:
-    md = ["# Configuration reference", "",
-          "Generated from `configs/` by `scripts/config_reference.py` (do not edit by hand; "
-          "`make config-reference` rewrites it). Override any key on the command line: "
-          "`python train.py data.source.n_customers=5000`; pick an option of a group: "
-          "`python train.py model=transformer`.",
-          ""]
+    md = [
+        "# Configuration reference",
+        "",
+        "Generated from `configs/` by `scripts/config_reference.py` (do not edit by hand; "
+        "`make config-reference` rewrites it). Override any key on the command line: "
+        "`python train.py data.source.n_customers=5000`; pick an option of a group: "
+        "`python train.py model=transformer`.",
+        "",
+    ]
     train = CONFIGS / "train.yaml"
-    md += ["## `train.yaml` (the entry config)", "", _header(train.read_text()), "",
-           "| key | default | note |", "|---|---|---|", *describe(train, ""), ""]
+    md += [
+        "## `train.yaml` (the entry config)",
+        "",
+        _header(train.read_text()),
+        "",
+        "| key | default | note |",
+        "|---|---|---|",
+        *describe(train, ""),
+        "",
+    ]
     for group in sorted(p for p in CONFIGS.iterdir() if p.is_dir()):
         options = sorted(group.glob("*.yaml"))
         if not options:
             continue
-        md += [f"## Group `{group.name}`", "",
-               f"Options: {', '.join(f'`{group.name}={o.stem}`' for o in options)}", ""]
+        md += [f"## Group `{group.name}`", "", f"Options: {', '.join(f'`{group.name}={o.stem}`' for o in options)}", ""]
         for opt in options:
             md += [f"### `{group.name}={opt.stem}`", ""]
             head = _header(opt.read_text())

@@ -19,16 +19,73 @@ SRC = REPO / "src" / "sellerlift"
 
 # Lowest first. A new module must be placed here (the check fails on unknown modules).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("schema", "columns", "constants", "io", "allocate", "allocate.*", "metrics", "value_metrics", "tracking",
-              "plots")),
-    ("data", ("features", "labels", "promotion_features", "offer_outcomes", "bgnbd", "gamma_gamma", "data", "data.*", "sim",
-              "sim.*")),
-    ("runtime", ("runtime", "runtime.*", "segment", "action_segments", "baselines", "policy_eval", "champion", "report", "ceiling",
-                 "score_parts", "score_allocate", "closed_loop", "closed_loop.experiments", "closed_loop.ope", "closed_loop.observe",
-                 "closed_loop.policies")),
+    (
+        "base",
+        (
+            "schema",
+            "columns",
+            "constants",
+            "io",
+            "allocate",
+            "allocate.*",
+            "metrics",
+            "value_metrics",
+            "tracking",
+            "plots",
+        ),
+    ),
+    (
+        "data",
+        (
+            "features",
+            "labels",
+            "promotion_features",
+            "offer_outcomes",
+            "bgnbd",
+            "gamma_gamma",
+            "data",
+            "data.*",
+            "sim",
+            "sim.*",
+        ),
+    ),
+    (
+        "runtime",
+        (
+            "runtime",
+            "runtime.*",
+            "segment",
+            "action_segments",
+            "baselines",
+            "policy_eval",
+            "champion",
+            "report",
+            "ceiling",
+            "score_parts",
+            "score_allocate",
+            "closed_loop",
+            "closed_loop.experiments",
+            "closed_loop.ope",
+            "closed_loop.observe",
+            "closed_loop.policies",
+        ),
+    ),
     ("models", ("models", "models.*", "export", "sweep", "reliability", "engine", "engine.*")),
-    ("stages", ("stages", "stages.*", "pipeline", "config_checks", "closed_loop.forward", "closed_loop.outcomes",
-                "closed_loop.studies", "closed_loop.evaluate", "closed_loop.report", "closed_loop.seeds")),
+    (
+        "stages",
+        (
+            "stages",
+            "stages.*",
+            "pipeline",
+            "config_checks",
+            "closed_loop.forward",
+            "closed_loop.outcomes",
+            "closed_loop.studies",
+            "closed_loop.evaluate",
+            "closed_loop.report",
+            "closed_loop.seeds",
+        ),
+    ),
     ("entries", ("score", "evaluate", "data.check", "data.__main__")),
 ]
 TORCH = ("torch", "lightning", "pytorch_lightning", "torchmetrics")
@@ -65,7 +122,7 @@ def graph() -> dict[str, set[str]]:
         deps = set()
         for imp in imports_of(path):
             if imp.startswith("sellerlift."):
-                rel = imp[len("sellerlift."):]
+                rel = imp[len("sellerlift.") :]
                 while rel and rel not in mods:  # `from sellerlift.x import y` where y is not a module
                     rel = rel.rpartition(".")[0]
                 if rel and rel != name and not name.startswith(rel + "."):  # a package's own __init__ is not a dep
@@ -82,7 +139,7 @@ def cycles(g: dict[str, set[str]]) -> list[list[str]]:
         stack.append(m)
         for d in sorted(g.get(m, ())):
             if state.get(d) == 1:
-                found.append(stack[stack.index(d):] + [d])
+                found.append(stack[stack.index(d) :] + [d])
             elif d not in state:
                 visit(d)
         stack.pop()
@@ -138,7 +195,7 @@ def serve_violations(g: dict[str, set[str]]) -> list[str]:
     for p in sorted((REPO / "serve").glob("*.py")):
         for imp in imports_of(p):
             if imp.startswith("sellerlift."):
-                rel = imp[len("sellerlift."):]
+                rel = imp[len("sellerlift.") :]
                 mods = modules()
                 while rel and rel not in mods:
                     rel = rel.rpartition(".")[0]

@@ -61,16 +61,27 @@ def create_app(settings: Settings | None = None, model: Runtime | None = None) -
     @asynccontextmanager
     async def lifespan(app):
         rt = state.runtime
-        log.info("serving bundle %s (version %s); heavy modules loaded: %s; drain on SIGTERM: %s", rt.bundle_dir,
-                 rt.version, heavy_modules_loaded() or "none", install_drain_signal())
+        log.info(
+            "serving bundle %s (version %s); heavy modules loaded: %s; drain on SIGTERM: %s",
+            rt.bundle_dir,
+            rt.version,
+            heavy_modules_loaded() or "none",
+            install_drain_signal(),
+        )
         yield
         state.close()
 
-    app = FastAPI(title="sellerlift inference server", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan, openapi_tags=[
-                      {"name": "scoring", "description": "intent, churn, value, loyalty and segments from raw events"},
-                      {"name": "promotions", "description": "response curves and budgeted allocation"},
-                      {"name": "operations", "description": "health, readiness, model info, metrics, reload"}])
+    app = FastAPI(
+        title="sellerlift inference server",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "scoring", "description": "intent, churn, value, loyalty and segments from raw events"},
+            {"name": "promotions", "description": "response curves and budgeted allocation"},
+            {"name": "operations", "description": "health, readiness, model info, metrics, reload"},
+        ],
+    )
     app.state.serve = state
     app.include_router(routes.router)
     errors.install(app)
@@ -86,8 +97,9 @@ def openapi(app: FastAPI) -> dict:
     types = schemas.types_for(rt) if rt is not None else None
     key = types.key if types is not None else None
     if app.openapi_schema is None or getattr(app.state, "openapi_key", None) != key:
-        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes,
-                           tags=app.openapi_tags)
+        spec = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes, tags=app.openapi_tags
+        )
         spec.setdefault("components", {}).setdefault("schemas", {}).update(schemas.openapi_components(types))
         app.openapi_schema = spec
         app.state.openapi_key = key

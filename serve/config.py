@@ -89,9 +89,17 @@ class Settings:
         return s
 
     def check(self) -> None:
-        for name in ("max_customers", "max_events_per_customer", "max_body_bytes", "inference_threads",
-                     "ort_intra_op_threads", "workers", "body_timeout", "timeout_keep_alive",
-                     "h11_max_incomplete_event_size"):
+        for name in (
+            "max_customers",
+            "max_events_per_customer",
+            "max_body_bytes",
+            "inference_threads",
+            "ort_intra_op_threads",
+            "workers",
+            "body_timeout",
+            "timeout_keep_alive",
+            "h11_max_incomplete_event_size",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"setting {name} must be >= 1, got {getattr(self, name)}")
         if int(self.limit_concurrency) < 0:

@@ -21,26 +21,43 @@ def allocation_inputs(head, custs: list) -> tuple[np.ndarray | None, dict | None
     """(seller of each customer, budget per seller) for the allocator, or a 422 naming what is missing."""
     tier_budgets = getattr(head, "tier_budgets", None)
     if head.budget is None and head.seller_budgets is None and tier_budgets is None:
-        raise ClientError(422, [(("budget",), "give a total budget, per-seller budgets, per-tier budgets, or "
-                                 "several of them", "missing")])
+        raise ClientError(
+            422,
+            [(("budget",), "give a total budget, per-seller budgets, per-tier budgets, or several of them", "missing")],
+        )
     need = head.seller_budgets is not None or getattr(head, "seller_tiers", None) is not None
     if not need:
         return None, None
     why = "seller_budgets" if head.seller_budgets is not None else "seller_tiers"
-    items = [(("customers", i, "seller_id"), f"required when {why} is given", "missing")
-             for i, c in enumerate(custs) if c.seller_id is None]
-    items += [(("seller_budgets", k), f"expected a finite budget >= 0, got {show(v)}", "budget")
-              for k, v in (head.seller_budgets or {}).items() if not (np.isfinite(v) and v >= 0)]
+    items = [
+        (("customers", i, "seller_id"), f"required when {why} is given", "missing")
+        for i, c in enumerate(custs)
+        if c.seller_id is None
+    ]
+    items += [
+        (("seller_budgets", k), f"expected a finite budget >= 0, got {show(v)}", "budget")
+        for k, v in (head.seller_budgets or {}).items()
+        if not (np.isfinite(v) and v >= 0)
+    ]
     _fail(items)
     sellers = np.array([str(c.seller_id) for c in custs], dtype=object)
     if head.seller_budgets is None:
         return sellers, None
     known = set(sellers.tolist())
-    items = [(("seller_budgets", k), f"no customer of seller {show(k)} in this request", "unknown_seller")
-             for k in head.seller_budgets if k not in known]
-    items += [(("seller_budgets",), f"no budget for seller {show(s)} (its customers: "
-               f"customers[{int(np.flatnonzero(sellers == s)[0])}], ...)", "missing_seller_budget")
-              for s in sorted(known) if s not in head.seller_budgets]
+    items = [
+        (("seller_budgets", k), f"no customer of seller {show(k)} in this request", "unknown_seller")
+        for k in head.seller_budgets
+        if k not in known
+    ]
+    items += [
+        (
+            ("seller_budgets",),
+            f"no budget for seller {show(s)} (its customers: customers[{int(np.flatnonzero(sellers == s)[0])}], ...)",
+            "missing_seller_budget",
+        )
+        for s in sorted(known)
+        if s not in head.seller_budgets
+    ]
     _fail(items)
     return sellers, {k: float(v) for k, v in head.seller_budgets.items()}
 
@@ -56,24 +73,45 @@ def tier_inputs(head, sellers: np.ndarray | None) -> tuple[dict | None, dict | N
     tiers_of, budgets = head.seller_tiers, head.tier_budgets
     if tiers_of is None:
         if budgets is not None:
-            raise ClientError(422, [(("seller_tiers",), "required when tier_budgets is given (the tier of every "
-                                     "seller)", "missing")])
+            raise ClientError(
+                422, [(("seller_tiers",), "required when tier_budgets is given (the tier of every seller)", "missing")]
+            )
         return None, None
     known = sorted(set(sellers.tolist()))
-    items = [(("seller_tiers",), f"no tier for seller {show(s)} (its customers: "
-              f"customers[{int(np.flatnonzero(sellers == s)[0])}], ...)", "missing_seller_tier")
-             for s in known if s not in tiers_of]
+    items = [
+        (
+            ("seller_tiers",),
+            f"no tier for seller {show(s)} (its customers: customers[{int(np.flatnonzero(sellers == s)[0])}], ...)",
+            "missing_seller_tier",
+        )
+        for s in known
+        if s not in tiers_of
+    ]
     _fail(items)
     used = {tiers_of[s] for s in known}
     if budgets is None:
         return {s: tiers_of[s] for s in known}, None
     named = set(tiers_of.values())
-    items = [(("tier_budgets", k), f"expected a finite budget >= 0, got {show(v)}", "budget")
-             for k, v in budgets.items() if not (np.isfinite(v) and v >= 0)]
-    items += [(("tier_budgets", k), f"unknown tier {show(k)}: expected one of the tiers of seller_tiers "
-               f"({', '.join(map(show, sorted(named)[:10]))})", "unknown_tier") for k in budgets if k not in named]
-    items += [(("tier_budgets",), f"no budget for tier {show(t)} (of seller_tiers)", "missing_tier_budget")
-              for t in sorted(used) if t not in budgets]
+    items = [
+        (("tier_budgets", k), f"expected a finite budget >= 0, got {show(v)}", "budget")
+        for k, v in budgets.items()
+        if not (np.isfinite(v) and v >= 0)
+    ]
+    items += [
+        (
+            ("tier_budgets", k),
+            f"unknown tier {show(k)}: expected one of the tiers of seller_tiers "
+            f"({', '.join(map(show, sorted(named)[:10]))})",
+            "unknown_tier",
+        )
+        for k in budgets
+        if k not in named
+    ]
+    items += [
+        (("tier_budgets",), f"no budget for tier {show(t)} (of seller_tiers)", "missing_tier_budget")
+        for t in sorted(used)
+        if t not in budgets
+    ]
     _fail(items)
     return {s: tiers_of[s] for s in known}, {t: float(budgets[t]) for t in used}
 
@@ -98,14 +136,30 @@ def segment_inputs(head, custs: list, bundle_segments, bundle_names) -> tuple[np
     caps = head.segment_max_discount
     if caps is None:
         return None, None
-    seg = [c.segment if c.segment is not None else (None if bundle_segments is None else str(bundle_segments[i]))
-           for i, c in enumerate(custs)]
-    items = [(("customers", i, "segment"), "required when segment_max_discount is given (the bundle has no "
-              "segments to default to)", "missing") for i, s in enumerate(seg) if s is None]
+    seg = [
+        c.segment if c.segment is not None else (None if bundle_segments is None else str(bundle_segments[i]))
+        for i, c in enumerate(custs)
+    ]
+    items = [
+        (
+            ("customers", i, "segment"),
+            "required when segment_max_discount is given (the bundle has no segments to default to)",
+            "missing",
+        )
+        for i, s in enumerate(seg)
+        if s is None
+    ]
     _fail(items)
     present = set(seg)
     known = present | set(bundle_names or ())
-    items = [(("segment_max_discount", k), f"unknown segment {show(k)}: expected one of "
-              f"{', '.join(map(show, sorted(known)[:10]))}", "unknown_segment") for k in caps if k not in known]
+    items = [
+        (
+            ("segment_max_discount", k),
+            f"unknown segment {show(k)}: expected one of {', '.join(map(show, sorted(known)[:10]))}",
+            "unknown_segment",
+        )
+        for k in caps
+        if k not in known
+    ]
     _fail(items)
     return np.asarray(seg, dtype=object), {k: float(v) for k, v in caps.items() if k in present}

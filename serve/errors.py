@@ -63,8 +63,9 @@ def show(value) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, dict):
-        return "an object" + (f" with keys {safe_text(', '.join(map(str, list(value)[:5])), SHOW_CHARS)}"
-                              if value else " (empty)")
+        return "an object" + (
+            f" with keys {safe_text(', '.join(map(str, list(value)[:5])), SHOW_CHARS)}" if value else " (empty)"
+        )
     if isinstance(value, list):
         return f"an array of {len(value)} item(s)"
     return safe_text(repr(value), SHOW_CHARS)
@@ -85,12 +86,24 @@ def field_name(loc) -> str:
 
 def error_body(items: list[Item], total: int | None = None) -> dict:
     total = max(len(items), total or 0)
-    shown = [{"field": field_name(loc), "loc": [p if isinstance(p, int) else safe_text(p, 300)
-                                                for p in loc or ("body",)],
-              "msg": safe_text(msg, 2000), "type": safe_text(typ, 100)} for loc, msg, typ in items[:MAX_ERRORS_SHOWN]]
+    shown = [
+        {
+            "field": field_name(loc),
+            "loc": [p if isinstance(p, int) else safe_text(p, 300) for p in loc or ("body",)],
+            "msg": safe_text(msg, 2000),
+            "type": safe_text(typ, 100),
+        }
+        for loc, msg, typ in items[:MAX_ERRORS_SHOWN]
+    ]
     if total > MAX_ERRORS_SHOWN:
-        shown.append({"field": "body", "loc": ["body"], "msg": f"... and {total - MAX_ERRORS_SHOWN} more error(s)",
-                      "type": "more_errors"})
+        shown.append(
+            {
+                "field": "body",
+                "loc": ["body"],
+                "msg": f"... and {total - MAX_ERRORS_SHOWN} more error(s)",
+                "type": "more_errors",
+            }
+        )
     return {"detail": shown}
 
 
@@ -102,8 +115,11 @@ def encode(payload) -> bytes:
     try:
         return _ENCODER.encode(payload)
     except (UnicodeEncodeError, TypeError, OverflowError, ValueError):
-        return json.dumps(msgspec.to_builtins(payload) if not isinstance(payload, (dict, list)) else payload,
-                          ensure_ascii=True, default=str).encode()
+        return json.dumps(
+            msgspec.to_builtins(payload) if not isinstance(payload, (dict, list)) else payload,
+            ensure_ascii=True,
+            default=str,
+        ).encode()
 
 
 def json_response(payload, status: int = 200, headers: dict | None = None) -> Response:
@@ -135,8 +151,10 @@ def error_path(err: Exception) -> list:
 def _split_path(path: str | None) -> list:
     if not path or not path.startswith("$"):
         return []
-    return [m.group(1) if m.group(1) is not None else (int(m.group(2)) if m.group(2) != "..." else ...)
-            for m in _STEP.finditer(path[1:])]
+    return [
+        m.group(1) if m.group(1) is not None else (int(m.group(2)) if m.group(2) != "..." else ...)
+        for m in _STEP.finditer(path[1:])
+    ]
 
 
 def _decoded(doc):
@@ -171,9 +189,9 @@ def translate(err: msgspec.ValidationError, allowed: dict, prefix: tuple = (), d
     if m.group("where"):  # "at `key` in `$.seller_budgets`": a key of an object is wrong
         msg = f"{msg} (a key)"
     if ... in steps and doc is not msgspec.UNSET:  # "$.seller_budgets[...]": find the offending key
-        steps = steps[:steps.index(...)] + [_first_bad_value(_safe_lookup(doc, steps[:steps.index(...)]))]
+        steps = steps[: steps.index(...)] + [_first_bad_value(_safe_lookup(doc, steps[: steps.index(...)]))]
     if msg.startswith("JSON is malformed"):
-        msg = "invalid JSON: " + msg[len("JSON is malformed: "):]
+        msg = "invalid JSON: " + msg[len("JSON is malformed: ") :]
     steps = [s for s in steps if s is not ...]
     loc = prefix + tuple(steps)
     if (hit := _MISSING.match(msg)) is not None:
@@ -211,21 +229,31 @@ def _first_bad_value(obj):
 def decode_error(err: Exception, body) -> ClientError:
     """Malformed JSON (or too deep) as a 422 that says what and where, with the field when it can be named."""
     if isinstance(err, RecursionError):
-        return ClientError(422, [(("body",), "invalid JSON: nested too deeply (arrays/objects inside each other "
-                                  "hundreds of levels down)", "json_invalid")])
+        return ClientError(
+            422,
+            [
+                (
+                    ("body",),
+                    "invalid JSON: nested too deeply (arrays/objects inside each other hundreds of levels down)",
+                    "json_invalid",
+                )
+            ],
+        )
     text = str(err)
     hit = re.search(r"\(byte (\d+)\)", text)
     what = text.replace("JSON is malformed: ", "").split(" (byte")[0]
     if not len(body):
-        return ClientError(422, [(("body",), "invalid JSON: the body is empty; expected a JSON object",
-                                  "json_invalid")])
+        return ClientError(
+            422, [(("body",), "invalid JSON: the body is empty; expected a JSON object", "json_invalid")]
+        )
     if hit is None:  # "Input data was truncated"
-        return ClientError(422, [(("body",), "invalid JSON: the body ends before the JSON value is complete",
-                                  "json_invalid")])
+        return ClientError(
+            422, [(("body",), "invalid JSON: the body ends before the JSON value is complete", "json_invalid")]
+        )
     at = int(hit.group(1))
     line, col = jsonscan.line_col(body, at)
     loc = jsonscan.path_at(body, at)
-    token = bytes(memoryview(body)[at:at + 9])
+    token = bytes(memoryview(body)[at : at + 9])
     if token.startswith((b"NaN", b"Infinity", b"-Infinity")):
         msg = f"{token.split(b',')[0].split(b'}')[0].decode()} is not a JSON number; expected a finite number"
         return ClientError(422, [(loc or ("body",), msg, "finite_number")])
@@ -245,8 +273,10 @@ async def _http(request, exc: StarletteHTTPException):
 
 
 async def _validation(request, exc: RequestValidationError):  # FastAPI's own (parameters); bodies never get here
-    items = [(tuple(e.get("loc", ("body",))), str(e.get("msg", "invalid")), str(e.get("type", "value_error")))
-             for e in exc.errors()]
+    items = [
+        (tuple(e.get("loc", ("body",))), str(e.get("msg", "invalid")), str(e.get("type", "value_error")))
+        for e in exc.errors()
+    ]
     return error_response(422, items)
 
 

@@ -82,9 +82,15 @@ class Gate:
         s = self.state.settings
         size = head_bytes(scope)
         if size > s.max_header_bytes:
-            return await _send(send, detail_response(
-                431, f"request line and headers too large: {size} bytes > {s.max_header_bytes} "
-                     "(h11_max_incomplete_event_size)", CLOSE))
+            return await _send(
+                send,
+                detail_response(
+                    431,
+                    f"request line and headers too large: {size} bytes > {s.max_header_bytes} "
+                    "(h11_max_incomplete_event_size)",
+                    CLOSE,
+                ),
+            )
         headers = dict(scope.get("headers") or ())
         path = scope["path"]
         auth = headers.get(b"authorization")
@@ -100,12 +106,21 @@ class Gate:
         if path in JSON_PATHS and scope.get("method") == "POST":
             encoding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip()
             if encoding.lower() not in ("", "identity"):
-                return await _send(send, _unsupported(f"Content-Encoding {encoding!r} is not supported: send the "
-                                                      "JSON body uncompressed (Content-Encoding: identity)"))
+                return await _send(
+                    send,
+                    _unsupported(
+                        f"Content-Encoding {encoding!r} is not supported: send the "
+                        "JSON body uncompressed (Content-Encoding: identity)"
+                    ),
+                )
             ctype = headers.get(b"content-type")
             if ctype is not None and not is_json(ctype.decode("latin-1")):
-                return await _send(send, _unsupported(f"Content-Type {ctype.decode('latin-1')!r} is not supported: "
-                                                      "send the body as application/json"))
+                return await _send(
+                    send,
+                    _unsupported(
+                        f"Content-Type {ctype.decode('latin-1')!r} is not supported: send the body as application/json"
+                    ),
+                )
         body = await self._body(headers, receive, send, status)
         if body is None:
             return
@@ -157,15 +172,17 @@ class Gate:
                     chunks.append(chunk)
                     more = message.get("more_body", False)
         except TimeoutError:
-            await _send(send, detail_response(408, f"request body not received within {s.body_timeout} s "
-                                                   "(body_timeout)", CLOSE))
+            await _send(
+                send, detail_response(408, f"request body not received within {s.body_timeout} s (body_timeout)", CLOSE)
+            )
             return None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _too_large(limit: int):
-    return error_response(413, [(("body",), f"request body larger than {limit} bytes (max_body_bytes)",
-                                 "body_too_large")], headers=CLOSE)
+    return error_response(
+        413, [(("body",), f"request body larger than {limit} bytes (max_body_bytes)", "body_too_large")], headers=CLOSE
+    )
 
 
 def _unsupported(msg: str):

@@ -48,11 +48,16 @@ def score(rt: Runtime, body: bytes, settings, metrics: Metrics) -> bytes:
     action = rt.assign_action_segments(feats, out) if getattr(rt, "action_segments", None) is not None else None
     metrics.inferred("/v1/score", time.perf_counter() - t0, b.n)
     used = b.events_used()
-    cols = {"customer_id": [c.customer_id for c in p.customers], "as_of": iso_each(b.as_of),
-            **{name: _list(out[name]) for name in (*rt.outputs, *getattr(rt, "value_outputs", ()))},
-            "segment": seg[1].tolist() if seg is not None else [None] * b.n,
-            "segment_id": seg[0].tolist() if seg is not None else [None] * b.n,
-            "n_events": used.tolist(), "cold_start": (used == 0).tolist(), "prior": out["prior"].tolist()}
+    cols = {
+        "customer_id": [c.customer_id for c in p.customers],
+        "as_of": iso_each(b.as_of),
+        **{name: _list(out[name]) for name in (*rt.outputs, *getattr(rt, "value_outputs", ()))},
+        "segment": seg[1].tolist() if seg is not None else [None] * b.n,
+        "segment_id": seg[0].tolist() if seg is not None else [None] * b.n,
+        "n_events": used.tolist(),
+        "cold_start": (used == 0).tolist(),
+        "prior": out["prior"].tolist(),
+    }
     if loyalty is not None:
         cols["loyalty"] = _list(loyalty)
     if action is not None:
@@ -87,8 +92,22 @@ def curves(rt: Runtime, body: bytes, settings, metrics: Metrics) -> bytes:
 
 
 def _empty_totals(head, sellers_given: bool, tiers_given: bool) -> AllocationTotals:
-    return AllocationTotals(0.0, 0.0, 0.0, 0.0, 0.0, "optimal", 0, {} if sellers_given else None,
-                            {} if tiers_given else None, float(head.weight), None, 0.0, 0.0, 0.0)
+    return AllocationTotals(
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        "optimal",
+        0,
+        {} if sellers_given else None,
+        {} if tiers_given else None,
+        float(head.weight),
+        None,
+        0.0,
+        0.0,
+        0.0,
+    )
 
 
 def allocate(rt: Runtime, body: bytes, settings, metrics: Metrics) -> bytes:
@@ -98,12 +117,24 @@ def allocate(rt: Runtime, body: bytes, settings, metrics: Metrics) -> bytes:
     seller_tier, tier_budgets = constraints.tier_inputs(head, sellers)
     has_enduring = getattr(rt, "enduring", None) is not None
     if head.weight > 0 and not has_enduring:
-        raise ClientError(422, [(("weight",), f"weight {head.weight:g} needs the enduring model (enduring.onnx), "
-                                 "which this bundle does not have; expected 0 (the week's profit)", "weight")])
+        raise ClientError(
+            422,
+            [
+                (
+                    ("weight",),
+                    f"weight {head.weight:g} needs the enduring model (enduring.onnx), "
+                    "which this bundle does not have; expected 0 (the week's profit)",
+                    "weight",
+                )
+            ],
+        )
     levels = list(rt.levels)
     if p.batch.n == 0:
-        return encode(AllocateResponse(_ref(rt), levels, _empty_totals(head, seller_budgets is not None,
-                                                                        tier_budgets is not None), []))
+        return encode(
+            AllocateResponse(
+                _ref(rt), levels, _empty_totals(head, seller_budgets is not None, tier_budgets is not None), []
+            )
+        )
     value = np.array([c.value for c in p.customers], dtype=np.float64)
     margin = np.array([c.margin for c in p.customers], dtype=np.float64)
     t0 = time.perf_counter()
@@ -120,29 +151,54 @@ def allocate(rt: Runtime, body: bytes, settings, metrics: Metrics) -> bytes:
         segment, segment_caps = constraints.segment_inputs(head, p.customers, None if seg is None else seg[1], names)
     try:
         offers = allocate_offers(
-            prob, value, margin, levels, budget=head.budget, seller=sellers, seller_budgets=seller_budgets,
-            enduring=end_matrix, weight=head.weight, seller_tier=seller_tier, tier_budgets=tier_budgets,
-            max_discount=constraints.discount_caps(head, p.customers), segment=segment,
-            segment_max_discount=segment_caps, spread_penalty=head.spread_penalty, max_incentive=head.max_incentive)
+            prob,
+            value,
+            margin,
+            levels,
+            budget=head.budget,
+            seller=sellers,
+            seller_budgets=seller_budgets,
+            enduring=end_matrix,
+            weight=head.weight,
+            seller_tier=seller_tier,
+            tier_budgets=tier_budgets,
+            max_discount=constraints.discount_caps(head, p.customers),
+            segment=segment,
+            segment_max_discount=segment_caps,
+            spread_penalty=head.spread_penalty,
+            max_incentive=head.max_incentive,
+        )
     except ValueError as err:  # inputs are checked beforehand; this is the allocator's own word
-        raise ClientError(422, [(("body",), f"infeasible or invalid allocation request: {err}", "allocation")]) \
-            from None
+        raise ClientError(
+            422, [(("body",), f"infeasible or invalid allocation request: {err}", "allocation")]
+        ) from None
     metrics.inferred("/v1/promotions/allocate", time.perf_counter() - t0, p.batch.n)
     a = offers.allocation
     direct = float(offers.profit.sum())
     bound = float(a.bound) if np.isfinite(a.bound) else a.profit
     totals = AllocationTotals(
-        spend=a.spend, incremental_profit=direct, roi=direct / a.spend if a.spend > 0 else 0.0, upper_bound=bound,
-        gap_to_upper_bound=a.gap, status="optimal" if a.status == "optimal" else "feasible",
+        spend=a.spend,
+        incremental_profit=direct,
+        roi=direct / a.spend if a.spend > 0 else 0.0,
+        upper_bound=bound,
+        gap_to_upper_bound=a.gap,
+        status="optimal" if a.status == "optimal" else "feasible",
         customers_with_discount=int((a.level_index > 0).sum()),
         seller_spend={str(k): float(v) for k, v in a.seller_spend.items()} if a.seller_spend else None,
         tier_spend={str(k): float(v) for k, v in a.tier_spend.items()} if a.tier_spend else None,
-        weight=float(head.weight), enduring_value=float(offers.enduring.sum()) if offers.enduring is not None else None,
-        objective=float(a.profit), spread_penalty_paid=float(a.penalty), spread=float(offers.spread))
-    lv, conv, spend, profit, obj = (x.tolist() for x in (offers.level_pct, offers.conversion, offers.spend,
-                                                         offers.profit, offers.objective))
+        weight=float(head.weight),
+        enduring_value=float(offers.enduring.sum()) if offers.enduring is not None else None,
+        objective=float(a.profit),
+        spread_penalty_paid=float(a.penalty),
+        spread=float(offers.spread),
+    )
+    lv, conv, spend, profit, obj = (
+        x.tolist() for x in (offers.level_pct, offers.conversion, offers.spend, offers.profit, offers.objective)
+    )
     end = offers.enduring.tolist() if offers.enduring is not None else [None] * len(lv)
-    results = [CustomerAllocation(c.customer_id, c.seller_id, lv[i], conv[i], spend[i], profit[i], end[i], obj[i])
-               for i, c in enumerate(p.customers)]
+    results = [
+        CustomerAllocation(c.customer_id, c.seller_id, lv[i], conv[i], spend[i], profit[i], end[i], obj[i])
+        for i, c in enumerate(p.customers)
+    ]
     parsing.release(p.customers)
     return encode(AllocateResponse(_ref(rt), levels, totals, results))

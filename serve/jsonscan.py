@@ -133,15 +133,16 @@ def array_spans(raw, limit: int | None = None, inner: bool = False) -> Spans | N
     n = len(sep) + 1
     if limit is not None and n > limit:
         raise TooMany(n, True)
-    counts = (np.bincount(np.concatenate(owners), minlength=n) if inner and owners else np.zeros(n, np.int64))
-    return Spans(np.concatenate(([first], sep + 1)).astype(np.int64), np.concatenate((sep, [last])).astype(np.int64),
-                 counts[:n])
+    counts = np.bincount(np.concatenate(owners), minlength=n) if inner and owners else np.zeros(n, np.int64)
+    return Spans(
+        np.concatenate(([first], sep + 1)).astype(np.int64), np.concatenate((sep, [last])).astype(np.int64), counts[:n]
+    )
 
 
 def _key_before(buf, tok: Tokens, colon: int) -> str | None:
     """The member name before the ':' token at index ``colon`` (a JSON string, escapes decoded)."""
     start = int(tok.pos[colon - 1]) + 1 if colon > 0 else 0
-    raw = bytes(memoryview(buf)[start:int(tok.pos[colon])]).strip()
+    raw = bytes(memoryview(buf)[start : int(tok.pos[colon])]).strip()
     try:
         key = msgspec.json.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError):

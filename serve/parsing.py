@@ -88,8 +88,17 @@ def decode(body: bytes, kind: Kind, max_customers: int, max_events: int) -> tupl
         try:
             body.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise ClientError(422, [(("body",), f"invalid JSON: the body is not UTF-8 text (byte {err.start}: "
-                                     f"{body[err.start:err.start + 1]!r})", "json_invalid")]) from None
+            raise ClientError(
+                422,
+                [
+                    (
+                        ("body",),
+                        f"invalid JSON: the body is not UTF-8 text (byte {err.start}: "
+                        f"{body[err.start : err.start + 1]!r})",
+                        "json_invalid",
+                    )
+                ],
+            ) from None
     if len(body) <= SMALL_BYTES:  # decoding it costs less than counting first; the limits come right after
         try:
             req = kind.full.decode(body)
@@ -111,8 +120,16 @@ def decode(body: bytes, kind: Kind, max_customers: int, max_events: int) -> tupl
             spans = jsonscan.array_spans(raw, limit=max_customers, inner=True)
         except jsonscan.TooMany as err:
             n = f"{err.count}" if err.exact else f"at least {err.count}"
-            raise ClientError(413, [(("customers",), f"too many customers: {n} > {max_customers} per request "
-                                     "(max_customers)", "too_many_customers")]) from None
+            raise ClientError(
+                413,
+                [
+                    (
+                        ("customers",),
+                        f"too many customers: {n} > {max_customers} per request (max_customers)",
+                        "too_many_customers",
+                    )
+                ],
+            ) from None
         if spans is not None:
             _check_events(raw, spans, max_events)
     return head, _decode_customers(raw, spans, kind)
@@ -131,16 +148,25 @@ def _check_events(raw, spans: jsonscan.Spans, max_events: int) -> None:
     mv = memoryview(raw)
     for i in np.flatnonzero(spans.inner > max_events).tolist():  # an upper bound: check these exactly
         try:
-            events = _EVENTS_ONLY.decode(mv[spans.starts[i]:spans.ends[i]]).events
+            events = _EVENTS_ONLY.decode(mv[spans.starts[i] : spans.ends[i]]).events
             jsonscan.array_spans(events, limit=max_events)
         except jsonscan.TooMany as err:
             over.append((i, f"{err.count}" if err.exact else f"at least {err.count}"))
         except (msgspec.DecodeError, RecursionError):  # not an object with an events array: decoding will say
             continue
     if over:
-        raise ClientError(413, [(("customers", i, "events"), f"too many events: {n} > {max_events} per customer "
-                                 "(max_events_per_customer)", "too_many_events")
-                                for i, n in over[:MAX_ERRORS_SHOWN]], len(over))
+        raise ClientError(
+            413,
+            [
+                (
+                    ("customers", i, "events"),
+                    f"too many events: {n} > {max_events} per customer (max_events_per_customer)",
+                    "too_many_events",
+                )
+                for i, n in over[:MAX_ERRORS_SHOWN]
+            ],
+            len(over),
+        )
 
 
 def _decode_customers(raw, spans, kind: Kind) -> list:
@@ -168,7 +194,7 @@ def _slices(raw, spans, kind: Kind, i: int):
     while i < len(starts):
         j = max(i + 1, int(np.searchsorted(ends, starts[i] + SLICE_BYTES, side="right")))
         try:
-            yield i, j, kind.customers.decode(b"[" + mv[starts[i]:ends[j - 1]] + b"]")
+            yield i, j, kind.customers.decode(b"[" + mv[starts[i] : ends[j - 1]] + b"]")
         except (msgspec.ValidationError, msgspec.DecodeError) as err:
             yield i, j, err
             return
@@ -249,13 +275,33 @@ def _batch(head, custs, counts, events, ts_str) -> EventBatch:
     as_of_str = [c.as_of if c.as_of is not None else head.as_of for c in custs]
     missing = [i for i, s in enumerate(as_of_str) if s is None]
     if missing:
-        raise ClientError(422, [(("customers", i, "as_of"), "missing as-of time: set it on the customer or as the "
-                                 "request's as_of", "missing") for i in missing[:MAX_ERRORS_SHOWN]], len(missing))
+        raise ClientError(
+            422,
+            [
+                (
+                    ("customers", i, "as_of"),
+                    "missing as-of time: set it on the customer or as the request's as_of",
+                    "missing",
+                )
+                for i in missing[:MAX_ERRORS_SHOWN]
+            ],
+            len(missing),
+        )
     as_of = np.array([one_time(x) for x in as_of_str], dtype="datetime64[us]")
     bad = np.flatnonzero(np.isnat(as_of))
     if len(bad):
-        raise ClientError(422, [(("customers", int(i), "as_of") if custs[i].as_of is not None else ("as_of",),
-                                 _bad_time(as_of_str[i]), "timestamp") for i in bad[:MAX_ERRORS_SHOWN]], len(bad))
+        raise ClientError(
+            422,
+            [
+                (
+                    ("customers", int(i), "as_of") if custs[i].as_of is not None else ("as_of",),
+                    _bad_time(as_of_str[i]),
+                    "timestamp",
+                )
+                for i in bad[:MAX_ERRORS_SHOWN]
+            ],
+            len(bad),
+        )
     cust = np.repeat(np.arange(n, dtype=np.int64), counts)
     start = np.concatenate([[0], np.cumsum(counts)[:-1]]) if n else np.zeros(0, np.int64)
 
@@ -265,17 +311,32 @@ def _batch(head, custs, counts, events, ts_str) -> EventBatch:
 
     bad = np.flatnonzero(np.isnat(ts))
     if len(bad):
-        raise ClientError(422, [(where(k), _bad_time(ts_str[k], bool(mismatch[k])), "timestamp")
-                                for k in bad[:MAX_ERRORS_SHOWN]], len(bad))
+        raise ClientError(
+            422,
+            [(where(k), _bad_time(ts_str[k], bool(mismatch[k])), "timestamp") for k in bad[:MAX_ERRORS_SHOWN]],
+            len(bad),
+        )
     late = np.flatnonzero(ts > as_of[cust])
     if len(late):
-        raise ClientError(422, [(where(k), f"timestamp {show(ts_str[k])} is after the customer's as-of time "
-                                 f"{show(as_of_str[int(cust[k])])}", "after_as_of") for k in late[:MAX_ERRORS_SHOWN]],
-                          len(late))
-    type_code = np.concatenate([np.fromiter(map(_TYPE_INDEX.__getitem__, part), np.int8, len(part))
-                                for part in _parts(_column(events, _TYPE))] or [np.zeros(0, np.int8)])
-    amount = np.concatenate([np.fromiter(part, np.float64, len(part)) for part in _parts(_column(events, _AMOUNT))]
-                            or [np.zeros(0)])
+        raise ClientError(
+            422,
+            [
+                (
+                    where(k),
+                    f"timestamp {show(ts_str[k])} is after the customer's as-of time {show(as_of_str[int(cust[k])])}",
+                    "after_as_of",
+                )
+                for k in late[:MAX_ERRORS_SHOWN]
+            ],
+            len(late),
+        )
+    type_code = np.concatenate(
+        [np.fromiter(map(_TYPE_INDEX.__getitem__, part), np.int8, len(part)) for part in _parts(_column(events, _TYPE))]
+        or [np.zeros(0, np.int8)]
+    )
+    amount = np.concatenate(
+        [np.fromiter(part, np.float64, len(part)) for part in _parts(_column(events, _AMOUNT))] or [np.zeros(0)]
+    )
     return EventBatch(n=n, cust=cust, ts=ts, type_code=type_code, amount=amount, as_of=as_of)
 
 
@@ -284,7 +345,7 @@ PART = 16_384  # events per step of a C-level loop over the events (each step ho
 
 
 def _parts(items: list):
-    return (items[i:i + PART] for i in range(0, len(items), PART))
+    return (items[i : i + PART] for i in range(0, len(items), PART))
 
 
 def _column(events: list, get) -> list:

@@ -44,11 +44,13 @@ def _body(name: str, required: bool = True) -> dict:
     return {"requestBody": {"required": required, "content": {JSON: {"schema": schemas.ref(name)}}}}
 
 
-ERRORS = {401: {"description": "missing or wrong bearer token"},
-          413: _json("ErrorResponse", "over a configured limit (customers, events per customer, body bytes)"),
-          415: _json("ErrorResponse", "not a JSON body (Content-Type), or a compressed one (Content-Encoding)"),
-          422: _json("ErrorResponse", "invalid input; `detail[].field` names the field"),
-          503: {"description": "no model loaded / no promotion model in this bundle"}}
+ERRORS = {
+    401: {"description": "missing or wrong bearer token"},
+    413: _json("ErrorResponse", "over a configured limit (customers, events per customer, body bytes)"),
+    415: _json("ErrorResponse", "not a JSON body (Content-Type), or a compressed one (Content-Encoding)"),
+    422: _json("ErrorResponse", "invalid input; `detail[].field` names the field"),
+    503: {"description": "no model loaded / no promotion model in this bundle"},
+}
 
 
 def _state(request: Request) -> State:
@@ -74,28 +76,38 @@ async def _infer(request: Request, job, promotions: bool = False) -> Response:
 # ------------------------------------------------------------------ scoring and promotions
 
 
-@router.post("/v1/score", tags=["scoring"], summary="intent, churn, customer value, loyalty and segments per customer "
-             "from raw events (fields named after the bundle's horizons)",
-             openapi_extra=_body("ScoreRequest"),
-             responses={200: _json("ScoreResponse", "one result per customer, in request order"), **ERRORS})
+@router.post(
+    "/v1/score",
+    tags=["scoring"],
+    summary="intent, churn, customer value, loyalty and segments per customer "
+    "from raw events (fields named after the bundle's horizons)",
+    openapi_extra=_body("ScoreRequest"),
+    responses={200: _json("ScoreResponse", "one result per customer, in request order"), **ERRORS},
+)
 async def score(request: Request) -> Response:
     return await _infer(request, jobs.score)
 
 
-@router.post("/v1/promotions/curves", tags=["promotions"],
-             summary="conversion probability at each discount level and uplift over no discount; with the bundle's "
-             "enduring model also the expected 90-day retention and value at each level",
-             openapi_extra=_body("ScoreRequest"),
-             responses={200: _json("CurvesResponse", "one curve per customer, in request order"), **ERRORS})
+@router.post(
+    "/v1/promotions/curves",
+    tags=["promotions"],
+    summary="conversion probability at each discount level and uplift over no discount; with the bundle's "
+    "enduring model also the expected 90-day retention and value at each level",
+    openapi_extra=_body("ScoreRequest"),
+    responses={200: _json("CurvesResponse", "one curve per customer, in request order"), **ERRORS},
+)
 async def curves(request: Request) -> Response:
     return await _infer(request, jobs.curves, promotions=True)
 
 
-@router.post("/v1/promotions/allocate", tags=["promotions"],
-             summary="who gets which discount under total, per-seller and per-tier budgets and per-customer / "
-             "per-segment caps, maximising the week's profit + weight x the enduring value",
-             openapi_extra=_body("AllocateRequest"),
-             responses={200: _json("AllocateResponse", "the level of every customer and the totals"), **ERRORS})
+@router.post(
+    "/v1/promotions/allocate",
+    tags=["promotions"],
+    summary="who gets which discount under total, per-seller and per-tier budgets and per-customer / "
+    "per-segment caps, maximising the week's profit + weight x the enduring value",
+    openapi_extra=_body("AllocateRequest"),
+    responses={200: _json("AllocateResponse", "the level of every customer and the totals"), **ERRORS},
+)
 async def allocate(request: Request) -> Response:
     return await _infer(request, jobs.allocate, promotions=True)
 
@@ -103,15 +115,17 @@ async def allocate(request: Request) -> Response:
 # ------------------------------------------------------------------ operations
 
 
-@router.get("/healthz", tags=["operations"], summary="the process is alive",
-            responses={200: _json("Health", "alive")})
+@router.get("/healthz", tags=["operations"], summary="the process is alive", responses={200: _json("Health", "alive")})
 async def healthz() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.get("/readyz", tags=["operations"], summary="ready for traffic: a verified model is loaded, not draining, "
-            "the inference queue is short", responses={200: _json("Ready", "ready"),
-                                                      503: _json("Ready", "not ready, with the reason")})
+@router.get(
+    "/readyz",
+    tags=["operations"],
+    summary="ready for traffic: a verified model is loaded, not draining, the inference queue is short",
+    responses={200: _json("Ready", "ready"), 503: _json("Ready", "not ready, with the reason")},
+)
 async def readyz(request: Request) -> Response:
     st = _state(request)
     reason = st.not_ready()
@@ -134,10 +148,18 @@ async def readyz_head(request: Request) -> Response:
 async def models(request: Request) -> Response:
     st = _state(request)
     s = st.settings
-    return json_response({"model": _current(st).describe(), "server": {
-        "version": __version__, "pid": os.getpid(), "heavy_modules_loaded": heavy_modules_loaded(),
-        "data": s.data or None,
-        "limits": {k: getattr(s, k) for k in ("max_customers", "max_events_per_customer", "max_body_bytes")}}})
+    return json_response(
+        {
+            "model": _current(st).describe(),
+            "server": {
+                "version": __version__,
+                "pid": os.getpid(),
+                "heavy_modules_loaded": heavy_modules_loaded(),
+                "data": s.data or None,
+                "limits": {k: getattr(s, k) for k in ("max_customers", "max_events_per_customer", "max_body_bytes")},
+            },
+        }
+    )
 
 
 @router.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
@@ -146,13 +168,22 @@ async def metrics(request: Request) -> Response:
     return Response(data, media_type=ctype)
 
 
-@router.post(RELOAD_PATH, tags=["operations"], summary="verify, load and swap in a bundle without downtime",
-             openapi_extra=_body("ReloadRequest", required=False),
-             responses={401: {"description": "missing or wrong admin token"},
-                        403: {"description": "reload disabled (no SELLERLIFT_ADMIN_TOKEN)"},
-                        409: {"description": "bundle refused (outside the bundle root, sha256 mismatch, unsigned "
-                                             "when a key is set, ...); the old one keeps serving"},
-                        415: ERRORS[415], 422: ERRORS[422]})
+@router.post(
+    RELOAD_PATH,
+    tags=["operations"],
+    summary="verify, load and swap in a bundle without downtime",
+    openapi_extra=_body("ReloadRequest", required=False),
+    responses={
+        401: {"description": "missing or wrong admin token"},
+        403: {"description": "reload disabled (no SELLERLIFT_ADMIN_TOKEN)"},
+        409: {
+            "description": "bundle refused (outside the bundle root, sha256 mismatch, unsigned "
+            "when a key is set, ...); the old one keeps serving"
+        },
+        415: ERRORS[415],
+        422: ERRORS[422],
+    },
+)
 async def reload(request: Request) -> Response:
     st = _state(request)
     req = await asyncio.to_thread(parsing.decode_small, request.scope.get(BODY_KEY, b""), schemas.ReloadRequest)
@@ -163,11 +194,11 @@ async def reload(request: Request) -> Response:
         except (BundleError, OSError) as err:
             st.metrics.reloads.labels("refused").inc()
             log.error("reload refused, still serving %s: %s", old.version if old else None, safe_text(err, 2000))
-            return detail_response(409, f"bundle refused: {safe_text(err, 2000)}",
-                                   serving=old.describe() if old else None)
+            return detail_response(
+                409, f"bundle refused: {safe_text(err, 2000)}", serving=old.describe() if old else None
+            )
         st.runtime = new  # the swap: one reference assignment
         st.metrics.set_model(new)
         st.metrics.reloads.labels("ok").inc()
         log.info("reloaded: %s -> %s (%s)", old.version if old else None, new.version, new.bundle_dir)
-    return json_response({"reloaded": True, "previous_version": old.version if old else None,
-                          "model": new.describe()})
+    return json_response({"reloaded": True, "previous_version": old.version if old else None, "model": new.describe()})

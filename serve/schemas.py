@@ -45,8 +45,13 @@ def _d(text: str, **kw) -> Meta:
 
 class Event(Struct, forbid_unknown_fields=True, gc=False):
     type: Annotated[EventType, _d("what happened; one of " + ", ".join(EVENT_TYPES))]
-    ts: Annotated[Timestamp, _d("ISO 8601 time; an offset is converted to UTC, no offset = UTC. Must not be after "
-                                "the customer's as-of time.")]
+    ts: Annotated[
+        Timestamp,
+        _d(
+            "ISO 8601 time; an offset is converted to UTC, no offset = UTC. Must not be after "
+            "the customer's as-of time."
+        ),
+    ]
     amount: Annotated[Amount, _d("order value for purchases (net of discount), else 0; at most 1e9")] = 0.0
 
 
@@ -68,16 +73,19 @@ Name = Annotated[str, Meta(min_length=1, max_length=256)]
 
 class AllocateCustomer(Struct, forbid_unknown_fields=True, gc=False):
     customer_id: Annotated[Id, _d("your identifier, echoed back (string <= 256 chars or integer)")]
-    value: Annotated[float, Meta(ge=0.0, le=1e9, description="expected order value if the customer buys; at most "
-                                                               "1e9")]
+    value: Annotated[float, Meta(ge=0.0, le=1e9, description="expected order value if the customer buys; at most 1e9")]
     margin: Annotated[float, Meta(gt=0.0, le=1.0, description="profit margin of the order, in (0, 1]")]
     as_of: Annotated[Timestamp | None, _d("as-of time of this customer; default: the request's as_of")] = None
     events: Annotated[list[Event], _d("raw history, any order; empty = cold start")] = []
     seller_id: Annotated[Id | None, _d("required when seller_budgets or seller_tiers is given")] = None
-    max_discount: Annotated[Percent | None, _d("highest discount (percent) this customer may get; with the "
-                                               "request's max_discount the lower one holds")] = None
-    segment: Annotated[Name | None, _d("the segment segment_max_discount applies to; default: the bundle's "
-                                       "action segment, else its RFM segment")] = None
+    max_discount: Annotated[
+        Percent | None,
+        _d("highest discount (percent) this customer may get; with the request's max_discount the lower one holds"),
+    ] = None
+    segment: Annotated[
+        Name | None,
+        _d("the segment segment_max_discount applies to; default: the bundle's action segment, else its RFM segment"),
+    ] = None
 
 
 Budget = Annotated[float, Meta(extra_json_schema={"minimum": 0})]  # >= 0 and finite: checked with the key named
@@ -86,32 +94,56 @@ Budget = Annotated[float, Meta(extra_json_schema={"minimum": 0})]  # >= 0 and fi
 class AllocateRequest(Struct, forbid_unknown_fields=True, gc=False):
     customers: list[AllocateCustomer]
     as_of: Timestamp | None = None
-    budget: Annotated[Annotated[float, Meta(ge=0.0)] | None,
-                      _d("cap on total expected discount spend; null = no total cap")] = None
-    seller_budgets: Annotated[dict[str, Budget] | None,
-                              _d("cap on expected spend per seller (keys: seller_id as a string)")] = None
-    weight: Annotated[float, Meta(ge=0.0, le=1.0, description=(
-        "objective weight: 0 = the week's incremental profit (the default), 1 = the whole 90-day incremental "
-        "profit (the week's + the margin on the extra revenue after it, from the bundle's enduring model); in "
-        "between a blend. > 0 needs a bundle with the enduring model"))] = 0.0
-    seller_tiers: Annotated[dict[str, Name] | None, _d(
-        "tier of each seller (keys: seller_id as a string); every seller of the request needs one")] = None
-    tier_budgets: Annotated[dict[str, Budget] | None, _d(
-        "cap on expected spend per seller tier (keys: the tiers of seller_tiers)")] = None
+    budget: Annotated[
+        Annotated[float, Meta(ge=0.0)] | None, _d("cap on total expected discount spend; null = no total cap")
+    ] = None
+    seller_budgets: Annotated[
+        dict[str, Budget] | None, _d("cap on expected spend per seller (keys: seller_id as a string)")
+    ] = None
+    weight: Annotated[
+        float,
+        Meta(
+            ge=0.0,
+            le=1.0,
+            description=(
+                "objective weight: 0 = the week's incremental profit (the default), 1 = the whole 90-day incremental "
+                "profit (the week's + the margin on the extra revenue after it, from the bundle's enduring model); in "
+                "between a blend. > 0 needs a bundle with the enduring model"
+            ),
+        ),
+    ] = 0.0
+    seller_tiers: Annotated[
+        dict[str, Name] | None,
+        _d("tier of each seller (keys: seller_id as a string); every seller of the request needs one"),
+    ] = None
+    tier_budgets: Annotated[
+        dict[str, Budget] | None, _d("cap on expected spend per seller tier (keys: the tiers of seller_tiers)")
+    ] = None
     max_discount: Annotated[Percent | None, _d("highest discount (percent) any customer may get")] = None
-    segment_max_discount: Annotated[dict[str, Percent] | None, _d(
-        "highest discount (percent) per segment (keys: segment names, see customers[].segment)")] = None
-    max_incentive: Annotated[Money | None, _d(
-        "most expected incentive (discount x P(purchase) x value, in money) any one customer may get")] = None
-    spread_penalty: Annotated[Annotated[float, Meta(ge=0.0, le=1e6)], _d(
-        "penalty per squared unit of a customer's expected incentive (fairness: spreads incentives over more "
-        "customers); 0 = none")] = 0.0
+    segment_max_discount: Annotated[
+        dict[str, Percent] | None,
+        _d("highest discount (percent) per segment (keys: segment names, see customers[].segment)"),
+    ] = None
+    max_incentive: Annotated[
+        Money | None, _d("most expected incentive (discount x P(purchase) x value, in money) any one customer may get")
+    ] = None
+    spread_penalty: Annotated[
+        Annotated[float, Meta(ge=0.0, le=1e6)],
+        _d(
+            "penalty per squared unit of a customer's expected incentive (fairness: spreads incentives over more "
+            "customers); 0 = none"
+        ),
+    ] = 0.0
 
 
 class ReloadRequest(Struct, forbid_unknown_fields=True):
-    bundle: Annotated[Annotated[str, Meta(max_length=4096)] | None,
-                      _d("a bundle directory inside the bundle root (bundles_dir), or @alias of the registry "
-                         "(e.g. @champion); default: choose again as at start")] = None
+    bundle: Annotated[
+        Annotated[str, Meta(max_length=4096)] | None,
+        _d(
+            "a bundle directory inside the bundle root (bundles_dir), or @alias of the registry "
+            "(e.g. @champion); default: choose again as at start"
+        ),
+    ] = None
 
 
 # ------------------------------------------------------------------ responses
@@ -129,39 +161,71 @@ class CustomerAllocation(Struct):
     conversion: Annotated[float, _d("P(purchase) at that level")]
     expected_spend: float
     expected_incremental_profit: Annotated[float, _d("the week's expected profit over no discount (the direct part)")]
-    expected_enduring_value: Annotated[float | None, _d(
-        "margin on the extra 90-day revenue beyond the week at that level (the enduring part, not weighted); "
-        "null without the enduring model")]
-    objective: Annotated[float, _d("what the allocation maximised for this customer: direct + weight x enduring - "
-                                   "spread_penalty x expected_spend^2")]
+    expected_enduring_value: Annotated[
+        float | None,
+        _d(
+            "margin on the extra 90-day revenue beyond the week at that level (the enduring part, not weighted); "
+            "null without the enduring model"
+        ),
+    ]
+    objective: Annotated[
+        float,
+        _d(
+            "what the allocation maximised for this customer: direct + weight x enduring - "
+            "spread_penalty x expected_spend^2"
+        ),
+    ]
 
 
 class AllocationTotals(Struct):
     spend: Annotated[float, _d("expected discount spend")]
     incremental_profit: Annotated[float, _d("expected profit over offering no discount")]
     roi: Annotated[float, _d("incremental_profit / spend (0 when nothing is spent)")]
-    upper_bound: Annotated[float, _d(
-        "an upper bound on the best objective (the incremental profit with weight 0 and no spread penalty) any "
-        "allocation could reach: the Lagrangian dual, equal to "
-        "the LP relaxation's optimum (customers may take fractions of a level there), so it is loose when few "
-        "customers share a budget")]
-    gap_to_upper_bound: Annotated[float, _d(
-        "(upper_bound - objective) / upper_bound: how far the answer can be from optimal at most; an "
-        "optimal answer can still show a gap when the bound is loose")]
-    status: Annotated[Literal["optimal", "feasible"], _d(
-        "optimal: proven (objective reaches upper_bound); feasible: within every budget and cap, optimality "
-        "not proven")]
+    upper_bound: Annotated[
+        float,
+        _d(
+            "an upper bound on the best objective (the incremental profit with weight 0 and no spread penalty) any "
+            "allocation could reach: the Lagrangian dual, equal to "
+            "the LP relaxation's optimum (customers may take fractions of a level there), so it is loose when few "
+            "customers share a budget"
+        ),
+    ]
+    gap_to_upper_bound: Annotated[
+        float,
+        _d(
+            "(upper_bound - objective) / upper_bound: how far the answer can be from optimal at most; an "
+            "optimal answer can still show a gap when the bound is loose"
+        ),
+    ]
+    status: Annotated[
+        Literal["optimal", "feasible"],
+        _d(
+            "optimal: proven (objective reaches upper_bound); feasible: within every budget and cap, optimality "
+            "not proven"
+        ),
+    ]
     customers_with_discount: int
     seller_spend: dict[str, float] | None
     tier_spend: Annotated[dict[str, float] | None, _d("expected spend per seller tier (with seller_tiers)")]
     weight: Annotated[float, _d("the objective weight used")]
-    enduring_value: Annotated[float | None, _d(
-        "the enduring part of the chosen levels (not weighted); null without the enduring model")]
-    objective: Annotated[float, _d("incremental_profit + weight x enduring_value - spread_penalty_paid: what was "
-                                   "maximised (upper_bound bounds it)")]
+    enduring_value: Annotated[
+        float | None, _d("the enduring part of the chosen levels (not weighted); null without the enduring model")
+    ]
+    objective: Annotated[
+        float,
+        _d(
+            "incremental_profit + weight x enduring_value - spread_penalty_paid: what was "
+            "maximised (upper_bound bounds it)"
+        ),
+    ]
     spread_penalty_paid: float
-    spread: Annotated[float, _d("standard deviation of the expected incentive among customers offered a discount "
-                                "(the fairness / spread figure)")]
+    spread: Annotated[
+        float,
+        _d(
+            "standard deviation of the expected incentive among customers offered a discount "
+            "(the fairness / spread figure)"
+        ),
+    ]
 
 
 class AllocateResponse(Struct):
@@ -178,8 +242,9 @@ class Health(Struct):
 class Ready(Struct, omit_defaults=True):
     ready: bool
     version: str | None = None
-    reason: Annotated[str | None, _d("why not ready: draining (shutting down), no model, inference queue "
-                                        "over max_queue_depth")] = None
+    reason: Annotated[
+        str | None, _d("why not ready: draining (shutting down), no model, inference queue over max_queue_depth")
+    ] = None
 
 
 class ErrorItem(Struct):
@@ -196,20 +261,30 @@ class ErrorResponse(Struct):
 # ------------------------------------------------------------------ OpenAPI
 
 _EXAMPLE_CUSTOMERS = [
-    {"customer_id": "c-1001", "events": [
-        {"type": "visit", "ts": "2025-12-01T10:00:00Z"},
-        {"type": "add_to_cart", "ts": "2025-12-01T10:03:00Z"},
-        {"type": "purchase", "ts": "2025-12-01T10:05:00Z", "amount": 42.5},
-        {"type": "email_open", "ts": "2025-12-20T08:00:00+01:00"},
-    ]},
+    {
+        "customer_id": "c-1001",
+        "events": [
+            {"type": "visit", "ts": "2025-12-01T10:00:00Z"},
+            {"type": "add_to_cart", "ts": "2025-12-01T10:03:00Z"},
+            {"type": "purchase", "ts": "2025-12-01T10:05:00Z", "amount": 42.5},
+            {"type": "email_open", "ts": "2025-12-20T08:00:00+01:00"},
+        ],
+    },
     {"customer_id": 1002, "events": []},
 ]
 EXAMPLES = {
     "ScoreRequest": [{"as_of": "2026-01-01T00:00:00Z", "customers": _EXAMPLE_CUSTOMERS}],
-    "AllocateRequest": [{
-        "as_of": "2026-01-01T00:00:00Z", "budget": 50.0, "seller_budgets": {"s-1": 30.0, "s-2": 40.0},
-        "customers": [{**_EXAMPLE_CUSTOMERS[0], "value": 60.0, "margin": 0.4, "seller_id": "s-1"},
-                      {**_EXAMPLE_CUSTOMERS[1], "value": 35.0, "margin": 0.3, "seller_id": "s-2"}]}],
+    "AllocateRequest": [
+        {
+            "as_of": "2026-01-01T00:00:00Z",
+            "budget": 50.0,
+            "seller_budgets": {"s-1": 30.0, "s-2": 40.0},
+            "customers": [
+                {**_EXAMPLE_CUSTOMERS[0], "value": 60.0, "margin": 0.4, "seller_id": "s-1"},
+                {**_EXAMPLE_CUSTOMERS[1], "value": 35.0, "margin": 0.3, "seller_id": "s-2"},
+            ],
+        }
+    ],
     "ReloadRequest": [{"bundle": "bundles/0123abcd"}, {"bundle": "@champion"}, {}],
 }
 STATIC_TYPES = (ScoreRequest, AllocateRequest, ReloadRequest, AllocateResponse, Health, Ready, ErrorResponse)
@@ -249,9 +324,13 @@ def _score_field(name: str) -> tuple:
 
 def types_key(rt) -> tuple:
     """What the response types of runtime ``rt`` depend on."""
-    return (tuple(rt.outputs), tuple(getattr(rt, "value_outputs", ())), bool(getattr(rt, "has_loyalty", False)),
-            getattr(rt, "action_segments", None) is not None,
-            rt.enduring.horizon_days if getattr(rt, "enduring", None) is not None else None)
+    return (
+        tuple(rt.outputs),
+        tuple(getattr(rt, "value_outputs", ())),
+        bool(getattr(rt, "has_loyalty", False)),
+        getattr(rt, "action_segments", None) is not None,
+        rt.enduring.horizon_days if getattr(rt, "enduring", None) is not None else None,
+    )
 
 
 def types_for(rt) -> ResponseTypes:
@@ -264,42 +343,94 @@ def response_types(key: tuple) -> ResponseTypes:
     outputs, value_outputs, loyalty, action, enduring_days = key
     fields = [("customer_id", Id), ("as_of", str), *(_score_field(n) for n in (*outputs, *value_outputs))]
     if loyalty:
-        fields.append(("loyalty", Annotated[float, Meta(ge=0.0, le=1.0, description=(
-            "0-1 loyalty: sqrt(P(no churn) x value percentile), the geometric mean of the predicted retention and "
-            "the predicted value's percentile among the training customers'"))]))
-    fields += [("segment", Annotated[str | None, _d("RFM segment name (null if the bundle has no segments)")]),
-               ("segment_id", int | None)]
+        fields.append(
+            (
+                "loyalty",
+                Annotated[
+                    float,
+                    Meta(
+                        ge=0.0,
+                        le=1.0,
+                        description=(
+                            "0-1 loyalty: sqrt(P(no churn) x value percentile), the geometric mean of the predicted "
+                            "retention and "
+                            "the predicted value's percentile among the training customers'"
+                        ),
+                    ),
+                ],
+            )
+        )
+    fields += [
+        ("segment", Annotated[str | None, _d("RFM segment name (null if the bundle has no segments)")]),
+        ("segment_id", int | None),
+    ]
     if action:
-        fields += [("action_segment", Annotated[str, _d("segment by what it means for a promotion (RFM + the "
-                                                        "predicted response and value)")]),
-                   ("action_segment_id", int)]
+        fields += [
+            (
+                "action_segment",
+                Annotated[str, _d("segment by what it means for a promotion (RFM + the predicted response and value)")],
+            ),
+            ("action_segment_id", int),
+        ]
     probs = " and ".join(outputs)
-    fields += [("n_events", Annotated[int, _d("events before as_of that were used (the model reads the last "
-                                              "max_len)")]),
-               ("cold_start", Annotated[bool, _d("no events before as_of")]),
-               ("prior", Annotated[bool, _d(f"{probs}{' and the value' if value_outputs else ''} are the bundle's "
-                                            "calibrated cold-start prior (base rates of customers without "
-                                            "history), not a model output: true for cold-start customers when "
-                                            "the bundle has a prior")])]
+    fields += [
+        ("n_events", Annotated[int, _d("events before as_of that were used (the model reads the last max_len)")]),
+        ("cold_start", Annotated[bool, _d("no events before as_of")]),
+        (
+            "prior",
+            Annotated[
+                bool,
+                _d(
+                    f"{probs}{' and the value' if value_outputs else ''} are the bundle's "
+                    "calibrated cold-start prior (base rates of customers without "
+                    "history), not a model output: true for cold-start customers when "
+                    "the bundle has a prior"
+                ),
+            ],
+        ),
+    ]
     score = msgspec.defstruct("CustomerScore", fields)
     score_response = msgspec.defstruct("ScoreResponse", [("model", ModelRef), ("results", list[score])])
-    curve_fields = [("customer_id", Id),
-                    ("conversion", Annotated[list[float], _d("P(purchase) at each discount level, monotone "
-                                                             "non-decreasing")]),
-                    ("uplift", Annotated[list[float], _d("conversion minus conversion at no discount")])]
+    curve_fields = [
+        ("customer_id", Id),
+        ("conversion", Annotated[list[float], _d("P(purchase) at each discount level, monotone non-decreasing")]),
+        ("uplift", Annotated[list[float], _d("conversion minus conversion at no discount")]),
+    ]
     if enduring_days is not None:
         d = enduring_days
         curve_fields += [
-            (f"retention_{d}d", Annotated[list[float], _d(
-                f"expected {d}-day retention (a purchase after the offer's week, by day {d}) at each level, from the "
-                "enduring model (not constrained monotone: a discount can teach a customer to wait for one)")]),
-            (f"value_{d}d", Annotated[list[float], _d(
-                f"expected {d}-day revenue (before discount) at each level, from the enduring model")])]
+            (
+                f"retention_{d}d",
+                Annotated[
+                    list[float],
+                    _d(
+                        f"expected {d}-day retention (a purchase after the offer's week, by day {d}) at each level, "
+                        "from the "
+                        "enduring model (not constrained monotone: a discount can teach a customer to wait for one)"
+                    ),
+                ],
+            ),
+            (
+                f"value_{d}d",
+                Annotated[
+                    list[float],
+                    _d(f"expected {d}-day revenue (before discount) at each level, from the enduring model"),
+                ],
+            ),
+        ]
     curve = msgspec.defstruct("CustomerCurve", curve_fields)
-    curves_response = msgspec.defstruct("CurvesResponse", [("model", ModelRef), ("discount_levels", list[int]),
-                                                           ("results", list[curve])])
-    return ResponseTypes(key, score, score_response, curve, curves_response, tuple(f[0] for f in fields),
-                         tuple(f[0] for f in curve_fields))
+    curves_response = msgspec.defstruct(
+        "CurvesResponse", [("model", ModelRef), ("discount_levels", list[int]), ("results", list[curve])]
+    )
+    return ResponseTypes(
+        key,
+        score,
+        score_response,
+        curve,
+        curves_response,
+        tuple(f[0] for f in fields),
+        tuple(f[0] for f in curve_fields),
+    )
 
 
 DEFAULT_KEY = (("intent_7d", "churn_90d"), ("value_90d", "purchases_90d"), True, False, None)
@@ -310,7 +441,8 @@ def openapi_components(types: ResponseTypes | None = None) -> dict:
     2020-12, as OpenAPI 3.1 takes it; default: a default bundle's)."""
     types = types or response_types(DEFAULT_KEY)
     _, components = msgspec.json.schema_components(
-        (*STATIC_TYPES, types.ScoreResponse, types.CurvesResponse), ref_template="#/components/schemas/{name}")
+        (*STATIC_TYPES, types.ScoreResponse, types.CurvesResponse), ref_template="#/components/schemas/{name}"
+    )
     for name, examples in EXAMPLES.items():
         components[name]["examples"] = examples
     return components

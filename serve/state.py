@@ -136,8 +136,14 @@ def load_runtime(settings: Settings, bundle: str | None = None, reload: bool = F
     """
     data = settings.data or None
     if bundle is None:
-        path, source = find_bundle(settings.bundle, settings.bundles_dir, settings.registry_db,
-                                   settings.registered_model, settings.model_alias, data=data)
+        path, source = find_bundle(
+            settings.bundle,
+            settings.bundles_dir,
+            settings.registry_db,
+            settings.registered_model,
+            settings.model_alias,
+            data=data,
+        )
     elif bundle.startswith("@"):
         path, source = _registry(settings, bundle[1:]), f"reload request: registry alias {bundle}"
     else:
@@ -153,8 +159,9 @@ def _registry(settings: Settings, alias: str) -> Path:
     name = registered_model_name(settings.registered_model, settings.data or None)
     found = registry_bundle(db, name, alias, Path(settings.bundles_dir)) if db else None
     if found is None or not (found[0] / MANIFEST).is_file():
-        raise BundleError(f"{name}@{alias}: no such alias with a bundle in the registry ({db}; data set "
-                          f"{settings.data or 'none'})")
+        raise BundleError(
+            f"{name}@{alias}: no such alias with a bundle in the registry ({db}; data set {settings.data or 'none'})"
+        )
     return found[0]
 
 

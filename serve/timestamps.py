@@ -109,15 +109,36 @@ def fast_times(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
     leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
     mi = np.clip(month, 1, 12) - 1
     dim = _DAYS_IN_MONTH[mi] + ((mi == 1) & leap)
-    ok = (ok_y & ok_m & ok_d & (col[4] == 45) & (col[7] == 45) & (year >= 1900) & (year <= 2199)
-          & (month >= 1) & (month <= 12) & (day >= 1) & (day <= dim))
+    ok = (
+        ok_y
+        & ok_m
+        & ok_d
+        & (col[4] == 45)
+        & (col[7] == 45)
+        & (year >= 1900)
+        & (year <= 2199)
+        & (month >= 1)
+        & (month <= 12)
+        & (day >= 1)
+        & (day <= dim)
+    )
     sec = 0
     if np.any(has_time):
         hour, ok_h = digits(11, 12)
         minute, ok_mi = digits(14, 15)
         second, ok_s = digits(17, 18)
-        ok &= _where(has_time, ((col[10] == 84) | (col[10] == 32)) & (col[13] == 58) & (col[16] == 58) & ok_h
-                     & ok_mi & ok_s & (hour <= 23) & (minute <= 59) & (second <= 59))
+        ok &= _where(
+            has_time,
+            ((col[10] == 84) | (col[10] == 32))
+            & (col[13] == 58)
+            & (col[16] == 58)
+            & ok_h
+            & ok_mi
+            & ok_s
+            & (hour <= 23)
+            & (minute <= 59)
+            & (second <= 59),
+        )
         sec = np.where(has_time, hour * 3600 + minute * 60 + second, 0).astype(np.int64)
     frac = 0
     if np.any(f3 | f6):
@@ -153,7 +174,7 @@ def event_times(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
     ts = np.empty(n, dtype="datetime64[us]")
     mismatch = np.zeros(n, dtype=bool)
     for s in range(0, n, CHUNK):
-        part = values[s:s + CHUNK]
+        part = values[s : s + CHUNK]
         got, done = fast_times(part)
         if not done.all():
             rest = np.flatnonzero(~done)
@@ -162,7 +183,7 @@ def event_times(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
             mismatch[s + rest[bad]] = True
             keep = rest[~bad]
             got[keep] = parse_times([part[i] for i in keep])
-        ts[s:s + len(part)] = in_range(got)
+        ts[s : s + len(part)] = in_range(got)
     return ts, mismatch
 
 

@@ -51,7 +51,7 @@ def body_of(events, n_customers: int, start: int = 0) -> dict:
     """A realistic /v1/score body: ``n_customers`` simulated customers with all their events."""
     import numpy as np
 
-    ids = np.sort(events["customer_id"].unique())[start:start + n_customers].tolist()
+    ids = np.sort(events["customer_id"].unique())[start : start + n_customers].tolist()
     return request_for(events, ids)
 
 
@@ -169,17 +169,29 @@ class Load:
 
     def summary(self) -> dict:
         lat = self.latencies()
-        return {"requests": len(self.records), "ok": len(lat), "failures": len(self.failures),
-                "elapsed_s": round(self.elapsed, 2), "rps": round(self.throughput(), 1),
-                "p50_ms": round(pct(lat, 50) * 1e3, 1), "p99_ms": round(pct(lat, 99) * 1e3, 1),
-                "max_ms": round(max(lat, default=math.nan) * 1e3, 1)}
+        return {
+            "requests": len(self.records),
+            "ok": len(lat),
+            "failures": len(self.failures),
+            "elapsed_s": round(self.elapsed, 2),
+            "rps": round(self.throughput(), 1),
+            "p50_ms": round(pct(lat, 50) * 1e3, 1),
+            "p99_ms": round(pct(lat, 99) * 1e3, 1),
+            "max_ms": round(max(lat, default=math.nan) * 1e3, 1),
+        }
 
 
-def raw_request(port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None,
-                timeout: float = 10.0) -> tuple[int, bytes]:
+def raw_request(
+    port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None, timeout: float = 10.0
+) -> tuple[int, bytes]:
     """One HTTP/1.1 request on a plain socket (Connection: close); returns (status, body)."""
-    head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close",
-            f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    head = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Connection: close",
+        f"Content-Length: {len(body)}",
+        *(f"{k}: {v}" for k, v in (headers or {}).items()),
+    ]
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         data = read_all(s, timeout)
@@ -225,7 +237,7 @@ def trickle(port: int, data: bytes, interval: float, max_s: float) -> dict:
                 break
             if out["sent"] < len(data):
                 try:
-                    s.sendall(data[out["sent"]:out["sent"] + 1])
+                    s.sendall(data[out["sent"] : out["sent"] + 1])
                 except OSError:
                     out["cut_after_s"] = time.monotonic() - t0
                     break
@@ -234,6 +246,11 @@ def trickle(port: int, data: bytes, interval: float, max_s: float) -> dict:
 
 
 def request_head(port: int, path: str, length: int, headers: dict | None = None) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json",
-             f"Content-Length: {length}", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: application/json",
+        f"Content-Length: {length}",
+        *(f"{k}: {v}" for k, v in (headers or {}).items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

@@ -289,10 +289,10 @@ def test_allocate_values_equals_the_curve_solver_on_the_same_objective():
     assert (c.level_index[:100] == 0).all()  # never pay for a loss
 
 
-
 # ===================================================== retention-aware objective and the new constraints
-def _objective(p, value, margin, levels, enduring=None, weight=0.0, spread_penalty=0.0, max_discount=None,
-               max_incentive=None):
+def _objective(
+    p, value, margin, levels, enduring=None, weight=0.0, spread_penalty=0.0, max_discount=None, max_incentive=None
+):
     """Objective, spend and allowed levels [n, K], written out independently of the solver."""
     pr, sp = incremental_profit_and_spend(p, value, margin, levels)
     obj = pr + (0.0 if enduring is None else weight * enduring) - spread_penalty * sp**2
@@ -328,13 +328,14 @@ def _tiny_constrained(seed):
     seller = np.array(["a", "a", "b", "b", "c", "c"])
     tiers = {"a": "big", "b": "small", "c": "small"}
     per = sp.max(1)
-    kw = {"enduring": enduring, "weight": float(rng.choice([0.0, 0.5, 2.0])), "seller": seller,
-          "seller_tier": tiers}
+    kw = {"enduring": enduring, "weight": float(rng.choice([0.0, 0.5, 2.0])), "seller": seller, "seller_tier": tiers}
     if seed % 2:
         kw["seller_budgets"] = {s: float(rng.uniform(0.1, 0.9) * per[seller == s].sum()) for s in "abc"}
     if seed % 3:
-        kw["tier_budgets"] = {"big": float(rng.uniform(0.1, 0.9) * per[:2].sum()),
-                              "small": float(rng.uniform(0.1, 0.9) * per[2:].sum())}
+        kw["tier_budgets"] = {
+            "big": float(rng.uniform(0.1, 0.9) * per[:2].sum()),
+            "small": float(rng.uniform(0.1, 0.9) * per[2:].sum()),
+        }
     if seed % 5 in (1, 2):
         kw["max_discount"] = rng.choice(levels, n).astype(float)
     if seed % 5 in (2, 3):
@@ -348,8 +349,14 @@ def _tiny_constrained(seed):
 @pytest.mark.parametrize("seed", range(40))
 def test_tiny_every_constraint_brute_force_milp_lagrangian(seed):
     args, budget, kw = _tiny_constrained(seed)
-    obj, sp, ok, _ = _objective(*args, kw["enduring"], kw["weight"], kw.get("spread_penalty", 0.0),
-                                kw.get("max_discount"), kw.get("max_incentive"))
+    obj, sp, ok, _ = _objective(
+        *args,
+        kw["enduring"],
+        kw["weight"],
+        kw.get("spread_penalty", 0.0),
+        kw.get("max_discount"),
+        kw.get("max_incentive"),
+    )
     seller, tiers = kw["seller"], kw["seller_tier"]
     tier = np.array([tiers[s] for s in seller])
     groups = [(seller, kw.get("seller_budgets", {})), (tier, kw.get("tier_budgets", {}))]
@@ -433,11 +440,19 @@ def test_gap_vs_lp_bound_and_milp_optimum_with_every_option(frac):
     inst = random_instance(1500, seed=31)
     ext = random_retention(inst, seed=31)
     full = _full_spend(inst)
-    kw = {"seller": inst["seller"], "seller_budgets": {s: 0.04 * full for s in range(20)},
-          "seller_tier": ext["seller_tier"], "tier_budgets": {"large": 0.1 * full, "mid": 0.08 * full,
-                                                                "small": 0.06 * full},
-          "enduring": ext["enduring"], "weight": 0.5, "max_discount": 25.0, "segment": ext["segment"],
-          "segment_max_discount": {"buys anyway": 5}, "spread_penalty": 0.01, "max_incentive": 8.0}
+    kw = {
+        "seller": inst["seller"],
+        "seller_budgets": {s: 0.04 * full for s in range(20)},
+        "seller_tier": ext["seller_tier"],
+        "tier_budgets": {"large": 0.1 * full, "mid": 0.08 * full, "small": 0.06 * full},
+        "enduring": ext["enduring"],
+        "weight": 0.5,
+        "max_discount": 25.0,
+        "segment": ext["segment"],
+        "segment_max_discount": {"buys anyway": 5},
+        "spread_penalty": 0.01,
+        "max_incentive": 8.0,
+    }
     args = _args(inst)
     lag = allocate_lagrangian(*args, frac * full, **kw)
     lp = allocate_exact_lp(*args, frac * full, **kw)
@@ -470,20 +485,35 @@ def test_weight_zero_reproduces_todays_allocation_exactly(big):
     inst, ext = big
     args = _args(inst)
     full = _full_spend(inst)
-    for budget, kw in ((0.2 * full, {}), (None, {"seller": inst["seller"],
-                                                  "seller_budgets": {s: 0.03 * full for s in range(12)}}),
-                       (0.3 * full, {"seller": inst["seller"], "seller_budgets": {s: 0.05 * full for s in range(12)}})):
+    for budget, kw in (
+        (0.2 * full, {}),
+        (None, {"seller": inst["seller"], "seller_budgets": {s: 0.03 * full for s in range(12)}}),
+        (0.3 * full, {"seller": inst["seller"], "seller_budgets": {s: 0.05 * full for s in range(12)}}),
+    ):
         today = allocate_lagrangian(*args, budget, **kw)
         w0 = allocate_lagrangian(*args, budget, **kw, enduring=ext["enduring"], weight=0.0)
         assert np.array_equal(today.level_index, w0.level_index)
         assert (today.spend, today.profit, today.bound, today.multiplier, today.seller_spend, today.n_iter) == (
-            w0.spend, w0.profit, w0.bound, w0.multiplier, w0.seller_spend, w0.n_iter)
+            w0.spend,
+            w0.profit,
+            w0.bound,
+            w0.multiplier,
+            w0.seller_spend,
+            w0.n_iter,
+        )
         assert w0.direct == w0.profit and today.direct == today.profit and today.enduring == 0.0
         rows = np.arange(len(inst["p"]))
         assert w0.enduring == pytest.approx(ext["enduring"][rows, w0.level_index].sum())  # reported, not used
         # a tier layer without budgets, caps that forbid nothing, a zero penalty: still the same answer
-        same = allocate_lagrangian(*args, budget, **(kw | {"seller": inst["seller"]}), seller_tier=ext["seller_tier"],
-                                   max_discount=30, max_incentive=np.inf, spread_penalty=0.0)
+        same = allocate_lagrangian(
+            *args,
+            budget,
+            **(kw | {"seller": inst["seller"]}),
+            seller_tier=ext["seller_tier"],
+            max_discount=30,
+            max_incentive=np.inf,
+            spread_penalty=0.0,
+        )
         assert np.array_equal(today.level_index, same.level_index)
         assert (same.profit, same.spend) == (today.profit, today.spend)
 
@@ -521,8 +551,9 @@ def test_tier_multipliers_bind_only_where_the_tier_budget_does(big):
     # a tier budget above its sellers' spend changes nothing
     sb = {s: 0.01 * full for s in range(12)}
     b = allocate_lagrangian(*args, 0.2 * full, inst["seller"], sb)
-    c = allocate_lagrangian(*args, 0.2 * full, inst["seller"], sb, seller_tier=ext["seller_tier"],
-                            tier_budgets={t: full for t in tb})
+    c = allocate_lagrangian(
+        *args, 0.2 * full, inst["seller"], sb, seller_tier=ext["seller_tier"], tier_budgets={t: full for t in tb}
+    )
     assert np.array_equal(b.level_index, c.level_index) and b.profit == c.profit
     assert set(c.multiplier) == {"total", "seller", "tier"}
 
@@ -581,9 +612,16 @@ def test_values_entry_takes_the_same_options(big):
     inst, ext = big
     args = _args(inst)
     pr, sp = incremental_profit_and_spend(*args)
-    kw = {"seller": inst["seller"], "seller_tier": ext["seller_tier"], "tier_budgets": {"large": 200.0,
-          "mid": 150.0, "small": 100.0}, "enduring": ext["enduring"], "weight": 0.7, "max_discount": 20,
-          "spread_penalty": 0.01, "max_incentive": 6.0}
+    kw = {
+        "seller": inst["seller"],
+        "seller_tier": ext["seller_tier"],
+        "tier_budgets": {"large": 200.0, "mid": 150.0, "small": 100.0},
+        "enduring": ext["enduring"],
+        "weight": 0.7,
+        "max_discount": 20,
+        "spread_penalty": 0.01,
+        "max_incentive": 6.0,
+    }
     a = allocate_lagrangian(*args, 400.0, **kw)
     b = allocate_values(pr, sp, inst["levels"], 400.0, **kw)
     assert np.array_equal(a.level_index, b.level_index) and a.profit == b.profit and a.tier_spend == b.tier_spend
@@ -616,8 +654,10 @@ T_OK = {"a": "gold", "b": "basic"}
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"seller": S_OK, "seller_tier": T_OK, "tier_budgets": {"gold": 1.0, "basic": 1.0, "platinum": 1.0}},
-         "tier_budgets: unknown tier"),
+        (
+            {"seller": S_OK, "seller_tier": T_OK, "tier_budgets": {"gold": 1.0, "basic": 1.0, "platinum": 1.0}},
+            "tier_budgets: unknown tier",
+        ),
         ({"seller": S_OK, "seller_tier": T_OK, "tier_budgets": {"gold": 1.0}}, "tier_budgets: no budget"),
         ({"seller": S_OK, "seller_tier": T_OK, "tier_budgets": {"gold": 1.0, "basic": -1.0}}, "tier_budgets"),
         ({"seller": S_OK, "seller_tier": {"a": "gold"}, "tier_budgets": {"gold": 1.0}}, "seller_tier: no tier"),

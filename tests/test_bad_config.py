@@ -80,8 +80,9 @@ def test_every_problem_is_listed_at_once(tiny_config):
     assert {"model.module.lr", "data.max_len", "data.split"} <= set(info.value.keys)
 
 
-@pytest.mark.parametrize("overrides", [[], ["model=transformer"], ["experiment=smoke"],
-                                       ["resume=auto"], ["trainer.max_epochs=-1"]])
+@pytest.mark.parametrize(
+    "overrides", [[], ["model=transformer"], ["experiment=smoke"], ["resume=auto"], ["trainer.max_epochs=-1"]]
+)
 def test_shipped_configs_pass(tiny_config, overrides):
     check(tiny_config(*overrides))
 
@@ -98,9 +99,14 @@ def test_other_shipped_groups_pass(tmp_path, group):
 
 
 def test_unknown_model_group_fails_in_train_py_naming_it(tmp_path):
-    out = subprocess.run([sys.executable, str(REPO / "train.py"), "model=xgboost", f"paths.root_dir={tmp_path}"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                         env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+    out = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "model=xgboost", f"paths.root_dir={tmp_path}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
     assert out.returncode != 0
     assert "model/xgboost" in out.stderr + out.stdout and "gru" in out.stderr + out.stdout  # the options are listed
     assert nothing_was_done(tmp_path)
@@ -116,8 +122,12 @@ class PoisonWeights(L.Callback):
 
 
 def test_non_finite_loss_stops_the_run_with_a_clear_message_and_a_failed_mlflow_run(tiny_config):
-    cfg = tiny_config("model=transformer", "extras=[]", "tracking.register=false",
-                      f"+callbacks.poison._target_={__name__}.PoisonWeights")
+    cfg = tiny_config(
+        "model=transformer",
+        "extras=[]",
+        "tracking.register=false",
+        f"+callbacks.poison._target_={__name__}.PoisonWeights",
+    )
     with pytest.raises(FloatingPointError) as info:
         run(cfg)
     assert "non-finite training loss" in str(info.value) and "model.lr" in str(info.value)

@@ -14,8 +14,13 @@ from sellerlift.pipeline import prepare
 from sellerlift.stages.baselines import train_baselines
 from sellerlift.stages.context import RunContext
 
-SMALL_SIM = ["data.source.n_customers=2500", "data.source.n_sellers=5", "data.source.progress=false",
-             "data.max_len=16", "baselines.models.random_forest.n_estimators=40"]
+SMALL_SIM = [
+    "data.source.n_customers=2500",
+    "data.source.n_sellers=5",
+    "data.source.progress=false",
+    "data.max_len=16",
+    "baselines.models.random_forest.n_estimators=40",
+]
 
 
 def _torchmetrics(y, p, top_fraction=0.2):
@@ -133,8 +138,13 @@ def test_paired_bootstrap_separates_a_better_model():
     n = 2000
     latent = rng.normal(size=n)
     y = (rng.random(n) < 1 / (1 + np.exp(-2 * latent))).astype(float)
-    preds = pd.DataFrame({"y_churn": y, "good__churn": latent + rng.normal(scale=0.3, size=n),
-                          "weak__churn": latent + rng.normal(scale=2.0, size=n)})
+    preds = pd.DataFrame(
+        {
+            "y_churn": y,
+            "good__churn": latent + rng.normal(scale=0.3, size=n),
+            "weak__churn": latent + rng.normal(scale=2.0, size=n),
+        }
+    )
     b = cm.paired_bootstrap(preds, "good", "weak", "churn", "auroc", n_boot=200)
     assert b["diff"] > 0 and b["ci95"][0] > 0 and b["p_a_not_better"] == 0.0
     same = cm.paired_bootstrap(preds, "good", "good", "churn", "auroc", n_boot=50)
@@ -148,8 +158,25 @@ def test_compare_models_quick(tmp_path):
 
     cm = _compare_module()
     out, doc = tmp_path / "cmp.json", tmp_path / "cmp.md"
-    cm.main(["--quick", "--root", str(tmp_path), "--out", str(out), "--doc", str(doc), "--bootstrap", "50",
-             "--settings", "simulator", "cdnow@1997-10-01", "--variants", "gru", "gru+wide"])
+    cm.main(
+        [
+            "--quick",
+            "--root",
+            str(tmp_path),
+            "--out",
+            str(out),
+            "--doc",
+            str(doc),
+            "--bootstrap",
+            "50",
+            "--settings",
+            "simulator",
+            "cdnow@1997-10-01",
+            "--variants",
+            "gru",
+            "gru+wide",
+        ]
+    )
     report = json.loads(out.read_text())
     for setting in ("simulator", "cdnow@1997-10-01"):
         s = report["settings"][setting]

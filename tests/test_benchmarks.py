@@ -24,8 +24,9 @@ def numbers(obj):
 
 
 def test_quick_benchmarks_write_finite_positive_figures():
-    proc = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--quick"], capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run_all.py"), "--quick"], capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ran = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("[ok]")]
     assert {"simulator", "features", "training", "inference", "allocate", "serve", "score"} <= set(ran)

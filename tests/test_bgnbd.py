@@ -92,13 +92,24 @@ def test_input_validation():
 
 
 def test_rfm_summary_counts_days_once_and_respects_cutoff():
-    ev = pd.DataFrame({
-        "customer_id": [1, 1, 1, 1, 1, 2, 3],
-        "ts": pd.to_datetime(["2024-01-01 09:00", "2024-01-01 18:00", "2024-01-08 00:00", "2024-01-15 10:00",
-                              "2024-02-01 00:00", "2024-01-10 00:00", "2024-01-03 00:00"]),
-        "event_type": ["purchase", "purchase", "visit", "purchase", "purchase", "purchase", "view"],
-        "amount": [10.0, 5.0, 0.0, 20.0, 99.0, 7.0, 0.0],
-    })
+    ev = pd.DataFrame(
+        {
+            "customer_id": [1, 1, 1, 1, 1, 2, 3],
+            "ts": pd.to_datetime(
+                [
+                    "2024-01-01 09:00",
+                    "2024-01-01 18:00",
+                    "2024-01-08 00:00",
+                    "2024-01-15 10:00",
+                    "2024-02-01 00:00",
+                    "2024-01-10 00:00",
+                    "2024-01-03 00:00",
+                ]
+            ),
+            "event_type": ["purchase", "purchase", "visit", "purchase", "purchase", "purchase", "view"],
+            "amount": [10.0, 5.0, 0.0, 20.0, 99.0, 7.0, 0.0],
+        }
+    )
     s = rfm_summary_for_bgnbd(ev, "2024-01-22", freq="D")
     assert list(s.index) == [1, 2]  # customer 3 never bought
     assert s.loc[1, "frequency"] == 1  # two buys on Jan 1 = one day; Feb 1 after cutoff

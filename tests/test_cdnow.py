@@ -77,11 +77,14 @@ HEADER = " customer_id  date number_of_cds  dollar_value\r\n"
 
 
 def test_parses_header_crlf_and_both_layouts(tmp_path):
-    p = _write(tmp_path, HEADER + " 00002 19970112  5   77.00\r\n"
-                                  " 00001 19970101  1   11.77\r\n"
-                                  "\r\n"
-                                  " 00002 19970112  1   12.00\r\n"
-                                  " 00003 19970102  2    0.00\r\n")
+    p = _write(
+        tmp_path,
+        HEADER + " 00002 19970112  5   77.00\r\n"
+        " 00001 19970101  1   11.77\r\n"
+        "\r\n"
+        " 00002 19970112  1   12.00\r\n"
+        " 00003 19970102  2    0.00\r\n",
+    )
     df = cdnow_events(path=p)
     assert df["customer_id"].tolist() == [1, 2, 2, 3]
     assert df["amount"].tolist() == [11.77, 77.00, 12.00, 0.0]  # same-day rows keep file order
@@ -91,14 +94,17 @@ def test_parses_header_crlf_and_both_layouts(tmp_path):
     assert cdnow_events("sample", path=five)["customer_id"].tolist() == [4, 4]
 
 
-@pytest.mark.parametrize("bad, column, what", [
-    (" 00003 19970102  2\n", "'dollar_value' → 'amount'", "missing value"),
-    (" 00003 1997012  2  20.76\n", "'date' → 'ts'", "does not match data.source.timestamp_format='yyyymmdd'"),
-    (" 00003 19970231  2  20.76\n", "'date' → 'ts'", "'19970231'"),
-    (" 00003 19970102  x  20.76\n", "'number_of_cds' → 'quantity'", "not a number"),
-    (" 0000x 19970102  2  20.76\n", "'customer_id'", "not an integer identifier (data.source.id_type=int)"),
-    (" 00001 19970201  1   -1.00\n", "'dollar_value' → 'amount'", "value below 0.0"),
-])
+@pytest.mark.parametrize(
+    "bad, column, what",
+    [
+        (" 00003 19970102  2\n", "'dollar_value' → 'amount'", "missing value"),
+        (" 00003 1997012  2  20.76\n", "'date' → 'ts'", "does not match data.source.timestamp_format='yyyymmdd'"),
+        (" 00003 19970231  2  20.76\n", "'date' → 'ts'", "'19970231'"),
+        (" 00003 19970102  x  20.76\n", "'number_of_cds' → 'quantity'", "not a number"),
+        (" 0000x 19970102  2  20.76\n", "'customer_id'", "not an integer identifier (data.source.id_type=int)"),
+        (" 00001 19970201  1   -1.00\n", "'dollar_value' → 'amount'", "value below 0.0"),
+    ],
+)
 def test_malformed_line_names_file_row_and_column(tmp_path, bad, column, what):
     p = _write(tmp_path, HEADER + " 00001 19970101  1   11.77\n" + bad)
     with pytest.raises(SchemaError) as e:
@@ -120,8 +126,9 @@ def test_missing_package_gives_install_hint(monkeypatch):
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(cdnow.importlib.metadata if hasattr(cdnow, "importlib") else importlib.metadata,
-                        "distribution", missing)
+    monkeypatch.setattr(
+        cdnow.importlib.metadata if hasattr(cdnow, "importlib") else importlib.metadata, "distribution", missing
+    )
     with pytest.raises(FileNotFoundError, match=r"pip install --no-deps lifetimes==0\.11\.3"):
         cdnow_path()
     with pytest.raises(FileNotFoundError, match=r"pip install --no-deps lifetimes==0\.11\.3"):

@@ -47,8 +47,14 @@ def test_train_py_data_cdnow_end_to_end(tmp_path):
 
     env = {**os.environ, "SELLERLIFT_ROOT": str(tmp_path), "PYTHONWARNINGS": "ignore"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), *TINY_CDNOW], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *TINY_CDNOW],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
@@ -63,9 +69,13 @@ def test_train_py_data_cdnow_end_to_end(tmp_path):
     assert m.data.tags["data.cutoff"].startswith("1997-10-01")
     assert set(m.data.metrics) >= HEAD_METRICS
     assert not any(k.startswith("ceiling/") for k in m.data.metrics)  # no truth on real data
-    assert {c.data.tags["model.name"] for c in children} == {"logreg", "random_forest", "lightgbm", "bgnbd"}
+    names = {"logreg", "random_forest", "lightgbm", "bgnbd", "bgnbd_gg"}  # bgnbd_gg: the customer-value baseline
+    assert {c.data.tags["model.name"] for c in children} == names
     for c in children:
         assert c.data.tags["mlflow.parentRunId"] == m.info.run_id and c.data.tags["model.kind"] == "baseline"
+        if c.data.tags.get("model.task") == "customer_value":
+            assert {"test/value_rmse", "test/value_spearman"} <= set(c.data.metrics)
+            continue
         assert set(c.data.metrics) >= HEAD_METRICS
         assert c.data.metrics["test/churn_auroc"] > 0.6
     manifest = verify_bundle(tmp_path / "bundles" / m.info.run_id)
@@ -75,10 +85,29 @@ def test_train_py_data_cdnow_end_to_end(tmp_path):
     # The same mapping config drives the batch scorer: the CDNOW file scored as itself, integer ids kept.
     out = tmp_path / "scores.csv"
     bundle = tmp_path / "bundles" / m.info.run_id
-    proc = subprocess.run([sys.executable, "-m", "sellerlift.score", "--bundle", str(bundle), "--mapping",
-                           str(REPO / "configs" / "data" / "cdnow.yaml"), "--events", str(cdnow_path("master")),
-                           "--as-of", "1997-10-01", "--out", str(out), "--no-progress"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sellerlift.score",
+            "--bundle",
+            str(bundle),
+            "--mapping",
+            str(REPO / "configs" / "data" / "cdnow.yaml"),
+            "--events",
+            str(cdnow_path("master")),
+            "--as-of",
+            "1997-10-01",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     scores = pd.read_csv(out)
     assert len(scores) == 23_570 and scores["customer_id"].dtype == np.int64
@@ -124,11 +153,14 @@ def test_default_protocol_matches_the_literature():
     assert cov.customers == cov.customers_before == 2_357 and cov.events_before + cov.events_after == 6_919
 
 
-@pytest.mark.parametrize("overrides, keys", [
-    (["data.source.cutoff=1998-06-01"], ["data.source.cutoff=1998-06-01", "data.horizons.churn_days=90"]),
-    (["data.horizons.churn_days=400"], ["data.source.cutoff=1997-10-01", "data.horizons.churn_days=400"]),
-    (["data.source.cutoff=1996-06-01"], ["data.source.cutoff=1996-06-01", "choose a later cutoff"]),
-])
+@pytest.mark.parametrize(
+    "overrides, keys",
+    [
+        (["data.source.cutoff=1998-06-01"], ["data.source.cutoff=1998-06-01", "data.horizons.churn_days=90"]),
+        (["data.horizons.churn_days=400"], ["data.source.cutoff=1997-10-01", "data.horizons.churn_days=400"]),
+        (["data.source.cutoff=1996-06-01"], ["data.source.cutoff=1996-06-01", "choose a later cutoff"]),
+    ],
+)
 def test_cutoffs_outside_the_data_fail_early_naming_the_key(overrides, keys, tmp_path):
     from sellerlift.pipeline import run
 

@@ -41,9 +41,18 @@ def _registered_run(client, value, metric="val/churn_auroc", name=None):
 
 
 def _cfg(**champ):
-    return OmegaConf.create({"tracking": {"registered_model": MODEL},
-                             "champion": {"alias": "champion", "metric": "val/churn_auroc", "direction": "maximize",
-                                          "min_delta": 0.0, **champ}})
+    return OmegaConf.create(
+        {
+            "tracking": {"registered_model": MODEL},
+            "champion": {
+                "alias": "champion",
+                "metric": "val/churn_auroc",
+                "direction": "maximize",
+                "min_delta": 0.0,
+                **champ,
+            },
+        }
+    )
 
 
 def _holder(client):
@@ -102,8 +111,12 @@ def test_manual_promote_and_cli(client, tmp_path, capsys):
     champion.check_run(client, r1, _cfg(), bundle_dir=tmp_path / "b1")
     _registered_run(client, 0.6)
     uri = client.tracking_uri
-    assert champion.main(["promote", "--model", MODEL, "--version", "2", "--reason", "rollback test",
-                          "--tracking-uri", uri]) == 0
+    assert (
+        champion.main(
+            ["promote", "--model", MODEL, "--version", "2", "--reason", "rollback test", "--tracking-uri", uri]
+        )
+        == 0
+    )
     assert str(_holder(client).version) == "2"
     assert _holder(client).tags["champion.reason"] == "manual: rollback test"
     assert champion.main(["show", "--model", MODEL, "--tracking-uri", uri]) == 0

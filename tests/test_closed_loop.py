@@ -36,8 +36,9 @@ def test_frozen_forward_run_without_offers_reproduces_the_label_probabilities(po
     truth = simulate_cached(CFG, pop.path.parent, progress=False).truth.set_index("customer_id")
     intent, churn = [], []
     for r in range(6):
-        run = run_policy(pop, P.NoOffers(), 90, Budget(None), replication=r, horizons=(7, 90), frozen=True,
-                         record_events=False)
+        run = run_policy(
+            pop, P.NoOffers(), 90, Budget(None), replication=r, horizons=(7, 90), frozen=True, record_events=False
+        )
         intent.append(run.outcomes[7].bought.mean())
         churn.append(1.0 - run.outcomes[90].bought.mean())
     p_intent = truth.loc[pop.customer_id, "p_intent_7d"].mean()
@@ -80,8 +81,10 @@ def test_the_oracle_is_never_beaten_on_its_own_objective(pop, objective):
 
 
 def test_enduring_oracle_beats_the_direct_one_over_90_days_and_rules_trail(pop):
-    runs = {p.name: run_policy(pop, p, 90, Budget(0.15), horizons=(90,), record_events=False)
-            for p in (P.NoOffers(), P.top_value(10), P.Oracle("direct"), P.Oracle("enduring"))}
+    runs = {
+        p.name: run_policy(pop, p, 90, Budget(0.15), horizons=(90,), record_events=False)
+        for p in (P.NoOffers(), P.top_value(10), P.Oracle("direct"), P.Oracle("enduring"))
+    }
 
     def inc(name):
         o, b = runs[name].outcomes[90], runs["no_offers"].outcomes[90]
@@ -103,19 +106,53 @@ def test_policy_levels_are_checked(pop):
 
 def test_evaluate_command_writes_every_promised_figure(pop, tmp_path):
     out_json = tmp_path / "closed_loop.json"
-    proc = subprocess.run([sys.executable, "-m", "sellerlift.evaluate", "closed-loop", "--sim", str(pop.path),
-                           "--quick", "--out-dir", str(tmp_path / "out"), "--json", str(out_json),
-                           "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sellerlift.evaluate",
+            "closed-loop",
+            "--sim",
+            str(pop.path),
+            "--quick",
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--json",
+            str(out_json),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/mlflow.db",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(out_json.read_text())
     pols = doc["policies"]
-    assert {"no_offers", "rule_top_value", "rule_rfm_at_risk", "random", "blanket_10", "oracle_direct",
-            "oracle_enduring", "observable_ceiling"} <= set(pols)
+    assert {
+        "no_offers",
+        "rule_top_value",
+        "rule_rfm_at_risk",
+        "random",
+        "blanket_10",
+        "oracle_direct",
+        "oracle_enduring",
+        "observable_ceiling",
+    } <= set(pols)
     for h in ("30d", "90d"):
         row = pols["oracle_enduring"][h]
-        for key in ("conversion", "retained", "revenue", "discount_cost", "incremental_profit", "roi", "aov", "active",
-                    "incentive_sd", "true_effect"):
+        for key in (
+            "conversion",
+            "retained",
+            "revenue",
+            "discount_cost",
+            "incremental_profit",
+            "roi",
+            "aov",
+            "active",
+            "incentive_sd",
+            "true_effect",
+        ):
             assert key in row, key
     ceil = pols["observable_ceiling"]["90d"]
     assert {"ab_estimate", "ab_ci", "ab_true_effect"} <= set(ceil)

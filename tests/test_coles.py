@@ -39,10 +39,19 @@ def test_pretraining_updates_the_encoder_in_place(tmp_path):
     from sellerlift.data.sources import Tables
     from sellerlift.pipeline import prepare
 
-    cfg = compose_config(["data.max_len=16", "data.horizons.churn_days=30", "pretrain=coles",
-                          "pretrain.trainer.max_epochs=2", "pretrain.batch_size=64",
-                          "model.module.net.d_model=8", "model.module.net.head_hidden=8",
-                          "model.module.net.encoder.hidden=8"], root=tmp_path)
+    cfg = compose_config(
+        [
+            "data.max_len=16",
+            "data.horizons.churn_days=30",
+            "pretrain=coles",
+            "pretrain.trainer.max_epochs=2",
+            "pretrain.batch_size=64",
+            "model.module.net.d_model=8",
+            "model.module.net.head_hidden=8",
+            "model.module.net.encoder.hidden=8",
+        ],
+        root=tmp_path,
+    )
     prep = prepare(Tables("synthetic", synthetic_events(200), CUTOFF + np.timedelta64(30, "D"), "fp"), cfg)
     net = instantiate(cfg.model.module).net
     before = {k: v.clone() for k, v in net.encoder.state_dict().items()}

@@ -1,6 +1,5 @@
 """Every option of every config group composes and instantiates."""
 
-
 import lightning as L
 import numpy as np
 import pandas as pd
@@ -103,20 +102,32 @@ def _toy_offers(n_inputs: int = 3, n: int = 400) -> OfferSplits:
     rng = np.random.default_rng(0)
 
     def split() -> Offers:
-        return Offers(pd.DataFrame(index=range(n)), rng.normal(size=(n, n_inputs)).astype(np.float32),
-                      rng.integers(0, 7, n), (rng.random(n) < 0.3).astype(np.float32), np.zeros(n, bool),
-                      np.full(n, 1 / 7), np.ones(n, np.float32))
+        return Offers(
+            pd.DataFrame(index=range(n)),
+            rng.normal(size=(n, n_inputs)).astype(np.float32),
+            rng.integers(0, 7, n),
+            (rng.random(n) < 0.3).astype(np.float32),
+            np.zeros(n, bool),
+            np.full(n, 1 / 7),
+            np.ones(n, np.float32),
+        )
 
     return OfferSplits(split(), split(), split())
 
 
 def test_target_overrides_reach_the_stages_fits(tmp_path):
     """A `_target_` override takes effect where the stage fits: the net, the module's values, the trainer."""
-    pcfg = compose_config([f"promotion.dipn.trainer._target_={__name__}.RecordingTrainer",
-                           "promotion.dipn.net._target_=sellerlift.models.dipn.SLearnerNet",
-                           "promotion.dipn.net.hidden=[8]", "promotion.dipn.module.lr=0.01",
-                           "promotion.dipn.trainer.max_epochs=1", "promotion.baselines.lightgbm=false"],
-                          root=tmp_path).promotion
+    pcfg = compose_config(
+        [
+            f"promotion.dipn.trainer._target_={__name__}.RecordingTrainer",
+            "promotion.dipn.net._target_=sellerlift.models.dipn.SLearnerNet",
+            "promotion.dipn.net.hidden=[8]",
+            "promotion.dipn.module.lr=0.01",
+            "promotion.dipn.trainer.max_epochs=1",
+            "promotion.baselines.lightgbm=false",
+        ],
+        root=tmp_path,
+    ).promotion
     RecordingTrainer.fits = 0
     dipn = fit_dipn(pcfg, _toy_offers())
     assert isinstance(dipn.net, SLearnerNet) and dipn.net.trunk[0].out_features == 8

@@ -16,8 +16,12 @@ from sellerlift.runtime.bundle import check_bundle_data
 def _bundle(root: Path, run_id: str, data: str | None) -> Path:
     d = root / run_id
     d.mkdir(parents=True)
-    manifest = {"format": "sellerlift-bundle/2", "files": {}, "run_id": run_id,
-                **({"data": data, "data_fingerprint": f"{data}-fp"} if data else {})}
+    manifest = {
+        "format": "sellerlift-bundle/2",
+        "files": {},
+        "run_id": run_id,
+        **({"data": data, "data_fingerprint": f"{data}-fp"} if data else {}),
+    }
     (d / "manifest.json").write_text(json.dumps(manifest))
     return d
 
@@ -26,8 +30,9 @@ def _registry(db: Path, rows: list[tuple[str, str, str, Path]]) -> None:
     """The three tables registry_bundle reads: (model, alias, run id, bundle dir) per row."""
     con = sqlite3.connect(db)
     con.execute("CREATE TABLE model_versions (name VARCHAR(256), version INTEGER, run_id VARCHAR(32))")
-    con.execute("CREATE TABLE model_version_tags (key VARCHAR(250), value VARCHAR(5000), name VARCHAR(256), "
-                "version INTEGER)")
+    con.execute(
+        "CREATE TABLE model_version_tags (key VARCHAR(250), value VARCHAR(5000), name VARCHAR(256), version INTEGER)"
+    )
     con.execute("CREATE TABLE registered_model_aliases (alias VARCHAR(256), version INTEGER, name VARCHAR(256))")
     for name, alias, run_id, bundle in rows:
         con.execute("INSERT INTO model_versions VALUES (?, 1, ?)", (name, run_id))
@@ -48,8 +53,13 @@ def test_find_bundle_serves_the_data_sets_own_champion_and_refuses_another(tmp_p
     bundles = tmp_path / "bundles"
     sim, shop = _bundle(bundles, "run-sim", "simulator"), _bundle(bundles, "run-shop", "myshop")
     db = tmp_path / "mlflow.db"
-    _registry(db, [("sellerlift-sequence-simulator", "champion", "run-sim", sim),
-                   ("sellerlift-sequence-myshop", "champion", "run-shop", shop)])
+    _registry(
+        db,
+        [
+            ("sellerlift-sequence-simulator", "champion", "run-sim", sim),
+            ("sellerlift-sequence-myshop", "champion", "run-shop", shop),
+        ],
+    )
     for data, want in (("simulator", sim), ("myshop", shop)):
         path, how = find_bundle(None, bundles, db, "sellerlift-sequence", "champion", data=data)
         assert path == want and f"sellerlift-sequence-{data}@champion" in how
@@ -126,8 +136,17 @@ def test_score_cli_refuses_a_bundle_of_other_data(tmp_path, capsys):
     (src / "manifest.json").write_text(json.dumps(m))
     mapping = tmp_path / "shop.yaml"
     mapping.write_text((REPO / "examples" / "seller_events.mapping.yaml").read_text() + "name: myshop\n")
-    args = ["--bundle", str(src), "--events", str(REPO / "examples" / "seller_events.csv"), "--mapping",
-            str(mapping), "--out", str(tmp_path / "s.csv"), "--no-progress"]
+    args = [
+        "--bundle",
+        str(src),
+        "--events",
+        str(REPO / "examples" / "seller_events.csv"),
+        "--mapping",
+        str(mapping),
+        "--out",
+        str(tmp_path / "s.csv"),
+        "--no-progress",
+    ]
     assert score.main(args) == 2
     err = capsys.readouterr().err
     assert "'simulator'" in err and "'myshop'" in err and not (tmp_path / "s.csv").exists()
@@ -148,7 +167,12 @@ def _real_bundle(tmp_path: Path) -> Path:
     from test_score import AS_OF, BUILD_BUNDLE, EXAMPLE, MAPPING
 
     out = tmp_path / "real"
-    proc = subprocess.run([sys.executable, "-c", BUILD_BUNDLE, str(out), str(EXAMPLE), str(MAPPING), AS_OF],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", BUILD_BUNDLE, str(out), str(EXAMPLE), str(MAPPING), AS_OF],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out

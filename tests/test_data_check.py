@@ -18,9 +18,25 @@ from sellerlift.data.files import FileSource
 from sellerlift.data.mapping import UnmappedEventNames, event_types_block, guess_event_type
 
 # 17 names the mapping does not know, some only after the first 200 rows, some rare.
-EXTRA = ["page_view", "view_item", "add_to_cart_click", "begin_checkout", "purchase_success", "login", "logout",
-         "newsletter_click", "coupon_applied", "search", "scroll", "video_play", "share", "remove_from_cart",
-         "refund_requested", "wishlist_add", "x7"]
+EXTRA = [
+    "page_view",
+    "view_item",
+    "add_to_cart_click",
+    "begin_checkout",
+    "purchase_success",
+    "login",
+    "logout",
+    "newsletter_click",
+    "coupon_applied",
+    "search",
+    "scroll",
+    "video_play",
+    "share",
+    "remove_from_cart",
+    "refund_requested",
+    "wishlist_add",
+    "x7",
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +61,7 @@ def test_every_unmapped_name_is_listed_with_its_count_and_a_block_to_paste(messy
     assert err.counts == expected and len(err.counts) == 17
     msg = str(err)
     assert "17 event name(s) not mapped" in msg and "'what' → 'event_type'" in msg and "app_events.csv" in msg
-    block = msg[msg.index("    event_types:"):msg.index("  (rows are numbered")]
+    block = msg[msg.index("    event_types:") : msg.index("  (rows are numbered")]
     pasted = yaml.safe_load(block)["event_types"]
     assert set(pasted) == set(EXTRA)
     assert pasted["purchase_success"] == "purchase" and pasted["page_view"] == "view"
@@ -83,7 +99,6 @@ def flat(out: str) -> str:
     return re.sub(r"[\s│┌┐└┘├┤┬┴┼─]+", " ", out)
 
 
-
 def _mapping_file(tmp_path, **extra) -> str:
     path = tmp_path / "app.mapping.yaml"
     path.write_text(yaml.safe_dump({**MAPPING, **extra}, sort_keys=False))
@@ -98,9 +113,19 @@ def test_check_reports_a_ready_file_and_exits_0(tmp_path, capsys):
     out = flat(capsys.readouterr().out)
     assert rc == 0, out
     purchases = int((df["what"] == "checkout_done").sum())
-    for text in (f"{len(df):,} rows", "300 (ids: int64)", "date range", f"purchase {purchases:,}",
-                 "checkout_done -> purchase", "order values", "none", "before the cutoff", "churn_days=30: fits",
-                 "labels at the cutoff", "ok: clicks.csv is ready"):
+    for text in (
+        f"{len(df):,} rows",
+        "300 (ids: int64)",
+        "date range",
+        f"purchase {purchases:,}",
+        "checkout_done -> purchase",
+        "order values",
+        "none",
+        "before the cutoff",
+        "churn_days=30: fits",
+        "labels at the cutoff",
+        "ok: clicks.csv is ready",
+    ):
         assert text in out, (text, out)
 
 
@@ -110,8 +135,8 @@ def test_check_lists_unmapped_names_with_the_block_and_exits_2(messy, tmp_path, 
     out = capsys.readouterr().out
     assert rc == 2
     assert "17 event name(s)" in out and "problem" in out
-    block = out[out.index("event_types:"):]
-    block = block[:block.index("\nproblem")]
+    block = out[out.index("event_types:") :]
+    block = block[: block.index("\nproblem")]
     assert set(yaml.safe_load(block)["event_types"]) == set(EXTRA)
     assert "before the cutoff" in out  # the rest of the file is still described
 
@@ -161,8 +186,23 @@ def test_python_m_sellerlift_data_check_is_the_entry_point(tmp_path):
     df = clickstream(n_users=120, seed=2)
     path = tmp_path / "c.csv"
     df.to_csv(path, index=False)
-    proc = subprocess.run([sys.executable, "-m", "sellerlift.data", "check", "--mapping", _mapping_file(tmp_path),
-                           str(path), "--churn-days", "30"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sellerlift.data",
+            "check",
+            "--mapping",
+            _mapping_file(tmp_path),
+            str(path),
+            "--churn-days",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "sellerlift data check: c.csv" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "sellerlift.data"], capture_output=True, text=True, timeout=60)

@@ -26,13 +26,15 @@ from hypothesis import strategies as st
 from sellerlift.io import read_table
 from sellerlift.schema import EVENT_TYPES, EVENTS, SchemaError, validate
 
-FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                        HealthCheck.too_slow])
+FAST = settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 BASE = pd.Timestamp("2025-01-01")
 
 # Text ids a seller may use: letters/digits of any script, '-' and '_', no surrounding spaces.
-id_text = st.text(alphabet=st.characters(categories=("L", "N"), exclude_characters="\u2028\u2029"),
-                  min_size=1, max_size=12).map(lambda t: unicodedata.normalize("NFC", t))
+id_text = st.text(
+    alphabet=st.characters(categories=("L", "N"), exclude_characters="\u2028\u2029"), min_size=1, max_size=12
+).map(lambda t: unicodedata.normalize("NFC", t))
 
 
 @st.composite
@@ -43,18 +45,21 @@ def good_events(draw, min_rows=1, max_rows=25):
     else:
         customers = draw(st.lists(id_text, min_size=n, max_size=n))
     seconds = sorted(draw(st.lists(st.integers(0, 300 * 86400), min_size=n, max_size=n, unique=True)))
-    df = pd.DataFrame({
-        "customer_id": customers,
-        "seller_id": draw(st.lists(st.integers(0, 50), min_size=n, max_size=n)),
-        "ts": BASE + pd.to_timedelta(seconds, unit="s"),  # unique: no accidental duplicate rows
-        "event_type": draw(st.lists(st.sampled_from(EVENT_TYPES), min_size=n, max_size=n)),
-        "amount": draw(st.lists(st.floats(0, 1e6, allow_nan=False, allow_infinity=False), min_size=n, max_size=n)),
-    })
+    df = pd.DataFrame(
+        {
+            "customer_id": customers,
+            "seller_id": draw(st.lists(st.integers(0, 50), min_size=n, max_size=n)),
+            "ts": BASE + pd.to_timedelta(seconds, unit="s"),  # unique: no accidental duplicate rows
+            "event_type": draw(st.lists(st.sampled_from(EVENT_TYPES), min_size=n, max_size=n)),
+            "amount": draw(st.lists(st.floats(0, 1e6, allow_nan=False, allow_infinity=False), min_size=n, max_size=n)),
+        }
+    )
     if draw(st.booleans()):
         df["quantity"] = draw(st.lists(st.integers(0, 1000), min_size=n, max_size=n))
     if draw(st.booleans()):
-        df["note"] = draw(st.lists(st.sampled_from(["", "gift", "ünïcode ✓", "a,b", 'say "hi"']), min_size=n,
-                                   max_size=n))
+        df["note"] = draw(
+            st.lists(st.sampled_from(["", "gift", "ünïcode ✓", "a,b", 'say "hi"']), min_size=n, max_size=n)
+        )
     return df
 
 
@@ -111,8 +116,10 @@ def test_good_tables_round_trip_with_canonical_dtypes_and_no_loss(tmp_path, df, 
 
 def test_leading_zero_ids_are_not_mangled(tmp_path):
     path = tmp_path / "e.csv"
-    path.write_text("customer_id,seller_id,ts,event_type,amount\n007,1,2025-01-01T00:00:00Z,visit,0\n"
-                    "7,1,2025-01-02T00:00:00Z,visit,0\n")
+    path.write_text(
+        "customer_id,seller_id,ts,event_type,amount\n007,1,2025-01-01T00:00:00Z,visit,0\n"
+        "7,1,2025-01-02T00:00:00Z,visit,0\n"
+    )
     out = read_table(path, "events")
     assert list(out["customer_id"]) == ["007", "7"]  # two customers, as written: not both 7
     assert list(out["seller_id"]) == [1, 1]
@@ -122,18 +129,39 @@ def test_leading_zero_ids_are_not_mangled(tmp_path):
 
 # (column, bad value, works through a CSV file)
 BAD_CELLS = [
-    ("customer_id", None, True), ("customer_id", "", True), ("customer_id", " padded ", True),
-    ("customer_id", "ctl\x01char", True), ("customer_id", [1, 2], False), ("customer_id", 1.5, False),
-    ("customer_id", True, False), ("customer_id", "lone\ud800surrogate", False),
-    ("seller_id", None, True), ("seller_id", 2.5, False),
-    ("ts", "not a date", True), ("ts", None, True), ("ts", "1900-01-01T00:00:00Z", True),
-    ("ts", "2150-01-01T00:00:00Z", True), ("ts", 3.5, False), ("ts", "2025-13-45T00:00:00Z", True),
-    ("event_type", "buy", True), ("event_type", "Purchase", True), ("event_type", " visit", True),
+    ("customer_id", None, True),
+    ("customer_id", "", True),
+    ("customer_id", " padded ", True),
+    ("customer_id", "ctl\x01char", True),
+    ("customer_id", [1, 2], False),
+    ("customer_id", 1.5, False),
+    ("customer_id", True, False),
+    ("customer_id", "lone\ud800surrogate", False),
+    ("seller_id", None, True),
+    ("seller_id", 2.5, False),
+    ("ts", "not a date", True),
+    ("ts", None, True),
+    ("ts", "1900-01-01T00:00:00Z", True),
+    ("ts", "2150-01-01T00:00:00Z", True),
+    ("ts", 3.5, False),
+    ("ts", "2025-13-45T00:00:00Z", True),
+    ("event_type", "buy", True),
+    ("event_type", "Purchase", True),
+    ("event_type", " visit", True),
     ("event_type", None, True),
-    ("amount", -5.0, True), ("amount", float("nan"), True), ("amount", float("inf"), True),
-    ("amount", float("-inf"), True), ("amount", "ten", True), ("amount", "1,5", True), ("amount", True, False),
-    ("amount", complex(1, 2), False), ("amount", [3.0], False),
-    ("quantity", 1.5, True), ("quantity", -1, True), ("quantity", "x", True), ("quantity", 2.0**60, True),
+    ("amount", -5.0, True),
+    ("amount", float("nan"), True),
+    ("amount", float("inf"), True),
+    ("amount", float("-inf"), True),
+    ("amount", "ten", True),
+    ("amount", "1,5", True),
+    ("amount", True, False),
+    ("amount", complex(1, 2), False),
+    ("amount", [3.0], False),
+    ("quantity", 1.5, True),
+    ("quantity", -1, True),
+    ("quantity", "x", True),
+    ("quantity", 2.0**60, True),
 ]
 
 
@@ -148,8 +176,9 @@ def test_one_bad_cell_is_named_by_file_row_and_column(tmp_path, df, cell, data):
     bad.iat[row, bad.columns.get_loc(column)] = value
     if via_csv and data.draw(st.booleans(), label="through a CSV file"):
         if column == "ts":  # the other rows as text too, in UTC
-            bad["ts"] = [v if i == row else pd.Timestamp(v).strftime("%Y-%m-%dT%H:%M:%SZ")
-                         for i, v in enumerate(bad["ts"])]
+            bad["ts"] = [
+                v if i == row else pd.Timestamp(v).strftime("%Y-%m-%dT%H:%M:%SZ") for i, v in enumerate(bad["ts"])
+            ]
         path = tmp_path / "shop.csv"
         bad.to_csv(path, index=False)
         err = schema_error(read_table, path, "events")
@@ -185,8 +214,10 @@ def test_missing_column_is_named(tmp_path, df, column, fmt):
 
 
 def test_column_differing_in_case_gets_a_hint_and_duplicate_names_are_refused(tmp_path):
-    df = validate(pd.DataFrame({"customer_id": [1], "seller_id": [1], "ts": [BASE], "event_type": ["visit"],
-                                "amount": [0.0]}), "events")
+    df = validate(
+        pd.DataFrame({"customer_id": [1], "seller_id": [1], "ts": [BASE], "event_type": ["visit"], "amount": [0.0]}),
+        "events",
+    )
     err = schema_error(validate, df.rename(columns={"amount": "Amount "}), "events")
     assert "'Amount '" in str(err) and "differs only in case" in str(err)
     twice = pd.concat([df, df[["amount"]]], axis=1)
@@ -198,9 +229,17 @@ def test_column_differing_in_case_gets_a_hint_and_duplicate_names_are_refused(tm
 
 
 @FAST
-@given(df=good_events(), extra=st.lists(st.text(min_size=1, max_size=8).filter(
-    lambda c: c not in {c.name for c in EVENTS.columns} and not c.startswith("Unnamed")), min_size=1, max_size=3,
-    unique=True))
+@given(
+    df=good_events(),
+    extra=st.lists(
+        st.text(min_size=1, max_size=8).filter(
+            lambda c: c not in {c.name for c in EVENTS.columns} and not c.startswith("Unnamed")
+        ),
+        min_size=1,
+        max_size=3,
+        unique=True,
+    ),
+)
 def test_extra_columns_are_carried_untouched(df, extra):
     for i, name in enumerate(extra):
         df[name] = np.arange(len(df)) * (i + 1)
@@ -235,8 +274,15 @@ def test_exact_duplicates_are_dropped_and_counted_never_silently(tmp_path, df, d
 
 
 def test_duplicate_drop_is_logged(tmp_path, caplog):
-    df = pd.DataFrame({"customer_id": [1, 1], "seller_id": [1, 1], "ts": [BASE, BASE], "event_type": ["visit"] * 2,
-                       "amount": [0.0, 0.0]})
+    df = pd.DataFrame(
+        {
+            "customer_id": [1, 1],
+            "seller_id": [1, 1],
+            "ts": [BASE, BASE],
+            "event_type": ["visit"] * 2,
+            "amount": [0.0, 0.0],
+        }
+    )
     path = write(df, tmp_path / "events", "csv")
     with caplog.at_level("WARNING", logger="sellerlift.schema"):
         out = read_table(path, "events")
@@ -269,8 +315,15 @@ def test_naive_timestamps_mixed_with_zoned_ones_are_refused(df, data):
 
 
 def test_tz_aware_parquet_column_and_tz_aware_limits(tmp_path):
-    df = pd.DataFrame({"customer_id": [1, 2], "seller_id": [1, 1], "event_type": ["visit", "view"], "amount": [0, 0],
-                       "ts": pd.to_datetime(["2025-01-01 12:00", "2025-01-01 12:00"]).tz_localize("Europe/Berlin")})
+    df = pd.DataFrame(
+        {
+            "customer_id": [1, 2],
+            "seller_id": [1, 1],
+            "event_type": ["visit", "view"],
+            "amount": [0, 0],
+            "ts": pd.to_datetime(["2025-01-01 12:00", "2025-01-01 12:00"]).tz_localize("Europe/Berlin"),
+        }
+    )
     path = write(df, tmp_path / "events", "parquet")
     out = read_table(path, "events", as_of=pd.Timestamp("2025-06-01", tz="America/New_York"))
     assert out["ts"].tolist() == [pd.Timestamp("2025-01-01 11:00")] * 2
@@ -297,8 +350,15 @@ def test_future_timestamps_after_as_of_are_named(df, data):
 def test_unicode_ids_survive_files_and_are_put_in_nfc_form_counted(tmp_path, ids, fmt):
     decomposed = [unicodedata.normalize("NFD", i) for i in ids]
     n_changed = sum(d != i for d, i in zip(decomposed, ids))
-    df = pd.DataFrame({"customer_id": decomposed, "seller_id": 1, "event_type": "visit", "amount": 0.0,
-                       "ts": BASE + pd.to_timedelta(np.arange(len(ids)), unit="s")})
+    df = pd.DataFrame(
+        {
+            "customer_id": decomposed,
+            "seller_id": 1,
+            "event_type": "visit",
+            "amount": 0.0,
+            "ts": BASE + pd.to_timedelta(np.arange(len(ids)), unit="s"),
+        }
+    )
     out = read_table(write(df, tmp_path / "events", fmt), "events")
     assert [str(v) for v in out["customer_id"]] == ids  # NFC, and otherwise exactly as written
     assert out.attrs["repairs"]["ids_unicode_normalized"] == n_changed
@@ -323,14 +383,14 @@ def test_csv_cut_off_anywhere_is_refused_or_is_a_clean_prefix(tmp_path, df, data
         out = read_table(path, "events")
     except SchemaError as err:
         assert str(path) in str(err)
-        if cut > 0 and whole[cut - 1:cut] != b"\n" and lines_done >= 1:
+        if cut > 0 and whole[cut - 1 : cut] != b"\n" and lines_done >= 1:
             # cut mid-row: the last (partial) row is named
             assert any(lines_done - 1 in p.rows for p in err.problems), str(err)
         return
     # Only a cut exactly at the end of a line can load: then it is the first rows, complete.
-    assert whole[cut - 1:cut] == b"\n"
+    assert whole[cut - 1 : cut] == b"\n"
     assert len(out) == lines_done - 1 >= 1
-    pd.testing.assert_series_equal(out["amount"], df["amount"].iloc[:len(out)].astype(float), check_names=False)
+    pd.testing.assert_series_equal(out["amount"], df["amount"].iloc[: len(out)].astype(float), check_names=False)
 
 
 @FAST
@@ -342,7 +402,7 @@ def test_random_byte_damage_never_raises_anything_but_schema_error(tmp_path, df,
         op = data.draw(st.sampled_from(["flip", "insert", "delete"]), label="op")
         byte = data.draw(st.sampled_from([b",", b"\n", b'"', b"\x00", b"\xff", b"\xe9", b"x", b"-", b"9", b"\r"]))
         if op == "flip":
-            raw[pos:pos + 1] = byte
+            raw[pos : pos + 1] = byte
         elif op == "insert":
             raw[pos:pos] = byte
         else:
@@ -359,17 +419,23 @@ def test_random_byte_damage_never_raises_anything_but_schema_error(tmp_path, df,
     assert np.isfinite(out["amount"]).all() and out["event_type"].notna().all()
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"", "empty"),
-    (b"customer_id,seller_id,ts,event_type,amount\n", "no rows"),
-    (b"\n\n", "empty"),
-    (b"customer_id,seller_id,ts,event_type,amount\n1,1,2025-01-01T00:00:00Z,visit,0", "does not end with a newline"),
-    (b"customer_id,seller_id,ts,event_type,amount\n1,1,2025-01-01T00:00:00Z,vis", "fewer fields"),
-    (b'customer_id,seller_id,ts,event_type,amount\n1,1,2025-01-01T00:00:00Z,visit,"0', "quote left open"),
-    (b"customer_id,seller_id,ts,event_type,amount\n1,1,2025-01-01T00:00:00Z,visit,0,9\n", "more fields"),
-    (b"customer_id,seller_id,ts,event_type,amount\n1,1,2025-01-01T00:00:00Z,visit,\x000\n", "NUL"),
-    (b"customer_id,seller_id,ts,event_type,amount\n1,\xe9,2025-01-01T00:00:00Z,visit,0\n", "UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", "empty"),
+        (b"customer_id,seller_id,ts,event_type,amount\n", "no rows"),
+        (b"\n\n", "empty"),
+        (
+            b"customer_id,seller_id,ts,event_type,amount\n1,1,2025-01-01T00:00:00Z,visit,0",
+            "does not end with a newline",
+        ),
+        (b"customer_id,seller_id,ts,event_type,amount\n1,1,2025-01-01T00:00:00Z,vis", "fewer fields"),
+        (b'customer_id,seller_id,ts,event_type,amount\n1,1,2025-01-01T00:00:00Z,visit,"0', "quote left open"),
+        (b"customer_id,seller_id,ts,event_type,amount\n1,1,2025-01-01T00:00:00Z,visit,0,9\n", "more fields"),
+        (b"customer_id,seller_id,ts,event_type,amount\n1,1,2025-01-01T00:00:00Z,visit,\x000\n", "NUL"),
+        (b"customer_id,seller_id,ts,event_type,amount\n1,\xe9,2025-01-01T00:00:00Z,visit,0\n", "UTF-8"),
+    ],
+)
 def test_damaged_csv_files_give_clear_errors(tmp_path, content, expected):
     path = tmp_path / "shop.csv"
     path.write_bytes(content)
@@ -386,8 +452,15 @@ def test_bom_and_crlf_files_are_read(tmp_path):
 def test_gzip_truncated_and_parquet_damaged_are_schema_errors(tmp_path):
     import gzip
 
-    df = pd.DataFrame({"customer_id": range(2000), "seller_id": 1, "event_type": "visit", "amount": 0.0,
-                       "ts": BASE + pd.to_timedelta(np.arange(2000), unit="s")})
+    df = pd.DataFrame(
+        {
+            "customer_id": range(2000),
+            "seller_id": 1,
+            "event_type": "visit",
+            "amount": 0.0,
+            "ts": BASE + pd.to_timedelta(np.arange(2000), unit="s"),
+        }
+    )
     gz = tmp_path / "e.csv.gz"
     gz.write_bytes(gzip.compress(df.to_csv(index=False).encode()))
     assert len(read_table(gz, "events")) == 2000
@@ -408,17 +481,33 @@ def test_gzip_truncated_and_parquet_damaged_are_schema_errors(tmp_path):
 @FAST
 @given(n=st.integers(1, 10), data=st.data())
 def test_promotions_booleans_levels_and_costs(n, data):
-    df = pd.DataFrame({"customer_id": range(n), "seller_id": 1, "ts": BASE,
-                       "discount_pct": data.draw(st.lists(st.sampled_from([0, 5, 10, 15, 20, 25, 30]), min_size=n,
-                                                          max_size=n)),
-                       "converted": data.draw(st.lists(st.sampled_from([True, False, "true", "0", 1, "yes"]),
-                                                       min_size=n, max_size=n)),
-                       "revenue": 1.0, "cost": 0.5})
+    df = pd.DataFrame(
+        {
+            "customer_id": range(n),
+            "seller_id": 1,
+            "ts": BASE,
+            "discount_pct": data.draw(st.lists(st.sampled_from([0, 5, 10, 15, 20, 25, 30]), min_size=n, max_size=n)),
+            "converted": data.draw(
+                st.lists(st.sampled_from([True, False, "true", "0", 1, "yes"]), min_size=n, max_size=n)
+            ),
+            "revenue": 1.0,
+            "cost": 0.5,
+        }
+    )
     out = validate(df, "promotions")
     assert out["converted"].dtype == bool and out["discount_pct"].dtype == np.int64
     row = data.draw(st.integers(0, n - 1))
-    column, value = data.draw(st.sampled_from([("discount_pct", 12), ("converted", "maybe"), ("cost", -1.0),
-                                                ("revenue", float("nan")), ("discount_pct", 2.5)]))
+    column, value = data.draw(
+        st.sampled_from(
+            [
+                ("discount_pct", 12),
+                ("converted", "maybe"),
+                ("cost", -1.0),
+                ("revenue", float("nan")),
+                ("discount_pct", 2.5),
+            ]
+        )
+    )
     bad = df.astype({column: object})
     bad.iat[row, bad.columns.get_loc(column)] = value
     assert_names(schema_error(validate, bad, "promotions", source="promo.csv"), "promo.csv", column, row)

@@ -13,9 +13,18 @@ from sellerlift.runtime import verify_bundle
 @pytest.mark.slow
 def test_ddp_cpu_two_processes_one_run(tmp_path):
     tiny = [o for o in TINY if not o.startswith("trainer=")]
-    cmd = [sys.executable, str(REPO / "train.py"), "trainer=ddp_cpu", "trainer.max_epochs=1",
-           "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2",
-           *tiny, "extras=[sellerlift.stages.segments.fit_segments_stage]", f"paths.root_dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=3",
+        "+trainer.limit_val_batches=2",
+        "+trainer.limit_test_batches=2",
+        *tiny,
+        "extras=[sellerlift.stages.segments.fit_segments_stage]",
+        f"paths.root_dir={tmp_path}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

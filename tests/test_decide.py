@@ -24,8 +24,10 @@ def world():
 
 def test_weight_zero_gives_todays_offers_exactly(world):
     inst, ext, args, full = world
-    for kw in ({"budget": 0.2 * full},
-               {"budget": 0.3 * full, "seller": inst["seller"], "seller_budgets": {s: 0.04 * full for s in range(10)}}):
+    for kw in (
+        {"budget": 0.2 * full},
+        {"budget": 0.3 * full, "seller": inst["seller"], "seller_budgets": {s: 0.04 * full for s in range(10)}},
+    ):
         today = allocate_offers(*args, **kw)
         w0 = allocate_offers(*args, **kw, enduring=ext["enduring"], weight=0.0)
         ref = allocate_lagrangian(*args, **kw)
@@ -75,10 +77,21 @@ def test_offers_hold_every_constraint(world):
     sb = {s: 0.03 * full for s in range(10)}
     tb = {"large": 0.08 * full, "mid": 0.06 * full, "small": 0.02 * full}
     cap = np.where(np.arange(len(inst["p"])) % 4 == 0, 5.0, 25.0)
-    o = allocate_offers(*args, budget=0.15 * full, seller=inst["seller"], seller_budgets=sb, enduring=ext["enduring"],
-                        weight=1.0, seller_tier=ext["seller_tier"], tier_budgets=tb, max_discount=cap,
-                        segment=ext["segment"], segment_max_discount={"buys anyway": 0}, spread_penalty=0.02,
-                        max_incentive=5.0)
+    o = allocate_offers(
+        *args,
+        budget=0.15 * full,
+        seller=inst["seller"],
+        seller_budgets=sb,
+        enduring=ext["enduring"],
+        weight=1.0,
+        seller_tier=ext["seller_tier"],
+        tier_budgets=tb,
+        max_discount=cap,
+        segment=ext["segment"],
+        segment_max_discount={"buys anyway": 0},
+        spread_penalty=0.02,
+        max_incentive=5.0,
+    )
     assert o.spend.sum() <= 0.15 * full
     for s, b in sb.items():
         assert o.spend[inst["seller"] == s].sum() <= b
@@ -103,16 +116,21 @@ def test_spread_is_reported_against_the_sellers_rule(world):
     assert allocate_offers(*args, budget=0.3 * full).spread_rule is None
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"weight": 1.0}, "enduring"),
-    ({"weight": -1.0, "enduring": np.zeros((2, 3))}, "weight"),
-    ({"seller": ["a", "b"], "seller_tier": {"a": "gold"}}, "seller_tier"),
-    ({"seller": ["a", "b"], "seller_tier": {"a": "gold", "b": "gold"}, "tier_budgets": {"silver": 1.0}},
-     "tier_budgets"),
-    ({"max_discount": -1}, "max_discount"),
-    ({"max_incentive": -1}, "max_incentive"),
-    ({"spread_penalty": -1}, "spread_penalty"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"weight": 1.0}, "enduring"),
+        ({"weight": -1.0, "enduring": np.zeros((2, 3))}, "weight"),
+        ({"seller": ["a", "b"], "seller_tier": {"a": "gold"}}, "seller_tier"),
+        (
+            {"seller": ["a", "b"], "seller_tier": {"a": "gold", "b": "gold"}, "tier_budgets": {"silver": 1.0}},
+            "tier_budgets",
+        ),
+        ({"max_discount": -1}, "max_discount"),
+        ({"max_incentive": -1}, "max_incentive"),
+        ({"spread_penalty": -1}, "spread_penalty"),
+    ],
+)
 def test_invalid_requests_name_the_argument(kwargs, match):
     p = np.array([[0.1, 0.2, 0.3], [0.2, 0.25, 0.3]])
     with pytest.raises(ValueError, match=rf"^{match}"):

@@ -19,8 +19,13 @@ K = len(DISCOUNT_LEVELS)
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), scale=st.floats(0.01, 50.0), input_scale=st.floats(0.1, 1e4),
-       n_inputs=st.integers(1, 30), depth=st.integers(0, 3))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    scale=st.floats(0.01, 50.0),
+    input_scale=st.floats(0.1, 1e4),
+    n_inputs=st.integers(1, 30),
+    depth=st.integers(0, 3),
+)
 def test_dipn_is_monotone_for_any_weights_and_inputs(seed, scale, input_scale, n_inputs, depth):
     torch.manual_seed(seed)
     net = D.DIPNNet(n_inputs, hidden=(16,) * depth, dropout=0.0).eval()
@@ -117,8 +122,14 @@ def _toy_events():
     t0 = pd.Timestamp("2025-01-01")
     for c in [3, 7, 11]:
         for _ in range(rng.integers(5, 30)):
-            rows.append((c, t0 + pd.Timedelta(seconds=int(rng.integers(0, 200 * 86400))),
-                         rng.choice(["visit", "view", "purchase", "email_open"]), float(rng.uniform(5, 80))))
+            rows.append(
+                (
+                    c,
+                    t0 + pd.Timedelta(seconds=int(rng.integers(0, 200 * 86400))),
+                    rng.choice(["visit", "view", "purchase", "email_open"]),
+                    float(rng.uniform(5, 80)),
+                )
+            )
     ev = pd.DataFrame(rows, columns=["customer_id", "ts", "event_type", "amount"])
     ev["amount"] = np.where(ev["event_type"] == "purchase", ev["amount"], 0.0)
     ev["ts"] = ev["ts"].astype("datetime64[us]")
@@ -130,8 +141,13 @@ def test_offer_time_features_equal_build_features_at_each_offer():
     spec = FeatureSpec(max_len=8)
     spec.fit(build_features(ev, "2025-08-01", spec))
     cust = np.array([3, 7, 11, 3, 99, 7])  # 99: no events (cold start)
-    ts = pd.to_datetime(["2025-03-01", "2025-05-01", "2025-01-01", "2025-06-15 12:00", "2025-04-01",
-                         "2025-07-19"], format="mixed").to_numpy().astype("datetime64[us]")
+    ts = (
+        pd.to_datetime(
+            ["2025-03-01", "2025-05-01", "2025-01-01", "2025-06-15 12:00", "2025-04-01", "2025-07-19"], format="mixed"
+        )
+        .to_numpy()
+        .astype("datetime64[us]")
+    )
     got = offer_time_features(ev, cust, ts, spec, chunk_rows=7)  # tiny chunks: several build_features calls
     assert list(got.customer_id) == list(cust)
     for i, (c, t) in enumerate(zip(cust, ts)):
@@ -176,10 +192,16 @@ def test_training_learns_a_monotone_response_and_ipw_corrects_selection(tmp_path
     tr, va = slice(0, 16_000), slice(16_000, n)
     torch.manual_seed(0)
     module = D.PromotionModule(D.DIPNNet(2, hidden=(32,), dropout=0.0), lr=1e-2, smooth_weight=1.0)
-    pcfg = compose_config(["promotion.dipn.trainer.max_epochs=6", "promotion.dipn.callbacks.early_stopping.patience=2"],
-                          root=tmp_path).promotion  # the stage's Trainer, early stopping and KeepBest
-    rep = D.fit(build_trainer(pcfg), module, D.OfferTensors(x[tr], level[tr], y[tr], w[tr]),
-                D.OfferTensors(x[va], level[va], y[va], w[va]), batch_size=512)
+    pcfg = compose_config(
+        ["promotion.dipn.trainer.max_epochs=6", "promotion.dipn.callbacks.early_stopping.patience=2"], root=tmp_path
+    ).promotion  # the stage's Trainer, early stopping and KeepBest
+    rep = D.fit(
+        build_trainer(pcfg),
+        module,
+        D.OfferTensors(x[tr], level[tr], y[tr], w[tr]),
+        D.OfferTensors(x[va], level[va], y[va], w[va]),
+        batch_size=512,
+    )
     assert rep["epochs"] >= 1 and np.isfinite(rep["best_val_loss"])
     pred = D.predict_curves(module.net, x[va])
     assert (np.diff(pred, axis=1) >= 0).all()

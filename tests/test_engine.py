@@ -40,10 +40,20 @@ def allocation_cases(seed: int, n: int = 6000):
     cases = {
         "total": ({"budget": 0.2 * full}, {}),
         "sellers": ({"budget": 0.3 * full, "seller_budgets": sb}, {}),
-        "sellers+tiers+options": ({"budget": 0.25 * full, "seller_budgets": sb, "seller_tier": ret["seller_tier"],
-                                   "tier_budgets": tb, "weight": 0.5, "max_discount": 25, "spread_penalty": 0.001,
-                                   "segment_max_discount": {"buys anyway": 10}, "max_incentive": 30.0},
-                                  {"enduring": ret["enduring"], "segment": ret["segment"]}),
+        "sellers+tiers+options": (
+            {
+                "budget": 0.25 * full,
+                "seller_budgets": sb,
+                "seller_tier": ret["seller_tier"],
+                "tier_budgets": tb,
+                "weight": 0.5,
+                "max_discount": 25,
+                "spread_penalty": 0.001,
+                "segment_max_discount": {"buys anyway": 10},
+                "max_incentive": 30.0,
+            },
+            {"enduring": ret["enduring"], "segment": ret["segment"]},
+        ),
         "tiers only": ({"seller_tier": ret["seller_tier"], "tier_budgets": tb}, {}),
     }
     return inst, data, cases
@@ -68,8 +78,9 @@ def test_sharded_allocation_equals_the_single_process_solver(seed):
         for k in ("p", "value", "margin"):
             inst[k] = data[k] = inst[k][rep]
     for name, (kw, per) in cases.items():
-        ref = allocate_lagrangian(inst["p"], inst["value"], inst["margin"], inst["levels"], seller=inst["seller"],
-                                  **kw, **per)
+        ref = allocate_lagrangian(
+            inst["p"], inst["value"], inst["margin"], inst["levels"], seller=inst["seller"], **kw, **per
+        )
         for n_shards in (1, 3, 8):
             shards = [AllocShard(s) for s in split_by_seller({**data, **per}, n_shards)]
             res = solve_sharded(*local_shards(shards), inst["levels"], **kw)
@@ -152,8 +163,9 @@ m["dipn"] = {"inputs": names, "uses_sequence_outputs": True}
 
 def with_dipn(bundle: Path, out: Path) -> Path:
     """``bundle`` plus a tiny monotone DIPN (curves, so ``--budget`` allocates)."""
-    proc = subprocess.run([sys.executable, "-c", ADD_DIPN, str(bundle), str(out)], capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", ADD_DIPN, str(bundle), str(out)], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -164,8 +176,12 @@ def bundle_dir(tmp_path_factory):
     from test_score import BUILD_BUNDLE
 
     out = tmp_path_factory.mktemp("engine") / "bundle"
-    proc = subprocess.run([sys.executable, "-c", BUILD_BUNDLE, str(out), str(EXAMPLE), str(MAPPING), AS_OF],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", BUILD_BUNDLE, str(out), str(EXAMPLE), str(MAPPING), AS_OF],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -176,11 +192,28 @@ def test_local_engine_scoring_is_the_single_process_output(bundle_dir, tmp_path)
     rt = score.load_bundle(bundle_dir)
     for partition_rows in (2_000_000, 4000):  # one partition in memory / five spilled ones
         ref = tmp_path / f"ref-{partition_rows}.parquet"
-        score.score_file(rt, EXAMPLE, ref, as_of=AS_OF, mapping=str(MAPPING), partition_rows=partition_rows,
-                         chunk_customers=16, progress=False)
+        score.score_file(
+            rt,
+            EXAMPLE,
+            ref,
+            as_of=AS_OF,
+            mapping=str(MAPPING),
+            partition_rows=partition_rows,
+            chunk_customers=16,
+            progress=False,
+        )
         out = tmp_path / f"local-{partition_rows}.parquet"
-        s = score_on(rt, EXAMPLE, out, engine=LocalEngine(progress=False), as_of=AS_OF, mapping=str(MAPPING),
-                     partition_rows=partition_rows, chunk_customers=16, progress=False)
+        s = score_on(
+            rt,
+            EXAMPLE,
+            out,
+            engine=LocalEngine(progress=False),
+            as_of=AS_OF,
+            mapping=str(MAPPING),
+            partition_rows=partition_rows,
+            chunk_customers=16,
+            progress=False,
+        )
         assert s["customers"] == 240
         pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(ref), check_exact=True)
 
@@ -190,8 +223,14 @@ def test_local_engine_budgeted_scoring_is_the_single_process_output(bundle_dir, 
     from sellerlift.engine.scoring import score_file as score_on
 
     rt = score.load_bundle(with_dipn(bundle_dir, tmp_path / "bundle_dipn"))
-    kw = {"as_of": AS_OF, "mapping": str(MAPPING), "partition_rows": 4000, "chunk_customers": 16, "budget": 300.0,
-          "progress": False}
+    kw = {
+        "as_of": AS_OF,
+        "mapping": str(MAPPING),
+        "partition_rows": 4000,
+        "chunk_customers": 16,
+        "budget": 300.0,
+        "progress": False,
+    }
     ref = tmp_path / "ref.parquet"
     a = score.score_file(rt, EXAMPLE, ref, **kw)
     s = score_on(rt, EXAMPLE, tmp_path / "local.parquet", engine=LocalEngine(progress=False), **kw)
@@ -199,7 +238,8 @@ def test_local_engine_budgeted_scoring_is_the_single_process_output(bundle_dir, 
     assert "discount_pct" in got and (got["discount_pct"] > 0).any() and "_value" not in got
     pd.testing.assert_frame_equal(got, want, check_exact=True)
     assert s["treated"] == a["treated"] and abs(s["incremental_profit"] - a["incremental_profit"]) <= 1e-9 * abs(
-        a["incremental_profit"])
+        a["incremental_profit"]
+    )
 
 
 def test_ray_local_cluster_by_default(bundle_dir, tmp_path, monkeypatch):
@@ -215,12 +255,14 @@ def test_ray_local_cluster_by_default(bundle_dir, tmp_path, monkeypatch):
     simulate(cfg, tmp_path / "single", progress=False)
     rt = score.load_bundle(bundle_dir)
     ref = tmp_path / "ref.parquet"
-    score.score_file(rt, EXAMPLE, ref, as_of=AS_OF, mapping=str(MAPPING), partition_rows=4000, chunk_customers=16,
-                     progress=False)
+    score.score_file(
+        rt, EXAMPLE, ref, as_of=AS_OF, mapping=str(MAPPING), partition_rows=4000, chunk_customers=16, progress=False
+    )
     inst, data, cases = allocation_cases(0, n=3000)
     kw, per = cases["sellers+tiers+options"]
-    alloc_ref = allocate_lagrangian(inst["p"], inst["value"], inst["margin"], inst["levels"], seller=inst["seller"],
-                                    **kw, **per)
+    alloc_ref = allocate_lagrangian(
+        inst["p"], inst["value"], inst["margin"], inst["levels"], seller=inst["seller"], **kw, **per
+    )
     settings = Settings(days=30, horizons=(30,), max_customers=300, ceiling_customers=0, did=False, ope=False)
     seeds_ref = evaluate_seeds(tmp_path / "single", None, settings, [0, 1], engine=LocalEngine(progress=False))
 
@@ -230,13 +272,23 @@ def test_ray_local_cluster_by_default(bundle_dir, tmp_path, monkeypatch):
         assert files_of(tmp_path / "ray-sim") == files_of(tmp_path / "single")
 
         out = tmp_path / "ray-scores.parquet"
-        s = score_on(rt, EXAMPLE, out, engine=engine, as_of=AS_OF, mapping=str(MAPPING), partition_rows=4000,
-                     chunk_customers=16, progress=False)
+        s = score_on(
+            rt,
+            EXAMPLE,
+            out,
+            engine=engine,
+            as_of=AS_OF,
+            mapping=str(MAPPING),
+            partition_rows=4000,
+            chunk_customers=16,
+            progress=False,
+        )
         assert s["partitions"] == 5 and sorted(p.name for p in out.iterdir())[0] == "part-00000.parquet"
         pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(ref), check_exact=True)
 
-        res, got = jobs.allocate(engine, split_by_seller({**data, **per}, 2), inst["levels"],
-                                 after=lambda r: r.gather(), **kw)
+        res, got = jobs.allocate(
+            engine, split_by_seller({**data, **per}, 2), inst["levels"], after=lambda r: r.gather(), **kw
+        )
         assert_same_allocation(got, alloc_ref)
 
         seeds = evaluate_seeds(tmp_path / "single", None, settings, [0, 1], engine=engine)
@@ -256,9 +308,16 @@ def test_lightning_multi_node_launch_of_two_processes_is_one_mlflow_run(tmp_path
     from sellerlift.engine.train import launch_local
 
     tiny = [o for o in TINY if not o.startswith("trainer=")]
-    overrides = ["trainer=ddp_cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=3",
-                 "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2", *tiny,
-                 "extras=[sellerlift.stages.segments.fit_segments_stage]", f"paths.root_dir={tmp_path}"]
+    overrides = [
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=3",
+        "+trainer.limit_val_batches=2",
+        "+trainer.limit_test_batches=2",
+        *tiny,
+        "extras=[sellerlift.stages.segments.fit_segments_stage]",
+        f"paths.root_dir={tmp_path}",
+    ]
     per_node = {i: [f"paths.data_dir={tmp_path}/data-node{i}"] for i in range(2)}
     out = launch_local(overrides, 2, cwd=REPO, per_node=per_node, timeout=1500)
     assert [r["returncode"] for r in out] == [0, 0], out[0]["stderr"][-3000:] + out[1]["stderr"][-3000:]

@@ -170,9 +170,15 @@ def _panel(seed, effect=lambda rel: np.where(rel >= 0, 2.0, 0.0), rho=0.7, pre_t
     rel = month[None, :] - ADOPT
     y = (rng.normal(10, 3, G) + 2 * treated)[:, None] + 1.5 * np.sin(2 * np.pi * month / 12) + 0.1 * month
     y = y + treated[:, None] * (effect(rel) + pre_trend * np.minimum(rel, 0)) + eps
-    return pd.DataFrame({"seller": np.repeat(np.arange(G), T), "month": np.tile(month, G),
-                         "treated": np.repeat(treated, T).astype(int), "post": np.tile(month >= ADOPT, G).astype(int),
-                         "revenue": y.ravel()})
+    return pd.DataFrame(
+        {
+            "seller": np.repeat(np.arange(G), T),
+            "month": np.tile(month, G),
+            "treated": np.repeat(treated, T).astype(int),
+            "post": np.tile(month >= ADOPT, G).astype(int),
+            "revenue": y.ravel(),
+        }
+    )
 
 
 def test_did_equals_the_dummy_variable_regression_on_an_unbalanced_panel():
@@ -199,8 +205,13 @@ def test_did_recovers_a_planted_effect_with_calibrated_clustered_errors():
         est[s], se[s] = r.estimate, r.se
         cover += r.ci[0] <= 2.0 <= r.ci[1]
         if x_full is None:  # the same dummy design every rep (balanced panel)
-            x_full = np.column_stack([df.treated * df.post, pd.get_dummies(df.seller, dtype=float),
-                                      pd.get_dummies(df.month, drop_first=True, dtype=float)])
+            x_full = np.column_stack(
+                [
+                    df.treated * df.post,
+                    pd.get_dummies(df.seller, dtype=float),
+                    pd.get_dummies(df.month, drop_first=True, dtype=float),
+                ]
+            )
         se_iid[s] = sm.OLS(df.revenue.to_numpy(), x_full).fit().bse[0]
     assert _binomial_ok(cover, reps), cover / reps
     assert abs(est.mean() - 2.0) < 3 * est.std(ddof=1) / np.sqrt(reps), est.mean()

@@ -15,8 +15,15 @@ def events_for(counts: dict, start="2025-01-01"):
     rows = []
     for cid, n in counts.items():
         for i in range(n):
-            rows.append((cid, 1, pd.Timestamp(start) + pd.Timedelta(hours=5 * i + cid),
-                         "purchase" if i % 3 == 2 else "visit", 10.0 * (i % 3 == 2)))
+            rows.append(
+                (
+                    cid,
+                    1,
+                    pd.Timestamp(start) + pd.Timedelta(hours=5 * i + cid),
+                    "purchase" if i % 3 == 2 else "visit",
+                    10.0 * (i % 3 == 2),
+                )
+            )
     return pd.DataFrame(rows, columns=["customer_id", "seller_id", "ts", "event_type", "amount"])
 
 
@@ -43,16 +50,22 @@ def test_padding_and_truncation(n_events, max_len):
         ages = feats.numeric[row, :k, EVENT_NUMERIC.index("log_age_days")]
         assert np.all(np.diff(ages) <= 0)
         full = build_features(ev, CUTOFF, FeatureSpec(max_len=64), customers=np.array([1]))
-        np.testing.assert_array_equal(feats.numeric[row, :k], full.numeric[0, n_events - k:n_events])
+        np.testing.assert_array_equal(feats.numeric[row, :k], full.numeric[0, n_events - k : n_events])
     else:
         assert (feats.aggregates[row] == 0).all()
 
 
 def test_events_at_or_after_cutoff_are_ignored():
     ev = events_for({1: 3})
-    late = pd.DataFrame({"customer_id": [1, 1], "seller_id": [1, 1],
-                         "ts": [CUTOFF, CUTOFF + pd.Timedelta(days=3)], "event_type": ["purchase"] * 2,
-                         "amount": [99.0, 99.0]})
+    late = pd.DataFrame(
+        {
+            "customer_id": [1, 1],
+            "seller_id": [1, 1],
+            "ts": [CUTOFF, CUTOFF + pd.Timedelta(days=3)],
+            "event_type": ["purchase"] * 2,
+            "amount": [99.0, 99.0],
+        }
+    )
     a = build_features(ev, CUTOFF)
     b = build_features(pd.concat([ev, late]), CUTOFF)
     np.testing.assert_array_equal(a.event_type, b.event_type)
@@ -72,9 +85,15 @@ def test_unsorted_and_string_ids_give_same_features_as_sorted():
 
 
 def test_rfm_aggregates_by_hand():
-    ev = pd.DataFrame({"customer_id": [5, 5, 5], "seller_id": 1,
-                       "ts": pd.to_datetime(["2025-01-01", "2025-01-11", "2025-01-21"]),
-                       "event_type": ["purchase", "visit", "purchase"], "amount": [10.0, 0.0, 30.0]})
+    ev = pd.DataFrame(
+        {
+            "customer_id": [5, 5, 5],
+            "seller_id": 1,
+            "ts": pd.to_datetime(["2025-01-01", "2025-01-11", "2025-01-21"]),
+            "event_type": ["purchase", "visit", "purchase"],
+            "amount": [10.0, 0.0, 30.0],
+        }
+    )
     rfm = build_features(ev, CUTOFF).raw_aggregates.iloc[0]
     assert rfm["recency_days"] == 11 and rfm["frequency"] == 2 and rfm["monetary"] == 20
     assert rfm["tenure_days"] == 31 and rfm["total_spend"] == 40 and rfm["count_visit"] == 1
@@ -100,10 +119,20 @@ def test_unknown_event_type_is_named():
 
 
 def test_labels_windows_and_horizon_check():
-    ev = pd.DataFrame({"customer_id": [1, 1, 2, 3], "seller_id": 1,
-                       "ts": [CUTOFF - pd.Timedelta(days=1), CUTOFF + pd.Timedelta(days=2),
-                              CUTOFF + pd.Timedelta(days=30), CUTOFF + pd.Timedelta(days=95)],
-                       "event_type": ["purchase"] * 4, "amount": 1.0})
+    ev = pd.DataFrame(
+        {
+            "customer_id": [1, 1, 2, 3],
+            "seller_id": 1,
+            "ts": [
+                CUTOFF - pd.Timedelta(days=1),
+                CUTOFF + pd.Timedelta(days=2),
+                CUTOFF + pd.Timedelta(days=30),
+                CUTOFF + pd.Timedelta(days=95),
+            ],
+            "event_type": ["purchase"] * 4,
+            "amount": 1.0,
+        }
+    )
     lab = make_labels(ev, CUTOFF, np.array([1, 2, 3, 4]))
     assert lab["intent"].tolist() == [1, 0, 0, 0]
     assert lab["churn"].tolist() == [0, 0, 1, 1]
@@ -134,9 +163,15 @@ def test_array_entry_point_equals_the_table_entry_point(customers):
     from sellerlift.features import build_features_from_arrays, event_type_ids, to_micros
 
     a = build_features(ev, CUTOFF, spec, customers=customers)
-    b = build_features_from_arrays(ev["customer_id"].to_numpy(), to_micros(ev["ts"].to_numpy()),
-                                   event_type_ids(ev["event_type"]), ev["amount"].to_numpy(),
-                                   int(to_micros(np.datetime64(CUTOFF, "us"))), spec, customers=customers)
+    b = build_features_from_arrays(
+        ev["customer_id"].to_numpy(),
+        to_micros(ev["ts"].to_numpy()),
+        event_type_ids(ev["event_type"]),
+        ev["amount"].to_numpy(),
+        int(to_micros(np.datetime64(CUTOFF, "us"))),
+        spec,
+        customers=customers,
+    )
     for name in ("customer_id", "event_type", "numeric", "length", "aggregates", "raw"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     if customers is not None and len(customers) == 3:

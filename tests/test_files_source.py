@@ -11,8 +11,14 @@ from sellerlift.data.files import FileSource
 from sellerlift.schema import SchemaError
 
 MAPPING = {
-    "columns": {"customer_id": "Kunde", "ts": "Zeitpunkt", "event_type": "Aktion", "amount": "Umsatz",
-                "seller_id": None, "quantity": None},
+    "columns": {
+        "customer_id": "Kunde",
+        "ts": "Zeitpunkt",
+        "event_type": "Aktion",
+        "amount": "Umsatz",
+        "seller_id": None,
+        "quantity": None,
+    },
     "event_types": {"Besuch": "visit", "Ansicht": "view", "Kauf": "purchase", "Warenkorb": "add_to_cart"},
 }
 
@@ -26,9 +32,15 @@ def foreign_frame(n_customers=30, days=200, seed=0) -> pd.DataFrame:
         for t in np.sort(rng.uniform(0, days, size=rng.integers(3, 15))):
             kind = rng.choice(["Besuch", "Ansicht", "Kauf", "Warenkorb"])
             when = (start + pd.Timedelta(days=float(t))).floor("s").isoformat()
-            rows.append({"Kunde": f"K-{c:04d}", "Zeitpunkt": when,
-                         "Aktion": kind, "Umsatz": round(float(rng.gamma(2, 20)), 2) if kind == "Kauf" else None,
-                         "Notiz": "x"})
+            rows.append(
+                {
+                    "Kunde": f"K-{c:04d}",
+                    "Zeitpunkt": when,
+                    "Aktion": kind,
+                    "Umsatz": round(float(rng.gamma(2, 20)), 2) if kind == "Kauf" else None,
+                    "Notiz": "x",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -80,8 +92,9 @@ def test_errors_name_file_row_and_column(tmp_path):
     assert "'Umsatz' → 'amount'" in msg and "row 9" in msg
 
     with pytest.raises(SchemaError, match=r"column 'Kundennummer' \(data.source.columns.customer_id\) is not in"):
-        FileSource(str(path), **{**MAPPING, "columns": {**MAPPING["columns"], "customer_id": "Kundennummer"}}
-                   ).read_events()
+        FileSource(
+            str(path), **{**MAPPING, "columns": {**MAPPING["columns"], "customer_id": "Kundennummer"}}
+        ).read_events()
     with pytest.raises(ValueError, match="unknown type"):
         FileSource(str(path), columns=MAPPING["columns"], event_types={"Kauf": "buy"})
 

@@ -35,9 +35,12 @@ def test_expected_value_shrinks_to_the_population_mean():
     ev = gg.expected_value(p, np.array([0, 1, 50]), np.array([0.0, 100.0, 100.0]))
     assert ev[0] == pytest.approx(p.population_mean)  # no repeat purchase: the prior mean (30)
     assert p.population_mean < ev[1] < ev[2] < 100.0  # more transactions: closer to the customer's own mean
-    spend = gg.expected_spend(BGNBDParams(0.25, 4.4, 0.8, 2.4), p, 13.0, np.array([3.0]), np.array([20.0]),
-                              np.array([30.0]), np.array([40.0]))
-    assert spend[0] == pytest.approx(expected_purchases(BGNBDParams(0.25, 4.4, 0.8, 2.4), 13.0, 3.0, 20.0, 30.0)
-                                     * gg.expected_value(p, np.array([3.0]), np.array([40.0]))[0])
+    spend = gg.expected_spend(
+        BGNBDParams(0.25, 4.4, 0.8, 2.4), p, 13.0, np.array([3.0]), np.array([20.0]), np.array([30.0]), np.array([40.0])
+    )
+    assert spend[0] == pytest.approx(
+        expected_purchases(BGNBDParams(0.25, 4.4, 0.8, 2.4), 13.0, 3.0, 20.0, 30.0)
+        * gg.expected_value(p, np.array([3.0]), np.array([40.0]))[0]
+    )
     with pytest.raises(ValueError, match="repeat buyers"):
         gg.fit([0, 0], [0.0, 0.0])

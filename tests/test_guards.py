@@ -19,8 +19,12 @@ def _data(n=600, rate=0.1, seed=0):
 def test_vectorised_resample_metrics_equal_the_metrics_of_the_resampled_data():
     y, p = _data()
     W = M.bootstrap_weights(len(y), 25, np.random.default_rng(1))
-    got = {"auroc": M.weighted_auroc(y, p, W), "ap": M.weighted_ap(y, p, W), "ece": M.weighted_ece(y, p, W),
-           "precision_top20": M.weighted_precision_at_top(y, p, W, 0.2)}
+    got = {
+        "auroc": M.weighted_auroc(y, p, W),
+        "ap": M.weighted_ap(y, p, W),
+        "ece": M.weighted_ece(y, p, W),
+        "precision_top20": M.weighted_precision_at_top(y, p, W, 0.2),
+    }
     for b in range(len(W)):
         idx = np.repeat(np.arange(len(y)), W[b].astype(int))
         ref = M.binary_metrics(y[idx], p[idx])
@@ -35,12 +39,14 @@ def test_intervals_cover_the_estimate_and_shrink_with_more_data():
     auc, ece = M.binary_metrics(y, p)["auroc"], M.binary_metrics(y, p)["ece"]
     assert ci["test/intent_auroc_ci_low"] < auc < ci["test/intent_auroc_ci_high"]
     assert ci["test/intent_ece_ci_low"] <= ece <= ci["test/intent_ece_ci_high"]  # bias-shifted: ECE* is biased up
-    assert set(ci) >= {f"test/churn_{m}_ci_{s}" for m in ("auroc", "ap", "ece", "precision_top20")
-                       for s in ("low", "high")}
+    assert set(ci) >= {
+        f"test/churn_{m}_ci_{s}" for m in ("auroc", "ap", "ece", "precision_top20") for s in ("low", "high")
+    }
     y2, p2 = _data(8000, seed=3)
     ci2 = M.head_metric_intervals(np.stack([y2, y2], 1), np.stack([p2, p2], 1), "", n_boot=300)
-    assert (ci2["intent_auroc_ci_high"] - ci2["intent_auroc_ci_low"]) < \
-        (ci["test/intent_auroc_ci_high"] - ci["test/intent_auroc_ci_low"]) / 2
+    assert (ci2["intent_auroc_ci_high"] - ci2["intent_auroc_ci_low"]) < (
+        ci["test/intent_auroc_ci_high"] - ci["test/intent_auroc_ci_low"]
+    ) / 2
 
 
 def test_paired_bootstrap_sees_a_real_gap_and_no_gap_between_equals():

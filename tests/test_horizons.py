@@ -35,8 +35,9 @@ def synthetic_events(n_customers: int = 300, days: int = 240, seed: int = 0) -> 
         t = np.sort(rng.uniform(first, days, n))
         kind = np.where(rng.random(n) < 0.5, "purchase", "visit")
         for ti, k in zip(t, kind):
-            rows.append((c, start + pd.Timedelta(days=float(ti)), k, float(rng.gamma(2, 20)) if k == "purchase"
-                         else 0.0))
+            rows.append(
+                (c, start + pd.Timedelta(days=float(ti)), k, float(rng.gamma(2, 20)) if k == "purchase" else 0.0)
+            )
     ev = pd.DataFrame(rows, columns=["customer_id", "ts", "event_type", "amount"])
     ev["event_type"] = pd.Categorical(ev["event_type"], categories=list(EVENT_TYPES))
     ev["seller_id"] = 0
@@ -72,8 +73,9 @@ def bundles(tmp_path_factory):
     for name, horizons in (("h30", h), ("old", None)):
         d = root / name
         names = score_outputs(horizons) if horizons else None
-        onnx_path = export.export_sequence_onnx(net, d / "sequence.onnx", len(EVENT_NUMERIC), len(AGGREGATES),
-                                                score_names=names)
+        onnx_path = export.export_sequence_onnx(
+            net, d / "sequence.onnx", len(EVENT_NUMERIC), len(AGGREGATES), score_names=names
+        )
         prior = dict(zip(score_outputs(horizons), (0.05, 0.8)))
         extra = {"data": "shop", "cold_start": prior, **({"horizons": horizons} if horizons else {})}
         write_bundle(d, {"sequence": onnx_path}, spec, {}, extra=extra)
@@ -117,8 +119,11 @@ def test_a_manifest_whose_horizons_disagree_with_the_model_is_refused(bundles, t
 def test_the_promotion_models_inputs_accept_any_horizon():
     from sellerlift.promotion_features import dipn_inputs
 
-    feats = build_features(synthetic_events(20), CUTOFF, FeatureSpec(max_len=4).fit(
-        build_features(synthetic_events(20), CUTOFF, FeatureSpec(max_len=4))))
+    feats = build_features(
+        synthetic_events(20),
+        CUTOFF,
+        FeatureSpec(max_len=4).fit(build_features(synthetic_events(20), CUTOFF, FeatureSpec(max_len=4))),
+    )
     n = len(feats.length)
     a = dipn_inputs(feats, {"intent_7d": np.full(n, 0.1), "churn_90d": np.full(n, 0.6)})
     b = dipn_inputs(feats, {"intent_7d": np.full(n, 0.1), "churn_30d": np.full(n, 0.6)})
@@ -132,8 +137,7 @@ def test_report_text_follows_the_horizons():
 
     h = run_horizons({"data.horizons.intent_days": "7", "data.horizons.churn_days": "30", "model.name": "gru"})
     assert h == {"intent_days": 7, "churn_days": 30}
-    table = _metric_table({"test/churn_auroc": 0.8, "test/churn_auroc_ci_low": 0.7, "test/churn_auroc_ci_high": 0.9},
-                          h)
+    table = _metric_table({"test/churn_auroc": 0.8, "test/churn_auroc_ci_low": 0.7, "test/churn_auroc_ci_high": 0.9}, h)
     assert table["target"].iloc[0] == "churn (no purchase in the next 30 days)"
     assert table["test 95 % CI"].iloc[0] == "[0.700, 0.900]"
     assert run_horizons({}) == {"intent_days": 7, "churn_days": 90}  # runs from before horizons were params

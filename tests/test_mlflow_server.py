@@ -39,11 +39,26 @@ def mlflow_server(tmp_path_factory):
     port = _free_port()
     log = open(home / "server.log", "w")  # noqa: SIM115 - the server process writes it until teardown
     proc = subprocess.Popen(
-        [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{home}/server.db",
-         "--artifacts-destination", f"{home}/artifacts", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+        [
+            str(MLFLOW),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{home}/server.db",
+            "--artifacts-destination",
+            f"{home}/artifacts",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=home,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -55,8 +70,10 @@ def mlflow_server(tmp_path_factory):
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server not ready after {READY_TIMEOUT_S} s "
-                                   f"(exit {proc.poll()}):\n{(home / 'server.log').read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"mlflow server not ready after {READY_TIMEOUT_S} s "
+                    f"(exit {proc.poll()}):\n{(home / 'server.log').read_text()[-3000:]}"
+                )
             time.sleep(0.3)
         yield url, home
     finally:
@@ -73,8 +90,9 @@ def mlflow_server(tmp_path_factory):
 def test_training_logs_to_a_real_mlflow_server_and_reads_back(mlflow_server, tiny_config, tmp_path, monkeypatch):
     url, home = mlflow_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    cfg = tiny_config("model=transformer", "extras=[]", "tracking.register=true", "++champion.enabled=false",
-                      "++report.enabled=false")
+    cfg = tiny_config(
+        "model=transformer", "extras=[]", "tracking.register=true", "++champion.enabled=false", "++report.enabled=false"
+    )
     assert cfg.logger.tracking_uri == url
     result = run(cfg)
 

@@ -43,8 +43,18 @@ def world(n, seed):
     r = np.arange(n)
     t = np.argmax(tau - 0.3 * COST, axis=1)  # target: best effect net of a cost penalty
     cost = COST * (1 + 0.5 * (x[:, :1] > 0))
-    return dict(x=x, mu=mu, tau=tau, pi=pi, a=a, e=pi[r, a], y=mu[r, a] + rng.normal(size=n), t=t, cost=cost,
-                value=mu[r, t].mean())  # value: the sample's own true policy value
+    return dict(
+        x=x,
+        mu=mu,
+        tau=tau,
+        pi=pi,
+        a=a,
+        e=pi[r, a],
+        y=mu[r, a] + rng.normal(size=n),
+        t=t,
+        cost=cost,
+        value=mu[r, t].mean(),
+    )  # value: the sample's own true policy value
 
 
 @pytest.fixture(scope="module")
@@ -67,15 +77,17 @@ def replications(truth):
         good = ope.evaluate(d["y"], d["a"], d["e"], d["t"], q=d["mu"], n_boot=400 if s < REPS else 0, seed=s)
         bad_q = d["mu"] + 1.0 + 0.8 * d["x"][:, :1] - 0.5 * np.arange(K)  # biased, arm- and x-dependent
         wrong_e = np.full(N, 1.0 / K)  # ignores the confounding
-        rows.append({
-            "value": d["value"],
-            **{f"{k}": v.estimate for k, v in good.items()},
-            **{f"cover_{k}": v.ci[0] <= truth <= v.ci[1] for k, v in good.items()},
-            "naive": d["y"][d["a"] == d["t"]].mean(),
-            "dr_bad_q": ope.dr(d["y"], d["a"], d["e"], d["t"], bad_q),
-            "dr_wrong_e": ope.dr(d["y"], d["a"], wrong_e, d["t"], d["mu"]),
-            "ipw_wrong_e": ope.ipw(d["y"], d["a"], wrong_e, d["t"]),
-        })
+        rows.append(
+            {
+                "value": d["value"],
+                **{f"{k}": v.estimate for k, v in good.items()},
+                **{f"cover_{k}": v.ci[0] <= truth <= v.ci[1] for k, v in good.items()},
+                "naive": d["y"][d["a"] == d["t"]].mean(),
+                "dr_bad_q": ope.dr(d["y"], d["a"], d["e"], d["t"], bad_q),
+                "dr_wrong_e": ope.dr(d["y"], d["a"], wrong_e, d["t"], d["mu"]),
+                "ipw_wrong_e": ope.ipw(d["y"], d["a"], wrong_e, d["t"]),
+            }
+        )
     return {k: np.array([r[k] for r in rows]) for k in rows[0]}
 
 
@@ -150,19 +162,21 @@ def test_clipping_caps_the_weights():
     assert ope.evaluate(y, a, e, t, clip=0.2, n_boot=0)["ipw"].ess > ope.evaluate(y, a, e, t, n_boot=0)["ipw"].ess
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(e=np.zeros(10)), r"e: propensities must lie in \(0, 1\]"),
-    (dict(e=np.full(10, 1.5)), r"e: propensities must lie in \(0, 1\]"),
-    (dict(a=np.arange(10) % 5), r"a: arm indices must lie in 0\.\.3"),
-    (dict(t=np.full(10, 0.5)), r"t: expected integer arm indices"),
-    (dict(q=np.zeros((10, 3))), r"a: arm indices must lie in 0\.\.2"),
-    (dict(q=np.zeros((9, 4))), r"q: expected shape \(10, K\)"),
-    (dict(y=np.zeros(9), q=None), r"a: expected one arm per unit, shape \(9,\)"),
-    (dict(clip=1.0), r"clip: expected a propensity floor in \(0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(e=np.zeros(10)), r"e: propensities must lie in \(0, 1\]"),
+        (dict(e=np.full(10, 1.5)), r"e: propensities must lie in \(0, 1\]"),
+        (dict(a=np.arange(10) % 5), r"a: arm indices must lie in 0\.\.3"),
+        (dict(t=np.full(10, 0.5)), r"t: expected integer arm indices"),
+        (dict(q=np.zeros((10, 3))), r"a: arm indices must lie in 0\.\.2"),
+        (dict(q=np.zeros((9, 4))), r"q: expected shape \(10, K\)"),
+        (dict(y=np.zeros(9), q=None), r"a: expected one arm per unit, shape \(9,\)"),
+        (dict(clip=1.0), r"clip: expected a propensity floor in \(0, 1\)"),
+    ],
+)
 def test_bad_inputs_are_named(bad, match):
-    args = dict(y=np.ones(10), a=np.arange(10) % K, e=np.full(10, 0.25), t=np.zeros(10, dtype=int),
-                q=np.zeros((10, K)))
+    args = dict(y=np.ones(10), a=np.arange(10) % K, e=np.full(10, 0.25), t=np.zeros(10, dtype=int), q=np.zeros((10, K)))
     args.update(bad)
     with pytest.raises(ValueError, match=match):
         ope.evaluate(**args, n_boot=10)
@@ -173,8 +187,15 @@ def _lp_value(tau, cost, budget):
     """Exact optimum of the multiple-choice knapsack's LP relaxation (HiGHS): mean effect at mean spend <= budget."""
     n, k = tau.shape
     a_eq = np.kron(np.eye(n), np.ones(k))
-    res = linprog(-tau.ravel() / n, A_ub=cost.ravel()[None] / n, b_ub=[budget], A_eq=a_eq, b_eq=np.ones(n),
-                  bounds=(0, 1), method="highs")
+    res = linprog(
+        -tau.ravel() / n,
+        A_ub=cost.ravel()[None] / n,
+        b_ub=[budget],
+        A_eq=a_eq,
+        b_eq=np.ones(n),
+        bounds=(0, 1),
+        method="highs",
+    )
     assert res.status == 0
     return -res.fun
 
@@ -208,8 +229,9 @@ def curve_replications():
     for s in range(200):
         d = world(N, 100 + s)
         q = d["mu"] + np.random.default_rng(s).normal(0, 0.3, size=d["mu"].shape)  # a noisy outcome model
-        c = ope.budget_curve(_logged_scores(d, q), d["cost"], BUDGETS, reference_policy_effects=d["tau"],
-                             n_boot=200, seed=s)
+        c = ope.budget_curve(
+            _logged_scores(d, q), d["cost"], BUDGETS, reference_policy_effects=d["tau"], n_boot=200, seed=s
+        )
         gains.append(c["gain"].to_numpy())
         covered.append((c["ci_low"] <= true_curve + 1e-12) & (true_curve <= c["ci_high"] + 1e-12))
     return true_curve, np.array(gains), np.array(covered)

@@ -1,6 +1,5 @@
 """End to end on tiny data: simulator -> features -> model -> MLflow run -> ONNX bundle."""
 
-
 import json
 
 import numpy as np
@@ -44,8 +43,13 @@ def test_tiny_run_tracks_exports_and_registers(tiny_config, tmp_path, model):
     assert [i.name for i in sess.get_inputs()] == ["event_type", "numeric", "length", "aggregates"]
 
     # Customer value: the head's outputs, its manifest section, CLV metrics next to BG/NBD + Gamma-Gamma.
-    assert [o.name for o in sess.get_outputs()] == ["intent_7d", "churn_90d", "value_90d", "purchases_90d",
-                                                    "customer_embedding"]
+    assert [o.name for o in sess.get_outputs()] == [
+        "intent_7d",
+        "churn_90d",
+        "value_90d",
+        "purchases_90d",
+        "customer_embedding",
+    ]
     assert manifest["value"]["outputs"] == ["value_90d", "purchases_90d"] and manifest["value"]["cold_start"]
     assert len(manifest["value"]["reference_quantiles"]) == 1001
     for target in ("value", "value_truth"):
@@ -55,7 +59,8 @@ def test_tiny_run_tracks_exports_and_registers(tiny_config, tmp_path, model):
         assert lo <= r.data.metrics[f"test/{target}_spearman"] <= hi
         assert f"compare/{target}_spearman_minus_bgnbd_gg_ci_low" in r.data.metrics
     assert {"tables/clv_comparison.csv", "tables/clv_comparison.md"} <= {
-        a.path for a in client.list_artifacts(result.run_id, "tables")}
+        a.path for a in client.list_artifacts(result.run_id, "tables")
+    }
     kids = client.search_runs([r.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
     gg = [c for c in kids if c.data.tags.get("model.name") == "bgnbd_gg"]
     assert gg and np.isfinite(gg[0].data.metrics["test/value_truth_spearman"])
@@ -94,16 +99,26 @@ def test_tiny_run_other_horizons_rolling_intervals_guard_and_data_set_in_mlflow(
     to measure is flagged and never champion, and MLflow knows the data set (input, experiment kind, model docs)."""
     import mlflow
 
-    cfg = tiny_config("data.horizons.churn_days=30", "data.rolling.cutoffs=2", "data.rolling.step_days=30",
-                      "evaluation.bootstrap=200", "guards.min_positives=40")
+    cfg = tiny_config(
+        "data.horizons.churn_days=30",
+        "data.rolling.cutoffs=2",
+        "data.rolling.step_days=30",
+        "evaluation.bootstrap=200",
+        "guards.min_positives=40",
+    )
     result = run(cfg)
     client = MlflowClient(cfg.logger.tracking_uri)
     r = client.get_run(result.run_id)
 
     # item 2: the ONNX outputs, the manifest and the prior follow data.horizons
     sess = session(result.bundle_dir / "sequence.onnx")
-    assert [o.name for o in sess.get_outputs()] == ["intent_7d", "churn_30d", "value_30d", "purchases_30d",
-                                                    "customer_embedding"]
+    assert [o.name for o in sess.get_outputs()] == [
+        "intent_7d",
+        "churn_30d",
+        "value_30d",
+        "purchases_30d",
+        "customer_embedding",
+    ]
     manifest = verify_bundle(result.bundle_dir)
     assert manifest["horizons"] == {"intent_days": 7, "churn_days": 30}
     assert set(manifest["cold_start"]) >= {"intent_7d", "churn_30d"}
@@ -128,7 +143,8 @@ def test_tiny_run_other_horizons_rolling_intervals_guard_and_data_set_in_mlflow(
     assert len(ds) == 1
     profile = json.loads(ds[0].dataset.profile)
     assert profile["extra_training_rows"] > 0 and profile["customers_with_history"] == sum(
-        c["intent"]["customers"] for c in counts.values())
+        c["intent"]["customers"] for c in counts.values()
+    )
 
     # item 5: the data set as an MLflow dataset input, the experiment a model-training one, model docs
     d = ds[0].dataset
@@ -138,11 +154,15 @@ def test_tiny_run_other_horizons_rolling_intervals_guard_and_data_set_in_mlflow(
     assert {t.key: t.value for t in ds[0].tags}["mlflow.data.context"] == "training"
     exp = client.get_experiment(r.info.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
-    children = client.search_runs([r.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}' "
-                                                          "and tags.`model.kind` = 'baseline'")
+    children = client.search_runs(
+        [r.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}' and tags.`model.kind` = 'baseline'"
+    )
     assert children and all(c.inputs.dataset_inputs[0].dataset.name == "simulator" for c in children)
-    assert all("test/churn_auroc_ci_low" in c.data.metrics for c in children
-               if c.data.tags.get("model.task") != "customer_value")
+    assert all(
+        "test/churn_auroc_ci_low" in c.data.metrics
+        for c in children
+        if c.data.tags.get("model.task") != "customer_value"
+    )
     assert any(c.data.tags.get("model.task") == "customer_value" for c in children)  # BG/NBD + Gamma-Gamma
     name = "sellerlift-sequence-simulator"  # per data set
     rm = client.get_registered_model(name)
@@ -150,7 +170,12 @@ def test_tiny_run_other_horizons_rolling_intervals_guard_and_data_set_in_mlflow(
     (mv,) = client.search_model_versions(f"name='{name}'")
     assert mv.run_id == result.run_id and "too few labels" in mv.description
     sig = mlflow.models.get_model_info(mv.source).signature
-    assert [s.name for s in sig.outputs.inputs] == ["intent_7d", "churn_30d", "value_30d", "purchases_30d",
-                                                    "customer_embedding"]
+    assert [s.name for s in sig.outputs.inputs] == [
+        "intent_7d",
+        "churn_30d",
+        "value_30d",
+        "purchases_30d",
+        "customer_embedding",
+    ]
     assert "value_30d = expected spend in the next 30 days" in rm.description
     assert [s.name for s in sig.inputs.inputs] == ["event_type", "numeric", "length", "aggregates"]

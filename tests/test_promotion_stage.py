@@ -42,8 +42,9 @@ def _server_side_curves(bundle_dir, events, cutoff, customers):
 
 @pytest.mark.slow  # trains and exports the sequence model first (minutes on a busy 2-core box)
 def test_default_run_has_one_bundle_and_a_nested_dipn_run(tiny_config, sim_cache):
-    cfg = tiny_config(EXTRAS, *PROMO_TINY, "promotion.propensity.candidates=[logistic]",
-                      f"data.source.cache_root={sim_cache}")
+    cfg = tiny_config(
+        EXTRAS, *PROMO_TINY, "promotion.propensity.candidates=[logistic]", f"data.source.cache_root={sim_cache}"
+    )
     result = run(cfg)
     manifest = verify_bundle(result.bundle_dir)
     assert {"sequence", "dipn"} <= set(manifest["files"])
@@ -55,21 +56,34 @@ def test_default_run_has_one_bundle_and_a_nested_dipn_run(tiny_config, sim_cache
 
     client = MlflowClient(cfg.logger.tracking_uri)
     parent = client.get_run(result.run_id)
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'"
+    )
     dipn_runs = [r for r in children if r.data.tags.get("model.kind") == "dipn"]
     assert len(dipn_runs) == 1
     child = dipn_runs[0]
     assert child.info.status == "FINISHED"
     assert child.data.params["model.name"] == "dipn"
-    for k in ("test/curve_rmse", "test/uplift_rmse", "test/non_monotone_frac", "test/offer_ece",
-              "baseline/mlp/curve_rmse", "baseline/lightgbm/curve_rmse", "baseline/dipn_no_ipw/curve_rmse",
-              "propensity/ece", "alloc/medium/share_of_oracle/dipn", "alloc/medium/roi/oracle"):
+    for k in (
+        "test/curve_rmse",
+        "test/uplift_rmse",
+        "test/non_monotone_frac",
+        "test/offer_ece",
+        "baseline/mlp/curve_rmse",
+        "baseline/lightgbm/curve_rmse",
+        "baseline/dipn_no_ipw/curve_rmse",
+        "propensity/ece",
+        "alloc/medium/share_of_oracle/dipn",
+        "alloc/medium/roi/oracle",
+    ):
         assert np.isfinite(child.data.metrics[k]), k
     assert child.data.metrics["test/non_monotone_frac"] == 0.0
     plots = {a.path for a in client.list_artifacts(child.info.run_id, "plots")}
-    assert {"plots/response_curves_by_archetype.png", "plots/uplift_by_level.png",
-            "plots/roi_and_profit_by_budget.png"} <= plots
+    assert {
+        "plots/response_curves_by_archetype.png",
+        "plots/uplift_by_level.png",
+        "plots/roi_and_profit_by_budget.png",
+    } <= plots
     versions = client.search_model_versions("name='sellerlift-dipn'")
     assert versions and versions[0].run_id == child.info.run_id
 
@@ -89,10 +103,22 @@ def test_model_dipn_is_the_main_run(tmp_path, sim_cache):
     from conftest import TINY, compose_config
 
     tiny = [o for o in TINY if not o.startswith("model.")]
-    cfg = compose_config([*tiny, "model=dipn", "extras=[]", *PROMO_TINY, "promotion.baselines.mlp=false",
-                          "promotion.baselines.dipn_no_ipw=false", "promotion.allocation.lp_check=false",
-                          "promotion.onnx_dynamo=false", "promotion.propensity.candidates=[logistic]",
-                          "tracking.register=false", f"data.source.cache_root={sim_cache}"], root=tmp_path)
+    cfg = compose_config(
+        [
+            *tiny,
+            "model=dipn",
+            "extras=[]",
+            *PROMO_TINY,
+            "promotion.baselines.mlp=false",
+            "promotion.baselines.dipn_no_ipw=false",
+            "promotion.allocation.lp_check=false",
+            "promotion.onnx_dynamo=false",
+            "promotion.propensity.candidates=[logistic]",
+            "tracking.register=false",
+            f"data.source.cache_root={sim_cache}",
+        ],
+        root=tmp_path,
+    )
     assert OmegaConf.select(cfg, "model.stage") == "sellerlift.stages.promotion.train_promotion"
     result = run(cfg)
     manifest = verify_bundle(result.bundle_dir)
@@ -112,16 +138,36 @@ def test_oracle_is_never_beaten_on_the_true_curves():
     rng = np.random.default_rng(0)
     noisy = np.clip(p_true + rng.normal(0, 0.05, p_true.shape), 0, 1)
     curves = {"dipn": np.maximum.accumulate(noisy, axis=1), "lightgbm": noisy}
-    raw = pd.DataFrame({"has_purchase": rng.random(3000) < 0.8, "recency_days": rng.uniform(0, 200, 3000),
-                        "monetary": v_true * rng.lognormal(0, 0.2, 3000)})
-    acfg = OmegaConf.create({"margin": 0.4, "budgets": {"low": 0.05, "medium": 0.15, "high": 0.3,
-                                                        "unrestricted": None},
-                             "curve_fractions": [0.1], "rule": {"level_pct": 10},
-                             "rfm_rule": {"level_pct": 15, "min_recency_days": 60}, "lp_check": True})
-    table, metrics, curve_df, levels = evaluate_allocation(curves, p_true, v_true, raw["monetary"].to_numpy(), raw,
-                                                           np.array(["a", "b", "c"])[np.arange(3000) % 3], acfg)
-    assert set(table["policy"]) >= {"dipn", "lightgbm", "oracle", "rule_top_value", "rule_rfm_at_risk", "random",
-                                    "blanket", "purchase_prob"}
+    raw = pd.DataFrame(
+        {
+            "has_purchase": rng.random(3000) < 0.8,
+            "recency_days": rng.uniform(0, 200, 3000),
+            "monetary": v_true * rng.lognormal(0, 0.2, 3000),
+        }
+    )
+    acfg = OmegaConf.create(
+        {
+            "margin": 0.4,
+            "budgets": {"low": 0.05, "medium": 0.15, "high": 0.3, "unrestricted": None},
+            "curve_fractions": [0.1],
+            "rule": {"level_pct": 10},
+            "rfm_rule": {"level_pct": 15, "min_recency_days": 60},
+            "lp_check": True,
+        }
+    )
+    table, metrics, curve_df, levels = evaluate_allocation(
+        curves, p_true, v_true, raw["monetary"].to_numpy(), raw, np.array(["a", "b", "c"])[np.arange(3000) % 3], acfg
+    )
+    assert set(table["policy"]) >= {
+        "dipn",
+        "lightgbm",
+        "oracle",
+        "rule_top_value",
+        "rule_rfm_at_risk",
+        "random",
+        "blanket",
+        "purchase_prob",
+    }
     for _, row in table.iterrows():
         bound = allocate.allocate_lagrangian(p_true, v_true, 0.4, DISCOUNT_LEVELS, row["spend"] * (1 + 1e-9)).bound
         assert row["profit"] <= bound * (1 + 1e-6) + 1e-6, row.to_dict()

@@ -79,8 +79,12 @@ def bundle_dir(tmp_path_factory):
     from test_score import BUILD_BUNDLE
 
     out = tmp_path_factory.mktemp("cluster") / "bundle"
-    proc = subprocess.run([sys.executable, "-c", BUILD_BUNDLE, str(out), str(EXAMPLE), str(MAPPING), AS_OF],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", BUILD_BUNDLE, str(out), str(EXAMPLE), str(MAPPING), AS_OF],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -110,8 +114,7 @@ def test_scoring_on_two_nodes_equals_the_single_process_scorer(engine, bundle_di
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ray.parquet"), ref, check_exact=True)
 
     ref2 = single_process_scores(bundle_dir, EXAMPLE, tmp_path / "ref2.parquet", as_of=AS_OF, mapping=str(MAPPING))
-    score_on(rt, EXAMPLE, tmp_path / "ray2.parquet", engine=engine, as_of=AS_OF, mapping=str(MAPPING),
-             progress=False)
+    score_on(rt, EXAMPLE, tmp_path / "ray2.parquet", engine=engine, as_of=AS_OF, mapping=str(MAPPING), progress=False)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ray2.parquet"), ref2, check_exact=True)
 
 
@@ -134,10 +137,12 @@ def test_allocation_on_two_nodes_equals_the_single_process_solver(engine):
     inst, data, cases = allocation_cases(3, n=20_000)
     for name in ("total", "sellers+tiers+options"):
         kw, per = cases[name]
-        ref = allocate_lagrangian(inst["p"], inst["value"], inst["margin"], inst["levels"], seller=inst["seller"],
-                                  **kw, **per)
-        res, got = jobs.allocate(engine, split_by_seller({**data, **per}, 2), inst["levels"],
-                                 after=lambda r: r.gather(), **kw)
+        ref = allocate_lagrangian(
+            inst["p"], inst["value"], inst["margin"], inst["levels"], seller=inst["seller"], **kw, **per
+        )
+        res, got = jobs.allocate(
+            engine, split_by_seller({**data, **per}, 2), inst["levels"], after=lambda r: r.gather(), **kw
+        )
         assert_same_allocation(got, ref)
         assert res.info["rebuilds"] == 0
 
@@ -198,8 +203,9 @@ def test_killed_allocation_shard_is_rebuilt_with_the_same_allocation(engine):
     allocation is the uninterrupted one."""
     inst, data, cases = allocation_cases(4, n=20_000)
     kw, per = cases["sellers+tiers+options"]
-    ref = allocate_lagrangian(inst["p"], inst["value"], inst["margin"], inst["levels"], seller=inst["seller"],
-                              **kw, **per)
+    ref = allocate_lagrangian(
+        inst["p"], inst["value"], inst["margin"], inst["levels"], seller=inst["seller"], **kw, **per
+    )
     group = engine.shards(AllocShard, split_by_seller({**data, **per}, 2))
     pid = ray.get(group.actors[1].__ray_call__.remote(lambda self: os.getpid()))
     calls = [0]
@@ -226,8 +232,7 @@ def test_a_job_that_cannot_finish_fails_clearly_and_writes_nothing(engine, bundl
             os._exit(1)
         return i
 
-    with pytest.raises(JobFailed, match=r"crashy: unit 1 \(1\) failed after 1 retries: .*Worker"), \
-            staged_output(final):
+    with pytest.raises(JobFailed, match=r"crashy: unit 1 \(1\) failed after 1 retries: .*Worker"), staged_output(final):
         engine.map(crash, range(3), desc="crashy", retries=1)
     assert not final.exists() and not partial_outputs(final)
 
@@ -237,24 +242,55 @@ def test_a_job_that_cannot_finish_fails_clearly_and_writes_nothing(engine, bundl
     row[2] = "not a date"
     bad.write_text("\n".join(text[:5] + [",".join(row)] + text[6:]) + "\n")
     out = tmp_path / "scores.parquet"
-    rc = score.main(["--bundle", str(bundle_dir), "--events", str(bad), "--mapping", str(MAPPING), "--as-of", AS_OF,
-                     "--out", str(out), "--engine", "ray", "--no-progress"])
+    rc = score.main(
+        [
+            "--bundle",
+            str(bundle_dir),
+            "--events",
+            str(bad),
+            "--mapping",
+            str(MAPPING),
+            "--as-of",
+            AS_OF,
+            "--out",
+            str(out),
+            "--engine",
+            "ray",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "row 5" in err and "Event Time" in err, err
     assert not out.exists() and not partial_outputs(out)
 
 
-def test_score_cli_on_the_cluster_logs_timings_and_rows_to_mlflow(engine, bundle_dir, tmp_path, capsys,
-                                                                  monkeypatch):
+def test_score_cli_on_the_cluster_logs_timings_and_rows_to_mlflow(engine, bundle_dir, tmp_path, capsys, monkeypatch):
     """The CLI as a user types it (paths relative to the working directory, which the workers do not share)."""
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     out = tmp_path / "scores.parquet"
     monkeypatch.chdir(REPO)
-    rc = score.main(["--bundle", str(bundle_dir), "--events", "examples/seller_events.csv", "--mapping",
-                     "examples/seller_events.mapping.yaml", "--as-of", AS_OF, "--out", str(out), "--engine", "ray",
-                     "--no-progress", "--track", "--tracking-uri", uri])
+    rc = score.main(
+        [
+            "--bundle",
+            str(bundle_dir),
+            "--events",
+            "examples/seller_events.csv",
+            "--mapping",
+            "examples/seller_events.mapping.yaml",
+            "--as-of",
+            AS_OF,
+            "--out",
+            str(out),
+            "--engine",
+            "ray",
+            "--no-progress",
+            "--track",
+            "--tracking-uri",
+            uri,
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("sellerlift-jobs")
@@ -275,9 +311,16 @@ def test_lightning_multi_node_training_placed_by_ray_is_one_mlflow_run(cluster, 
     from sellerlift.runtime import verify_bundle
 
     tiny = [o for o in TINY if not o.startswith("trainer=")]
-    overrides = ["trainer=ddp_cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=3",
-                 "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2", *tiny,
-                 "extras=[sellerlift.stages.segments.fit_segments_stage]", f"paths.root_dir={tmp_path}"]
+    overrides = [
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=3",
+        "+trainer.limit_val_batches=2",
+        "+trainer.limit_test_batches=2",
+        *tiny,
+        "extras=[sellerlift.stages.segments.fit_segments_stage]",
+        f"paths.root_dir={tmp_path}",
+    ]
     per_node = {i: [f"paths.data_dir={tmp_path}/data-node{i}"] for i in range(2)}  # no race on one data cache
     out = launch_ray(overrides, 2, cwd=REPO, per_node=per_node, timeout=1500)
     assert [r["returncode"] for r in out] == [0, 0], out[0]["stderr"][-3000:] + out[1]["stderr"][-3000:]

@@ -11,14 +11,20 @@ from mlflow.tracking import MlflowClient
 
 from sellerlift import report
 
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJR"
-                       "U5ErkJggg==")
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
 
 
 def test_tiny_run_logs_a_report_with_its_plots_and_tables(tmp_path):
     # `python train.py` in its own process (a second ONNX export in one process currently fails).
-    cmd = [sys.executable, str(REPO / "train.py"), *TINY, "extras=[sellerlift.stages.segments.fit_segments_stage]",
-           f"paths.root_dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        *TINY,
+        "extras=[sellerlift.stages.segments.fit_segments_stage]",
+        f"paths.root_dir={tmp_path}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     cfg = compose_config(TINY, root=tmp_path)
@@ -51,8 +57,9 @@ def test_report_picks_up_promotion_plots_of_child_runs(tmp_path):
     exp = client.create_experiment("r", artifact_location=f"file://{tmp_path}/artifacts")
     parent = client.create_run(exp, run_name="gru-simulator").info.run_id
     client.log_metric(parent, "val/churn_auroc", 0.81)
-    child = client.create_run(exp, run_name="dipn-simulator",
-                              tags={"mlflow.parentRunId": parent, "model.kind": "dipn"}).info.run_id
+    child = client.create_run(
+        exp, run_name="dipn-simulator", tags={"mlflow.parentRunId": parent, "model.kind": "dipn"}
+    ).info.run_id
     (tmp_path / "plots").mkdir()
     for name in ("response_curves_by_archetype.png", "roi_and_profit_by_budget.png"):
         (tmp_path / "plots" / name).write_bytes(PNG)

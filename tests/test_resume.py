@@ -32,9 +32,16 @@ TOL = 1e-6
 # Transformer, not GRU: a second ONNX export of a GRU in one process loses its dynamic sequence axis
 # (a torch.onnx problem reported in docs/reliability.md), and these tests export twice in one process.
 RESUME = [
-    "model=transformer", "extras=[]", "tracking.register=false", "++champion.enabled=false", "++report.enabled=false",
-    "trainer.max_epochs=3", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2", "resume=auto",
+    "model=transformer",
+    "extras=[]",
+    "tracking.register=false",
+    "++champion.enabled=false",
+    "++report.enabled=false",
+    "trainer.max_epochs=3",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "resume=auto",
 ]
 
 
@@ -149,8 +156,11 @@ def test_stale_running_run_of_a_killed_attempt_is_marked_killed(tmp_path):
     current = client.create_run(exp).info.run_id
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    plan = reliability.ResumePlan(tmp_path / "ck", str(tmp_path / "ck" / "last.ckpt"),
-                                  {"run_id": stale, "pid": dead.pid, "host": os.uname().nodename, "state": "running"})
+    plan = reliability.ResumePlan(
+        tmp_path / "ck",
+        str(tmp_path / "ck" / "last.ckpt"),
+        {"run_id": stale, "pid": dead.pid, "host": os.uname().nodename, "state": "running"},
+    )
     reliability.begin_attempt(plan, client, current)
     s = client.get_run(stale)
     assert s.info.status == "KILLED" and "without cleanup" in s.data.tags["error"] and current in s.data.tags["error"]
@@ -159,8 +169,9 @@ def test_stale_running_run_of_a_killed_attempt_is_marked_killed(tmp_path):
     # a live process still training into the folder: refused, nothing is touched
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        busy = reliability.ResumePlan(tmp_path / "ck2", None, {"run_id": None, "pid": live.pid,
-                                                               "host": os.uname().nodename, "state": "running"})
+        busy = reliability.ResumePlan(
+            tmp_path / "ck2", None, {"run_id": None, "pid": live.pid, "host": os.uname().nodename, "state": "running"}
+        )
         with pytest.raises(RuntimeError, match="another run"):
             reliability.begin_attempt(busy, client, current)
     finally:

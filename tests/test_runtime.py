@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import compose_config
 from hydra.utils import instantiate
 
-from conftest import compose_config
 from sellerlift import export
 from sellerlift.allocate import allocate_lagrangian, random_instance
 from sellerlift.constants import SCORE_OUTPUTS
@@ -17,8 +17,7 @@ from sellerlift.models.networks import GRUEncoder, SequenceNet
 from sellerlift.pipeline import cold_start_prior, prepare
 from sellerlift.runtime import BundleError, Runtime, SequenceModel, allocate_offers, session, write_bundle
 
-SMALL_SIM = ["data.source.n_customers=6000", "data.source.n_sellers=5", "data.source.progress=false",
-             "data.max_len=16"]
+SMALL_SIM = ["data.source.n_customers=6000", "data.source.n_sellers=5", "data.source.progress=false", "data.max_len=16"]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +43,15 @@ def test_length_sorted_batches_equal_one_full_width_call(prepared, bundle):
     _, prep = prepared
     feats = prep.feats.take(np.arange(900))
     sess = session(bundle / "sequence.onnx")
-    ref = sess.run(list(SCORE_OUTPUTS), {"event_type": feats.event_type, "numeric": feats.numeric,
-                                         "length": feats.length, "aggregates": feats.aggregates})
+    ref = sess.run(
+        list(SCORE_OUTPUTS),
+        {
+            "event_type": feats.event_type,
+            "numeric": feats.numeric,
+            "length": feats.length,
+            "aggregates": feats.aggregates,
+        },
+    )
     for batch in (1, 7, 256, 4096):
         got = SequenceModel(sess, batch=batch).predict(feats)
         for name, r in zip(SCORE_OUTPUTS, ref):
@@ -106,10 +112,14 @@ def test_features_from_request_arrays_equal_features_from_the_events_table(prepa
     ids = prep.feats.customer_id[:50]
     ev = tables.events[tables.events["customer_id"].isin(ids) & (tables.events["ts"] < tables.cutoff)]
     pos = pd.Index(ids).get_indexer(ev["customer_id"])
-    batch = EventBatch(n=len(ids), cust=pos.astype(np.int64), ts=ev["ts"].to_numpy().astype("datetime64[us]"),
-                       type_code=np.array([EVENT_TYPES.index(t) for t in ev["event_type"].astype(str)], np.int8),
-                       amount=ev["amount"].to_numpy(np.float64),
-                       as_of=np.full(len(ids), np.datetime64(tables.cutoff, "us")))
+    batch = EventBatch(
+        n=len(ids),
+        cust=pos.astype(np.int64),
+        ts=ev["ts"].to_numpy().astype("datetime64[us]"),
+        type_code=np.array([EVENT_TYPES.index(t) for t in ev["event_type"].astype(str)], np.int8),
+        amount=ev["amount"].to_numpy(np.float64),
+        as_of=np.full(len(ids), np.datetime64(tables.cutoff, "us")),
+    )
     a, b = rt.features(batch), build_features(ev, tables.cutoff, rt.spec, customers=ids)
     for field in ("event_type", "numeric", "length", "aggregates"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)

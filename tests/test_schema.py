@@ -7,13 +7,15 @@ from sellerlift.schema import SchemaError, sort_table, validate
 
 
 def good_events(n=5):
-    return pd.DataFrame({
-        "customer_id": np.arange(n) % 2,
-        "seller_id": [7] * n,
-        "ts": pd.date_range("2025-01-01", periods=n, freq="D"),
-        "event_type": ["visit", "view", "add_to_cart", "purchase", "email_open"][:n],
-        "amount": [0.0, 0.0, 0.0, 19.9, 0.0][:n],
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": np.arange(n) % 2,
+            "seller_id": [7] * n,
+            "ts": pd.date_range("2025-01-01", periods=n, freq="D"),
+            "event_type": ["visit", "view", "add_to_cart", "purchase", "email_open"][:n],
+            "amount": [0.0, 0.0, 0.0, 19.9, 0.0][:n],
+        }
+    )
 
 
 def problems_of(df, table="events"):
@@ -76,9 +78,17 @@ def test_mixed_time_zones_are_converted_to_utc():
 
 
 def test_promotions_discount_level_must_be_allowed():
-    promo = pd.DataFrame({"customer_id": [1, 2], "seller_id": [1, 1], "ts": ["2025-01-01", "2025-01-02"],
-                          "discount_pct": [10, 12], "converted": [True, False], "revenue": [10.0, 0.0],
-                          "cost": [1.0, 0.0]})
+    promo = pd.DataFrame(
+        {
+            "customer_id": [1, 2],
+            "seller_id": [1, 1],
+            "ts": ["2025-01-01", "2025-01-02"],
+            "discount_pct": [10, 12],
+            "converted": [True, False],
+            "revenue": [10.0, 0.0],
+            "cost": [1.0, 0.0],
+        }
+    )
     err, text = problems_of(promo, "promotions")
     assert "discount_pct" in text and "row 2" in text and "expected one of" in text
 

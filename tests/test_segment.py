@@ -20,13 +20,15 @@ from sellerlift.segment import (
     select_k,
 )
 
-CENTRES_LOG = np.array([  # log1p-space centres of 5 RFM archetypes: recency, frequency, monetary, tenure
-    [np.log1p(10), np.log1p(12), np.log1p(150), np.log1p(300)],   # high value
-    [np.log1p(250), np.log1p(2), np.log1p(30), np.log1p(320)],    # lapsed
-    [np.log1p(20), np.log1p(1), np.log1p(25), np.log1p(25)],      # new
-    [np.log1p(40), np.log1p(6), np.log1p(8), np.log1p(200)],      # promotion-sensitive
-    [np.log1p(120), np.log1p(1), np.log1p(90), np.log1p(150)],    # occasional
-])
+CENTRES_LOG = np.array(
+    [  # log1p-space centres of 5 RFM archetypes: recency, frequency, monetary, tenure
+        [np.log1p(10), np.log1p(12), np.log1p(150), np.log1p(300)],  # high value
+        [np.log1p(250), np.log1p(2), np.log1p(30), np.log1p(320)],  # lapsed
+        [np.log1p(20), np.log1p(1), np.log1p(25), np.log1p(25)],  # new
+        [np.log1p(40), np.log1p(6), np.log1p(8), np.log1p(200)],  # promotion-sensitive
+        [np.log1p(120), np.log1p(1), np.log1p(90), np.log1p(150)],  # occasional
+    ]
+)
 
 
 def blob_rfm(n_per=150, sd=0.08, seed=0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -83,8 +85,14 @@ def test_assign_equals_sklearn_predict(blobs, fitted):
     model, _ = fitted
     Xs = model.transform(rfm)
     km = KMeans(n_clusters=6, n_init=3, random_state=3).fit(Xs)
-    m6 = SegmentModel(model.feature_names, model.scaler_mean, model.scaler_scale,
-                      km.cluster_centers_.tolist(), [f"s{i}" for i in range(6)], 6)
+    m6 = SegmentModel(
+        model.feature_names,
+        model.scaler_mean,
+        model.scaler_scale,
+        km.cluster_centers_.tolist(),
+        [f"s{i}" for i in range(6)],
+        6,
+    )
     rng = np.random.default_rng(0)
     new = rfm.sample(frac=1.0, random_state=0) * rng.uniform(0.5, 2.0, size=rfm.shape)  # unseen points too
     for data in (rfm, new):
@@ -128,8 +136,9 @@ def test_summary_shares_sum_to_one(blobs, fitted):
     s = segment_summary(rfm, model.assign_names(rfm), churn=churn, intent=intent)
     assert s["share"].sum() == pytest.approx(1.0)
     assert s["n"].sum() == len(rfm)
-    assert {"segment", "mean_recency_days", "mean_frequency", "mean_monetary", "churn_rate",
-            "intent_rate"} <= set(s.columns)
+    assert {"segment", "mean_recency_days", "mean_frequency", "mean_monetary", "churn_rate", "intent_rate"} <= set(
+        s.columns
+    )
     assert s["churn_rate"].between(0, 1).all()
     assert segment_summary(rfm, model.assign(rfm))["churn_rate"].isna().all()
 
@@ -166,12 +175,14 @@ def test_plot_k_selection(tmp_path, fitted):
 
 
 def test_rfm_from_features():
-    ev = pd.DataFrame({
-        "customer_id": [1, 1, 1, 2, 2],
-        "ts": pd.to_datetime(["2024-01-01", "2024-01-05", "2024-02-10", "2024-01-03", "2024-01-20"]),
-        "event_type": ["purchase", "purchase", "purchase", "visit", "view"],
-        "amount": [10.0, 30.0, 99.0, 0.0, 0.0],
-    })
+    ev = pd.DataFrame(
+        {
+            "customer_id": [1, 1, 1, 2, 2],
+            "ts": pd.to_datetime(["2024-01-01", "2024-01-05", "2024-02-10", "2024-01-03", "2024-01-20"]),
+            "event_type": ["purchase", "purchase", "purchase", "visit", "view"],
+            "amount": [10.0, 30.0, 99.0, 0.0, 0.0],
+        }
+    )
     from sellerlift.features import build_features
 
     rfm = build_features(ev, "2024-01-31").rfm()  # the RFM the segments see
@@ -191,8 +202,9 @@ def test_without_order_values_segments_are_named_without_money_and_fit_without_m
     assert len(set(model.names)) == model.k and not any("," in n for n in model.names)
     assert (model.assign(no_money) >= 0).all()  # assigns from the features it was fitted on
     # the old archetype for recent frequent customers, without its money claim
-    assert "most active" in name_segments(np.array([[-2.0, 2.0, 0.0], [2.0, -2.0, 1.0]]),
-                                          ["recency_days", "frequency", "tenure_days"])
+    assert "most active" in name_segments(
+        np.array([[-2.0, 2.0, 0.0], [2.0, -2.0, 1.0]]), ["recency_days", "frequency", "tenure_days"]
+    )
 
 
 def test_segment_names_never_contain_commas(blobs):

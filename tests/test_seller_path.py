@@ -19,9 +19,16 @@ from mlflow.tracking import MlflowClient
 from sellerlift.data.mapping import fill_data_name
 
 TINY_FILE = [
-    "trainer=debug", "trainer.enable_progress_bar=false", "~callbacks.progress_bar", "data.max_len=16",
-    "data.datamodule.batch_size=64", "model.module.net.d_model=16", "model.module.net.head_hidden=16",
-    "tracking.register=false", "report.enabled=false", "extras=[sellerlift.stages.segments.fit_segments_stage]",
+    "trainer=debug",
+    "trainer.enable_progress_bar=false",
+    "~callbacks.progress_bar",
+    "data.max_len=16",
+    "data.datamodule.batch_size=64",
+    "model.module.net.d_model=16",
+    "model.module.net.head_hidden=16",
+    "tracking.register=false",
+    "report.enabled=false",
+    "extras=[sellerlift.stages.segments.fit_segments_stage]",
 ]
 
 
@@ -40,18 +47,35 @@ def _env(root):
 
 
 def _run(args, root, timeout=600):
-    return subprocess.run([sys.executable, *args], cwd=root, env=_env(root), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=root, env=_env(root), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def data_config(path, events, **source) -> str:
     """A data config (a copy of configs/data/*.yaml, kept outside configs/) for ``events``."""
-    cfg = {"name": None, "source": {"_target_": "sellerlift.data.files.FileSource", "name": "${data.name}",
-                                    "path": str(events), **MAPPING, "cutoff": "auto",
-                                    "horizons": "${data.horizons}", **source},
-           "max_len": 32, "horizons": {"intent_days": 7, "churn_days": 30}, "split": [0.7, 0.15, 0.15],
-           "split_seed": 0, "datamodule": {"_target_": "sellerlift.models.datamodule.SequenceDataModule",
-                                           "batch_size": 256, "num_workers": 0, "seed": "${seed}"}}
+    cfg = {
+        "name": None,
+        "source": {
+            "_target_": "sellerlift.data.files.FileSource",
+            "name": "${data.name}",
+            "path": str(events),
+            **MAPPING,
+            "cutoff": "auto",
+            "horizons": "${data.horizons}",
+            **source,
+        },
+        "max_len": 32,
+        "horizons": {"intent_days": 7, "churn_days": 30},
+        "split": [0.7, 0.15, 0.15],
+        "split_seed": 0,
+        "datamodule": {
+            "_target_": "sellerlift.models.datamodule.SequenceDataModule",
+            "batch_size": 256,
+            "num_workers": 0,
+            "seed": "${seed}",
+        },
+    }
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return str(path)
 
@@ -65,8 +89,18 @@ def test_documented_event_types_override_adds_an_entry(monkeypatch):
     argv = train.prepare_argv(["data=seller_file", "data.source.event_types.checkout=purchase", "trainer=debug"])
     assert argv == ["data=seller_file", "++data.source.event_types.checkout=purchase", "trainer=debug"]
     assert train.prepare_argv(argv) == argv  # idempotent: DDP re-launches train.py with the same argv
-    proc = _run([str(REPO / "train.py"), "data=seller_file", "data.source.event_types.checkout=purchase",
-                 "data.source.event_types.order=view", "--cfg", "job"], REPO, timeout=120)
+    proc = _run(
+        [
+            str(REPO / "train.py"),
+            "data=seller_file",
+            "data.source.event_types.checkout=purchase",
+            "data.source.event_types.order=view",
+            "--cfg",
+            "job",
+        ],
+        REPO,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     source = yaml.safe_load(proc.stdout)["data"]["source"]
     assert source["event_types"]["checkout"] == "purchase" and source["event_types"]["order"] == "view"
@@ -77,8 +111,9 @@ def test_data_configs_outside_configs_dir(tmp_path):
     clickstream(n_users=50).to_csv(events, index=False)
     (tmp_path / "mine" / "data").mkdir(parents=True)
     data_config(tmp_path / "mine" / "data" / "shop.yaml", events)
-    proc = _run([str(REPO / "train.py"), "--config-dir", str(tmp_path / "mine"), "data=shop", "--cfg", "job"], REPO,
-                timeout=120)
+    proc = _run(
+        [str(REPO / "train.py"), "--config-dir", str(tmp_path / "mine"), "data=shop", "--cfg", "job"], REPO, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert yaml.safe_load(proc.stdout)["data"]["source"]["path"] == str(events)
     elsewhere = data_config(tmp_path / "seller_file.yaml", events, cutoff="2024-05-01")  # even a clashing name
@@ -107,14 +142,15 @@ def test_a_data_error_prints_the_message_only_and_exits_2(tmp_path):
     df.loc[17, "what"] = "mystery_tap"
     events = tmp_path / "clicks.csv"
     df.to_csv(events, index=False)
-    proc = _run([str(REPO / "train.py"), f"data={data_config(tmp_path / 'shop.yaml', events)}", *TINY_FILE],
-                tmp_path)
+    proc = _run([str(REPO / "train.py"), f"data={data_config(tmp_path / 'shop.yaml', events)}", *TINY_FILE], tmp_path)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     err = proc.stderr
     assert err.startswith("error: ") and "clicks.csv" in err and "row 18" in err and "mystery_tap" in err, err
     assert "Traceback" not in err and "HYDRA_FULL_ERROR" not in err and len(err.splitlines()) < 15, err
-    proc = _run([str(REPO / "train.py"), f"data={data_config(tmp_path / 'shop2.yaml', events, csv_sep=';;')}",
-                 *TINY_FILE], tmp_path)
+    proc = _run(
+        [str(REPO / "train.py"), f"data={data_config(tmp_path / 'shop2.yaml', events, csv_sep=';;')}", *TINY_FILE],
+        tmp_path,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: data.source.csv_sep=';;'"), proc.stderr
     assert not (tmp_path / "mlruns").exists(), "fails before any run is created"
 
@@ -147,8 +183,23 @@ def test_clickstream_from_file_to_scores_with_only_a_mapping_file(tmp_path):
     assert not any(w in n for n in segments["names"] for w in ("value", "spend", ","))
 
     out = tmp_path / "scores.csv"
-    scored = _run(["-m", "sellerlift.score", "--bundle", str(bundle), "--events", str(events), "--mapping", mapping,
-                   "--out", str(out), "--no-progress"], tmp_path, timeout=300)
+    scored = _run(
+        [
+            "-m",
+            "sellerlift.score",
+            "--bundle",
+            str(bundle),
+            "--events",
+            str(events),
+            "--mapping",
+            mapping,
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        tmp_path,
+        timeout=300,
+    )
     assert scored.returncode == 0, scored.stderr
     scores = pd.read_csv(out)
     assert len(scores) == df["uid"].nunique() and scores["customer_id"].dtype == "int64"

@@ -80,9 +80,15 @@ def _add_dipn(src: Path, dst: Path, work: Path) -> None:
     torch.save(net.state_dict(), work / "dipn_state.pt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.zeros(2, len(names)),), str(dst / "dipn.onnx"), input_names=["features"],
-                          output_names=["curve"], dynamic_axes={"features": {0: "batch"}, "curve": {0: "batch"}},
-                          dynamo=False)
+        torch.onnx.export(
+            net,
+            (torch.zeros(2, len(names)),),
+            str(dst / "dipn.onnx"),
+            input_names=["features"],
+            output_names=["curve"],
+            dynamic_axes={"features": {0: "batch"}, "curve": {0: "batch"}},
+            dynamo=False,
+        )
     manifest = json.loads((dst / "manifest.json").read_text())
     manifest["files"]["dipn"] = {"path": "dipn.onnx", "sha256": _sha(dst / "dipn.onnx")}
     manifest["dipn"] = {"inputs": names, "uses_sequence_outputs": True}
@@ -108,9 +114,12 @@ def _add_enduring(src: Path, dst: Path, events: pd.DataFrame, as_of: str) -> Non
     export_enduring_onnx(net, dst / "enduring.onnx", n_inputs)
     manifest = json.loads((dst / "manifest.json").read_text())
     manifest["files"]["enduring"] = {"path": "enduring.onnx", "sha256": _sha(dst / "enduring.onnx")}
-    manifest["enduring"] = {"horizon_days": 90, "revenue_scale": 100.0, "outputs": ["conversion", "retention",
-                                                                                   "revenue"],
-                            "uses_sequence_outputs": True}
+    manifest["enduring"] = {
+        "horizon_days": 90,
+        "revenue_scale": 100.0,
+        "outputs": ["conversion", "retention", "revenue"],
+        "uses_sequence_outputs": True,
+    }
     (dst / "manifest.json").write_text(json.dumps(manifest, indent=2))
     rt = Runtime.load(dst)
     feats = build_features(events, pd.Timestamp(as_of), rt.spec)
@@ -119,8 +128,10 @@ def _add_enduring(src: Path, dst: Path, events: pd.DataFrame, as_of: str) -> Non
     X = action_inputs(feats, curves, rt.enduring_response(feats, scores), rt.basket(feats), rt.margin, rt.levels)
     model, _ = action_segments.fit(X, ks=range(3, 5), seed=0)
     (dst / "action_segments.json").write_text(json.dumps(model.to_json()))
-    manifest["files"]["action_segments"] = {"path": "action_segments.json",
-                                            "sha256": _sha(dst / "action_segments.json")}
+    manifest["files"]["action_segments"] = {
+        "path": "action_segments.json",
+        "sha256": _sha(dst / "action_segments.json"),
+    }
     (dst / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
@@ -148,8 +159,9 @@ def build_test_bundle(tmp_path_factory) -> dict:
             if "bundle_full" not in info or not Path(info["bundle_full"]).exists():  # a cache from before it
                 info["bundle_full"] = str(d / "bundle_full")
                 shutil.rmtree(info["bundle_full"], ignore_errors=True)
-                _add_enduring(Path(info["bundle_dipn"]), Path(info["bundle_full"]), pd.read_parquet(
-                    d / "events.parquet"), AS_OF)
+                _add_enduring(
+                    Path(info["bundle_dipn"]), Path(info["bundle_full"]), pd.read_parquet(d / "events.parquet"), AS_OF
+                )
                 info_path.write_text(json.dumps(info))
             return info
         if (d / "failed.txt").exists():  # fail every dependent test fast, not with one training run each
@@ -176,10 +188,16 @@ def _build(d: Path, info_path: Path) -> dict:
     ckpts = sorted(p for p in (d / "run").rglob("checkpoints/*.ckpt") if p.name != "last.ckpt")
     _add_dipn(result.bundle_dir, d / "bundle_dipn", d)
     _add_enduring(d / "bundle_dipn", d / "bundle_full", ev.reset_index(drop=True), AS_OF)
-    info = {"bundle": str(result.bundle_dir), "bundle_dipn": str(d / "bundle_dipn"), "root": str(d),
-            "bundle_full": str(d / "bundle_full"),
-            "ckpt": str(ckpts[-1]) if len(ckpts) == 1 else None, "cutoff": str(tables.cutoff),
-            "dipn_state": str(d / "dipn_state.pt"), "overrides": [*TINY, *SERVE_OVERRIDES]}
+    info = {
+        "bundle": str(result.bundle_dir),
+        "bundle_dipn": str(d / "bundle_dipn"),
+        "root": str(d),
+        "bundle_full": str(d / "bundle_full"),
+        "ckpt": str(ckpts[-1]) if len(ckpts) == 1 else None,
+        "cutoff": str(tables.cutoff),
+        "dipn_state": str(d / "dipn_state.pt"),
+        "overrides": [*TINY, *SERVE_OVERRIDES],
+    }
     info_path.write_text(json.dumps(info))
     return info
 
@@ -229,8 +247,15 @@ def dipn_model(bundle_info) -> Runtime:
 
 
 def settings(bundle: str, **kw) -> Settings:
-    base = dict(bundle=str(bundle), bundles_dir=str(bundle_root(bundle)), max_customers=1000,
-                max_events_per_customer=10_000, max_body_bytes=16 * 1024 * 1024, api_token=None, admin_token=None)
+    base = dict(
+        bundle=str(bundle),
+        bundles_dir=str(bundle_root(bundle)),
+        max_customers=1000,
+        max_events_per_customer=10_000,
+        max_body_bytes=16 * 1024 * 1024,
+        api_token=None,
+        admin_token=None,
+    )
     base.update(kw)
     return Settings(**base)
 
@@ -250,8 +275,9 @@ def request_for(events: pd.DataFrame, ids, as_of: str = AS_OF, **extra) -> dict:
     sub = events.loc[events["customer_id"].isin(ids)]
     ts = sub["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S.%f").to_numpy()
     groups = {cid: [] for cid in ids}
-    for cid, t, typ, amt in zip(sub["customer_id"].to_numpy(), ts, sub["event_type"].astype(str).to_numpy(),
-                                sub["amount"].to_numpy()):
+    for cid, t, typ, amt in zip(
+        sub["customer_id"].to_numpy(), ts, sub["event_type"].astype(str).to_numpy(), sub["amount"].to_numpy()
+    ):
         groups[cid].append({"type": typ, "ts": t, "amount": float(amt)})
     return {"as_of": as_of, "customers": [{"customer_id": int(c), "events": groups[c], **extra} for c in ids]}
 
@@ -270,8 +296,20 @@ def reference_scores(model: Runtime, bundle: str, feats) -> dict:
 
     sess = ort.InferenceSession(str(Path(bundle) / "sequence.onnx"), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
-    out = dict(zip(names, sess.run(names, {"event_type": feats.event_type, "numeric": feats.numeric,
-                                           "length": feats.length, "aggregates": feats.aggregates})))
+    out = dict(
+        zip(
+            names,
+            sess.run(
+                names,
+                {
+                    "event_type": feats.event_type,
+                    "numeric": feats.numeric,
+                    "length": feats.length,
+                    "aggregates": feats.aggregates,
+                },
+            ),
+        )
+    )
     cold = feats.length == 0
     for name, p in (model.prior or {}).items():
         out[name] = out[name].copy()
@@ -317,13 +355,14 @@ def test_score_matches_pytorch_within_1e5(client, model, bundle_info, events):
     cfg = compose_config(bundle_info["overrides"])
     net = instantiate(cfg.model.module.net)  # the network alone: no Lightning import needed
     state = torch.load(bundle_info["ckpt"], weights_only=True)["state_dict"]
-    net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+    net.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")})
     ids = np.sort(events["customer_id"].unique())[:300]
     res = client.post("/v1/score", json=request_for(events, ids.tolist())).json()["results"]
     feats = reference_features(model, events, ids)
     with torch.no_grad():
         outs = ExportWrapper(net.eval())(
-            *(torch.from_numpy(a) for a in (feats.event_type, feats.numeric, feats.length, feats.aggregates)))
+            *(torch.from_numpy(a) for a in (feats.event_type, feats.numeric, feats.length, feats.aggregates))
+        )
     intent, churn = outs[0], outs[1]
     assert np.abs(np.array([x["intent_7d"] for x in res]) - intent.numpy()).max() <= 1e-5
     assert np.abs(np.array([x["churn_90d"] for x in res]) - churn.numpy()).max() <= 1e-5
@@ -377,8 +416,9 @@ def test_per_customer_as_of_is_grouped(client, model, bundle_info, events):
 
 
 def test_empty_histories_and_empty_batch(client):
-    r = client.post("/v1/score", json={"as_of": AS_OF, "customers": [{"customer_id": "new", "events": []},
-                                                                     {"customer_id": 2}]})
+    r = client.post(
+        "/v1/score", json={"as_of": AS_OF, "customers": [{"customer_id": "new", "events": []}, {"customer_id": 2}]}
+    )
     assert r.status_code == 200, r.text
     res = r.json()["results"]
     assert all(x["cold_start"] and 0 <= x["intent_7d"] <= 1 for x in res)
@@ -389,8 +429,10 @@ def test_empty_histories_and_empty_batch(client):
 
 def test_timezones_are_converted_to_utc(client):
     def score(ts, as_of):
-        body = {"as_of": as_of, "customers": [{"customer_id": 1, "events": [
-            {"type": "purchase", "ts": ts, "amount": 20.0}]}]}
+        body = {
+            "as_of": as_of,
+            "customers": [{"customer_id": 1, "events": [{"type": "purchase", "ts": ts, "amount": 20.0}]}],
+        }
         r = client.post("/v1/score", json=body)
         assert r.status_code == 200, r.text
         return r.json()["results"][0]
@@ -403,9 +445,18 @@ def test_timezones_are_converted_to_utc(client):
 
 # ----------------------------------------------------------------------------- input rules
 
-VALID = {"as_of": AS_OF, "customers": [{"customer_id": "c1", "events": [
-    {"type": "visit", "ts": "2025-12-01T10:00:00Z"}, {"type": "purchase", "ts": "2025-12-02T10:00:00Z",
-                                                       "amount": 12.5}]}]}
+VALID = {
+    "as_of": AS_OF,
+    "customers": [
+        {
+            "customer_id": "c1",
+            "events": [
+                {"type": "visit", "ts": "2025-12-01T10:00:00Z"},
+                {"type": "purchase", "ts": "2025-12-02T10:00:00Z", "amount": 12.5},
+            ],
+        }
+    ],
+}
 
 
 def _mutate(path, value):
@@ -421,20 +472,40 @@ def _mutate(path, value):
 
 
 RULES = [
-    ("unknown event type", _mutate(["customers", 0, "events", 1, "type"], "refund"), 422,
-     "customers[0].events[1].type"),
+    (
+        "unknown event type",
+        _mutate(["customers", 0, "events", 1, "type"], "refund"),
+        422,
+        "customers[0].events[1].type",
+    ),
     ("negative amount", _mutate(["customers", 0, "events", 1, "amount"], -1.0), 422, "customers[0].events[1].amount"),
-    ("amount as string", _mutate(["customers", 0, "events", 1, "amount"], "12.5"), 422,
-     "customers[0].events[1].amount"),
+    (
+        "amount as string",
+        _mutate(["customers", 0, "events", 1, "amount"], "12.5"),
+        422,
+        "customers[0].events[1].amount",
+    ),
     ("amount absurd", _mutate(["customers", 0, "events", 1, "amount"], 1e300), 422, "customers[0].events[1].amount"),
     ("amount as bool", _mutate(["customers", 0, "events", 1, "amount"], True), 422, "customers[0].events[1].amount"),
     ("unparseable ts", _mutate(["customers", 0, "events", 0, "ts"], "yesterday"), 422, "customers[0].events[0].ts"),
-    ("impossible date", _mutate(["customers", 0, "events", 0, "ts"], "2025-13-45T10:00:00"), 422,
-     "customers[0].events[0].ts"),
-    ("ts out of range", _mutate(["customers", 0, "events", 0, "ts"], "1969-12-31T23:59:59Z"), 422,
-     "customers[0].events[0].ts"),
-    ("ts after as_of", _mutate(["customers", 0, "events", 1, "ts"], "2026-01-01T00:00:01Z"), 422,
-     "customers[0].events[1].ts"),
+    (
+        "impossible date",
+        _mutate(["customers", 0, "events", 0, "ts"], "2025-13-45T10:00:00"),
+        422,
+        "customers[0].events[0].ts",
+    ),
+    (
+        "ts out of range",
+        _mutate(["customers", 0, "events", 0, "ts"], "1969-12-31T23:59:59Z"),
+        422,
+        "customers[0].events[0].ts",
+    ),
+    (
+        "ts after as_of",
+        _mutate(["customers", 0, "events", 1, "ts"], "2026-01-01T00:00:01Z"),
+        422,
+        "customers[0].events[1].ts",
+    ),
     ("ts as number", _mutate(["customers", 0, "events", 0, "ts"], 1735725600), 422, "customers[0].events[0].ts"),
     ("missing ts", _mutate(["customers", 0, "events", 0, "ts"], KeyError), 422, "customers[0].events[0].ts"),
     ("as_of missing", _mutate(["as_of"], KeyError), 422, "customers[0].as_of"),
@@ -458,8 +529,9 @@ def test_input_rules_name_the_field(client, name, body, status, field):
 
 
 def test_malformed_json_and_wrong_content(client):
-    r = client.post("/v1/score", content=b'{"as_of": "2026-01-01", "customers": [}',
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        "/v1/score", content=b'{"as_of": "2026-01-01", "customers": [}', headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "body"
     assert "invalid JSON" in r.json()["detail"][0]["msg"]
     r = client.post("/v1/score", json=[VALID])
@@ -475,14 +547,23 @@ def test_non_finite_amount(client, token):
 
 
 def test_limits_from_config(bundle_info, model):
-    c = TestClient(create_app(settings(bundle_info["bundle"], max_customers=2, max_events_per_customer=3,
-                                       max_body_bytes=4000), model=model))
+    c = TestClient(
+        create_app(
+            settings(bundle_info["bundle"], max_customers=2, max_events_per_customer=3, max_body_bytes=4000),
+            model=model,
+        )
+    )
     three = {"as_of": AS_OF, "customers": [{"customer_id": i} for i in range(3)]}
     r = c.post("/v1/score", json=three)
     assert r.status_code == 413 and r.json()["detail"][0]["field"] == "customers"
     ev = {"type": "visit", "ts": "2025-12-01T10:00:00Z"}
-    r = c.post("/v1/score", json={"as_of": AS_OF, "customers": [{"customer_id": 1, "events": [ev] * 3},
-                                                                {"customer_id": 2, "events": [ev] * 4}]})
+    r = c.post(
+        "/v1/score",
+        json={
+            "as_of": AS_OF,
+            "customers": [{"customer_id": 1, "events": [ev] * 3}, {"customer_id": 2, "events": [ev] * 4}],
+        },
+    )
     assert r.status_code == 413 and r.json()["detail"][0]["field"] == "customers[1].events"
     r = c.post("/v1/score", json={"as_of": AS_OF, "customers": [{"customer_id": "x" * 5000}]})
     assert r.status_code == 413 and r.json()["detail"][0]["field"] == "body"
@@ -497,17 +578,28 @@ def test_limits_from_config(bundle_info, model):
     assert r.status_code == 413
 
 
-BAD_BODIES = [b"", b"{", b"null", b"[]", b"42", b'"text"', b"{}", b'{"customers": null}', b"[" * 5000 + b"]" * 5000,
-              b'{"as_of": "2026-01-01", "customers": [{"customer_id": 1, "events": [null]}]}',
-              b'{"as_of": "2026-01-01", "customers": [{"customer_id": 99999999999999999999999999}]}',
-              b'{"as_of": "2026-01-01", "customers": [{"customer_id": 1, "events": [{"type": "visit", "ts": '
-              b'"2025-01-01T10:00:00+99:99"}]}]}',
-              b'{"as_of": "2100-01-01", "customers": [{"customer_id": 1}]}',
-              b'{"as_of": "2026-01-01", "customers": [{"customer_id": 1, "events": [{"type": "visit", "ts": '
-              b'"2025-01-01T10:00:00", "amount": 1e308}]}]}',
-              "{\"as_of\": \"2026-01-01\", \"customers\": [{\"customer_id\": \"\u00e9\u6f22\ud83d\ude00\"}]}".encode(
-                  "utf-8", "surrogatepass"),
-              b"\xff\xfe\x00garbage"]
+BAD_BODIES = [
+    b"",
+    b"{",
+    b"null",
+    b"[]",
+    b"42",
+    b'"text"',
+    b"{}",
+    b'{"customers": null}',
+    b"[" * 5000 + b"]" * 5000,
+    b'{"as_of": "2026-01-01", "customers": [{"customer_id": 1, "events": [null]}]}',
+    b'{"as_of": "2026-01-01", "customers": [{"customer_id": 99999999999999999999999999}]}',
+    b'{"as_of": "2026-01-01", "customers": [{"customer_id": 1, "events": [{"type": "visit", "ts": '
+    b'"2025-01-01T10:00:00+99:99"}]}]}',
+    b'{"as_of": "2100-01-01", "customers": [{"customer_id": 1}]}',
+    b'{"as_of": "2026-01-01", "customers": [{"customer_id": 1, "events": [{"type": "visit", "ts": '
+    b'"2025-01-01T10:00:00", "amount": 1e308}]}]}',
+    '{"as_of": "2026-01-01", "customers": [{"customer_id": "\u00e9\u6f22\ud83d\ude00"}]}'.encode(
+        "utf-8", "surrogatepass"
+    ),
+    b"\xff\xfe\x00garbage",
+]
 
 
 @pytest.mark.parametrize("i", range(len(BAD_BODIES)))
@@ -538,8 +630,10 @@ def test_allocate_respects_budgets(dipn_client, events):
     full_spend = unlimited.json()["totals"]["spend"]
     assert full_spend > 0
     budget = full_spend / 3
-    r = dipn_client.post("/v1/promotions/allocate", json={**body, "budget": budget,
-                                                          "seller_budgets": {"s1": budget / 2, "s2": 1e9, "3": 0.0}})
+    r = dipn_client.post(
+        "/v1/promotions/allocate",
+        json={**body, "budget": budget, "seller_budgets": {"s1": budget / 2, "s2": 1e9, "3": 0.0}},
+    )
     assert r.status_code == 200, r.text
     out = r.json()
     t = out["totals"]
@@ -555,9 +649,14 @@ def test_allocate_respects_budgets(dipn_client, events):
     assert zero["totals"]["spend"] == 0 and all(x["level_pct"] == 0 for x in zero["results"])
 
 
-ALLOC = {"as_of": AS_OF, "budget": 10.0, "customers": [
-    {"customer_id": "a", "value": 50.0, "margin": 0.4, "seller_id": "s1", "events": []},
-    {"customer_id": "b", "value": 30.0, "margin": 0.3, "seller_id": "s2", "events": []}]}
+ALLOC = {
+    "as_of": AS_OF,
+    "budget": 10.0,
+    "customers": [
+        {"customer_id": "a", "value": 50.0, "margin": 0.4, "seller_id": "s1", "events": []},
+        {"customer_id": "b", "value": 30.0, "margin": 0.3, "seller_id": "s2", "events": []},
+    ],
+}
 ALLOC_RULES = [
     ("negative budget", {"budget": -1.0}, "budget"),
     ("infinite budget", {"budget": math.inf}, "budget"),
@@ -565,14 +664,22 @@ ALLOC_RULES = [
     ("margin zero", {"customers": [{**ALLOC["customers"][0], "margin": 0.0}]}, "customers[0].margin"),
     ("margin above 1", {"customers": [{**ALLOC["customers"][0], "margin": 1.5}]}, "customers[0].margin"),
     ("negative value", {"customers": [{**ALLOC["customers"][0], "value": -5.0}]}, "customers[0].value"),
-    ("value missing", {"customers": [{k: v for k, v in ALLOC["customers"][0].items() if k != "value"}]},
-     "customers[0].value"),
+    (
+        "value missing",
+        {"customers": [{k: v for k, v in ALLOC["customers"][0].items() if k != "value"}]},
+        "customers[0].value",
+    ),
     ("seller without budget", {"seller_budgets": {"s1": 5.0}}, "seller_budgets"),
     ("budget for unknown seller", {"seller_budgets": {"s1": 5.0, "s2": 1.0, "zz": 1.0}}, "seller_budgets.zz"),
     ("negative seller budget", {"seller_budgets": {"s1": -5.0, "s2": 1.0}}, "seller_budgets.s1"),
-    ("seller_id missing", {"seller_budgets": {"s1": 5.0},
-                           "customers": [{k: v for k, v in ALLOC["customers"][0].items() if k != "seller_id"}]},
-     "customers[0].seller_id"),
+    (
+        "seller_id missing",
+        {
+            "seller_budgets": {"s1": 5.0},
+            "customers": [{k: v for k, v in ALLOC["customers"][0].items() if k != "seller_id"}],
+        },
+        "customers[0].seller_id",
+    ),
 ]
 
 
@@ -591,10 +698,19 @@ def test_allocate_rejects_invalid_or_infeasible(dipn_client, name, change, field
 def test_tokens(bundle_info, model, caplog):
     api, admin = "api-secret-123", "admin-secret-456"
     c = TestClient(create_app(settings(bundle_info["bundle"], api_token=api, admin_token=admin), model=model))
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {api}"},
-                    {"Authorization": "Bearer"}, {"Authorization": f"Bearer {api}x"}):
-        for method, path in (("get", "/v1/models"), ("post", "/v1/score"), ("get", "/metrics"),
-                             ("post", "/v1/admin/reload")):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {api}"},
+        {"Authorization": "Bearer"},
+        {"Authorization": f"Bearer {api}x"},
+    ):
+        for method, path in (
+            ("get", "/v1/models"),
+            ("post", "/v1/score"),
+            ("get", "/metrics"),
+            ("post", "/v1/admin/reload"),
+        ):
             r = getattr(c, method)(path, headers=headers)
             assert r.status_code == 401, (path, headers, r.status_code)
             assert r.json() == {"detail": "unauthorized"} and r.headers["www-authenticate"] == "Bearer"
@@ -603,8 +719,9 @@ def test_tokens(bundle_info, model, caplog):
     assert c.get("/healthz", headers=ok).status_code == 200
     assert c.post("/v1/admin/reload", headers=ok).status_code == 401  # the api token cannot reload
     with caplog.at_level("DEBUG"):
-        r = c.post("/v1/admin/reload", json={"bundle": bundle_info["bundle"]},
-                   headers={"Authorization": f"Bearer {admin}"})
+        r = c.post(
+            "/v1/admin/reload", json={"bundle": bundle_info["bundle"]}, headers={"Authorization": f"Bearer {admin}"}
+        )
     assert r.status_code == 200, r.text
     assert api not in caplog.text and admin not in caplog.text
     assert api not in repr(c.app.state.serve.settings)
@@ -681,8 +798,9 @@ def _fake_registry(db: Path, run_id: str, alias="champion", name="sellerlift-seq
     con = sqlite3.connect(db)
     con.execute("CREATE TABLE registered_model_aliases (alias VARCHAR(256), version INTEGER, name VARCHAR(256))")
     con.execute("CREATE TABLE model_versions (name VARCHAR(256), version INTEGER, run_id VARCHAR(32))")
-    con.execute("CREATE TABLE model_version_tags (key VARCHAR(250), value VARCHAR(5000), name VARCHAR(256), "
-                "version INTEGER)")
+    con.execute(
+        "CREATE TABLE model_version_tags (key VARCHAR(250), value VARCHAR(5000), name VARCHAR(256), version INTEGER)"
+    )
     con.execute("INSERT INTO model_versions VALUES (?, 1, 'old'), (?, 2, ?)", (name, name, run_id))
     con.execute("INSERT INTO registered_model_aliases VALUES (?, 2, ?)", (alias, name))
     con.commit()
@@ -741,8 +859,16 @@ def test_models_endpoint_and_openapi(client, bundle_info):
     assert m["files"] == manifest["files"] and m["metrics"] == manifest["metrics"]
     assert m["promotion_model"] is False and isinstance(info["server"]["heavy_modules_loaded"], list)
     spec = client.get("/openapi.json").json()
-    for path in ("/v1/score", "/v1/promotions/curves", "/v1/promotions/allocate", "/healthz", "/readyz",
-                 "/v1/models", "/metrics", "/v1/admin/reload"):
+    for path in (
+        "/v1/score",
+        "/v1/promotions/curves",
+        "/v1/promotions/allocate",
+        "/healthz",
+        "/readyz",
+        "/v1/models",
+        "/metrics",
+        "/v1/admin/reload",
+    ):
         assert path in spec["paths"], path
     assert spec["components"]["schemas"]["ScoreRequest"]["examples"]
     assert spec["components"]["schemas"]["AllocateRequest"]["examples"]

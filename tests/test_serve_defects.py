@@ -38,8 +38,9 @@ from test_serve import AS_OF, VALID, bundle_info, dipn_model, model, scratch, se
 from sellerlift.runtime import BundleError
 from serve.app import create_app
 
-REPRODUCER = b'{"as_of":"2026-11-30T00:00:00Z","customers":[' + b'{"customer_id":1.5},' * 700000 + \
-    b'{"customer_id":1.5}]}'
+REPRODUCER = (
+    b'{"as_of":"2026-11-30T00:00:00Z","customers":[' + b'{"customer_id":1.5},' * 700000 + b'{"customer_id":1.5}]}'
+)
 
 
 def _many(event: bytes, customers: int = 1000, events: int = 500) -> bytes:
@@ -86,8 +87,10 @@ def test_d1_too_many_events_is_413_before_decoding_the_customer(client):
 
 
 def test_d1_large_invalid_bodies_are_rejected_with_a_capped_list(client):
-    for body, field, kind in ((BAD_TIMESTAMPS, "customers[0].events[0].ts", "timestamp"),
-                              (EXTRA_FIELDS, "customers[0].events[0].x", "extra_forbidden")):
+    for body, field, kind in (
+        (BAD_TIMESTAMPS, "customers[0].events[0].ts", "timestamp"),
+        (EXTRA_FIELDS, "customers[0].events[0].x", "extra_forbidden"),
+    ):
         r = client.post("/v1/score", content=body, headers={"content-type": "application/json"})
         assert r.status_code == 422, r.text[:300]
         detail = r.json()["detail"]
@@ -155,9 +158,11 @@ def test_d1_healthz_answers_within_50ms_and_memory_returns(server):
                 break
         time.sleep(0.5)
         after = rss_bytes(server.proc.pid)
-    print(f"/healthz: {len(lat)} probes, max {max(lat) * 1e3:.1f} ms, p99 {np.percentile(lat, 99) * 1e3:.1f} ms; "
-          f"tries (max during, max quiet) {[(round(a * 1e3), round(b * 1e3)) for a, b in tries]} ms; "
-          f"bad requests {[round(t, 2) for t in took]} s; RSS {base / 2**20:.0f} -> {after / 2**20:.0f} MiB")
+    print(
+        f"/healthz: {len(lat)} probes, max {max(lat) * 1e3:.1f} ms, p99 {np.percentile(lat, 99) * 1e3:.1f} ms; "
+        f"tries (max during, max quiet) {[(round(a * 1e3), round(b * 1e3)) for a, b in tries]} ms; "
+        f"bad requests {[round(t, 2) for t in took]} s; RSS {base / 2**20:.0f} -> {after / 2**20:.0f} MiB"
+    )
     worst, quiet = min(tries)
     # Within 50 ms; on a machine so busy that /healthz alone takes longer, no worse than 3x that (was 22 s).
     assert worst < max(0.05, 3 * quiet), f"/healthz took {worst * 1e3:.0f} ms while bad bodies were rejected"
@@ -186,7 +191,7 @@ def test_d2_error_text_is_always_encodable():
     from serve.errors import encode, error_body, safe_text, show
 
     assert safe_text("a\udc80b") == "a\\udc80b"
-    body = error_body([(("seller_budgets", "\udc80"), f"no customer of seller {show(chr(0xdc80))}", "x")])
+    body = error_body([(("seller_budgets", "\udc80"), f"no customer of seller {show(chr(0xDC80))}", "x")])
     assert json.loads(encode(body))["detail"][0]["field"] == "seller_budgets.\\udc80"
     assert encode({"detail": "\ud800"}) == b'{"detail": "\\ud800"}'
 
@@ -226,6 +231,7 @@ def test_d3_metrics_labels_are_bounded(client):
     before = client.get("/metrics").text
     methods(300)
     text = client.get("/metrics").text
+
     def series(t):
         return {line.rsplit(" ", 1)[0] for line in t.splitlines() if not line.startswith("#")}
 
@@ -237,12 +243,18 @@ def test_d3_metrics_labels_are_bounded(client):
 # ----------------------------------------------------------------------------- D4
 
 
-@pytest.mark.parametrize("body, words", [
-    (b'{"customers": ' + b"[" * 5000 + b"]" * 5000 + b"}", ["nested too deeply"]),
-    (b'{"as_of": "2026-01-01", "customers": [{"customer_id": 1' + b"0" * 5000 + b"}]}", ["out of range"]),
-    (b'{"as_of": "2026-01-01", "customers": [{"customer_id": 1, "events": [{"type": "visit", "ts": "2025-01-01",'
-     b' "amount": 1' + b"0" * 5000 + b"}]}]}", ["out of range"]),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (b'{"customers": ' + b"[" * 5000 + b"]" * 5000 + b"}", ["nested too deeply"]),
+        (b'{"as_of": "2026-01-01", "customers": [{"customer_id": 1' + b"0" * 5000 + b"}]}", ["out of range"]),
+        (
+            b'{"as_of": "2026-01-01", "customers": [{"customer_id": 1, "events": [{"type": "visit", "ts": "2025-01-01",'
+            b' "amount": 1' + b"0" * 5000 + b"}]}]}",
+            ["out of range"],
+        ),
+    ],
+)
 def test_d4_deep_nesting_and_huge_numbers_say_what_is_wrong(client, body, words):
     r = client.post("/v1/score", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422, r.text
@@ -254,11 +266,16 @@ def test_d4_compressed_and_non_json_bodies_are_415_naming_the_cause(client):
     import gzip
 
     raw = json.dumps(VALID).encode()
-    cases = [({"content-type": "application/json", "content-encoding": "gzip"}, gzip.compress(raw),
-              "Content-Encoding 'gzip'"),
-             ({"content-type": "text/plain"}, raw, "Content-Type 'text/plain'"),
-             ({"content-type": "application/x-www-form-urlencoded"}, b"a=1", "Content-Type"),
-             ({"content-type": "application/xml"}, b"<a/>", "application/json")]
+    cases = [
+        (
+            {"content-type": "application/json", "content-encoding": "gzip"},
+            gzip.compress(raw),
+            "Content-Encoding 'gzip'",
+        ),
+        ({"content-type": "text/plain"}, raw, "Content-Type 'text/plain'"),
+        ({"content-type": "application/x-www-form-urlencoded"}, b"a=1", "Content-Type"),
+        ({"content-type": "application/xml"}, b"<a/>", "application/json"),
+    ]
     for headers, body, words in cases:
         for path in ("/v1/score", "/v1/promotions/curves", "/v1/promotions/allocate"):
             r = client.post(path, content=body, headers=headers)
@@ -299,8 +316,12 @@ def test_d6_reload_is_confined_to_the_bundle_root(dipn_client, bundle_info, tmp_
     try:
         (inner / "link").symlink_to(outside)
         dotdot = os.path.relpath(outside, root)
-        for target in (str(outside), str(root / dotdot), str(root / "scratch" / ".." / ".." / dotdot),
-                       str(inner / "link")):
+        for target in (
+            str(outside),
+            str(root / dotdot),
+            str(root / "scratch" / ".." / ".." / dotdot),
+            str(inner / "link"),
+        ):
             r = dipn_client.post("/v1/admin/reload", json={"bundle": target}, headers=auth)
             assert r.status_code == 409, (target, r.text)
             assert "not inside the bundle root" in r.json()["detail"], r.text
@@ -340,9 +361,14 @@ def test_d6_signing_key_refuses_unsigned_bundles_at_start_and_reload(bundle_info
             r = c.post("/v1/admin/reload", json={"bundle": str(target)}, headers=auth)
             assert r.status_code == 409 and words in r.json()["detail"], r.text
         assert c.post("/v1/admin/reload", json={"bundle": str(signed)}, headers=auth).status_code == 200
-        out = subprocess.run([sys.executable, "-m", "serve", "--bundle", str(unsigned), "--port", str(free_port())],
-                             cwd=REPO, env=serve_env(SELLERLIFT_BUNDLE_KEY="k-123"), capture_output=True, text=True,
-                             timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-m", "serve", "--bundle", str(unsigned), "--port", str(free_port())],
+            cwd=REPO,
+            env=serve_env(SELLERLIFT_BUNDLE_KEY="k-123"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 2, out.stderr
         assert "refusing to start" in out.stderr and "unsigned bundle" in out.stderr, out.stderr
     finally:
@@ -354,8 +380,14 @@ def test_d6_signing_key_refuses_unsigned_bundles_at_start_and_reload(bundle_info
 
 def test_cold_start_customer_gets_the_calibrated_prior(client, model):  # noqa: F811
     assert model.prior, "the test bundle has a cold-start prior"
-    body = {"as_of": AS_OF, "customers": [{"customer_id": "new"}, VALID["customers"][0],
-                                          {"customer_id": "later", "events": [{"type": "visit", "ts": AS_OF}]}]}
+    body = {
+        "as_of": AS_OF,
+        "customers": [
+            {"customer_id": "new"},
+            VALID["customers"][0],
+            {"customer_id": "later", "events": [{"type": "visit", "ts": AS_OF}]},
+        ],
+    }
     res = client.post("/v1/score", json=body).json()["results"]
     assert res[0]["prior"] and res[0]["cold_start"] and res[2]["prior"]  # an event at as_of is not history
     assert res[0]["intent_7d"] == pytest.approx(model.prior["intent_7d"], abs=1e-7)
@@ -364,9 +396,14 @@ def test_cold_start_customer_gets_the_calibrated_prior(client, model):  # noqa: 
 
 
 def test_allocation_reports_an_upper_bound_not_a_misleading_gap(dipn_client):
-    body = {"as_of": AS_OF, "budget": 2.0, "customers": [
-        {"customer_id": i, "value": 40.0 + i, "margin": 0.4, "events": VALID["customers"][0]["events"]}
-        for i in range(6)]}
+    body = {
+        "as_of": AS_OF,
+        "budget": 2.0,
+        "customers": [
+            {"customer_id": i, "value": 40.0 + i, "margin": 0.4, "events": VALID["customers"][0]["events"]}
+            for i in range(6)
+        ],
+    }
     for budget in (0.0, 0.5, 2.0, 1e9):
         t = dipn_client.post("/v1/promotions/allocate", json={**body, "budget": budget}).json()["totals"]
         assert "gap" not in t and "bound" not in t

@@ -41,8 +41,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 POST_OPS = ("/v1/score", "/v1/promotions/curves", "/v1/promotions/allocate")
 
 
@@ -90,15 +95,25 @@ def fuzz(schema, server, examples: int, derandomize: bool, budget_s: float, only
             t0 = time.monotonic()
 
             @given(case=op.as_strategy(generation_mode=mode))
-            @settings(max_examples=examples, deadline=None, database=None, derandomize=derandomize,
-                      suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink],
-                      report_multiple_bugs=False)
+            @settings(
+                max_examples=examples,
+                deadline=None,
+                database=None,
+                derandomize=derandomize,
+                suppress_health_check=list(HealthCheck),
+                phases=[Phase.generate, Phase.shrink],
+                report_multiple_bugs=False,
+            )
             def one(case):
                 if time.monotonic() > deadline:  # bounded in time as well as in count
                     return
                 n[0] += 1  # noqa: B023 - one() runs right here, inside this iteration
-                case.call_and_validate(base_url=server.url, headers=headers, checks=checks,  # noqa: B023
-                                       timeout=60)
+                case.call_and_validate(
+                    base_url=server.url,
+                    headers=headers,  # noqa: B023
+                    checks=checks,  # noqa: B023
+                    timeout=60,
+                )
 
             try:
                 one()
@@ -118,8 +133,13 @@ def _log_has_no_tracebacks(server) -> None:
 def test_schema_covers_every_endpoint(schema):
     ops = {(r.ok().method.upper(), r.ok().path) for r in schema.get_all_operations()}
     assert {("POST", p) for p in POST_OPS} <= ops
-    assert {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/v1/models"), ("GET", "/metrics"),
-            ("POST", "/v1/admin/reload")} <= ops
+    assert {
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/v1/models"),
+        ("GET", "/metrics"),
+        ("POST", "/v1/admin/reload"),
+    } <= ops
 
 
 def test_fuzz_openapi_fast(schema, server):
@@ -156,7 +176,8 @@ def test_non_utf8_json_body_is_422_not_400(server):
     import httpx
 
     for body in (b"\xff\xfe\x00garbage", b'{"customers": ["\xc3\x28"]}', b"\x80"):
-        r = httpx.post(f"{server.url}/v1/score", content=body, headers={**AUTH, "content-type": "application/json"},
-                       timeout=30)
+        r = httpx.post(
+            f"{server.url}/v1/score", content=body, headers={**AUTH, "content-type": "application/json"}, timeout=30
+        )
         assert r.status_code == 422, (body, r.status_code, r.text)
         assert r.json()["detail"][0]["field"] == "body", r.text

@@ -32,16 +32,48 @@ from serve import parsing, timestamps
 
 # ----------------------------------------------------------------------------- timestamps
 
-SHAPES = ["2025-12-01", "2025-12-01T10:00:00", "2025-12-01T10:00:00Z", "2025-12-01 10:00:00",
-          "2025-12-01T10:00:00.123", "2025-12-01T10:00:00.123Z", "2025-12-01T10:00:00.123456",
-          "2025-12-01T10:00:00.123456Z"]
-ODD = ["2025-02-29T00:00:00Z", "2024-02-29T23:59:59.999999Z", "2100-02-29", "2000-02-29", "1900-02-29",
-       "2025-13-01", "2025-00-10", "2025-04-31", "2025-12-01T24:00:00", "2025-12-01T23:60:00",
-       "2025-12-01T23:59:60Z", "2025-12-01X10:00:00", "2025-12-01T10:00:00.12Z", "2025-12-01T10:00:00+02:00",
-       "2025-12-01T10:00:00.1234567", "20251201", "2025-12-01T10:00", "1969-12-31T23:59:59Z",
-       "1970-01-01T00:00:00Z", "2099-12-31T23:59:59.999999Z", "2100-01-01", "1850-01-01", "2025-1-01",
-       "2025-12-01T10:00:00z", "2025-12-01t10:00:00", "٢٠٢٥-12-01", "2025-12-01T10:00:00Z\n", " 2025-12-01",
-       "2025-12-01T10:0a:00Z", "2025/12/01T10:00:00Z"]
+SHAPES = [
+    "2025-12-01",
+    "2025-12-01T10:00:00",
+    "2025-12-01T10:00:00Z",
+    "2025-12-01 10:00:00",
+    "2025-12-01T10:00:00.123",
+    "2025-12-01T10:00:00.123Z",
+    "2025-12-01T10:00:00.123456",
+    "2025-12-01T10:00:00.123456Z",
+]
+ODD = [
+    "2025-02-29T00:00:00Z",
+    "2024-02-29T23:59:59.999999Z",
+    "2100-02-29",
+    "2000-02-29",
+    "1900-02-29",
+    "2025-13-01",
+    "2025-00-10",
+    "2025-04-31",
+    "2025-12-01T24:00:00",
+    "2025-12-01T23:60:00",
+    "2025-12-01T23:59:60Z",
+    "2025-12-01X10:00:00",
+    "2025-12-01T10:00:00.12Z",
+    "2025-12-01T10:00:00+02:00",
+    "2025-12-01T10:00:00.1234567",
+    "20251201",
+    "2025-12-01T10:00",
+    "1969-12-31T23:59:59Z",
+    "1970-01-01T00:00:00Z",
+    "2099-12-31T23:59:59.999999Z",
+    "2100-01-01",
+    "1850-01-01",
+    "2025-1-01",
+    "2025-12-01T10:00:00z",
+    "2025-12-01t10:00:00",
+    "٢٠٢٥-12-01",
+    "2025-12-01T10:00:00Z\n",
+    " 2025-12-01",
+    "2025-12-01T10:0a:00Z",
+    "2025/12/01T10:00:00Z",
+]
 
 
 def _compare(values: list[str]) -> None:
@@ -65,9 +97,22 @@ def test_fast_timestamps_equal_pandas_on_shapes_and_edge_cases():
 
 
 @hsettings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.integers(1890, 2130), st.integers(0, 13), st.integers(0, 32), st.integers(0, 25),
-                          st.integers(0, 61), st.integers(0, 61), st.integers(0, 999_999),
-                          st.sampled_from(SHAPES)), min_size=1, max_size=20))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1890, 2130),
+            st.integers(0, 13),
+            st.integers(0, 32),
+            st.integers(0, 25),
+            st.integers(0, 61),
+            st.integers(0, 61),
+            st.integers(0, 999_999),
+            st.sampled_from(SHAPES),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
 def test_fast_timestamps_equal_pandas_random(parts):
     values = []
     for y, mo, d, h, mi, s, us, shape in parts:
@@ -96,8 +141,9 @@ def test_timestamps_in_chunks_equal_one_pass(monkeypatch):
     whole, mis = timestamps.event_times(values)
     monkeypatch.setattr(timestamps, "CHUNK", 5)
     parts, mis2 = timestamps.event_times(values)
-    assert np.array_equal(np.isnat(whole), np.isnat(parts)) and (whole[~np.isnat(whole)] ==
-                                                                  parts[~np.isnat(parts)]).all()
+    assert (
+        np.array_equal(np.isnat(whole), np.isnat(parts)) and (whole[~np.isnat(whole)] == parts[~np.isnat(parts)]).all()
+    )
     assert np.array_equal(mis, mis2)
 
 
@@ -113,8 +159,12 @@ def client(tmp_path_factory):
     from serve.app import create_app
 
     info = build_test_bundle(tmp_path_factory)
-    return TestClient(create_app(settings(info["bundle_dipn"], max_customers=50, max_events_per_customer=40),
-                                 model=Runtime.load(info["bundle_dipn"])))
+    return TestClient(
+        create_app(
+            settings(info["bundle_dipn"], max_customers=50, max_events_per_customer=40),
+            model=Runtime.load(info["bundle_dipn"]),
+        )
+    )
 
 
 def _bodies() -> list[tuple[str, bytes]]:
@@ -126,30 +176,61 @@ def _bodies() -> list[tuple[str, bytes]]:
     ev = VALID["customers"][0]["events"]
 
     def with_ts(ts, as_of="2026-01-01T00:00:00Z"):
-        return json.dumps({"as_of": as_of, "customers": [{"customer_id": "c", "events": [
-            {"type": "visit", "ts": ts}, *ev]}]}, ensure_ascii=False).encode()
+        return json.dumps(
+            {"as_of": as_of, "customers": [{"customer_id": "c", "events": [{"type": "visit", "ts": ts}, *ev]}]},
+            ensure_ascii=False,
+        ).encode()
 
     out += [("/v1/score", with_ts(t)) for t in SHAPES + ODD]
     out += [("/v1/score", with_ts("2025-12-01", as_of=t)) for t in SHAPES + ODD]
-    out += [("/v1/promotions/curves", with_ts(t)) for t in ("2025-12-01T10:00:00+02:00", "2026-01-01T00:00:00Z",
-                                                             "2026-01-01T00:00:00.000001Z", "bad")]
+    out += [
+        ("/v1/promotions/curves", with_ts(t))
+        for t in ("2025-12-01T10:00:00+02:00", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00.000001Z", "bad")
+    ]
     out += [
         ("/v1/score", b'{"as_of": "2026-01-01", "customers": [{"customer_id": 1, "customer_id": "x"}]}'),
-        ("/v1/score", b'{"as_of": "2026-01-01", "customers": [{"customer_id": 1, "events": [{"type": "visit", '
-                      b'"ts": "2025-01-01", "amount": NaN}]}]}'),
-        ("/v1/score", b'{"as_of": "2026-01-01", "customers": [{"customer_id": 1, "events": [{"type": "visit", '
-                      b'"ts": "2025-01-01", "amount": 7}]}]}'),
-        ("/v1/score", b'{"as_of": "2026-01-01", "customers": [{"customer_id": 1, "events": [{"type": "visit", '
-                      b'"ts": "2025-01-01", "amount": -0.0}]}]}'),
+        (
+            "/v1/score",
+            b'{"as_of": "2026-01-01", "customers": [{"customer_id": 1, "events": [{"type": "visit", '
+            b'"ts": "2025-01-01", "amount": NaN}]}]}',
+        ),
+        (
+            "/v1/score",
+            b'{"as_of": "2026-01-01", "customers": [{"customer_id": 1, "events": [{"type": "visit", '
+            b'"ts": "2025-01-01", "amount": 7}]}]}',
+        ),
+        (
+            "/v1/score",
+            b'{"as_of": "2026-01-01", "customers": [{"customer_id": 1, "events": [{"type": "visit", '
+            b'"ts": "2025-01-01", "amount": -0.0}]}]}',
+        ),
         ("/v1/score", b'{"as_of": "2026-01-01\\n", "customers": [{"customer_id": 1}]}'),
         ("/v1/score", b'{"as_of": "", "customers": []}'),
-        ("/v1/score", json.dumps({"as_of": "2026-01-01", "customers": [{"customer_id": i} for i in range(51)]}
-                                 ).encode()),  # 413 (max_customers 50)
-        ("/v1/score", json.dumps({"as_of": "2026-01-01", "customers": [
-            {"customer_id": 1, "events": [{"type": "visit", "ts": "2025-01-01"}] * 41}]}).encode()),  # 413
-        ("/v1/score", json.dumps({"as_of": "2026-01-01", "customers": [
-            {"customer_id": 1, "events": [{"type": "visit", "ts": "2025-01-01"}] * 41},
-            {"customer_id": 2, "events": [{"type": "visit", "ts": "yesterday"}]}]}).encode()),  # 413 first now
+        (
+            "/v1/score",
+            json.dumps({"as_of": "2026-01-01", "customers": [{"customer_id": i} for i in range(51)]}).encode(),
+        ),  # 413 (max_customers 50)
+        (
+            "/v1/score",
+            json.dumps(
+                {
+                    "as_of": "2026-01-01",
+                    "customers": [{"customer_id": 1, "events": [{"type": "visit", "ts": "2025-01-01"}] * 41}],
+                }
+            ).encode(),
+        ),  # 413
+        (
+            "/v1/score",
+            json.dumps(
+                {
+                    "as_of": "2026-01-01",
+                    "customers": [
+                        {"customer_id": 1, "events": [{"type": "visit", "ts": "2025-01-01"}] * 41},
+                        {"customer_id": 2, "events": [{"type": "visit", "ts": "yesterday"}]},
+                    ],
+                }
+            ).encode(),
+        ),  # 413 first now
         ("/v1/promotions/allocate", json.dumps({**ALLOC, "seller_budgets": {"s1": 5.0, "s2": 1e308}}).encode()),
         ("/v1/promotions/allocate", json.dumps({**ALLOC, "budget": 3}).encode()),
     ]
@@ -157,8 +238,17 @@ def _bodies() -> list[tuple[str, bytes]]:
 
 
 # Rules the types cannot state: the server refuses bodies the pydantic contract accepts only for these.
-RULE_TYPES = {"timestamp", "after_as_of", "missing", "too_many_customers", "too_many_events", "unknown_seller",
-              "missing_seller_budget", "budget", "allocation"}
+RULE_TYPES = {
+    "timestamp",
+    "after_as_of",
+    "missing",
+    "too_many_customers",
+    "too_many_events",
+    "unknown_seller",
+    "missing_seller_budget",
+    "budget",
+    "allocation",
+}
 
 
 def test_msgspec_accepts_nothing_the_pydantic_contract_rejects(client):
@@ -229,8 +319,12 @@ def test_every_request_is_parsed_once_valid_or_not(client, monkeypatch):
     calls = []
     orig = parsing.parse
     monkeypatch.setattr(parsing, "parse", lambda *a: calls.append(1) or orig(*a))
-    for body, status in ((VALID, 200), ({**VALID, "as_of": "soon"}, 422), ({"customers": [{"customer_id": 1.5}]}, 422),
-                         ({"customers": [{"customer_id": i} for i in range(51)]}, 413)):
+    for body, status in (
+        (VALID, 200),
+        ({**VALID, "as_of": "soon"}, 422),
+        ({"customers": [{"customer_id": 1.5}]}, 422),
+        ({"customers": [{"customer_id": i} for i in range(51)]}, 413),
+    ):
         calls.clear()
         assert client.post("/v1/score", json=body).status_code == status
         assert calls == [1], (body, calls)

@@ -52,7 +52,11 @@ class Server:
             args = ("--bundles-dir", str(bundle_root(bundle)), *args)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "serve", "--bundle", bundle, "--port", str(self.port), *args],
-            cwd=REPO, env=serve_env(**env), stdout=open(self.log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
+            cwd=REPO,
+            env=serve_env(**env),
+            stdout=open(self.log, "w"),  # noqa: SIM115 (the server process owns the handle)
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -132,27 +136,45 @@ def test_import_graph_has_no_training_stack():
     for path in (REPO / "serve").glob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             for name in names:
                 assert name.split(".")[0] not in FORBIDDEN, f"{path.name} imports {name}"
-                assert not name.startswith(("sellerlift.export", "sellerlift.pipeline", "sellerlift.models",
-                                            "sellerlift.stages", "sellerlift.tracking")), f"{path.name}: {name}"
+                assert not name.startswith(
+                    (
+                        "sellerlift.export",
+                        "sellerlift.pipeline",
+                        "sellerlift.models",
+                        "sellerlift.stages",
+                        "sellerlift.tracking",
+                    )
+                ), f"{path.name}: {name}"
     # 2. dynamically: importing every serve module (and building the app's pieces) loads none of them
     modules = sorted(f"serve.{p.stem}" for p in (REPO / "serve").glob("*.py") if p.stem != "__init__")
     assert {"serve.app", "serve.gate", "serve.routes", "serve.parsing", "serve.errors", "serve.metrics"} <= set(modules)
-    code = (f"import sys, serve, {', '.join(modules)}\n"
-            f"print([m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}])")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=serve_env(), capture_output=True, text=True,
-                         timeout=60)
+    code = (
+        f"import sys, serve, {', '.join(modules)}\nprint([m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=serve_env(), capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
 
 def test_tampered_bundle_refuses_to_start(info, tmp_path):
     bad = tampered_copy(info["bundle"], tmp_path / "bad")
-    out = subprocess.run([sys.executable, "-m", "serve", "--bundle", str(bad), "--port", str(free_port())],
-                         cwd=REPO, env=serve_env(), capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "serve", "--bundle", str(bad), "--port", str(free_port())],
+        cwd=REPO,
+        env=serve_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert "refusing to start" in out.stderr and "sha256" in out.stderr and "sequence.onnx" in out.stderr
 

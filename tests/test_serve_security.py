@@ -47,9 +47,22 @@ from serve_fixtures import (  # noqa: F401
 BODY_TIMEOUT = 2
 KEEP_ALIVE = 1
 CONCURRENCY = 40
-LIMITS = ("--max-customers", "5", "--max-events-per-customer", "20", "--max-body-bytes", "65536",
-          "--body-timeout", str(BODY_TIMEOUT), "--timeout-keep-alive", str(KEEP_ALIVE),
-          "--limit-concurrency", str(CONCURRENCY), "--log-level", "debug")
+LIMITS = (
+    "--max-customers",
+    "5",
+    "--max-events-per-customer",
+    "20",
+    "--max-body-bytes",
+    "65536",
+    "--body-timeout",
+    str(BODY_TIMEOUT),
+    "--timeout-keep-alive",
+    str(KEEP_ALIVE),
+    "--limit-concurrency",
+    str(CONCURRENCY),
+    "--log-level",
+    "debug",
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +83,30 @@ def default_server(info, tmp_path_factory):  # noqa: F811
 
 # ----------------------------------------------------------------------------- auth
 
-ENDPOINTS = [("get", "/healthz"), ("get", "/readyz"), ("get", "/v1/models"), ("get", "/metrics"),
-             ("get", "/openapi.json"), ("get", "/docs"), ("post", "/v1/score"), ("post", "/v1/promotions/curves"),
-             ("post", "/v1/promotions/allocate"), ("post", "/v1/admin/reload")]
-WRONG = [{}, {"Authorization": "Bearer wrong-token-Q7Z"}, {"Authorization": f"Basic {API}"},
-         {"Authorization": "Bearer"}, {"Authorization": f"Bearer {API}x"},
-         {"Authorization": f"Bearer {API[:-1]}"}, {"Authorization": f"Bearer {API.upper()}"},
-         {"Authorization": API}, {"X-Api-Key": API}, {"Authorization": "Bearer \u00e9\u00e9".encode()}]
+ENDPOINTS = [
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/v1/models"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("get", "/docs"),
+    ("post", "/v1/score"),
+    ("post", "/v1/promotions/curves"),
+    ("post", "/v1/promotions/allocate"),
+    ("post", "/v1/admin/reload"),
+]
+WRONG = [
+    {},
+    {"Authorization": "Bearer wrong-token-Q7Z"},
+    {"Authorization": f"Basic {API}"},
+    {"Authorization": "Bearer"},
+    {"Authorization": f"Bearer {API}x"},
+    {"Authorization": f"Bearer {API[:-1]}"},
+    {"Authorization": f"Bearer {API.upper()}"},
+    {"Authorization": API},
+    {"X-Api-Key": API},
+    {"Authorization": "Bearer \u00e9\u00e9".encode()},
+]
 
 
 def test_missing_or_wrong_token_is_401_on_every_endpoint(server):
@@ -100,13 +130,17 @@ def test_token_comparison_is_constant_time():
     calls = {ast.unparse(n.func) for n in ast.walk(fn) if isinstance(n, ast.Call)}
     assert calls & {"hmac.compare_digest", "secrets.compare_digest", "compare_digest"}, calls
     loops = [n for n in ast.walk(fn) if isinstance(n, ast.For)]
-    assert loops and not any(isinstance(n, (ast.Return, ast.Break)) for lp in loops for n in ast.walk(lp)), \
+    assert loops and not any(isinstance(n, (ast.Return, ast.Break)) for lp in loops for n in ast.walk(lp)), (
         "every configured token is compared (no early exit that tells which one matched)"
+    )
+
     # nowhere in serve/ is a token value compared with == / != / in (only `is None` checks)
     def names_a_token(e):
-        return ((isinstance(e, ast.Name) and "token" in e.id.lower()) or
-                (isinstance(e, ast.Attribute) and "token" in e.attr.lower()) or
-                (isinstance(e, ast.Call) and "token" in ast.unparse(e.func).lower()))
+        return (
+            (isinstance(e, ast.Name) and "token" in e.id.lower())
+            or (isinstance(e, ast.Attribute) and "token" in e.attr.lower())
+            or (isinstance(e, ast.Call) and "token" in ast.unparse(e.func).lower())
+        )
 
     for path in (REPO / "serve").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -116,15 +150,28 @@ def test_token_comparison_is_constant_time():
     from serve.gate import _token_ok
 
     assert _token_ok(b"Bearer s3cret", ["s3cret"]) and _token_ok(b"Bearer b", ["a", "b"])
-    for bad in (None, b"", b"Bearer", b"Bearer s3cre", b"Bearer s3cretX", b"Basic s3cret", b"s3cret",
-                "Bearer s\u00e9cret".encode("utf-8")):
+    for bad in (
+        None,
+        b"",
+        b"Bearer",
+        b"Bearer s3cre",
+        b"Bearer s3cretX",
+        b"Basic s3cret",
+        b"s3cret",
+        "Bearer s\u00e9cret".encode("utf-8"),
+    ):
         assert not _token_ok(bad, ["s3cret"]), bad
     assert not _token_ok(b"Bearer s3cret", [])
 
 
 # distinctive values that must never appear in the server's output
-AMOUNT, TS, VALUE, MARGIN, AS_OF_ODD = "98765.4321", "2025-11-17T13:57:41.123457Z", "4321.987", "0.3141", \
-    "2025-12-31T23:17:05Z"
+AMOUNT, TS, VALUE, MARGIN, AS_OF_ODD = (
+    "98765.4321",
+    "2025-11-17T13:57:41.123457Z",
+    "4321.987",
+    "0.3141",
+    "2025-12-31T23:17:05Z",
+)
 BAD_TS, LATE_TS = "2025-13-45T13:57:41Z", "2026-02-03T04:05:06.789Z"
 
 
@@ -137,19 +184,25 @@ def test_logs_carry_no_tokens_and_no_customer_data(server, info, tmp_path):  # n
         assert c.post("/v1/promotions/curves", json={"customers": [cust]}).status_code == 200
         assert c.post("/v1/promotions/allocate", json={"customers": [alloc], "budget": 7.5}).status_code == 200
         # invalid requests: their error bodies echo the values back to the client, the log must not
-        for body in ({"customers": [{**cust, "events": [{**ev, "ts": BAD_TS}]}]},
-                     {"customers": [{**cust, "events": [{**ev, "ts": LATE_TS}]}]},
-                     {"customers": [{**cust, "events": [{**ev, "amount": -float(AMOUNT)}]}]},
-                     {"customers": [cust] * 6}, {"customers": [{**cust, "events": [ev] * 21}]}):
+        for body in (
+            {"customers": [{**cust, "events": [{**ev, "ts": BAD_TS}]}]},
+            {"customers": [{**cust, "events": [{**ev, "ts": LATE_TS}]}]},
+            {"customers": [{**cust, "events": [{**ev, "amount": -float(AMOUNT)}]}]},
+            {"customers": [cust] * 6},
+            {"customers": [{**cust, "events": [ev] * 21}]},
+        ):
             r = c.post("/v1/score", json=body)
             assert r.status_code in (413, 422), r.text
-        r = c.post("/v1/score", content=json.dumps({"customers": [cust]})[:-3], headers={"content-type":
-                                                                                        "application/json"})
+        r = c.post(
+            "/v1/score", content=json.dumps({"customers": [cust]})[:-3], headers={"content-type": "application/json"}
+        )
         assert r.status_code == 422
         # wrong tokens, a refused reload, a reload with the API token, a malformed HTTP request with a token
         for tok in ("wrong-token-Q7Z", API + "x", ADMIN + "x"):
-            assert c.post("/v1/score", json={"customers": [cust]},
-                          headers={"Authorization": f"Bearer {tok}"}).status_code == 401
+            assert (
+                c.post("/v1/score", json={"customers": [cust]}, headers={"Authorization": f"Bearer {tok}"}).status_code
+                == 401
+            )
         bad = tampered_copy(info["bundle"], tmp_path / "bad")
         assert c.post("/v1/admin/reload", json={"bundle": str(bad)}, headers=ADMIN_AUTH).status_code == 409
         assert c.post("/v1/admin/reload", json={}, headers=AUTH).status_code == 401
@@ -158,11 +211,10 @@ def test_logs_carry_no_tokens_and_no_customer_data(server, info, tmp_path):  # n
     assert status in (0, 400)
     time.sleep(0.3)  # let the access log lines land
     log = server.log.read_text()
-    assert "POST /v1/score HTTP/1.1\" 200" in log and "reload refused" in log  # the log did capture these
+    assert 'POST /v1/score HTTP/1.1" 200' in log and "reload refused" in log  # the log did capture these
     for secret in (API, ADMIN, "wrong-token-Q7Z"):
         assert secret not in log, f"token {secret!r} in the server log"
-    for datum in (AMOUNT, "98765", TS, "13:57:41", VALUE, MARGIN, AS_OF_ODD, "23:17:05", BAD_TS, LATE_TS,
-                  "04:05:06"):
+    for datum in (AMOUNT, "98765", TS, "13:57:41", VALUE, MARGIN, AS_OF_ODD, "23:17:05", BAD_TS, LATE_TS, "04:05:06"):
         assert datum not in log, f"customer data {datum!r} in the server log"
         assert datum not in metrics, f"customer data {datum!r} in /metrics"
     assert "cust-7731" not in metrics and "seller-9" not in metrics  # ids do not become metric labels
@@ -188,6 +240,7 @@ def test_request_limits_hold(server):
             yield b'{"as_of": "2026-01-01", "customers": ['
             for _ in range(256):
                 yield b'{"customer_id": 1, "events": []},' * 30
+
         r = c.post("/v1/score", content=chunks(), headers={"content-type": "application/json"})
         assert r.status_code == 413, r.text
     # a declared 1 GB body is refused from the headers alone, before anything is read
@@ -284,8 +337,10 @@ def test_slow_clients_cannot_starve_others(server):
     for t in threads:
         t.join(15)
     b, d = base.summary(), during.summary()
-    print(f"well-behaved clients alone: {b}\nwhile 12 slowloris clients: {d}\nslow clients: "
-          f"{[(r['status'], round(r['cut_after_s'] or -1, 1), r['sent']) for r in results]}")
+    print(
+        f"well-behaved clients alone: {b}\nwhile 12 slowloris clients: {d}\nslow clients: "
+        f"{[(r['status'], round(r['cut_after_s'] or -1, 1), r['sent']) for r in results]}"
+    )
     assert not during.failures, during.failures[:5]
     assert d["rps"] >= 0.8 * RATE
     assert d["p50_ms"] <= 3 * b["p50_ms"] + 100 and d["p99_ms"] <= 3 * b["p99_ms"] + 500, (b, d)
@@ -309,7 +364,7 @@ def _trickle_after_head(port: int, data: bytes, head_len: int) -> dict:
                 break
             if out["sent"] < len(rest):
                 try:
-                    s.sendall(rest[out["sent"]:out["sent"] + 1])
+                    s.sendall(rest[out["sent"] : out["sent"] + 1])
                 except OSError:
                     out["cut_after_s"] = time.monotonic() - t0
                     break
@@ -325,8 +380,9 @@ def test_huge_bodies_cannot_starve_others(default_server):
     url = default_server.url
     base = _baseline(url)
     ev = [{"type": "visit", "ts": "2025-12-01T10:00:00Z", "amount": 1.0}] * 250
-    huge = json.dumps({"as_of": "2026-01-01", "customers": [{"customer_id": i, "events": ev}
-                                                            for i in range(1000)]}).encode()
+    huge = json.dumps(
+        {"as_of": "2026-01-01", "customers": [{"customer_id": i, "events": ev} for i in range(1000)]}
+    ).encode()
     assert 15_000_000 < len(huge) < 16 * 1024 * 1024
     stop = time.monotonic() + 7
     huge_results, over_results = [], []
@@ -353,9 +409,11 @@ def test_huge_bodies_cannot_starve_others(default_server):
     for t in threads:
         t.join(70)
     b, d = base.summary(), during.summary()
-    print(f"well-behaved clients alone: {b}\nwhile a 16 MB client and a 1 GB-declaring client: {d}\n"
-          f"16 MB requests (status, s): {huge_results}\n1 GB-declared: {len(over_results)} answers "
-          f"{set(over_results)}")
+    print(
+        f"well-behaved clients alone: {b}\nwhile a 16 MB client and a 1 GB-declaring client: {d}\n"
+        f"16 MB requests (status, s): {huge_results}\n1 GB-declared: {len(over_results)} answers "
+        f"{set(over_results)}"
+    )
     assert huge_results and all(s == 200 for s, _ in huge_results), huge_results
     assert over_results and set(over_results) <= {413}, set(over_results)
     assert not during.failures, during.failures[:5]
@@ -366,9 +424,15 @@ def test_huge_bodies_cannot_starve_others(default_server):
     assert d["p99_ms"] <= 2500, (b, d)
 
 
-@pytest.mark.parametrize("args, word", [(["--log-level", "trace"], "log_level"), (["--log-level", "loud"], "log_level"),
-                                        (["--body-timeout", "0"], "body_timeout"),
-                                        (["--limit-concurrency", "-1"], "limit_concurrency")])
+@pytest.mark.parametrize(
+    "args, word",
+    [
+        (["--log-level", "trace"], "log_level"),
+        (["--log-level", "loud"], "log_level"),
+        (["--body-timeout", "0"], "body_timeout"),
+        (["--limit-concurrency", "-1"], "limit_concurrency"),
+    ],
+)
 def test_bad_server_settings_exit_2_with_one_line(args, word):
     """A bad setting is refused before anything is loaded or bound: exit 2 and one line (not a traceback)."""
     import subprocess
@@ -376,8 +440,15 @@ def test_bad_server_settings_exit_2_with_one_line(args, word):
 
     from serve_fixtures import free_port, serve_env
 
-    out = subprocess.run([sys.executable, "-m", "serve", "--bundle", "nowhere", "--port", str(free_port()), *args],
-                         cwd=REPO, env=serve_env(), capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "serve", "--bundle", "nowhere", "--port", str(free_port()), *args],
+        cwd=REPO,
+        env=serve_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2, out.stderr
-    assert "Traceback" not in out.stderr and word in out.stderr and len(out.stderr.strip().splitlines()) == 1, \
+    assert "Traceback" not in out.stderr and word in out.stderr and len(out.stderr.strip().splitlines()) == 1, (
         out.stderr
+    )

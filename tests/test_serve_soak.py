@@ -62,8 +62,12 @@ def _bad_bundles(info, tmp) -> dict[str, tuple[str, str]]:  # noqa: F811
     missing = tmp / "missing_file"
     shutil.copytree(info["bundle"], missing)
     (missing / "sequence.onnx").unlink()
-    return {"tampered": (str(tampered), "sha256"), "edited manifest": (str(edited), "sha256"),
-            "missing file": (str(missing), "sequence.onnx"), "no bundle": (str(tmp / "nowhere"), "manifest")}
+    return {
+        "tampered": (str(tampered), "sha256"),
+        "edited manifest": (str(edited), "sha256"),
+        "missing file": (str(missing), "sequence.onnx"),
+        "no bundle": (str(tmp / "nowhere"), "manifest"),
+    }
 
 
 def test_reload_during_load_loses_nothing(server, info, events):  # noqa: F811
@@ -74,8 +78,17 @@ def test_reload_during_load_loses_nothing(server, info, events):  # noqa: F811
         with httpx.Client(base_url=server.url, timeout=60, headers=ADMIN_AUTH) as c:
             time.sleep(1.0)
             bad = _bad_bundles(info, tmp_path)
-            targets = [info["bundle_dipn"], "tampered", info["bundle"], "edited manifest", info["bundle_dipn"],
-                       "missing file", info["bundle"], "no bundle", info["bundle_dipn"]]
+            targets = [
+                info["bundle_dipn"],
+                "tampered",
+                info["bundle"],
+                "edited manifest",
+                info["bundle_dipn"],
+                "missing file",
+                info["bundle"],
+                "no bundle",
+                info["bundle_dipn"],
+            ]
             for target in targets:
                 before = c.get("/v1/models").json()["model"]["version"]
                 if target in bad:
@@ -141,8 +154,9 @@ def test_soak(server, events):  # noqa: F811
     rss: list = []
     stop = threading.Event()
     sampler = _rss_sampler(server.proc.pid, rss, stop)
-    soak = Load(server.url, body=body, clients=4, rate=target, duration=SOAK_S,
-                max_requests=int(target * SOAK_S) + 10).run()
+    soak = Load(
+        server.url, body=body, clients=4, rate=target, duration=SOAK_S, max_requests=int(target * SOAK_S) + 10
+    ).run()
     stop.set()
     sampler.join(10)
     s = soak.summary()
@@ -152,13 +166,19 @@ def test_soak(server, events):  # noqa: F811
     growth = rss[-1][1] - rss[0][1]
     tail = [b for t, b in rss if t >= 2 * third]
     tail_growth = tail[-1] - tail[0] if len(tail) > 1 else 0
-    report = {"saturation_rps": round(saturation, 1), "saturation_probes_rps": {k: [round(x, 1) for x in v]
-                                                                             for k, v in sat.items()},
-              "target_rps": round(target, 1),
-              "soak": s, "p99_first_third_ms": round(p99_first * 1e3, 1),
-              "p99_last_third_ms": round(p99_last * 1e3, 1), "rss_start_mb": round(rss[0][1] / 2**20, 1),
-              "rss_end_mb": round(rss[-1][1] / 2**20, 1), "rss_max_mb": round(max(b for _, b in rss) / 2**20, 1),
-              "rss_growth_mb": round(growth / 2**20, 2), "rss_last_third_growth_mb": round(tail_growth / 2**20, 2)}
+    report = {
+        "saturation_rps": round(saturation, 1),
+        "saturation_probes_rps": {k: [round(x, 1) for x in v] for k, v in sat.items()},
+        "target_rps": round(target, 1),
+        "soak": s,
+        "p99_first_third_ms": round(p99_first * 1e3, 1),
+        "p99_last_third_ms": round(p99_last * 1e3, 1),
+        "rss_start_mb": round(rss[0][1] / 2**20, 1),
+        "rss_end_mb": round(rss[-1][1] / 2**20, 1),
+        "rss_max_mb": round(max(b for _, b in rss) / 2**20, 1),
+        "rss_growth_mb": round(growth / 2**20, 2),
+        "rss_last_third_growth_mb": round(tail_growth / 2**20, 2),
+    }
     print("soak:", json.dumps(report))
     assert not soak.failures, soak.failures[:5]
     assert s["rps"] >= 0.9 * target, report  # the server kept up with the offered load

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from test_serve import AS_OF, _sha, bundle_root, build_test_bundle, reference_features, request_for, settings
+from test_serve import AS_OF, _sha, build_test_bundle, bundle_root, reference_features, request_for, settings
 
 from sellerlift.allocate import allocate_lagrangian
 from sellerlift.runtime import BundleError, Runtime, allocate_offers, loyalty_of
@@ -46,8 +46,12 @@ def _with_sequence(src: Path, dst: Path, names: list[str], manifest_edit) -> Pat
     """Copy bundle ``src`` to ``dst`` with a fresh untrained sequence.onnx of outputs ``names`` (exported in a fresh
     process: torch freezes the GRU's length after a first export) and ``manifest_edit(manifest)`` applied."""
     shutil.copytree(src, dst)
-    proc = subprocess.run([sys.executable, "-c", EXPORT, str(dst / "sequence.onnx"), ",".join(names)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", EXPORT, str(dst / "sequence.onnx"), ",".join(names)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((dst / "manifest.json").read_text())
     m["files"]["sequence"]["sha256"] = _sha(dst / "sequence.onnx")
@@ -95,8 +99,10 @@ def extra_bundles(info):
             m["cold_start"]["churn_30d"] = m["cold_start"].pop("churn_90d")
             v = m["value"]
             v["outputs"] = ["value_30d", "purchases_30d"]
-            v["cold_start"] = {"value_30d": v["cold_start"]["value_90d"],
-                               "purchases_30d": v["cold_start"]["purchases_90d"]}
+            v["cold_start"] = {
+                "value_30d": v["cold_start"]["value_90d"],
+                "purchases_30d": v["cold_start"]["purchases_90d"],
+            }
 
         _with_sequence(Path(info["bundle_full"]), old, ["intent_7d", "churn_90d"], make_old)
         _with_sequence(Path(info["bundle"]), h30, ["intent_7d", "churn_30d", "value_30d", "purchases_30d"], make_30)
@@ -147,11 +153,23 @@ def test_old_bundles_still_load_and_serve(info, extra_bundles, events):
     c = TestClient(create_app(settings(extra_bundles["old"]), model=old))
     ids = _ids(events, 20)
     res = c.post("/v1/score", json=request_for(events, ids)).json()["results"]
-    assert set(res[0]) == {"customer_id", "as_of", "intent_7d", "churn_90d", "segment", "segment_id",
-                           "action_segment", "action_segment_id", "n_events", "cold_start", "prior"}
+    assert set(res[0]) == {
+        "customer_id",
+        "as_of",
+        "intent_7d",
+        "churn_90d",
+        "segment",
+        "segment_id",
+        "action_segment",
+        "action_segment_id",
+        "n_events",
+        "cold_start",
+        "prior",
+    }
     spec = c.get("/openapi.json").json()["components"]["schemas"]
-    assert "value_90d" not in spec["CustomerScore"]["properties"] and "loyalty" not in spec["CustomerScore"][
-        "properties"]
+    assert (
+        "value_90d" not in spec["CustomerScore"]["properties"] and "loyalty" not in spec["CustomerScore"]["properties"]
+    )
     assert c.post("/v1/promotions/curves", json=request_for(events, ids)).status_code == 200
     r = c.post("/v1/promotions/allocate", json=_alloc_body(events, ids, budget=20.0, weight=1.0))
     assert r.status_code == 200, r.text
@@ -235,8 +253,15 @@ def test_allocation_with_weight_0_equals_todays(full_client, full, events):
     p = full.curves(feats, full.score(feats)).astype(np.float64)
     value = np.array([c["value"] for c in body["customers"]])
     sellers = np.array([c["seller_id"] for c in body["customers"]], dtype=object)
-    today = allocate_lagrangian(p, value, np.full(len(ids), 0.4), list(full.levels), budget=15.0, seller=sellers,
-                                seller_budgets=body["seller_budgets"])
+    today = allocate_lagrangian(
+        p,
+        value,
+        np.full(len(ids), 0.4),
+        list(full.levels),
+        budget=15.0,
+        seller=sellers,
+        seller_budgets=body["seller_budgets"],
+    )
     assert [x["level_pct"] for x in out["results"]] == today.level_pct.tolist()
     t = out["totals"]
     assert t["incremental_profit"] == today.profit and t["spend"] == today.spend and t["roi"] == today.roi
@@ -267,11 +292,19 @@ def test_every_constraint_holds_in_the_response(full_client, full, events):
     feats = reference_features(full, events, ids)
     _, seg_names = full.assign_action_segments(feats)
     some = str(seg_names[0])
-    body = _alloc_body(events, ids, budget=12.0, weight=0.5,
-                       seller_budgets={"s1": 5.0, "s2": 6.0, "s3": 4.0},
-                       seller_tiers={"s1": "gold", "s2": "gold", "s3": "silver", "elsewhere": "bronze"},
-                       tier_budgets={"gold": 7.0, "silver": 1.5, "bronze": 99.0},
-                       max_discount=25.0, segment_max_discount={some: 10.0}, max_incentive=0.9, spread_penalty=0.05)
+    body = _alloc_body(
+        events,
+        ids,
+        budget=12.0,
+        weight=0.5,
+        seller_budgets={"s1": 5.0, "s2": 6.0, "s3": 4.0},
+        seller_tiers={"s1": "gold", "s2": "gold", "s3": "silver", "elsewhere": "bronze"},
+        tier_budgets={"gold": 7.0, "silver": 1.5, "bronze": 99.0},
+        max_discount=25.0,
+        segment_max_discount={some: 10.0},
+        max_incentive=0.9,
+        spread_penalty=0.05,
+    )
     body["customers"][3]["max_discount"] = 5.0
     body["customers"][4]["segment"] = "vip"
     body["segment_max_discount"]["vip"] = 0.0
@@ -291,9 +324,10 @@ def test_every_constraint_holds_in_the_response(full_client, full, events):
     segment = np.array([c.get("segment") or seg_names[i] for i, c in enumerate(body["customers"])], dtype=object)
     assert (level[segment == some] <= 10.0).all()
     assert (spend <= 0.9 + 1e-12).all()
-    assert t["spread"] >= 0 and t["spread_penalty_paid"] == pytest.approx(0.05 * (spend ** 2).sum())
-    assert t["objective"] == pytest.approx(t["incremental_profit"] + 0.5 * t["enduring_value"]
-                                           - t["spread_penalty_paid"])
+    assert t["spread"] >= 0 and t["spread_penalty_paid"] == pytest.approx(0.05 * (spend**2).sum())
+    assert t["objective"] == pytest.approx(
+        t["incremental_profit"] + 0.5 * t["enduring_value"] - t["spread_penalty_paid"]
+    )
     assert (spend >= 0).all() and t["customers_with_discount"] == int((level > 0).sum())
 
 
@@ -301,12 +335,21 @@ BAD = [
     ("weight above 1", {"weight": 1.5}, "weight"),
     ("tier budgets without tiers", {"tier_budgets": {"gold": 1.0}}, "seller_tiers"),
     ("seller without tier", {"seller_tiers": {"s1": "gold"}}, "seller_tiers"),
-    ("unknown tier", {"seller_tiers": {"s1": "a", "s2": "a", "s3": "a"}, "tier_budgets": {"a": 1.0, "zz": 1.0}},
-     "tier_budgets.zz"),
-    ("tier without budget", {"seller_tiers": {"s1": "a", "s2": "b", "s3": "a"}, "tier_budgets": {"a": 1.0}},
-     "tier_budgets"),
-    ("negative tier budget", {"seller_tiers": {"s1": "a", "s2": "a", "s3": "a"}, "tier_budgets": {"a": -1.0}},
-     "tier_budgets.a"),
+    (
+        "unknown tier",
+        {"seller_tiers": {"s1": "a", "s2": "a", "s3": "a"}, "tier_budgets": {"a": 1.0, "zz": 1.0}},
+        "tier_budgets.zz",
+    ),
+    (
+        "tier without budget",
+        {"seller_tiers": {"s1": "a", "s2": "b", "s3": "a"}, "tier_budgets": {"a": 1.0}},
+        "tier_budgets",
+    ),
+    (
+        "negative tier budget",
+        {"seller_tiers": {"s1": "a", "s2": "a", "s3": "a"}, "tier_budgets": {"a": -1.0}},
+        "tier_budgets.a",
+    ),
     ("max discount above 100", {"max_discount": 150.0}, "max_discount"),
     ("unknown segment", {"segment_max_discount": {"no such segment": 5.0}}, "segment_max_discount.no such segment"),
     ("negative max incentive", {"max_incentive": -1.0}, "max_incentive"),
@@ -343,8 +386,9 @@ def test_server_serves_its_own_data_set(info, full):
         load_runtime(settings(info["bundle_full"], data="shop"))
     assert load_runtime(settings(info["bundle_full"], data="")).data == "simulator"  # '' = no check
     app = create_app(settings(info["bundle_full"], data="shop", admin_token="adm"), model=full)
-    r = TestClient(app).post("/v1/admin/reload", json={"bundle": info["bundle"]},
-                             headers={"Authorization": "Bearer adm"})
+    r = TestClient(app).post(
+        "/v1/admin/reload", json={"bundle": info["bundle"]}, headers={"Authorization": "Bearer adm"}
+    )
     assert r.status_code == 409 and "'shop'" in r.json()["detail"] and "'simulator'" in r.json()["detail"]
 
 
@@ -359,8 +403,9 @@ def test_reload_by_alias_uses_the_data_sets_registered_model(info, tmp_path, mon
     con = sqlite3.connect(db)
     con.execute("CREATE TABLE registered_model_aliases (alias VARCHAR(256), version INTEGER, name VARCHAR(256))")
     con.execute("CREATE TABLE model_versions (name VARCHAR(256), version INTEGER, run_id VARCHAR(32))")
-    con.execute("CREATE TABLE model_version_tags (key VARCHAR(250), value VARCHAR(5000), name VARCHAR(256), "
-                "version INTEGER)")
+    con.execute(
+        "CREATE TABLE model_version_tags (key VARCHAR(250), value VARCHAR(5000), name VARCHAR(256), version INTEGER)"
+    )
     con.execute("INSERT INTO model_versions VALUES ('sellerlift-sequence-simulator', 1, ?)", (run,))
     con.execute("INSERT INTO registered_model_aliases VALUES ('champion', 1, 'sellerlift-sequence-simulator')")
     con.commit()
@@ -368,8 +413,7 @@ def test_reload_by_alias_uses_the_data_sets_registered_model(info, tmp_path, mon
     s = settings(info["bundle"], registry_db=str(db), bundles_dir=str(bundles))
     assert load_runtime(s, "@champion").bundle_dir == bundles / run
     with pytest.raises(BundleError, match="sellerlift-sequence-shop@champion"):
-        load_runtime(settings(info["bundle"], registry_db=str(db), bundles_dir=str(bundles), data="shop"),
-                     "@champion")
+        load_runtime(settings(info["bundle"], registry_db=str(db), bundles_dir=str(bundles), data="shop"), "@champion")
 
 
 def test_data_setting_from_flag_and_environment(monkeypatch):
@@ -396,10 +440,33 @@ def test_batch_scorer_writes_the_servers_columns_and_the_chosen_level(full_clien
     path = tmp_path / "events.parquet"
     sub.to_parquet(path)
     out = tmp_path / "scores.parquet"
-    rc = score.main(["--bundle", info["bundle_full"], "--events", str(path), "--out", str(out), "--as-of", AS_OF,
-                     "--data", "simulator", "--budget", "8", "--weight", "1", "--max-discount", "20",
-                     "--seller-tiers", '{"s0": "a", "s1": "b"}', "--tier-budgets", '{"a": 5, "b": 2}',
-                     "--spread-penalty", "0.01", "--no-progress"])
+    rc = score.main(
+        [
+            "--bundle",
+            info["bundle_full"],
+            "--events",
+            str(path),
+            "--out",
+            str(out),
+            "--as-of",
+            AS_OF,
+            "--data",
+            "simulator",
+            "--budget",
+            "8",
+            "--weight",
+            "1",
+            "--max-discount",
+            "20",
+            "--seller-tiers",
+            '{"s0": "a", "s1": "b"}',
+            "--tier-budgets",
+            '{"a": 5, "b": 2}',
+            "--spread-penalty",
+            "0.01",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     df = pd.read_parquet(out).sort_values("customer_id").reset_index(drop=True)
     served = pd.DataFrame(full_client.post("/v1/score", json=request_for(events, ids)).json()["results"])
@@ -416,6 +483,23 @@ def test_batch_scorer_writes_the_servers_columns_and_the_chosen_level(full_clien
     assert df["discount_pct"].max() <= 20 and df["expected_spend"].sum() <= 8 * (1 + 1e-9)
     assert df.loc[df["seller_id"] == "s1", "expected_spend"].sum() <= 2 * (1 + 1e-9)
     assert {"expected_enduring_value", "objective"} <= set(df.columns)
-    bad = score.main(["--bundle", info["bundle_dipn"], "--events", str(path), "--out", str(tmp_path / "x.csv"),
-                      "--as-of", AS_OF, "--data", "simulator", "--budget", "8", "--weight", "1", "--no-progress"])
+    bad = score.main(
+        [
+            "--bundle",
+            info["bundle_dipn"],
+            "--events",
+            str(path),
+            "--out",
+            str(tmp_path / "x.csv"),
+            "--as-of",
+            AS_OF,
+            "--data",
+            "simulator",
+            "--budget",
+            "8",
+            "--weight",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert bad == 2  # weight > 0 needs the enduring model

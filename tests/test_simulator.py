@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sellerlift.sim import history as sim_mod
+from sellerlift.schema import DISCOUNT_LEVELS, EVENT_TYPES, validate
 from sellerlift.sim import (
     ARCHETYPES,
     RESPONSE_COLUMNS,
@@ -21,12 +21,21 @@ from sellerlift.sim import (
     simulate,
     simulate_cached,
 )
-from sellerlift.schema import DISCOUNT_LEVELS, EVENT_TYPES, validate
+from sellerlift.sim import history as sim_mod
 
 SMALL = SimulatorConfig(n_customers=3000, seed=1, chunk_size=1000)
 EVENT_COLUMNS = ["customer_id", "seller_id", "ts", "event_type", "amount", "quantity"]
-PROMO_COLUMNS = ["customer_id", "seller_id", "ts", "discount_pct", "converted", "revenue", "cost",
-                 "randomized", "propensity"]
+PROMO_COLUMNS = [
+    "customer_id",
+    "seller_id",
+    "ts",
+    "discount_pct",
+    "converted",
+    "revenue",
+    "cost",
+    "randomized",
+    "propensity",
+]
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +89,17 @@ def test_tables_follow_the_contract(small):
     assert set(pr.discount_pct.unique()) <= set(DISCOUNT_LEVELS)
     # truth: one row per customer, global ids 0..n-1
     assert tr.customer_id.tolist() == list(range(SMALL.n_customers))
-    for col in ["archetype", "start_day", "alive_at_cutoff", "value", "p_intent_7d", "p_churn_90d",
-                "intent_7d", "churn_90d", *RESPONSE_COLUMNS]:
+    for col in [
+        "archetype",
+        "start_day",
+        "alive_at_cutoff",
+        "value",
+        "p_intent_7d",
+        "p_churn_90d",
+        "intent_7d",
+        "churn_90d",
+        *RESPONSE_COLUMNS,
+    ]:
         assert col in tr.columns
     assert small.cutoff == pd.Timestamp("2026-01-01")
 
@@ -173,8 +191,12 @@ def test_label_rates_and_rfm_in_range(large):
     arch = tr.set_index("customer_id").archetype
     by = pd.DataFrame({"freq": freq, "basket": basket}).join(arch).groupby("archetype").mean()
     assert by.loc["high_value", "freq"] > by.loc["intermittent", "freq"] > by.loc["new_low_engagement", "freq"]
-    assert (by.basket.sort_values().index.tolist()
-            == ["new_low_engagement", "promotion_sensitive", "intermittent", "high_value"])
+    assert by.basket.sort_values().index.tolist() == [
+        "new_low_engagement",
+        "promotion_sensitive",
+        "intermittent",
+        "high_value",
+    ]
     assert 40 < len(ev) / len(tr) < 120  # moderate event volume
 
 
@@ -313,10 +335,12 @@ def test_coupon_redemptions_match_promotions(small):
     assert (coupons.amount == 0).all()
     n_checked = 0
     for row in pr.head(600).itertuples():
-        mine = purchases[(purchases.customer_id == row.customer_id)
-                         & (purchases.ts >= row.ts) & (purchases.ts < row.ts + window)]
-        cps = coupons[(coupons.customer_id == row.customer_id)
-                      & (coupons.ts >= row.ts) & (coupons.ts < row.ts + window)]
+        mine = purchases[
+            (purchases.customer_id == row.customer_id) & (purchases.ts >= row.ts) & (purchases.ts < row.ts + window)
+        ]
+        cps = coupons[
+            (coupons.customer_id == row.customer_id) & (coupons.ts >= row.ts) & (coupons.ts < row.ts + window)
+        ]
         assert row.converted == (len(mine) > 0)
         assert row.revenue == pytest.approx(mine.amount.sum())
         if row.converted and row.discount_pct > 0:

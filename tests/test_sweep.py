@@ -18,15 +18,26 @@ from mlflow.tracking import MlflowClient
 def fake_sequence_stage(ctx) -> None:
     """A model stage that trains nothing: metrics that grow with the learning rate (so the best is known)."""
     lr = float(ctx.cfg.model.module.lr)
-    metrics = {"val/churn_auroc": 0.5 + lr, "test/churn_auroc": 0.5 + lr / 2,
-               "val/intent_auroc": 0.6, "test/intent_auroc": 0.6}
+    metrics = {
+        "val/churn_auroc": 0.5 + lr,
+        "test/churn_auroc": 0.5 + lr / 2,
+        "val/intent_auroc": 0.6,
+        "test/intent_auroc": 0.6,
+    }
     ctx.metrics.update(metrics)
     ctx.log_metrics(metrics)
 
 
 def _sweep(tmp_path, *overrides, timeout=900):
-    cmd = [sys.executable, str(REPO / "train.py"), "hparams_search=sequence_optuna", "hydra.sweeper.n_trials=2",
-           *overrides, "tracking.register=false", f"paths.root_dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "hparams_search=sequence_optuna",
+        "hydra.sweeper.n_trials=2",
+        *overrides,
+        "tracking.register=false",
+        f"paths.root_dir={tmp_path}",
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -63,8 +74,15 @@ def test_sweep_config_composes():
 
 
 def test_two_trials_nest_under_one_parent(tmp_path):
-    _sweep(tmp_path, "model.stage=test_sweep.fake_sequence_stage", "extras=[]", "report.enabled=false",
-           "data.source.n_customers=300", "data.source.n_sellers=3", "data.source.progress=false")
+    _sweep(
+        tmp_path,
+        "model.stage=test_sweep.fake_sequence_stage",
+        "extras=[]",
+        "report.enabled=false",
+        "data.source.n_customers=300",
+        "data.source.n_sellers=3",
+        "data.source.progress=false",
+    )
 
 
 @pytest.mark.slow

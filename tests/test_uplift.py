@@ -72,6 +72,7 @@ def test_ipw_qini_recovers_randomised_ranking_quality():
     y_rct = rng.random(n) < base + tau * t_rct
     score = x + rng.normal(0, 0.5, n)
     w = np.where(t_log, 1 / e, 1 / (1 - e))
+
     def area(*args):  # area above the random line, both axes as shares of the population
         x, q = uplift.qini_curve(*args)
         return (np.trapezoid(q, x) - x[-1] * q[-1] / 2) / x[-1] ** 2

@@ -103,5 +103,5 @@ def test_without_enduring_effects_an_offer_changes_nothing_after_its_week():
 
 def test_truth_standard_errors_shrink_with_common_random_numbers(truth):
     alive = truth[truth.alive_at_cutoff]
-    assert (alive["gross_90d_30_diff_se"].mean() < 0.5 * alive["gross_90d_30_se"].mean())
+    assert alive["gross_90d_30_diff_se"].mean() < 0.5 * alive["gross_90d_30_se"].mean()
     assert np.isfinite(alive["clv_90d"]).all() and (alive["clv_90d"] >= 0).all()

@@ -18,8 +18,18 @@ import pandas as pd
 
 from sellerlift.segment import nearest_centroid, select_k
 
-FEATURES = ("log_recency", "log_frequency", "log_monetary", "log_tenure", "p_no_offer", "uplift_small", "uplift_top",
-            "early_share", "log_value_90d", "enduring_top")
+FEATURES = (
+    "log_recency",
+    "log_frequency",
+    "log_monetary",
+    "log_tenure",
+    "p_no_offer",
+    "uplift_small",
+    "uplift_top",
+    "early_share",
+    "log_value_90d",
+    "enduring_top",
+)
 # Each name's direction in the z-scored feature space (unit-normalised when scored).
 NAMES: dict[str, dict[str, float]] = {
     "buys anyway": {"p_no_offer": 1.0, "uplift_top": -0.6, "log_frequency": 0.4},
@@ -31,8 +41,7 @@ NAMES: dict[str, dict[str, float]] = {
 NAME_THRESHOLD = 0.35
 
 
-def action_features(rfm: np.ndarray, curves: np.ndarray, value_90d: np.ndarray,
-                    enduring_top: np.ndarray) -> np.ndarray:
+def action_features(rfm: np.ndarray, curves: np.ndarray, value_90d: np.ndarray, enduring_top: np.ndarray) -> np.ndarray:
     """[n, len(FEATURES)] from raw RFM (recency, frequency, monetary, tenure), curves [n, K], the predicted
     90-day value and the predicted enduring profit of the top level."""
     rfm = np.log1p(np.maximum(np.asarray(rfm, dtype=np.float64), 0.0))
@@ -40,8 +49,9 @@ def action_features(rfm: np.ndarray, curves: np.ndarray, value_90d: np.ndarray,
     small = c[:, min(2, c.shape[1] - 1)] - c[:, 0]  # the second discount level (10 %)
     top = c[:, -1] - c[:, 0]
     early = np.divide(small, top, out=np.zeros_like(top), where=top > 1e-9)
-    return np.column_stack([rfm, c[:, 0], small, top, np.clip(early, 0, 1), np.log1p(np.maximum(value_90d, 0)),
-                            enduring_top]).astype(np.float64)
+    return np.column_stack(
+        [rfm, c[:, 0], small, top, np.clip(early, 0, 1), np.log1p(np.maximum(value_90d, 0)), enduring_top]
+    ).astype(np.float64)
 
 
 @dataclass

@@ -166,8 +166,7 @@ class LogisticRegressionBaseline(_PerHeadSklearn):
         return LogisticRegression(C=self.C, max_iter=self.max_iter)
 
     def importance(self):
-        rows = [m.coef_[0] if not isinstance(m, float) else np.zeros(len(self.feature_names_))
-                for m in self.models_]
+        rows = [m.coef_[0] if not isinstance(m, float) else np.zeros(len(self.feature_names_)) for m in self.models_]
         return pd.DataFrame({"feature": self.feature_names_, **{f"{h}_coef": r for h, r in zip(HEADS, rows)}})
 
     def fit(self, data):
@@ -180,23 +179,39 @@ class RandomForestBaseline(_PerHeadSklearn):
 
     name = "random_forest"
 
-    def __init__(self, n_estimators: int = 100, min_samples_leaf: int = 20, max_features: str | float = "sqrt",
-                 max_train_rows: int = 20000, n_jobs: int = 2, seed: int = 0):
+    def __init__(
+        self,
+        n_estimators: int = 100,
+        min_samples_leaf: int = 20,
+        max_features: str | float = "sqrt",
+        max_train_rows: int = 20000,
+        n_jobs: int = 2,
+        seed: int = 0,
+    ):
         self.n_estimators, self.min_samples_leaf = int(n_estimators), int(min_samples_leaf)
         self.max_features, self.max_train_rows = max_features, int(max_train_rows)
         self.n_jobs, self.seed = int(n_jobs), int(seed)
 
     def params(self) -> dict:
-        return {"n_estimators": self.n_estimators, "min_samples_leaf": self.min_samples_leaf,
-                "max_features": self.max_features, "max_train_rows": self.max_train_rows, "n_jobs": self.n_jobs,
-                "seed": self.seed}
+        return {
+            "n_estimators": self.n_estimators,
+            "min_samples_leaf": self.min_samples_leaf,
+            "max_features": self.max_features,
+            "max_train_rows": self.max_train_rows,
+            "n_jobs": self.n_jobs,
+            "seed": self.seed,
+        }
 
     def _make(self, head: int):
         from sklearn.ensemble import RandomForestClassifier
 
-        return RandomForestClassifier(n_estimators=self.n_estimators, min_samples_leaf=self.min_samples_leaf,
-                                      max_features=self.max_features, n_jobs=self.n_jobs,
-                                      random_state=self.seed + head)
+        return RandomForestClassifier(
+            n_estimators=self.n_estimators,
+            min_samples_leaf=self.min_samples_leaf,
+            max_features=self.max_features,
+            n_jobs=self.n_jobs,
+            random_state=self.seed + head,
+        )
 
     def _fit_head(self, model, data, rows, i):
         if len(rows) > self.max_train_rows:
@@ -209,8 +224,12 @@ class RandomForestBaseline(_PerHeadSklearn):
         return super().fit(data)
 
     def importance(self):
-        cols = {f"{h}_importance": (m.feature_importances_ if not isinstance(m, float)
-                                    else np.zeros(len(self.feature_names_))) for h, m in zip(HEADS, self.models_)}
+        cols = {
+            f"{h}_importance": (
+                m.feature_importances_ if not isinstance(m, float) else np.zeros(len(self.feature_names_))
+            )
+            for h, m in zip(HEADS, self.models_)
+        }
         return pd.DataFrame({"feature": self.feature_names_, **cols})
 
 
@@ -219,9 +238,18 @@ class LightGBMBaseline(_PerHeadSklearn):
 
     name = "lightgbm"
 
-    def __init__(self, n_estimators: int = 1000, learning_rate: float = 0.05, num_leaves: int = 31,
-                 min_child_samples: int = 50, subsample: float = 0.8, colsample_bytree: float = 0.8,
-                 early_stopping_rounds: int = 50, n_jobs: int = 2, seed: int = 0):
+    def __init__(
+        self,
+        n_estimators: int = 1000,
+        learning_rate: float = 0.05,
+        num_leaves: int = 31,
+        min_child_samples: int = 50,
+        subsample: float = 0.8,
+        colsample_bytree: float = 0.8,
+        early_stopping_rounds: int = 50,
+        n_jobs: int = 2,
+        seed: int = 0,
+    ):
         self.n_estimators, self.learning_rate = int(n_estimators), float(learning_rate)
         self.num_leaves = int(num_leaves)
         self.min_child_samples, self.subsample = int(min_child_samples), float(subsample)
@@ -229,17 +257,36 @@ class LightGBMBaseline(_PerHeadSklearn):
         self.n_jobs, self.seed = int(n_jobs), int(seed)
 
     def params(self) -> dict:
-        return {k: getattr(self, k) for k in ("n_estimators", "learning_rate", "num_leaves", "min_child_samples",
-                                              "subsample", "colsample_bytree", "early_stopping_rounds", "n_jobs",
-                                              "seed")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "n_estimators",
+                "learning_rate",
+                "num_leaves",
+                "min_child_samples",
+                "subsample",
+                "colsample_bytree",
+                "early_stopping_rounds",
+                "n_jobs",
+                "seed",
+            )
+        }
 
     def _make(self, head: int):
         from lightgbm import LGBMClassifier
 
-        return LGBMClassifier(n_estimators=self.n_estimators, learning_rate=self.learning_rate,
-                              num_leaves=self.num_leaves, min_child_samples=self.min_child_samples,
-                              subsample=self.subsample, subsample_freq=1, colsample_bytree=self.colsample_bytree,
-                              n_jobs=self.n_jobs, random_state=self.seed + head, verbose=-1)
+        return LGBMClassifier(
+            n_estimators=self.n_estimators,
+            learning_rate=self.learning_rate,
+            num_leaves=self.num_leaves,
+            min_child_samples=self.min_child_samples,
+            subsample=self.subsample,
+            subsample_freq=1,
+            colsample_bytree=self.colsample_bytree,
+            n_jobs=self.n_jobs,
+            random_state=self.seed + head,
+            verbose=-1,
+        )
 
     def _fit_head(self, model, data, rows, i):
         import lightgbm as lgb
@@ -251,8 +298,14 @@ class LightGBMBaseline(_PerHeadSklearn):
         yv = data.targets[val, i]
         if len(val) and 0 < yv.mean() < 1:
             Xv = pd.DataFrame(data.X[val], columns=data.feature_names)
-            model.fit(X, y, eval_X=(Xv,), eval_y=(yv.astype(np.int64),), eval_metric="binary_logloss",
-                      callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
+            model.fit(
+                X,
+                y,
+                eval_X=(Xv,),
+                eval_y=(yv.astype(np.int64),),
+                eval_metric="binary_logloss",
+                callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+            )
         else:  # no usable validation split: a fixed, modest number of rounds
             model.set_params(n_estimators=min(self.n_estimators, 200))
             model.fit(X, y)
@@ -272,13 +325,19 @@ class LightGBMBaseline(_PerHeadSklearn):
     def importance(self):
         cols = {}
         for h, m in zip(HEADS, self.models_):
-            cols[f"{h}_gain"] = (m.booster_.feature_importance("gain") if not isinstance(m, float)
-                                 else np.zeros(len(self.feature_names_)))
+            cols[f"{h}_gain"] = (
+                m.booster_.feature_importance("gain")
+                if not isinstance(m, float)
+                else np.zeros(len(self.feature_names_))
+            )
         return pd.DataFrame({"feature": self.feature_names_, **cols})
 
     def best_iterations(self) -> dict:
-        return {f"{h}_best_iteration": int(getattr(m, "best_iteration_", 0) or m.n_estimators)
-                for h, m in zip(HEADS, self.models_) if not isinstance(m, float)}
+        return {
+            f"{h}_best_iteration": int(getattr(m, "best_iteration_", 0) or m.n_estimators)
+            for h, m in zip(HEADS, self.models_)
+            if not isinstance(m, float)
+        }
 
 
 class BGNBDBaseline(Baseline):
@@ -345,8 +404,10 @@ class BGNBDGammaGammaValue:
         return np.stack([n * gamma_gamma.expected_value(self.gg_, x, m), n], axis=1)
 
     def fitted_params(self) -> dict:
-        return {**{f"bgnbd_{k}": v for k, v in self.bgnbd_.to_dict().items()},
-                **{f"gamma_gamma_{k}": v for k, v in self.gg_.to_dict().items()}}
+        return {
+            **{f"bgnbd_{k}": v for k, v in self.bgnbd_.to_dict().items()},
+            **{f"gamma_gamma_{k}": v for k, v in self.gg_.to_dict().items()},
+        }
 
 
 @dataclass

@@ -80,7 +80,7 @@ def fit_bgnbd(frequency, recency, T, init=(1.0, 1.0, 1.0, 1.0), penalizer: float
     def nll(logp):
         p = np.exp(logp)
         ll = _loglik(tuple(p), xu, txu, Tu)
-        return -(counts * ll).sum() / x.size + penalizer * (p ** 2).sum()
+        return -(counts * ll).sum() / x.size + penalizer * (p**2).sum()
 
     res = minimize(nll, x0, method="L-BFGS-B", bounds=[(-12.0, 12.0)] * 4)
     # A second start from the first optimum polishes flat directions (a, b are weakly identified).
@@ -100,8 +100,10 @@ def log_likelihood(params: BGNBDParams, frequency, recency, T) -> float:
 def _dead_odds(params: BGNBDParams, x, tx, T) -> np.ndarray:
     """P(dead) / P(alive) given the history; 0 for customers with no repeat purchase."""
     xs = np.maximum(x, 1.0)
-    log_odds = np.log(params.a) - np.log(params.b + xs - 1) + (params.r + x) * (
-        np.log(params.alpha + T) - np.log(params.alpha + tx)
+    log_odds = (
+        np.log(params.a)
+        - np.log(params.b + xs - 1)
+        + (params.r + x) * (np.log(params.alpha + T) - np.log(params.alpha + tx))
     )
     return np.where(x > 0, np.exp(np.minimum(log_odds, 700.0)), 0.0)
 
@@ -170,8 +172,9 @@ def simulate_bgnbd(params: BGNBDParams, T, horizon: float = 0.0, seed: int = 0) 
         death[died] = now[died]
         active[idx[~buys]] = False
         active[died] = False
-    return pd.DataFrame({"frequency": x, "recency": tx, "T": T, "lam": lam, "p": p,
-                         "alive": death > T, "future": future})
+    return pd.DataFrame(
+        {"frequency": x, "recency": tx, "T": T, "lam": lam, "p": p, "alive": death > T, "future": future}
+    )
 
 
 def rfm_summary_for_bgnbd(events: pd.DataFrame, cutoff, freq: str = "D") -> pd.DataFrame:
@@ -201,11 +204,13 @@ def rfm_summary_for_bgnbd(events: pd.DataFrame, cutoff, freq: str = "D") -> pd.D
     is_repeat = days["day"] > first
     unit = pd.Timedelta(days=_UNIT_DAYS[freq])
     first_c = g["day"].min()
-    out = pd.DataFrame({
-        "frequency": g.size() - 1,
-        "recency": (g["day"].max() - first_c) / unit,
-        "T": (last_day - first_c) / unit,
-    })
+    out = pd.DataFrame(
+        {
+            "frequency": g.size() - 1,
+            "recency": (g["day"].max() - first_c) / unit,
+            "T": (last_day - first_c) / unit,
+        }
+    )
     rep = days.loc[is_repeat].groupby("customer_id")["amount"].mean()
     out["monetary_value"] = rep.reindex(out.index).fillna(0.0)
     out["frequency"] = out["frequency"].astype(np.int64)
@@ -245,9 +250,15 @@ def holdout_check(events: pd.DataFrame, cutoff="1997-10-01", end="1998-07-01", f
     actual = (full["frequency"] - s["frequency"]).to_numpy(np.float64)  # repeat purchase days in the holdout
     cum_actual = float(full["frequency"].sum())
     cum_forecast = float(expected_repeat_unconditional(params, full["T"].to_numpy()).sum())
-    return {"params": params.to_dict(), "customers": int(len(s)), "holdout_periods": float(t),
-            "cumulative_actual": cum_actual, "cumulative_forecast": cum_forecast,
-            "cumulative_error": cum_forecast / cum_actual - 1.0 if cum_actual > 0 else float("nan"),
-            "holdout_actual": float(actual.sum()), "holdout_forecast": float(forecast.sum()),
-            "conditional_error": float(forecast.sum() / actual.sum() - 1.0) if actual.sum() > 0 else float("nan"),
-            "correlation": float(np.corrcoef(forecast, actual)[0, 1]) if len(s) > 2 else float("nan")}
+    return {
+        "params": params.to_dict(),
+        "customers": int(len(s)),
+        "holdout_periods": float(t),
+        "cumulative_actual": cum_actual,
+        "cumulative_forecast": cum_forecast,
+        "cumulative_error": cum_forecast / cum_actual - 1.0 if cum_actual > 0 else float("nan"),
+        "holdout_actual": float(actual.sum()),
+        "holdout_forecast": float(forecast.sum()),
+        "conditional_error": float(forecast.sum() / actual.sum() - 1.0) if actual.sum() > 0 else float("nan"),
+        "correlation": float(np.corrcoef(forecast, actual)[0, 1]) if len(s) > 2 else float("nan"),
+    }

@@ -21,8 +21,15 @@ from sellerlift.sim import RESPONSE_COLUMNS, SimulatorConfig, simulate_cached
 from sellerlift.sim.config import LEVELS
 
 CEILING_CUSTOMERS, CEILING_SEED = 170_000, 7
-LGBM = {"n_estimators": 200, "learning_rate": 0.08, "num_leaves": 31, "min_child_samples": 100, "subsample": 0.8,
-        "subsample_freq": 1, "verbose": -1}
+LGBM = {
+    "n_estimators": 200,
+    "learning_rate": 0.08,
+    "num_leaves": 31,
+    "min_child_samples": 100,
+    "subsample": 0.8,
+    "subsample_freq": 1,
+    "verbose": -1,
+}
 
 
 def inputs(raw_aggregates: np.ndarray) -> np.ndarray:
@@ -73,13 +80,19 @@ class CeilingModel:
         return {"gross": gross, "cost": cost}
 
 
-def fit(world: SimulatorConfig, cache_root: str | Path, n_customers: int = CEILING_CUSTOMERS,
-        seed: int = CEILING_SEED, n_jobs: int = 2) -> CeilingModel:
+def fit(
+    world: SimulatorConfig,
+    cache_root: str | Path,
+    n_customers: int = CEILING_CUSTOMERS,
+    seed: int = CEILING_SEED,
+    n_jobs: int = 2,
+) -> CeilingModel:
     """The ceiling for ``world``'s parameters: simulate ``n_customers`` with ``seed``, fit, cache; or load."""
     import lightgbm as lgb
 
-    cfg = dataclasses.replace(world, n_customers=n_customers, seed=seed,
-                              truth_replications=max(world.truth_replications, 2))
+    cfg = dataclasses.replace(
+        world, n_customers=n_customers, seed=seed, truth_replications=max(world.truth_replications, 2)
+    )
     folder = Path(cache_root) / f"ceiling-{cfg.fingerprint()}"
     meta_path = folder / "ceiling.json"
     if meta_path.exists():
@@ -95,7 +108,13 @@ def fit(world: SimulatorConfig, cache_root: str | Path, n_customers: int = CEILI
         model = lgb.LGBMRegressor(**LGBM, random_state=seed, n_jobs=n_jobs).fit(x, y)
         model.booster_.save_model(str(folder / f"{name}.txt"))
         boosters[name] = model.booster_
-    meta = {"targets": list(boosters), "customers": int(len(x)), "seed": seed, "horizon": cfg.truth_horizon_days,
-            "inputs": [f"log1p({a})" for a in AGGREGATES], "world": cfg.fingerprint()}
+    meta = {
+        "targets": list(boosters),
+        "customers": int(len(x)),
+        "seed": seed,
+        "horizon": cfg.truth_horizon_days,
+        "inputs": [f"log1p({a})" for a in AGGREGATES],
+        "world": cfg.fingerprint(),
+    }
     (folder / "ceiling.json").write_text(json.dumps(meta, indent=2))  # last: a half-fitted folder is refitted
     return CeilingModel(boosters, meta)

@@ -118,8 +118,9 @@ def registry_name(cfg, data: str | None) -> str:
     return registered_model_name(base, data) if tcfg.get("per_data_set", True) else base
 
 
-def check_run(client, run_id: str, cfg, bundle_dir: str | Path | None = None, data: str | None = None
-              ) -> Decision | None:
+def check_run(
+    client, run_id: str, cfg, bundle_dir: str | Path | None = None, data: str | None = None
+) -> Decision | None:
     """Compare ``run_id`` with the champion and move the alias if it is better (see module doc).
 
     ``cfg`` is the run's config (``champion`` and ``tracking`` sections); ``data`` the run's data set
@@ -130,14 +131,28 @@ def check_run(client, run_id: str, cfg, bundle_dir: str | Path | None = None, da
     if data is None:
         data = client.get_run(run_id).data.tags.get(DATA_TAG)
     model = registry_name(cfg, data)
-    return check(client, run_id, model=model, alias=str(ccfg.get("alias", DEFAULT_ALIAS)),
-                 metric=str(ccfg.get("metric", "val/churn_auroc")), direction=str(ccfg.get("direction", "maximize")),
-                 min_delta=float(ccfg.get("min_delta", 0.0)), bundle_dir=bundle_dir)
+    return check(
+        client,
+        run_id,
+        model=model,
+        alias=str(ccfg.get("alias", DEFAULT_ALIAS)),
+        metric=str(ccfg.get("metric", "val/churn_auroc")),
+        direction=str(ccfg.get("direction", "maximize")),
+        min_delta=float(ccfg.get("min_delta", 0.0)),
+        bundle_dir=bundle_dir,
+    )
 
 
-def check(client, run_id: str, model: str = DEFAULT_MODEL, alias: str = DEFAULT_ALIAS,
-          metric: str = "val/churn_auroc", direction: str = "maximize", min_delta: float = 0.0,
-          bundle_dir: str | Path | None = None) -> Decision | None:
+def check(
+    client,
+    run_id: str,
+    model: str = DEFAULT_MODEL,
+    alias: str = DEFAULT_ALIAS,
+    metric: str = "val/churn_auroc",
+    direction: str = "maximize",
+    min_delta: float = 0.0,
+    bundle_dir: str | Path | None = None,
+) -> Decision | None:
     mv = _version_of_run(client, model, run_id)
     if mv is None:
         client.set_tag(run_id, "champion.decision", "skipped")
@@ -156,17 +171,29 @@ def check(client, run_id: str, model: str = DEFAULT_MODEL, alias: str = DEFAULT_
     data, champ_data = run.data.tags.get(DATA_TAG), champ_run.data.tags.get(DATA_TAG) if champ_run else None
 
     if run.data.tags.get(SMALL_DATA_TAG) == "true":
-        d = Decision("skipped", f"too small to measure ({run.data.tags.get(SMALL_DATA_REASON_TAG, 'guards')}); "
-                                f"{stays}", previous_version=str(champ.version) if champ else None, **base)
+        d = Decision(
+            "skipped",
+            f"too small to measure ({run.data.tags.get(SMALL_DATA_REASON_TAG, 'guards')}); {stays}",
+            previous_version=str(champ.version) if champ else None,
+            **base,
+        )
     elif champ_run is not None and data and champ_data and data != champ_data:
-        d = Decision("skipped", f"v{version} was trained on data set '{data}' but champion v{champ.version} on "
-                                f"'{champ_data}': validation metrics of different data are not comparable and a "
-                                f"model of one data set must not serve another; {stays} (register per data set: "
-                                "tracking.per_data_set=true)", previous_version=str(champ.version), **base)
+        d = Decision(
+            "skipped",
+            f"v{version} was trained on data set '{data}' but champion v{champ.version} on "
+            f"'{champ_data}': validation metrics of different data are not comparable and a "
+            f"model of one data set must not serve another; {stays} (register per data set: "
+            "tracking.per_data_set=true)",
+            previous_version=str(champ.version),
+            **base,
+        )
     elif value is None or not math.isfinite(value):
-        d = Decision("kept", f"this run has no finite {metric}; {model}@{alias} stays "
-                             f"{'v' + str(champ.version) if champ else 'unset'}",
-                     previous_version=str(champ.version) if champ else None, **base)
+        d = Decision(
+            "kept",
+            f"this run has no finite {metric}; {model}@{alias} stays {'v' + str(champ.version) if champ else 'unset'}",
+            previous_version=str(champ.version) if champ else None,
+            **base,
+        )
     elif champ is None:
         d = Decision("promoted", f"first {model}@{alias}: v{version} with {metric}={value:.4f}", **base)
     elif str(champ.version) == version:
@@ -175,16 +202,30 @@ def check(client, run_id: str, model: str = DEFAULT_MODEL, alias: str = DEFAULT_
         champ_value = champ_run.data.metrics.get(metric)  # same metric, champion's run
         prev = str(champ.version)
         if champ_value is None:
-            d = Decision("promoted", f"v{version} {metric}={value:.4f}; the champion v{prev} has no {metric} "
-                                     "to compare with", previous_version=prev, **base)
+            d = Decision(
+                "promoted",
+                f"v{version} {metric}={value:.4f}; the champion v{prev} has no {metric} to compare with",
+                previous_version=prev,
+                **base,
+            )
         elif is_better(value, champ_value, direction, min_delta):
-            d = Decision("promoted", f"v{version} {metric}={value:.4f} beats champion v{prev} ({champ_value:.4f}, "
-                                     f"{direction}, min_delta={min_delta:g})", previous_version=prev,
-                         champion_value=champ_value, **base)
+            d = Decision(
+                "promoted",
+                f"v{version} {metric}={value:.4f} beats champion v{prev} ({champ_value:.4f}, "
+                f"{direction}, min_delta={min_delta:g})",
+                previous_version=prev,
+                champion_value=champ_value,
+                **base,
+            )
         else:
-            d = Decision("kept", f"v{version} {metric}={value:.4f} does not beat champion v{prev} "
-                                 f"({champ_value:.4f}, {direction}, min_delta={min_delta:g})",
-                         previous_version=prev, champion_value=champ_value, **base)
+            d = Decision(
+                "kept",
+                f"v{version} {metric}={value:.4f} does not beat champion v{prev} "
+                f"({champ_value:.4f}, {direction}, min_delta={min_delta:g})",
+                previous_version=prev,
+                champion_value=champ_value,
+                **base,
+            )
         fp, champ_fp = run.data.tags.get("data.fingerprint"), champ_run.data.tags.get("data.fingerprint")
         if fp and champ_fp and fp != champ_fp:  # same data set, another extract (new events, another cutoff)
             d.reason += f"; note: the champion's data fingerprint is {champ_fp}, this run's {fp}"
@@ -195,25 +236,35 @@ def check(client, run_id: str, model: str = DEFAULT_MODEL, alias: str = DEFAULT_
         if d.previous_version:
             extra["champion.previous_version"] = d.previous_version
         _tag_both(client, None, model, version, extra)
-    _tag_both(client, run_id, model, version,
-              {"champion.decision": d.decision, "champion.reason": d.reason, "champion.metric": metric})
+    _tag_both(
+        client,
+        run_id,
+        model,
+        version,
+        {"champion.decision": d.decision, "champion.reason": d.reason, "champion.metric": metric},
+    )
     return d
 
 
-def promote(client, version: str, model: str = DEFAULT_MODEL, alias: str = DEFAULT_ALIAS,
-            reason: str = "promoted by hand") -> Decision:
+def promote(
+    client, version: str, model: str = DEFAULT_MODEL, alias: str = DEFAULT_ALIAS, reason: str = "promoted by hand"
+) -> Decision:
     """Move the alias to ``version`` unconditionally (a rollback or a manual decision), recorded as such."""
     mv = client.get_model_version(model, str(version))
     champ = current_champion(client, model, alias)
     prev = str(champ.version) if champ else None
     client.set_registered_model_alias(model, alias, str(version))
-    tags = {"champion.decision": "promoted", "champion.reason": f"manual: {reason}",
-            "champion.promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    tags = {
+        "champion.decision": "promoted",
+        "champion.reason": f"manual: {reason}",
+        "champion.promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     if prev:
         tags["champion.previous_version"] = prev
     _tag_both(client, mv.run_id, model, str(version), tags)
-    return Decision("promoted", tags["champion.reason"], version=str(version), previous_version=prev,
-                    model=model, alias=alias)
+    return Decision(
+        "promoted", tags["champion.reason"], version=str(version), previous_version=prev, model=model, alias=alias
+    )
 
 
 def champion_bundle_dir(client, model: str = DEFAULT_MODEL, alias: str = DEFAULT_ALIAS) -> Path | None:
@@ -257,10 +308,11 @@ def _show(client, model: str, mv, bundle: Path | None, alias: str) -> None:
     run = client.get_run(mv.run_id)
     metric = mv.tags.get("champion.metric", "val/churn_auroc")
     data = run.data.tags.get(DATA_TAG, "—")
-    print(f"{model}@{alias}: version {mv.version} (run {mv.run_id}), "
-          f"data set {data}")
-    print(f"  {metric} = {_fmt(run.data.metrics.get(metric))}   test/churn_auroc = "
-          f"{_fmt(run.data.metrics.get('test/churn_auroc'))}")
+    print(f"{model}@{alias}: version {mv.version} (run {mv.run_id}), data set {data}")
+    print(
+        f"  {metric} = {_fmt(run.data.metrics.get(metric))}   test/churn_auroc = "
+        f"{_fmt(run.data.metrics.get('test/churn_auroc'))}"
+    )
     print(f"  reason: {mv.tags.get('champion.reason', '—')}")
     print(f"  bundle: {bundle or '—'}")
 
@@ -268,11 +320,16 @@ def _show(client, model: str, mv, bundle: Path | None, alias: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sellerlift.champion", description=__doc__.split("\n\n")[0])
     ap.add_argument("command", choices=["show", "bundle", "promote"])
-    ap.add_argument("--data", help="the data set (data.name): its registered model is <model>-<data>; show without "
-                                   "it lists every data set's champion")
+    ap.add_argument(
+        "--data",
+        help="the data set (data.name): its registered model is <model>-<data>; show without "
+        "it lists every data set's champion",
+    )
     ap.add_argument("--model", default=DEFAULT_MODEL, help="registered model (the base name when --data is given)")
     ap.add_argument("--alias", default=DEFAULT_ALIAS)
-    ap.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI, else sqlite:///./mlruns/mlflow.db")
+    ap.add_argument(
+        "--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI, else sqlite:///./mlruns/mlflow.db"
+    )
     ap.add_argument("--version", help="promote: the model version to move the alias to")
     ap.add_argument("--reason", default="promoted by hand", help="promote: recorded as the reason")
     args = ap.parse_args(argv)
@@ -284,8 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "show" and not args.data:
         found = champions(client, args.model, args.alias)
         if not found:
-            print(f"{args.model}[-<data>]@{args.alias}: not set for any data set (train a registered model: "
-                  "`make train`)", file=sys.stderr)
+            print(
+                f"{args.model}[-<data>]@{args.alias}: not set for any data set (train a registered model: "
+                "`make train`)",
+                file=sys.stderr,
+            )
             return 1
         for name, mv in found.items():
             _show(client, name, mv, champion_bundle_dir(client, name, args.alias), args.alias)
@@ -300,8 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     mv = current_champion(client, model, args.alias)
     if mv is None:
         others = ", ".join(champions(client, args.model, args.alias)) or "none"
-        print(f"{model}@{args.alias}: not set (champions: {others}; pass --data NAME, or train on that data: "
-              "`python train.py data=NAME`)", file=sys.stderr)
+        print(
+            f"{model}@{args.alias}: not set (champions: {others}; pass --data NAME, or train on that data: "
+            "`python train.py data=NAME`)",
+            file=sys.stderr,
+        )
         return 1
     bundle = champion_bundle_dir(client, model, args.alias)
     if args.command == "bundle":

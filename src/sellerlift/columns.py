@@ -56,8 +56,17 @@ def coerce_id(s: pd.Series) -> tuple[pd.Series, np.ndarray, str, int]:
     # object / string: every value must be text or a whole number (lists, bytes, floats are not ids)
     kind = pd.api.types.infer_dtype(s, skipna=True)
     if kind not in ("string", "empty"):
-        ok_type = np.array([v is None or v is pd.NA or isinstance(v, (str, int, np.integer)) and not isinstance(v, bool)
-                            or (isinstance(v, float) and np.isnan(v)) for v in s.to_numpy(dtype=object)], dtype=bool)
+        ok_type = np.array(
+            [
+                v is None
+                or v is pd.NA
+                or isinstance(v, (str, int, np.integer))
+                and not isinstance(v, bool)
+                or (isinstance(v, float) and np.isnan(v))
+                for v in s.to_numpy(dtype=object)
+            ],
+            dtype=bool,
+        )
         if not ok_type.all():
             return s, bad_rows(~ok_type), "not a valid identifier (wrong type); expected an integer or a string", 0
     as_str = s.astype("string")
@@ -74,11 +83,19 @@ def coerce_id(s: pd.Series) -> tuple[pd.Series, np.ndarray, str, int]:
     wrong = control | stripped | invalid_unicode
     if wrong.any() or bad[present].any():
         rows = bad_rows(wrong | (bad & present))
-        reasons = [r for r, m in (("control character", control), ("leading/trailing whitespace", stripped),
-                                  ("invalid Unicode (lone surrogate)", invalid_unicode)) if m.any()]
+        reasons = [
+            r
+            for r, m in (
+                ("control character", control),
+                ("leading/trailing whitespace", stripped),
+                ("invalid Unicode (lone surrogate)", invalid_unicode),
+            )
+            if m.any()
+        ]
         return s, rows, "not a valid identifier (" + (", ".join(reasons) or "empty") + ")", 0
-    normalized = pd.Series([unicodedata.normalize("NFC", t) if not t.isascii() else t for t in text],
-                           dtype="string", index=as_str.index)
+    normalized = pd.Series(
+        [unicodedata.normalize("NFC", t) if not t.isascii() else t for t in text], dtype="string", index=as_str.index
+    )
     normalized[missing] = pd.NA
     n_changed = int(((normalized != as_str).fillna(False)).sum())
     return normalized, no_rows(), "", n_changed
@@ -107,18 +124,33 @@ def coerce_timestamp(s: pd.Series) -> tuple[pd.Series, list[tuple[np.ndarray, st
         out = s
     elif pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
         # Epoch numbers are ambiguous (s? ms? ns?): refuse rather than guess 1970.
-        problems.append((bad_rows(present), f"{s.dtype} values are not timestamps; expected ISO 8601 text like "
-                                             "2025-03-01T12:00:00Z or a datetime column"))
+        problems.append(
+            (
+                bad_rows(present),
+                f"{s.dtype} values are not timestamps; expected ISO 8601 text like "
+                "2025-03-01T12:00:00Z or a datetime column",
+            )
+        )
         return pd.Series(pd.NaT, index=s.index, dtype=TS_DTYPE), problems
     else:
         values = s.to_numpy(dtype=object)
         is_text = np.array([isinstance(v, str) for v in values], dtype=bool)
-        is_time = np.array([isinstance(v, (pd.Timestamp, np.datetime64)) or hasattr(v, "tzinfo") and
-                            not isinstance(v, str) for v in values], dtype=bool)
+        is_time = np.array(
+            [
+                isinstance(v, (pd.Timestamp, np.datetime64)) or hasattr(v, "tzinfo") and not isinstance(v, str)
+                for v in values
+            ],
+            dtype=bool,
+        )
         wrong_type = present & ~is_text & ~is_time
         if wrong_type.any():
-            problems.append((bad_rows(wrong_type), "not a timestamp (wrong type: numbers, booleans, lists are not "
-                                                    "timestamps); expected ISO 8601 text like 2025-03-01T12:00:00Z"))
+            problems.append(
+                (
+                    bad_rows(wrong_type),
+                    "not a timestamp (wrong type: numbers, booleans, lists are not "
+                    "timestamps); expected ISO 8601 text like 2025-03-01T12:00:00Z",
+                )
+            )
         aware = np.zeros(len(values), dtype=bool)
         for i in np.flatnonzero(present & ~wrong_type):
             v = values[i]
@@ -129,15 +161,25 @@ def coerce_timestamp(s: pd.Series) -> tuple[pd.Series, list[tuple[np.ndarray, st
         usable = present & ~wrong_type
         if aware[usable].any() and not aware[usable].all():
             naive = usable & ~aware
-            problems.append((bad_rows(naive), "timestamp without a time zone in a column whose other rows have one "
-                                               "(mixed time zones are ambiguous); give every row an offset, e.g. "
-                                               "2025-03-01T12:00:00Z or +02:00"))
+            problems.append(
+                (
+                    bad_rows(naive),
+                    "timestamp without a time zone in a column whose other rows have one "
+                    "(mixed time zones are ambiguous); give every row an offset, e.g. "
+                    "2025-03-01T12:00:00Z or +02:00",
+                )
+            )
         clean = pd.Series(np.where(usable, values, None), index=s.index, dtype=object)
         # Strings with explicit offsets are converted to UTC; naive ones are taken as UTC.
         out, ambiguous = _parse_text_times(clean, usable)
         if len(ambiguous):
-            problems.append((ambiguous, "unparseable timestamp: the day/month order of dates like 05/01/2024 is "
-                                        "ambiguous; expected ISO 8601 like 2025-03-01T12:00:00Z"))
+            problems.append(
+                (
+                    ambiguous,
+                    "unparseable timestamp: the day/month order of dates like 05/01/2024 is "
+                    "ambiguous; expected ISO 8601 like 2025-03-01T12:00:00Z",
+                )
+            )
         unparsed = np.setdiff1d(bad_rows(out.isna().to_numpy() & usable), ambiguous)
         if len(unparsed):
             problems.append((unparsed, "unparseable timestamp; expected ISO 8601 like 2025-03-01T12:00:00Z"))
@@ -180,8 +222,9 @@ def _examples(values: np.ndarray, rows: np.ndarray, n: int = 3) -> str:
     return ", ".join(repr(v) for v in seen)
 
 
-def parse_timestamps(s: pd.Series, fmt: str, key: str = "data.source.timestamp_format"
-                     ) -> tuple[pd.Series, list[tuple[np.ndarray, str]], bool]:
+def parse_timestamps(
+    s: pd.Series, fmt: str, key: str = "data.source.timestamp_format"
+) -> tuple[pd.Series, list[tuple[np.ndarray, str]], bool]:
     """Timestamps written in ``fmt`` -> datetime64 (naive, or UTC-aware for epochs / %z), problems, and whether
     the result is absolute (epochs and formats with an offset: the file's time zone does not apply).
 
@@ -196,16 +239,27 @@ def parse_timestamps(s: pd.Series, fmt: str, key: str = "data.source.timestamp_f
         secs = num * EPOCH_FORMATS[fmt]
         bad = present & ~np.isfinite(secs)
         if bad.any():
-            problems.append((bad_rows(bad), f"not a number of {'seconds' if fmt == 'epoch_s' else 'milliseconds'} "
-                                            f"since 1970 ({key}={fmt}); e.g. {_examples(values, bad_rows(bad))}"))
+            problems.append(
+                (
+                    bad_rows(bad),
+                    f"not a number of {'seconds' if fmt == 'epoch_s' else 'milliseconds'} "
+                    f"since 1970 ({key}={fmt}); e.g. {_examples(values, bad_rows(bad))}",
+                )
+            )
         out_of_range = present & np.isfinite(secs) & ((secs < 0) | (secs >= _EPOCH_MAX_S))
         if out_of_range.any():
             rows = bad_rows(out_of_range)
             big = np.nanmax(np.abs(secs[out_of_range])) >= _EPOCH_MAX_S
-            hint = (" (these look like milliseconds: set it to epoch_ms)" if fmt == "epoch_s" and big
-                    else " (these look like seconds: set it to epoch_s)" if fmt == "epoch_ms" and not big else "")
-            problems.append((rows, f"epoch value outside 1970-2100 ({key}={fmt}){hint}; e.g. "
-                                   f"{_examples(values, rows)}"))
+            hint = (
+                " (these look like milliseconds: set it to epoch_ms)"
+                if fmt == "epoch_s" and big
+                else " (these look like seconds: set it to epoch_s)"
+                if fmt == "epoch_ms" and not big
+                else ""
+            )
+            problems.append(
+                (rows, f"epoch value outside 1970-2100 ({key}={fmt}){hint}; e.g. {_examples(values, rows)}")
+            )
         ok = present & np.isfinite(secs) & ~out_of_range
         micros = np.where(ok, np.round(np.nan_to_num(secs) * 1e6), 0).astype(np.int64)
         out = pd.Series(micros.astype("datetime64[us]"), index=s.index)
@@ -222,8 +276,14 @@ def parse_timestamps(s: pd.Series, fmt: str, key: str = "data.source.timestamp_f
     bad = present & out.isna().to_numpy()
     if bad.any():
         rows = bad_rows(bad)
-        problems.append((rows, f"does not match {key}={fmt!r}" + (" (YYYYMMDD, e.g. 19970101)" if fmt == "yyyymmdd"
-                                                                   else "") + f"; e.g. {_examples(values, rows)}"))
+        problems.append(
+            (
+                rows,
+                f"does not match {key}={fmt!r}"
+                + (" (YYYYMMDD, e.g. 19970101)" if fmt == "yyyymmdd" else "")
+                + f"; e.g. {_examples(values, rows)}",
+            )
+        )
     return out.astype(TS_DTYPE), problems, aware
 
 
@@ -232,8 +292,11 @@ def as_text(s: pd.Series) -> pd.Series:
     if pd.api.types.is_float_dtype(s):
         v = s.to_numpy(dtype=np.float64, na_value=np.nan)
         whole = np.isfinite(v) & (np.floor(v) == v)
-        return pd.Series([str(int(x)) if w else (None if np.isnan(x) else str(x)) for x, w in zip(v, whole)],
-                         index=s.index, dtype=object)
+        return pd.Series(
+            [str(int(x)) if w else (None if np.isnan(x) else str(x)) for x, w in zip(v, whole)],
+            index=s.index,
+            dtype=object,
+        )
     if pd.api.types.is_integer_dtype(s):
         return s.astype("string").astype(object)
     return s.astype("string").str.strip().astype(object).where(s.notna(), None)
@@ -258,8 +321,19 @@ def timestamp_format_hint(s: pd.Series, key: str = "data.source.timestamp_format
             return f"; set {key} (one of {list(TIMESTAMP_FORMATS)} or a strftime format)"
         return f"; these look like {guess}: set {key}={guess}"
     text = sample.astype(str).str.strip()
-    for fmt in ("%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%d/%m/%Y", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M",
-                "%m/%d/%Y", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y", "%d-%m-%Y", "%Y/%m/%d"):
+    for fmt in (
+        "%d/%m/%Y %H:%M:%S",
+        "%d/%m/%Y %H:%M",
+        "%d/%m/%Y",
+        "%m/%d/%Y %H:%M:%S",
+        "%m/%d/%Y %H:%M",
+        "%m/%d/%Y",
+        "%d.%m.%Y %H:%M:%S",
+        "%d.%m.%Y %H:%M",
+        "%d.%m.%Y",
+        "%d-%m-%Y",
+        "%Y/%m/%d",
+    ):
         if pd.to_datetime(text, format=fmt, errors="coerce").notna().all():
             swapped = fmt.replace("%d", "%X").replace("%m", "%d").replace("%X", "%m")
             if "/" in fmt and pd.to_datetime(text, format=swapped, errors="coerce").notna().all():
@@ -269,6 +343,7 @@ def timestamp_format_hint(s: pd.Series, key: str = "data.source.timestamp_format
 
 
 # --------------------------------------------------------------------------- numbers and booleans
+
 
 def _numeric_type_problems(s: pd.Series) -> np.ndarray:
     """Rows of an object column holding booleans, complex numbers or containers (not numbers)."""
@@ -283,8 +358,12 @@ def _numeric_type_problems(s: pd.Series) -> np.ndarray:
 
 
 def check_number_column(col, s: pd.Series, problems: list) -> pd.Series:
-    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_complex_dtype(s) or pd.api.types.is_datetime64_any_dtype(s) \
-            or isinstance(s.dtype, pd.DatetimeTZDtype):
+    if (
+        pd.api.types.is_bool_dtype(s)
+        or pd.api.types.is_complex_dtype(s)
+        or pd.api.types.is_datetime64_any_dtype(s)
+        or isinstance(s.dtype, pd.DatetimeTZDtype)
+    ):
         problems.append((bad_rows(s.notna().to_numpy()), f"{s.dtype} values; expected {col.kind}"))
         return pd.Series(np.full(len(s), np.nan), name=col.name)
     wrong_type = _numeric_type_problems(s)
@@ -321,8 +400,7 @@ def check_number_column(col, s: pd.Series, problems: list) -> pd.Series:
     return pd.Series(vals, name=col.name)
 
 
-_BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "1.0": True, "0.0": False, "yes": True,
-              "no": False}
+_BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "1.0": True, "0.0": False, "yes": True, "no": False}
 
 
 def check_bool_column(col, s: pd.Series, problems: list) -> pd.Series:
@@ -337,6 +415,7 @@ def check_bool_column(col, s: pd.Series, problems: list) -> pd.Series:
 
 def find_failing_rows(s: pd.Series, check) -> np.ndarray:
     """Rows on which ``check`` raises, by bisection (a safety net: the checks above should not raise)."""
+
     def ok(part: pd.Series) -> bool:
         try:
             check(part.reset_index(drop=True), [])

@@ -65,8 +65,11 @@ RULES: dict[str, tuple[Any, str, bool]] = {
     "smooth_weight": (_non_negative, "a finite number >= 0", False),
     "max_len": (_int_at_least(1), "an integer >= 1", False),
     "batch_size": (_int_at_least(1), "an integer >= 1", False),
-    "max_epochs": (lambda v: isinstance(v, int) and not isinstance(v, bool) and (v >= 1 or v == -1),
-                   "an integer >= 1 (or -1: no limit)", True),
+    "max_epochs": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and (v >= 1 or v == -1),
+        "an integer >= 1 (or -1: no limit)",
+        True,
+    ),
     "dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)", False),
     "patience": (_int_at_least(0), "an integer >= 0", False),
     "num_workers": (_int_at_least(0), "an integer >= 0", False),
@@ -76,8 +79,22 @@ RULES: dict[str, tuple[Any, str, bool]] = {
     "seed": (_int_at_least(0), "an integer >= 0", False),
     "split_seed": (_int_at_least(0), "an integer >= 0", False),
 }
-for _name in ("n_customers", "n_sellers", "n_estimators", "num_layers", "d_model", "hidden", "head_hidden", "n_heads",
-              "dim_feedforward", "chunk_size", "max_offers", "max_eval_offers", "max_rows", "num_leaves"):
+for _name in (
+    "n_customers",
+    "n_sellers",
+    "n_estimators",
+    "num_layers",
+    "d_model",
+    "hidden",
+    "head_hidden",
+    "n_heads",
+    "dim_feedforward",
+    "chunk_size",
+    "max_offers",
+    "max_eval_offers",
+    "max_rows",
+    "num_leaves",
+):
     RULES[_name] = (_int_at_least(1), "an integer >= 1", False)
 for _name in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
     RULES[_name] = (_non_negative, "a number >= 0", True)
@@ -102,9 +119,9 @@ def check(cfg: DictConfig) -> None:
                 continue
             if not ok(value):
                 problems.append((key, f"{value!r} must be {what}"))
-        if "budget" in key.lower() and value is not None and not isinstance(value, str):
-            if not _non_negative(value):
-                problems.append((key, f"{value!r}: a budget must be a finite number >= 0 (or null: unrestricted)"))
+        is_budget = "budget" in key.lower() and value is not None and not isinstance(value, str)
+        if is_budget and not _non_negative(value):
+            problems.append((key, f"{value!r}: a budget must be a finite number >= 0 (or null: unrestricted)"))
         if key.endswith("_days") and value is not None and not _int_at_least(0)(value):
             problems.append((key, f"{value!r} must be a whole number of days >= 0"))
     _check_model(cfg, problems)
@@ -123,6 +140,7 @@ def check(cfg: DictConfig) -> None:
 
 # --------------------------------------------------------------------------- walking the tree
 
+
 def _leaves(node, prefix: str, problems: list) -> dict[str, Any]:
     """Dotted key -> resolved scalar (lists are leaves too); interpolation failures become problems."""
     out: dict[str, Any] = {}
@@ -139,7 +157,7 @@ def _leaves(node, prefix: str, problems: list) -> dict[str, Any]:
             continue
         try:
             value = node[key]
-        except Exception as err:  # noqa: BLE001 - an interpolation that cannot resolve names its key
+        except Exception as err:
             problems.append((path, f"cannot be resolved ({type(err).__name__}: {str(err).splitlines()[0][:200]})"))
             continue
         if isinstance(value, DictConfig):
@@ -147,7 +165,7 @@ def _leaves(node, prefix: str, problems: list) -> dict[str, Any]:
         elif isinstance(value, ListConfig):
             try:
                 out[path] = OmegaConf.to_container(value, resolve=True)
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 problems.append((path, f"cannot be resolved ({type(err).__name__}: {err})"))
                 continue
             if isinstance(key, str) and "budget" in key.lower():
@@ -160,7 +178,7 @@ def _leaves(node, prefix: str, problems: list) -> dict[str, Any]:
 def _get(cfg, key: str, default=None):
     try:
         return OmegaConf.select(cfg, key, default=default, throw_on_resolution_failure=False)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return default
 
 
@@ -181,7 +199,7 @@ def _check_callable(key: str, path, problems: list) -> None:
         return
     try:
         obj = _locate(path)
-    except Exception as err:  # noqa: BLE001 - ImportError, AttributeError, or an error importing the module
+    except Exception as err:
         problems.append((key, f"{path!r} cannot be imported ({type(err).__name__}: {err})"))
         return
     if not callable(obj):
@@ -191,7 +209,7 @@ def _check_callable(key: str, path, problems: list) -> None:
 def _check_targets(node, prefix: str, problems: list) -> None:
     """Every ``_target_`` in the tree must import (a typo fails now, not after the data is built)."""
     if isinstance(node, DictConfig):
-        for key in node.keys():
+        for key in node:
             path = f"{prefix}.{key}" if prefix else str(key)
             if key == "_target_":
                 target = _get(node, "_target_")
@@ -199,7 +217,7 @@ def _check_targets(node, prefix: str, problems: list) -> None:
                 continue
             try:
                 child = node[key]
-            except Exception:  # noqa: BLE001 - reported by _leaves
+            except Exception:
                 continue
             if isinstance(child, (DictConfig, ListConfig)):
                 _check_targets(child, path, problems)
@@ -207,13 +225,14 @@ def _check_targets(node, prefix: str, problems: list) -> None:
         for i in range(len(node)):
             try:
                 child = node[i]
-            except Exception:  # noqa: BLE001
+            except Exception:
                 continue
             if isinstance(child, (DictConfig, ListConfig)):
                 _check_targets(child, f"{prefix}[{i}]", problems)
 
 
 # --------------------------------------------------------------------------- groups
+
 
 def known_models() -> list[str]:
     """Names of the model configs (configs/model/*.yaml), or [] when the configs are not beside the package."""
@@ -245,12 +264,21 @@ def _check_data(cfg, problems: list) -> None:
     split = _get(cfg, "data.split")
     if split is not None:
         values = list(split) if isinstance(split, (list, ListConfig)) else None
-        if values is None or len(values) != 3 or not all(_non_negative(v) for v in values) \
-                or abs(sum(values) - 1.0) > 1e-6:
+        if (
+            values is None
+            or len(values) != 3
+            or not all(_non_negative(v) for v in values)
+            or abs(sum(values) - 1.0) > 1e-6
+        ):
             total = sum(v for v in values if _is_number(v)) if values else None
-            problems.append(("data.split", f"{OmegaConf.to_container(split) if isinstance(split, ListConfig) else split}"
-                                           f": must be three non-negative fractions (train, val, test) summing to 1"
-                                           + (f" (sum {total:g})" if total is not None else "")))
+            problems.append(
+                (
+                    "data.split",
+                    f"{OmegaConf.to_container(split) if isinstance(split, ListConfig) else split}"
+                    f": must be three non-negative fractions (train, val, test) summing to 1"
+                    + (f" (sum {total:g})" if total is not None else ""),
+                )
+            )
     horizons = _get(cfg, "data.horizons")
     if horizons is not None:
         for key, days in horizons.items():
@@ -272,10 +300,18 @@ def _check_simulator(cfg, horizons, problems: list) -> None:
     if numeric and _is_number(future):
         key, days = max(numeric.items(), key=lambda kv: kv[1])
         if days > future:
-            problems.append((f"data.horizons.{key}", f"{days} days is longer than the data: the simulator's future "
-                                                     f"after the cutoff is data.source.future_days={future} days"))
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.data.source, resolve=False).items()
-              if k in fields and not (isinstance(v, str) and "${" in v)}
+            problems.append(
+                (
+                    f"data.horizons.{key}",
+                    f"{days} days is longer than the data: the simulator's future "
+                    f"after the cutoff is data.source.future_days={future} days",
+                )
+            )
+    kwargs = {
+        k: v
+        for k, v in OmegaConf.to_container(cfg.data.source, resolve=False).items()
+        if k in fields and not (isinstance(v, str) and "${" in v)
+    }
     try:
         SimulatorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
     except (ValueError, TypeError) as err:

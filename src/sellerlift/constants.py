@@ -63,10 +63,16 @@ def value_days_of_outputs(names: Sequence[str]) -> int:
     """``["value_90d", "purchases_90d"]`` -> 90; ValueError naming the expected form on anything else."""
     names = list(names)
     parsed = [_VALUE_OUTPUT.match(str(n)) for n in names]
-    if (len(names) != len(VALUE_HEADS) or not all(parsed) or [m.group(1) for m in parsed] != list(VALUE_HEADS)
-            or len({m.group(2) for m in parsed}) != 1):
-        raise ValueError(f"value outputs {names}: expected {[f'{h}_<days>d' for h in VALUE_HEADS]} in that order, "
-                         f"one horizon (e.g. {list(value_outputs())})")
+    if (
+        len(names) != len(VALUE_HEADS)
+        or not all(parsed)
+        or [m.group(1) for m in parsed] != list(VALUE_HEADS)
+        or len({m.group(2) for m in parsed}) != 1
+    ):
+        raise ValueError(
+            f"value outputs {names}: expected {[f'{h}_<days>d' for h in VALUE_HEADS]} in that order, "
+            f"one horizon (e.g. {list(value_outputs())})"
+        )
     return int(parsed[0].group(2))
 
 
@@ -83,8 +89,10 @@ def horizons_of_outputs(names: Sequence[str]) -> dict[str, int]:
     names = list(names)
     parsed = [_OUTPUT.match(str(n)) for n in names]
     if len(names) != len(HEADS) or not all(parsed) or [m.group(1) for m in parsed] != list(HEADS):
-        raise ValueError(f"probability outputs {names}: expected {len(HEADS)} names "
-                         f"{[f'{h}_<days>d' for h in HEADS]} in that order (e.g. {list(score_outputs())})")
+        raise ValueError(
+            f"probability outputs {names}: expected {len(HEADS)} names "
+            f"{[f'{h}_<days>d' for h in HEADS]} in that order (e.g. {list(score_outputs())})"
+        )
     return {HORIZON_KEYS[m.group(1)]: int(m.group(2)) for m in parsed}
 
 

@@ -52,17 +52,20 @@ def sim_of_bundle(bundle: Path, data_root: Path) -> Path:
     manifest = json.loads((bundle / "manifest.json").read_text())
     fp = str(manifest.get("data_fingerprint", ""))
     if not fp.startswith("sim-"):
-        raise SystemExit(f"{bundle}: trained on {manifest.get('data')!r} ({fp}), not on the simulator: the closed loop "
-                         "needs the simulated world the model was trained on")
-    path = data_root / "sim" / fp[len("sim-"):]
+        raise SystemExit(
+            f"{bundle}: trained on {manifest.get('data')!r} ({fp}), not on the simulator: the closed loop "
+            "needs the simulated world the model was trained on"
+        )
+    path = data_root / "sim" / fp[len("sim-") :]
     if not (path / "state").is_dir():
         raise SystemExit(f"{path}: no simulator v2 output with the state at the cutoff; train again (`make train`)")
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sellerlift.evaluate", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m sellerlift.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("command", choices=["closed-loop"])
     ap.add_argument("--bundle", help="bundle directory or @alias (default: the newest bundle trained on the simulator)")
     ap.add_argument("--sim", help="simulator output directory (default: the one the bundle was trained on)")
@@ -76,8 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-did", action="store_true")
     ap.add_argument("--no-ope", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--seeds", type=int, nargs="+", help="evaluate these seeds, one task each (with --engine ray: on "
-                                                          "the Ray cluster); writes {seed: JSON} to --json")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="evaluate these seeds, one task each (with --engine ray: on "
+        "the Ray cluster); writes {seed: JSON} to --json",
+    )
     ap.add_argument("--engine", choices=["local", "ray"], help="where --seeds run (default SELLERLIFT_ENGINE or local)")
     ap.add_argument("--address", help="Ray cluster address (default RAY_ADDRESS; none: a local Ray started now)")
     ap.add_argument("--out-dir", help="plots and tables (default outputs/closed_loop/<bundle or sim>)")
@@ -102,13 +110,25 @@ def main(argv: list[str] | None = None) -> int:
     else:
         bundle = bundle or newest_simulator_bundle(REPO / "bundles")
         if bundle is None:
-            print("error: no bundle trained on the simulator under bundles/ (run `make train`), and no --bundle or "
-                  "--sim given", file=sys.stderr)
+            print(
+                "error: no bundle trained on the simulator under bundles/ (run `make train`), and no --bundle or "
+                "--sim given",
+                file=sys.stderr,
+            )
             return 2
         sim_path = sim_of_bundle(Path(bundle), REPO / "data")
-    s = Settings(days=args.days, budget_fraction=args.budget, per_seller=args.per_seller, margin=args.margin,
-                 max_customers=args.customers, ab=not args.no_ab, did=not args.no_did, ope=not args.no_ope,
-                 seed=args.seed, horizons=tuple(h for h in (30, 90) if h <= args.days) or (args.days,))
+    s = Settings(
+        days=args.days,
+        budget_fraction=args.budget,
+        per_seller=args.per_seller,
+        margin=args.margin,
+        max_customers=args.customers,
+        ab=not args.no_ab,
+        did=not args.no_did,
+        ope=not args.no_ope,
+        seed=args.seed,
+        horizons=tuple(h for h in (30, 90) if h <= args.days) or (args.days,),
+    )
     if args.quick:
         for k, v in QUICK.items():
             setattr(s, k, v)

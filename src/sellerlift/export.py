@@ -68,9 +68,14 @@ def _output_names(score_names, value_names=None, net=None) -> tuple[str, ...]:
     return (*names, *values, OUTPUT_NAMES[-1])
 
 
-def export_sequence_onnx(net: SequenceNet, path: str | Path, n_numeric: int, n_aggregates: int,
-                         score_names: tuple[str, ...] | None = None,
-                         value_names: tuple[str, ...] | None = None) -> Path:
+def export_sequence_onnx(
+    net: SequenceNet,
+    path: str | Path,
+    n_numeric: int,
+    n_aggregates: int,
+    score_names: tuple[str, ...] | None = None,
+    value_names: tuple[str, ...] | None = None,
+) -> Path:
     """Export with dynamic batch and sequence length (written via temp file + rename).
 
     ``score_names``: the probability outputs, e.g. ``("intent_7d", "churn_30d")``
@@ -95,19 +100,33 @@ def export_sequence_onnx(net: SequenceNet, path: str | Path, n_numeric: int, n_a
     return path
 
 
-def _export_in_subprocess(net: SequenceNet, path: Path, n_numeric: int, n_aggregates: int,
-                          names: tuple[str, ...]) -> None:
+def _export_in_subprocess(
+    net: SequenceNet, path: Path, n_numeric: int, n_aggregates: int, names: tuple[str, ...]
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pickled = Path(tmp) / "net.pt"
         torch.save(net, pickled)
-        proc = subprocess.run([sys.executable, "-m", "sellerlift.export", str(pickled), str(path), str(n_numeric),
-                               str(n_aggregates), ",".join(names)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sellerlift.export",
+                str(pickled),
+                str(path),
+                str(n_numeric),
+                str(n_aggregates),
+                ",".join(names),
+            ],
+            capture_output=True,
+            text=True,
+        )
     if proc.returncode != 0:
         raise RuntimeError(f"ONNX export in a fresh process failed:\n{proc.stderr[-4000:]}")
 
 
-def _export(net: SequenceNet, path: Path, n_numeric: int, n_aggregates: int,
-            names: tuple[str, ...] = OUTPUT_NAMES) -> None:
+def _export(
+    net: SequenceNet, path: Path, n_numeric: int, n_aggregates: int, names: tuple[str, ...] = OUTPUT_NAMES
+) -> None:
     import logging
 
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)
@@ -117,15 +136,28 @@ def _export(net: SequenceNet, path: Path, n_numeric: int, n_aggregates: int,
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
     dynamic_shapes = ({0: batch, 1: seq}, {0: batch, 1: seq}, {0: batch}, {0: batch})
     with torch.no_grad():
-        program = torch.onnx.export(wrapper, args, dynamo=True, input_names=INPUT_NAMES, output_names=list(names),
-                                    dynamic_shapes=dynamic_shapes, verbose=False)
+        program = torch.onnx.export(
+            wrapper,
+            args,
+            dynamo=True,
+            input_names=INPUT_NAMES,
+            output_names=list(names),
+            dynamic_shapes=dynamic_shapes,
+            verbose=False,
+        )
     tmp = path.with_suffix(".onnx.tmp")
     program.save(str(tmp))
     os.replace(tmp, path)
 
 
-def check_parity(net: SequenceNet, onnx_path: str | Path, n_numeric: int, n_aggregates: int,
-                 shapes=((1, 1), (1, 37), (7, 5), (32, 64), (256, 128)), tol: float = PARITY_TOL) -> float:
+def check_parity(
+    net: SequenceNet,
+    onnx_path: str | Path,
+    n_numeric: int,
+    n_aggregates: int,
+    shapes=((1, 1), (1, 37), (7, 5), (32, 64), (256, 128)),
+    tol: float = PARITY_TOL,
+) -> float:
     """Max difference between PyTorch and onnxruntime of the probabilities (absolute) and of the value head's
     means (relative to max(1, |value|): they are in currency / counts); raises if above ``tol``."""
     sess = session(onnx_path)
@@ -143,13 +175,15 @@ def check_parity(net: SequenceNet, onnx_path: str | Path, n_numeric: int, n_aggr
             ref = wrapper(*(torch.from_numpy(ex[k]) for k in INPUT_NAMES))
         got = sess.run(score_names + value_names, ex)
         diff = max(float(np.abs(r.numpy() - g).max()) for r, g in zip(ref[:2], got[:2]))
-        for r, g in zip(ref[2:2 + len(value_names)], got[2:]):
+        for r, g in zip(ref[2 : 2 + len(value_names)], got[2:]):
             r = r.numpy()
             diff = max(diff, float((np.abs(r - g) / np.maximum(1.0, np.abs(r))).max()))
         worst = max(worst, diff)
         if not diff <= tol:
-            raise ParityError(f"ONNX parity failed at batch={b}, length={length}: max |torch - onnx| = {diff:.2e} "
-                              f"> {tol:.0e}; refusing to write a bundle")
+            raise ParityError(
+                f"ONNX parity failed at batch={b}, length={length}: max |torch - onnx| = {diff:.2e} "
+                f"> {tol:.0e}; refusing to write a bundle"
+            )
     return worst
 
 
@@ -167,19 +201,38 @@ def export_dipn_onnx(net: DIPNNet, path: str | Path, n_inputs: int, dynamo: bool
     tmp = path.with_suffix(".onnx.tmp")
     with torch.no_grad():
         if dynamo:
-            program = torch.onnx.export(net, (x,), dynamo=True, input_names=[DIPN_INPUT],
-                                        output_names=[DIPN_OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch")},),
-                                        verbose=False)
+            program = torch.onnx.export(
+                net,
+                (x,),
+                dynamo=True,
+                input_names=[DIPN_INPUT],
+                output_names=[DIPN_OUTPUT],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                verbose=False,
+            )
             program.save(str(tmp))
         else:
-            torch.onnx.export(net, (x,), str(tmp), dynamo=False, input_names=[DIPN_INPUT], output_names=[DIPN_OUTPUT],
-                              dynamic_axes={DIPN_INPUT: {0: "batch"}, DIPN_OUTPUT: {0: "batch"}})
+            torch.onnx.export(
+                net,
+                (x,),
+                str(tmp),
+                dynamo=False,
+                input_names=[DIPN_INPUT],
+                output_names=[DIPN_OUTPUT],
+                dynamic_axes={DIPN_INPUT: {0: "batch"}, DIPN_OUTPUT: {0: "batch"}},
+            )
     os.replace(tmp, path)
     return path
 
 
-def check_dipn_parity(net: DIPNNet, onnx_path: str | Path, n_inputs: int, batches=(1, 7, 256, 4096),
-                      tol: float | None = None, extra: np.ndarray | None = None) -> float:
+def check_dipn_parity(
+    net: DIPNNet,
+    onnx_path: str | Path,
+    n_inputs: int,
+    batches=(1, 7, 256, 4096),
+    tol: float | None = None,
+    extra: np.ndarray | None = None,
+) -> float:
     """Max |torch - onnxruntime| over random inputs (and ``extra`` real ones); raises above ``tol``."""
     tol = PARITY_TOL if tol is None else tol
     sess = session(onnx_path)
@@ -214,14 +267,27 @@ def export_enduring_onnx(net, path: str | Path, n_inputs: int) -> Path:
     tmp = path.with_suffix(".onnx.tmp")
     axes = {name: {0: "batch"} for name in (DIPN_INPUT, *OUTPUTS)}
     with torch.no_grad():
-        torch.onnx.export(net, (torch.randn(4, n_inputs),), str(tmp), dynamo=False, input_names=[DIPN_INPUT],
-                          output_names=list(OUTPUTS), dynamic_axes=axes)
+        torch.onnx.export(
+            net,
+            (torch.randn(4, n_inputs),),
+            str(tmp),
+            dynamo=False,
+            input_names=[DIPN_INPUT],
+            output_names=list(OUTPUTS),
+            dynamic_axes=axes,
+        )
     os.replace(tmp, path)
     return path
 
 
-def check_enduring_parity(net, onnx_path: str | Path, n_inputs: int, batches=(1, 7, 256), tol: float | None = None,
-                          extra: np.ndarray | None = None) -> float:
+def check_enduring_parity(
+    net,
+    onnx_path: str | Path,
+    n_inputs: int,
+    batches=(1, 7, 256),
+    tol: float | None = None,
+    extra: np.ndarray | None = None,
+) -> float:
     """Max |torch - onnxruntime| of the three outputs (revenue relative to its size); raises above ``tol``;
     the conversion output must stay monotone in the level."""
     from sellerlift.models.enduring import OUTPUTS

@@ -32,9 +32,19 @@ PURCHASE = EVENT_TYPES.index("purchase") + 1  # type ids start at 1; 0 is paddin
 
 def _aggregate_names() -> tuple[str, ...]:
     names = [
-        "recency_days", "frequency", "monetary", "total_spend", "tenure_days",
-        "days_since_last_event", "has_purchase",
-        "purchases_30d", "purchases_90d", "spend_90d", "events_7d", "events_30d", "events_90d",
+        "recency_days",
+        "frequency",
+        "monetary",
+        "total_spend",
+        "tenure_days",
+        "days_since_last_event",
+        "has_purchase",
+        "purchases_30d",
+        "purchases_90d",
+        "spend_90d",
+        "events_7d",
+        "events_30d",
+        "events_90d",
     ]
     names += [f"count_{t}" for t in EVENT_TYPES]
     return tuple(names)
@@ -112,15 +122,25 @@ class SequenceFeatures:
         return np.arange(self.event_type.shape[1])[None, :] < self.length[:, None]
 
     def take(self, rows: np.ndarray) -> SequenceFeatures:
-        return SequenceFeatures(self.customer_id[rows], self.event_type[rows], self.numeric[rows], self.length[rows],
-                                self.aggregates[rows], self.raw[rows])
+        return SequenceFeatures(
+            self.customer_id[rows],
+            self.event_type[rows],
+            self.numeric[rows],
+            self.length[rows],
+            self.aggregates[rows],
+            self.raw[rows],
+        )
 
     @classmethod
     def concat(cls, parts: list[SequenceFeatures]) -> SequenceFeatures:
         if len(parts) == 1:
             return parts[0]
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                     ("customer_id", "event_type", "numeric", "length", "aggregates", "raw")))
+        return cls(
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                for f in ("customer_id", "event_type", "numeric", "length", "aggregates", "raw")
+            )
+        )
 
     def raw_columns(self, names) -> np.ndarray:
         """Raw aggregates by name, [n, len(names)] float64 (no DataFrame: the server calls this per request)."""
@@ -134,8 +154,7 @@ class SequenceFeatures:
     def rfm(self) -> pd.DataFrame:
         """Recency, frequency, monetary, tenure in natural units (for segmentation)."""
         cols = ["recency_days", "frequency", "monetary", "tenure_days"]
-        return pd.DataFrame(self.raw_columns(cols), columns=cols,
-                            index=pd.Index(self.customer_id, name="customer_id"))
+        return pd.DataFrame(self.raw_columns(cols), columns=cols, index=pd.Index(self.customer_id, name="customer_id"))
 
 
 def to_micros(ts) -> np.ndarray:
@@ -172,8 +191,14 @@ def build_features(
     if cutoff.tzinfo is not None:  # the contract's timestamps are naive UTC
         cutoff = cutoff.tz_convert("UTC").tz_localize(None)
     return build_features_from_arrays(
-        events["customer_id"].to_numpy(), to_micros(events["ts"].to_numpy()), event_type_ids(events["event_type"]),
-        events["amount"].to_numpy(dtype=np.float64), int(to_micros(np.datetime64(cutoff, "us"))), spec, customers)
+        events["customer_id"].to_numpy(),
+        to_micros(events["ts"].to_numpy()),
+        event_type_ids(events["event_type"]),
+        events["amount"].to_numpy(dtype=np.float64),
+        int(to_micros(np.datetime64(cutoff, "us"))),
+        spec,
+        customers,
+    )
 
 
 def build_features_from_arrays(
@@ -254,8 +279,12 @@ def build_features_from_arrays(
 def _positions(out_ids: np.ndarray, uniq: np.ndarray) -> np.ndarray:
     """Row of each id of ``uniq`` in ``out_ids`` (-1 if absent); 0..n-1 ids (the server's) need no hash lookup."""
     n = len(out_ids)
-    if (np.issubdtype(out_ids.dtype, np.integer) and np.issubdtype(uniq.dtype, np.integer)
-            and (n == 0 or (out_ids[0] == 0 and out_ids[-1] == n - 1)) and np.array_equal(out_ids, np.arange(n))):
+    if (
+        np.issubdtype(out_ids.dtype, np.integer)
+        and np.issubdtype(uniq.dtype, np.integer)
+        and (n == 0 or (out_ids[0] == 0 and out_ids[-1] == n - 1))
+        and np.array_equal(out_ids, np.arange(n))
+    ):
         return np.where((uniq >= 0) & (uniq < n), uniq, -1).astype(np.int64)
     return pd.Index(out_ids).get_indexer(uniq)
 

@@ -49,8 +49,15 @@ def log_likelihood(params: GammaGammaParams | tuple, frequency, monetary) -> np.
     """Per-customer log-likelihood of the mean transaction value m_x over x transactions (x >= 1)."""
     p, q, g = params if isinstance(params, tuple) else (params.p, params.q, params.gamma)
     x, m = _check(frequency, monetary)
-    return (gammaln(p * x + q) - gammaln(p * x) - gammaln(q) + q * np.log(g) + (p * x - 1) * np.log(m)
-            + p * x * np.log(x) - (p * x + q) * np.log(g + m * x))
+    return (
+        gammaln(p * x + q)
+        - gammaln(p * x)
+        - gammaln(q)
+        + q * np.log(g)
+        + (p * x - 1) * np.log(m)
+        + p * x * np.log(x)
+        - (p * x + q) * np.log(g + m * x)
+    )
 
 
 def fit(frequency, monetary, init=(1.0, 1.0, 1.0), penalizer: float = 0.0) -> GammaGammaParams:
@@ -64,7 +71,7 @@ def fit(frequency, monetary, init=(1.0, 1.0, 1.0), penalizer: float = 0.0) -> Ga
 
     def nll(theta):
         p, q, g = np.exp(theta)
-        return -log_likelihood((p, q, g), x, m / scale).sum() + penalizer * (theta ** 2).sum()
+        return -log_likelihood((p, q, g), x, m / scale).sum() + penalizer * (theta**2).sum()
 
     best = None
     for start in (init, (2.0, 2.0, 2.0), (5.0, 3.0, 1.0)):
@@ -82,10 +89,10 @@ def expected_value(params: GammaGammaParams, frequency, monetary) -> np.ndarray:
     return np.where(x > 0, p * (g + x * m) / (p * x + q - 1.0), params.population_mean)
 
 
-def expected_spend(bgnbd_params, gg_params: GammaGammaParams, horizon, frequency, recency, T,
-                   monetary) -> np.ndarray:
+def expected_spend(bgnbd_params, gg_params: GammaGammaParams, horizon, frequency, recency, T, monetary) -> np.ndarray:
     """BG/NBD expected purchases in the next ``horizon`` (same unit as T) x Gamma-Gamma expected value."""
     from sellerlift.bgnbd import expected_purchases
 
     return expected_purchases(bgnbd_params, horizon, frequency, recency, T) * expected_value(
-        gg_params, frequency, monetary)
+        gg_params, frequency, monetary
+    )

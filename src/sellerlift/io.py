@@ -113,8 +113,12 @@ def decode_error_at(path: Path, encoding: str = "utf-8-sig") -> tuple[int, int, 
                 decoder.decode(chunk, final=final)
             except UnicodeDecodeError as err:
                 data = err.object  # pending + chunk
-                return (offset - len(pending) + err.start, line + data[:err.start].count(b"\n"),
-                        bytes(data[err.start:err.end]), final)
+                return (
+                    offset - len(pending) + err.start,
+                    line + data[: err.start].count(b"\n"),
+                    bytes(data[err.start : err.end]),
+                    final,
+                )
             if final:
                 return None
             line += chunk.count(b"\n")
@@ -131,11 +135,15 @@ def decode_error_problem(path: Path, table: str, encoding: str = "utf-8-sig", he
     name = "UTF-8" if encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig") else encoding
     rows = np.array([row], np.int64) if row >= 0 else _NO_ROWS
     if at_end:
-        msg = (f"the file ends in the middle of a {name} character (byte {pos}): it looks cut off mid-row; "
-               f"if it is complete, it is not {name} text")
+        msg = (
+            f"the file ends in the middle of a {name} character (byte {pos}): it looks cut off mid-row; "
+            f"if it is complete, it is not {name} text"
+        )
     else:
-        msg = (f"not {name} text at byte {pos} ({bad!r}); set the file's encoding (data.source.encoding, "
-               "e.g. latin-1 or cp1252 for spreadsheet exports) or save it as UTF-8")
+        msg = (
+            f"not {name} text at byte {pos} ({bad!r}); set the file's encoding (data.source.encoding, "
+            "e.g. latin-1 or cp1252 for spreadsheet exports) or save it as UTF-8"
+        )
     return Problem(None, rows, msg)
 
 
@@ -188,30 +196,50 @@ def scan_csv(path: Path, table: str, encoding: str = "utf-8-sig", sep: str = ","
                 if any("\x00" in f for f in record):
                     nul.append(row)
     except csv.Error as err:
-        where = [Problem(None, np.array([row + 1], np.int64), f"malformed CSV: {err} (a quote left open: the file "
-                                                               "may be cut off mid-row)")]
+        where = [
+            Problem(
+                None,
+                np.array([row + 1], np.int64),
+                f"malformed CSV: {err} (a quote left open: the file may be cut off mid-row)",
+            )
+        ]
         if n_header is None:
             where = [Problem(None, _NO_ROWS, f"malformed CSV header: {err}")]
         raise SchemaError(source, table, where) from None
     except UnicodeDecodeError:
         raise SchemaError(source, table, [decode_error_problem(path, table, encoding)]) from None
     except (EOFError, gzip.BadGzipFile, OSError) as err:
-        raise SchemaError(source, table, [Problem(None, _NO_ROWS, f"cannot read the file ({type(err).__name__}: "
-                                                                  f"{err}); truncated or corrupt?")]) from None
+        raise SchemaError(
+            source,
+            table,
+            [Problem(None, _NO_ROWS, f"cannot read the file ({type(err).__name__}: {err}); truncated or corrupt?")],
+        ) from None
     if n_header is None:
         raise SchemaError(source, table, [Problem(None, _NO_ROWS, "the file is empty")])
     if short:
-        problems.append(Problem(None, np.array(short, np.int64), f"fewer fields than the header's {n_header} "
-                                                                  "(a row cut off?)"))
+        problems.append(
+            Problem(None, np.array(short, np.int64), f"fewer fields than the header's {n_header} (a row cut off?)")
+        )
     if long_:
-        problems.append(Problem(None, np.array(long_, np.int64), f"more fields than the header's {n_header} "
-                                                                  "(an unquoted separator or a merged line?)"))
+        problems.append(
+            Problem(
+                None,
+                np.array(long_, np.int64),
+                f"more fields than the header's {n_header} (an unquoted separator or a merged line?)",
+            )
+        )
     if nul:
         problems.append(Problem(None, np.array(nul, np.int64), "NUL byte in a field (binary garbage in the file)"))
     if row >= 0 and lines.last not in ("\n", "\r"):
-        problems.append(Problem(None, np.array([row], np.int64), "the file does not end with a newline: its last row "
-                                                                 "looks cut off mid-row (if the file is complete, add "
-                                                                 "a newline at its end)"))
+        problems.append(
+            Problem(
+                None,
+                np.array([row], np.int64),
+                "the file does not end with a newline: its last row "
+                "looks cut off mid-row (if the file is complete, add "
+                "a newline at its end)",
+            )
+        )
     if problems:
         raise SchemaError(source, table, problems)
 
@@ -248,25 +276,38 @@ def separator_hint(path: Path, sep: str, encoding: str | None = "utf-8", key: st
     if counts[best] == 0 or (sep != WHITESPACE and header.count(sep) >= counts[best]):
         return ""
     hint = f"; the header looks {SEPARATOR_NAMES[best]}-separated: set {key}.csv_sep='{best}'"
-    if best != "," and len(lines) > 1 and any(re.fullmatch(r"-?\d+,\d+", f.strip().strip('"'))
-                                             for f in lines[1].split(best)):
+    if (
+        best != ","
+        and len(lines) > 1
+        and any(re.fullmatch(r"-?\d+,\d+", f.strip().strip('"')) for f in lines[1].split(best))
+    ):
         hint += f" (and {key}.decimal=',' for its decimal commas)"
     return hint
 
 
 @contextmanager
-def read_errors(path: Path, table: str, encoding: str | None = "utf-8", header_lines: int = 1, sep: str = ",",
-                key: str = "data.source"):
+def read_errors(
+    path: Path,
+    table: str,
+    encoding: str | None = "utf-8",
+    header_lines: int = 1,
+    sep: str = ",",
+    key: str = "data.source",
+):
     """Turn every way ``pd.read_csv`` fails into a :class:`SchemaError` naming the file (and the row or byte)."""
     source = str(path)
     try:
         yield
     except UnicodeDecodeError:
-        raise SchemaError(source, table, [decode_error_problem(path, table, text_encoding(encoding), header_lines)]
-                          ) from None
+        raise SchemaError(
+            source, table, [decode_error_problem(path, table, text_encoding(encoding), header_lines)]
+        ) from None
     except LookupError as err:  # an unknown codec name
-        raise SchemaError(source, table, [Problem(None, _NO_ROWS, f"{key}.encoding={encoding!r}: {err}; expected "
-                                                                  "e.g. utf-8, latin-1, cp1252")]) from None
+        raise SchemaError(
+            source,
+            table,
+            [Problem(None, _NO_ROWS, f"{key}.encoding={encoding!r}: {err}; expected e.g. utf-8, latin-1, cp1252")],
+        ) from None
     except pd.errors.EmptyDataError:
         raise SchemaError(source, table, [Problem(None, _NO_ROWS, "the file is empty")]) from None
     except pd.errors.ParserWarning:  # rows longer than the header: pandas would cut them silently
@@ -275,31 +316,67 @@ def read_errors(path: Path, table: str, encoding: str | None = "utf-8", header_l
             try:
                 scan_csv(path, table, text_encoding(encoding), sep)
             except SchemaError as err:
-                raise SchemaError(source, table, [Problem(p.column, p.rows, p.message + hint) for p in err.problems]
-                                  ) from None
-        raise SchemaError(source, table, [Problem(None, _NO_ROWS, "rows with more fields than the header (an unquoted "
-                                                                  f"separator inside a field?){hint}")]) from None
+                raise SchemaError(
+                    source, table, [Problem(p.column, p.rows, p.message + hint) for p in err.problems]
+                ) from None
+        raise SchemaError(
+            source,
+            table,
+            [
+                Problem(
+                    None,
+                    _NO_ROWS,
+                    f"rows with more fields than the header (an unquoted separator inside a field?){hint}",
+                )
+            ],
+        ) from None
     except pd.errors.ParserError as err:
         m = re.search(r"line (\d+), saw (\d+)", str(err))
         rows = np.array([int(m.group(1)) - 1 - header_lines], np.int64) if m else _NO_ROWS
-        what = (f"more fields ({m.group(2)}) than the header has: an unquoted separator inside a field, or the wrong "
-                f"{key}.csv_sep={sep!r}") if m else f"cannot parse the file ({str(err).strip()[:300]})"
-        raise SchemaError(source, table, [Problem(None, rows, what + separator_hint(path, sep, encoding, key))]
-                          ) from None
+        what = (
+            (
+                f"more fields ({m.group(2)}) than the header has: an unquoted separator inside a field, or the wrong "
+                f"{key}.csv_sep={sep!r}"
+            )
+            if m
+            else f"cannot parse the file ({str(err).strip()[:300]})"
+        )
+        raise SchemaError(
+            source, table, [Problem(None, rows, what + separator_hint(path, sep, encoding, key))]
+        ) from None
     except (EOFError, gzip.BadGzipFile, OSError) as err:
-        raise SchemaError(source, table, [Problem(None, _NO_ROWS, f"cannot read the file ({type(err).__name__}: "
-                                                                  f"{err}); truncated or corrupt?")]) from None
+        raise SchemaError(
+            source,
+            table,
+            [Problem(None, _NO_ROWS, f"cannot read the file ({type(err).__name__}: {err}); truncated or corrupt?")],
+        ) from None
 
 
-def read_delimited(path: Path, table: str, *, sep: str = ",", encoding: str | None = "utf-8", decimal: str = ".",
-                   names: list[str] | None = None, dtype: dict | None = None, chunksize: int | None = None,
-                   nrows: int | None = None, key: str = "data.source"):
+def read_delimited(
+    path: Path,
+    table: str,
+    *,
+    sep: str = ",",
+    encoding: str | None = "utf-8",
+    decimal: str = ".",
+    names: list[str] | None = None,
+    dtype: dict | None = None,
+    chunksize: int | None = None,
+    nrows: int | None = None,
+    key: str = "data.source",
+):
     """A delimited text file of any shape as a DataFrame (or an iterator of chunks); errors are SchemaErrors.
 
     ``sep``: one character, or ``whitespace``; ``names``: the columns of a file without a header row.
     """
-    kwargs = dict(sep=r"\s+" if sep == WHITESPACE else sep, encoding=text_encoding(encoding), decimal=decimal,
-                  dtype=dtype, index_col=False, nrows=nrows)
+    kwargs = dict(
+        sep=r"\s+" if sep == WHITESPACE else sep,
+        encoding=text_encoding(encoding),
+        decimal=decimal,
+        dtype=dtype,
+        index_col=False,
+        nrows=nrows,
+    )
     if names:
         kwargs.update(header=None, names=[str(n) for n in names])
     errors = dict(table=table, encoding=encoding, header_lines=0 if names else 1, sep=sep, key=key)
@@ -338,13 +415,20 @@ def _read_csv(path: Path, table: str) -> pd.DataFrame:
     scan_csv(path, table)
     try:
         # Ids as text first: pandas would turn "007" into 7 and 2**64 into a float (lossy, silent).
-        df = pd.read_csv(path, dtype={c: "string" for c in ids}, index_col=False, encoding="utf-8-sig",
-                         keep_default_na=False, na_values=[""])
+        df = pd.read_csv(
+            path,
+            dtype={c: "string" for c in ids},
+            index_col=False,
+            encoding="utf-8-sig",
+            keep_default_na=False,
+            na_values=[""],
+        )
     except pd.errors.EmptyDataError:
         raise SchemaError(str(path), table, [Problem(None, _NO_ROWS, "the file is empty")]) from None
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError, EOFError, OSError) as err:
-        raise SchemaError(str(path), table, [Problem(None, _NO_ROWS, f"cannot parse the CSV "
-                                                                     f"({type(err).__name__}: {err})")]) from None
+        raise SchemaError(
+            str(path), table, [Problem(None, _NO_ROWS, f"cannot parse the CSV ({type(err).__name__}: {err})")]
+        ) from None
     for c in ids:
         if c in df.columns:
             df[c] = ids_from_text(df[c])
@@ -367,9 +451,17 @@ def read_table(path: str | os.PathLike, table: str, duplicates: str = "drop", **
         try:
             df = pd.read_parquet(path)
         except Exception as err:
-            raise SchemaError(str(path), table, [Problem(None, _NO_ROWS, f"not a readable Parquet file "
-                                                                         f"({type(err).__name__}: {str(err)[:300]}); "
-                                                                         "truncated or corrupt?")]) from None
+            raise SchemaError(
+                str(path),
+                table,
+                [
+                    Problem(
+                        None,
+                        _NO_ROWS,
+                        f"not a readable Parquet file ({type(err).__name__}: {str(err)[:300]}); truncated or corrupt?",
+                    )
+                ],
+            ) from None
     elif path.suffix in (".csv", ".gz", ".txt"):
         df = _read_csv(path, table)
     else:

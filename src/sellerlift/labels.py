@@ -61,22 +61,28 @@ def make_labels(
         buyers = pd.unique(events["customer_id"].to_numpy()[window])
         return pd.Index(customers).isin(buyers)
 
-    return pd.DataFrame({
-        "customer_id": customers,
-        "intent": bought_within(intent_days).astype(np.float32),
-        "churn": (~bought_within(churn_days)).astype(np.float32),
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": customers,
+            "intent": bought_within(intent_days).astype(np.float32),
+            "churn": (~bought_within(churn_days)).astype(np.float32),
+        }
+    )
 
 
-def value_labels(events: pd.DataFrame, cutoff: pd.Timestamp | str, customers: np.ndarray, days: int = 90,
-                 check: bool = True) -> np.ndarray:
+def value_labels(
+    events: pd.DataFrame, cutoff: pd.Timestamp | str, customers: np.ndarray, days: int = 90, check: bool = True
+) -> np.ndarray:
     """float32 [n, 2]: spend and purchase days of ``customers`` (rows in that order) in [cutoff, cutoff + days)."""
     cutoff = pd.Timestamp(cutoff)
     if check:
         check_horizon(events, cutoff, days)
     ts = events["ts"].to_numpy()
-    window = ((events["event_type"] == "purchase").to_numpy() & (ts >= np.datetime64(cutoff))
-              & (ts < np.datetime64(cutoff + pd.Timedelta(days=days))))
+    window = (
+        (events["event_type"] == "purchase").to_numpy()
+        & (ts >= np.datetime64(cutoff))
+        & (ts < np.datetime64(cutoff + pd.Timedelta(days=days)))
+    )
     pos = pd.Index(customers).get_indexer(events["customer_id"].to_numpy()[window])
     keep = pos >= 0
     pos = pos[keep]
@@ -99,8 +105,8 @@ def split_customers(customer_ids: np.ndarray, fractions=(0.7, 0.15, 0.15), seed:
     n_val = int(round(fractions[1] * n))
     split = np.empty(n, dtype=np.int8)
     split[order[:n_train]] = 0
-    split[order[n_train:n_train + n_val]] = 1
-    split[order[n_train + n_val:]] = 2
+    split[order[n_train : n_train + n_val]] = 1
+    split[order[n_train + n_val :]] = 2
     return split
 
 
@@ -150,8 +156,9 @@ def small_splits(counts: dict, min_positives: int) -> list[str]:
 
 def format_counts(counts: dict) -> str:
     """``intent positives train 30 / val 2 / test 4; churn ...`` (one line for the console and the manifest)."""
-    return "; ".join(f"{head} positives " + " / ".join(f"{s} {counts[s][head]['positives']:,}" for s in counts)
-                     for head in HEADS)
+    return "; ".join(
+        f"{head} positives " + " / ".join(f"{s} {counts[s][head]['positives']:,}" for s in counts) for head in HEADS
+    )
 
 
 class SmallDataError(ValueError):

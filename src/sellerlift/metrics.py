@@ -114,8 +114,9 @@ def binary_metrics(y, p, top_fraction: float = 0.2, n_bins: int = 15) -> dict[st
     }
 
 
-def head_metrics(targets: np.ndarray, probs: np.ndarray, prefix: str = "test/",
-                 top_fraction: float = 0.2) -> dict[str, float]:
+def head_metrics(
+    targets: np.ndarray, probs: np.ndarray, prefix: str = "test/", top_fraction: float = 0.2
+) -> dict[str, float]:
     """``{prefix}{head}_{metric}`` for both heads: the names every model logs."""
     out = {}
     for i, head in enumerate(HEADS):
@@ -133,8 +134,9 @@ def _check(y, treatment, score, weight):
     s = np.asarray(score, dtype=np.float64).reshape(-1)
     w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64).reshape(-1)
     if not (len(y) == len(t) == len(s) == len(w)):
-        raise ValueError(f"y, treatment, score, weight: expected equal lengths, got {len(y)}, {len(t)}, {len(s)}, "
-                         f"{len(w)}")
+        raise ValueError(
+            f"y, treatment, score, weight: expected equal lengths, got {len(y)}, {len(t)}, {len(s)}, {len(w)}"
+        )
     if not (np.all(np.isfinite(s)) and np.all(np.isfinite(w)) and (w >= 0).all()):
         raise ValueError("score and weight: expected finite values, weights >= 0")
     return y, t, s, w
@@ -324,16 +326,20 @@ def _block(y, p, W, metrics, top_fraction) -> dict[str, np.ndarray]:
     out = {}
     if set(metrics) & {"auroc", "ap", "precision_top"}:
         w, pos = _grouped(y, p, W)
-        fns = {"auroc": lambda: _auroc(w, pos), "ap": lambda: _ap(w, pos),
-               "precision_top": lambda: _precision_top(w, pos, max(1, round(top_fraction * W.shape[1])))}
+        fns = {
+            "auroc": lambda: _auroc(w, pos),
+            "ap": lambda: _ap(w, pos),
+            "precision_top": lambda: _precision_top(w, pos, max(1, round(top_fraction * W.shape[1]))),
+        }
         out.update({m: fns[m]() for m in metrics if m in fns})
     if "ece" in metrics:
         out["ece"] = weighted_ece(y, p, W)
     return out
 
 
-def bootstrap_samples(y, p, n_boot: int = 1000, seed: int = 0, top_fraction: float = 0.2,
-                      metrics: tuple[str, ...] = BOOTSTRAP_METRICS) -> dict[str, np.ndarray]:
+def bootstrap_samples(
+    y, p, n_boot: int = 1000, seed: int = 0, top_fraction: float = 0.2, metrics: tuple[str, ...] = BOOTSTRAP_METRICS
+) -> dict[str, np.ndarray]:
     """``{metric: [n_boot]}`` over customer resamples; ``p`` may be [n] or [n, M] (M models, paired: the same
     resamples for every column, then each value is [n_boot, M])."""
     y = np.asarray(y, dtype=np.float64).ravel()
@@ -352,7 +358,7 @@ def bootstrap_samples(y, p, n_boot: int = 1000, seed: int = 0, top_fraction: flo
         W = bootstrap_weights(len(y), min(block, n_boot - b0), rng)
         for j in range(P.shape[1]):
             for m, v in _block(y, P[:, j], W, metrics, top_fraction).items():
-                out[m][b0:b0 + len(W), j] = v
+                out[m][b0 : b0 + len(W), j] = v
     return {m: v[:, 0] if single else v for m, v in out.items()}
 
 
@@ -370,8 +376,15 @@ def _interval(samples: np.ndarray, level: float, debias_to: float | None = None)
     return float(lo), float(hi)
 
 
-def head_metric_intervals(targets, probs, prefix: str = "test/", top_fraction: float = 0.2, n_boot: int = 1000,
-                          level: float = 0.95, seed: int = 0) -> dict[str, float]:
+def head_metric_intervals(
+    targets,
+    probs,
+    prefix: str = "test/",
+    top_fraction: float = 0.2,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
     """Percentile bootstrap interval of every :func:`head_metrics` value: ``{prefix}{head}_{metric}_ci_low/high``
     (ECE: bias-shifted, see :func:`_interval`)."""
     out = {}
@@ -384,22 +397,29 @@ def head_metric_intervals(targets, probs, prefix: str = "test/", top_fraction: f
     return out
 
 
-def paired_difference(y, pa, pb, metric: str = "auroc", n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-                      top_fraction: float = 0.2) -> dict[str, float]:
+def paired_difference(
+    y, pa, pb, metric: str = "auroc", n_boot: int = 1000, level: float = 0.95, seed: int = 0, top_fraction: float = 0.2
+) -> dict[str, float]:
     """Paired bootstrap of ``metric(pa) - metric(pb)`` on the same resampled customers.
 
     ``diff`` is the difference on the full data; ``ci_low`` / ``ci_high`` the percentile interval;
     ``p_not_better`` the share of resamples where ``pa`` is not better (for ECE lower is better).
     """
-    s = bootstrap_samples(y, np.stack([np.asarray(pa, float), np.asarray(pb, float)], axis=1), n_boot, seed,
-                          top_fraction, (metric,))[metric]
+    s = bootstrap_samples(
+        y, np.stack([np.asarray(pa, float), np.asarray(pb, float)], axis=1), n_boot, seed, top_fraction, (metric,)
+    )[metric]
     d = s[:, 0] - s[:, 1]
     ok = np.isfinite(d)
     point = bootstrap_point(y, pa, metric, top_fraction) - bootstrap_point(y, pb, metric, top_fraction)
     lo, hi = _interval(d, level)
     worse = d[ok] >= 0 if metric == "ece" else d[ok] <= 0
-    return {"diff": float(point), "ci_low": lo, "ci_high": hi,
-            "p_not_better": float(worse.mean()) if ok.any() else float("nan"), "n_boot": int(ok.sum())}
+    return {
+        "diff": float(point),
+        "ci_low": lo,
+        "ci_high": hi,
+        "p_not_better": float(worse.mean()) if ok.any() else float("nan"),
+        "n_boot": int(ok.sum()),
+    }
 
 
 def bootstrap_point(y, p, metric: str, top_fraction: float = 0.2) -> float:

@@ -21,8 +21,13 @@ def follow_up_mask(offers: pd.DataFrame, cutoff, horizon_days: int) -> np.ndarra
     return end <= np.datetime64(pd.Timestamp(cutoff))
 
 
-def offer_outcomes(events: pd.DataFrame, offers: pd.DataFrame, horizon_days: int = 90, window_days: int = 7,
-                   all_offers: pd.DataFrame | None = None) -> pd.DataFrame:
+def offer_outcomes(
+    events: pd.DataFrame,
+    offers: pd.DataFrame,
+    horizon_days: int = 90,
+    window_days: int = 7,
+    all_offers: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Per offer (row-aligned with ``offers``): net_H, purchases_H, retained_H, gross_H, discounts_H.
 
     ``all_offers``: every logged offer (default ``offers``): the later campaigns' discounts within an offer's
@@ -55,9 +60,15 @@ def offer_outcomes(events: pd.DataFrame, offers: pd.DataFrame, horizon_days: int
     n = np.where(known, end - start, 0)
     retained = np.where(known, end > after_window, False)
     discounts = _discounts_within(offers, offers if all_offers is None else all_offers, horizon_days)
-    return pd.DataFrame({f"net_{horizon_days}d": net, f"purchases_{horizon_days}d": n,
-                         f"retained_{horizon_days}d": retained, f"gross_{horizon_days}d": net + discounts,
-                         f"discounts_{horizon_days}d": discounts})
+    return pd.DataFrame(
+        {
+            f"net_{horizon_days}d": net,
+            f"purchases_{horizon_days}d": n,
+            f"retained_{horizon_days}d": retained,
+            f"gross_{horizon_days}d": net + discounts,
+            f"discounts_{horizon_days}d": discounts,
+        }
+    )
 
 
 def _discounts_within(offers: pd.DataFrame, every: pd.DataFrame, horizon_days: int) -> np.ndarray:

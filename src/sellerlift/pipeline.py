@@ -56,8 +56,13 @@ def prepare(tables: Tables, cfg: DictConfig) -> Prepared:
     """Features, labels and the split for every customer with history before the cutoff (+ rolling rows)."""
     spec = FeatureSpec(max_len=cfg.data.max_len)
     feats = build_features(tables.events, tables.cutoff, spec)
-    labels = make_labels(tables.events, tables.cutoff, feats.customer_id,
-                         intent_days=cfg.data.horizons.intent_days, churn_days=cfg.data.horizons.churn_days)
+    labels = make_labels(
+        tables.events,
+        tables.cutoff,
+        feats.customer_id,
+        intent_days=cfg.data.horizons.intent_days,
+        churn_days=cfg.data.horizons.churn_days,
+    )
     split = split_customers(feats.customer_id, tuple(cfg.data.split), seed=cfg.data.split_seed)
     extra = rolling_rows(tables, cfg, feats.customer_id[split == 0])
     spec.fit(feats, np.flatnonzero(split == 0))  # scaling from training customers only (at the latest cutoff)
@@ -96,8 +101,11 @@ def rolling_rows(tables: Tables, cfg: DictConfig, train_customers: np.ndarray) -
         targets.append(lab[["intent", "churn"]].to_numpy(np.float32))
         when.append(np.full(len(f.customer_id), np.datetime64(c, "us")))
     if not parts:
-        return ExtraRows(build_features(past.iloc[:0], tables.cutoff, FeatureSpec(max_len=cfg.data.max_len)),
-                         np.zeros((0, 2), np.float32), np.zeros(0, "datetime64[us]"))
+        return ExtraRows(
+            build_features(past.iloc[:0], tables.cutoff, FeatureSpec(max_len=cfg.data.max_len)),
+            np.zeros((0, 2), np.float32),
+            np.zeros(0, "datetime64[us]"),
+        )
     return ExtraRows(SequenceFeatures.concat(parts), np.concatenate(targets), np.concatenate(when))
 
 
@@ -114,10 +122,12 @@ def check_guards(cfg: DictConfig, counts: dict) -> str | None:
         return None
     reason = f"{'; '.join(small)} < guards.min_positives={min_pos}"
     if on_small == "refuse":
-        raise SmallDataError(f"too few labels to train and measure a model: {reason}. Use more customers or a "
-                             "longer file, stack earlier cutoffs (data.rolling.cutoffs=3), choose other horizons "
-                             "(data.horizons.*), or set guards.on_small=warn to train anyway (such a run is "
-                             "never promoted to champion)")
+        raise SmallDataError(
+            f"too few labels to train and measure a model: {reason}. Use more customers or a "
+            "longer file, stack earlier cutoffs (data.rolling.cutoffs=3), choose other horizons "
+            "(data.horizons.*), or set guards.on_small=warn to train anyway (such a run is "
+            "never promoted to champion)"
+        )
     return reason
 
 
@@ -138,7 +148,6 @@ def _quiet_libraries() -> None:
 def run(cfg: DictConfig) -> RunResult:
     """Train, evaluate, export and track one model as configured."""
     from sellerlift import config_checks, reliability
-
     from sellerlift.data.mapping import fill_data_name
 
     fill_data_name(cfg)  # data.name null -> the file's name (as train.py does), before anything logs under it
@@ -169,22 +178,30 @@ def _run(cfg: DictConfig) -> RunResult:
     labels = label_counts(prep.targets, prep.split)
     coverage = tables.coverage
     before = coverage.events_before if coverage is not None else int((tables.events["ts"] < tables.cutoff).sum())
-    console.print(f"[bold]data[/] {tables.name}: {len(prep.split):,} customers "
-                  f"(train {counts[0]:,} / val {counts[1]:,} / test {counts[2]:,}), {before:,} events before the "
-                  f"cutoff {tables.cutoff.date()}; intent rate {prep.targets[:, 0].mean():.3f}, "
-                  f"churn rate {prep.targets[:, 1].mean():.3f}")
+    console.print(
+        f"[bold]data[/] {tables.name}: {len(prep.split):,} customers "
+        f"(train {counts[0]:,} / val {counts[1]:,} / test {counts[2]:,}), {before:,} events before the "
+        f"cutoff {tables.cutoff.date()}; intent rate {prep.targets[:, 0].mean():.3f}, "
+        f"churn rate {prep.targets[:, 1].mean():.3f}"
+    )
     if coverage is not None and coverage.customers_excluded:
-        console.print(f"[bold]data[/] {coverage.customers_excluded:,} customers have no event before the cutoff and "
-                      "are not in the training rows (see the coverage lines above)")
+        console.print(
+            f"[bold]data[/] {coverage.customers_excluded:,} customers have no event before the cutoff and "
+            "are not in the training rows (see the coverage lines above)"
+        )
     if prep.extra is not None:
         cuts = ", ".join(str(np.datetime_as_string(c, "D")) for c in np.unique(prep.extra.cutoff)[::-1]) or "none"
-        console.print(f"[bold]rolling[/] {len(prep.extra.targets):,} more training rows of training customers at "
-                      f"earlier cutoffs ({cuts}); their label windows end by {tables.cutoff.date()}")
+        console.print(
+            f"[bold]rolling[/] {len(prep.extra.targets):,} more training rows of training customers at "
+            f"earlier cutoffs ({cuts}); their label windows end by {tables.cutoff.date()}"
+        )
     console.print(f"[bold]labels[/] {format_counts(labels)}")
     small = check_guards(cfg, labels)  # raises under guards.on_small=refuse, before any run is created
     if small:
-        console.print(f"[bold red]WARNING: too few labels to measure[/] ({small}): test metrics are noise, read "
-                      "their intervals; this run will not become champion (guards.on_small=refuse to stop here)")
+        console.print(
+            f"[bold red]WARNING: too few labels to measure[/] ({small}): test metrics are noise, read "
+            "their intervals; this run will not become champion (guards.on_small=refuse to stop here)"
+        )
 
     # Multi-process training (trainer=ddp_cpu, multi-node): only global rank 0 tracks, exports and writes.
     zero = is_global_zero()
@@ -196,8 +213,11 @@ def _run(cfg: DictConfig) -> RunResult:
     ctx = RunContext(cfg, root, tables, prep, bundle_dir, logger, run_id)
     ctx.timings["data_s"] = time.perf_counter() - t0
     ctx.bundle_extra["label_counts"] = labels
-    ctx.bundle_extra["guards"] = {"min_positives": int((cfg.get("guards") or {}).get("min_positives", 20)),
-                                  "small_data": bool(small), "reason": small}
+    ctx.bundle_extra["guards"] = {
+        "min_positives": int((cfg.get("guards") or {}).get("min_positives", 20)),
+        "small_data": bool(small),
+        "reason": small,
+    }
     if small:
         ctx.summary_rows.append(("WARNING", f"too few labels to measure: {small}; not a champion candidate"))
     try:
@@ -233,11 +253,18 @@ def data_profile(ctx: RunContext) -> dict:
     """Row and customer counts of the run's data (the MLflow dataset's profile)."""
     ev, cut = ctx.tables.events, np.datetime64(ctx.tables.cutoff)
     n = np.bincount(ctx.prep.split, minlength=3)
-    return {"rows": int(len(ev)), "rows_before_cutoff": int((ev["ts"].to_numpy() < cut).sum()),
-            "customers": int(ev["customer_id"].nunique()), "customers_with_history": int(len(ctx.prep.split)),
-            "train_customers": int(n[0]), "val_customers": int(n[1]), "test_customers": int(n[2]),
-            "extra_training_rows": int(len(ctx.prep.extra.targets)) if ctx.prep.extra is not None else 0,
-            "cutoff": str(ctx.tables.cutoff.date()), "horizons": dict(ctx.cfg.data.horizons)}
+    return {
+        "rows": int(len(ev)),
+        "rows_before_cutoff": int((ev["ts"].to_numpy() < cut).sum()),
+        "customers": int(ev["customer_id"].nunique()),
+        "customers_with_history": int(len(ctx.prep.split)),
+        "train_customers": int(n[0]),
+        "val_customers": int(n[1]),
+        "test_customers": int(n[2]),
+        "extra_training_rows": int(len(ctx.prep.extra.targets)) if ctx.prep.extra is not None else 0,
+        "cutoff": str(ctx.tables.cutoff.date()),
+        "horizons": dict(ctx.cfg.data.horizons),
+    }
 
 
 def _start_tracking(ctx: RunContext, data_source=None) -> None:
@@ -248,19 +275,24 @@ def _start_tracking(ctx: RunContext, data_source=None) -> None:
     ctx.logger.log_hyperparams(tracking.flatten(OmegaConf.to_container(ctx.cfg, resolve=True)))
     guards = ctx.bundle_extra.get("guards") or {}
     for key, value in {
-        "data.fingerprint": ctx.tables.fingerprint, "git.commit": tracking.git_commit(ctx.root),
-        "model.kind": ctx.cfg.model.name, "data.name": ctx.tables.name, "data.cutoff": str(ctx.tables.cutoff),
+        "data.fingerprint": ctx.tables.fingerprint,
+        "git.commit": tracking.git_commit(ctx.root),
+        "model.kind": ctx.cfg.model.name,
+        "data.name": ctx.tables.name,
+        "data.cutoff": str(ctx.tables.cutoff),
         "data.horizons": "/".join(score_outputs(ctx.cfg.data.horizons)),
         SMALL_DATA_TAG: str(bool(guards.get("small_data"))).lower(),
         **({SMALL_DATA_REASON_TAG: guards["reason"]} if guards.get("reason") else {}),
     }.items():
         ctx.client.set_tag(ctx.run_id, key, value)
     tracking.mark_model_training(ctx.client, ctx.client.get_run(ctx.run_id).info.experiment_id)
-    tracking.log_dataset(ctx.client, ctx.run_id, ctx.tables.name, ctx.tables.fingerprint, data_source,
-                         data_profile(ctx))
+    tracking.log_dataset(
+        ctx.client, ctx.run_id, ctx.tables.name, ctx.tables.fingerprint, data_source, data_profile(ctx)
+    )
     counts = ctx.bundle_extra.get("label_counts") or {}
-    ctx.log_metrics({f"data/{s}_{h}_positives": c["positives"] for s, heads in counts.items()
-                     for h, c in heads.items()})
+    ctx.log_metrics(
+        {f"data/{s}_{h}_positives": c["positives"] for s, heads in counts.items() for h, c in heads.items()}
+    )
 
 
 def cold_start_prior(prep: Prepared, newest: float = 0.1, outputs: tuple[str, ...] = SCORE_OUTPUTS) -> dict:
@@ -272,8 +304,12 @@ def cold_start_prior(prep: Prepared, newest: float = 0.1, outputs: tuple[str, ..
     cut = float(np.quantile(tenure, newest)) if len(tenure) else 0.0
     new = tenure <= cut
     rates = prep.targets[train][new].mean(axis=0) if new.any() else prep.targets[train].mean(axis=0)
-    return {**{name: float(r) for name, r in zip(outputs, rates)}, "customers": int(new.sum()),
-            "max_tenure_days": cut, "basis": f"label rates of the newest {newest:.0%} of training customers"}
+    return {
+        **{name: float(r) for name, r in zip(outputs, rates)},
+        "customers": int(new.sum()),
+        "max_tenure_days": cut,
+        "basis": f"label rates of the newest {newest:.0%} of training customers",
+    }
 
 
 def _finish(ctx: RunContext) -> None:
@@ -281,13 +317,23 @@ def _finish(ctx: RunContext) -> None:
     from sellerlift.schema import DISCOUNT_LEVELS
 
     cfg = ctx.cfg
-    write_bundle(ctx.bundle_dir, ctx.bundle_files, ctx.prep.spec, ctx.metrics,
-                 extra={"run_id": ctx.run_id, "model": cfg.model.name, "data": ctx.tables.name,
-                        "data_fingerprint": ctx.tables.fingerprint, "cutoff": str(ctx.tables.cutoff),
-                        "horizons": OmegaConf.to_container(cfg.data.horizons, resolve=True),
-                        "discount_levels": list(DISCOUNT_LEVELS),
-                        "cold_start": cold_start_prior(ctx.prep, outputs=score_outputs(cfg.data.horizons)),
-                        **ctx.bundle_extra})
+    write_bundle(
+        ctx.bundle_dir,
+        ctx.bundle_files,
+        ctx.prep.spec,
+        ctx.metrics,
+        extra={
+            "run_id": ctx.run_id,
+            "model": cfg.model.name,
+            "data": ctx.tables.name,
+            "data_fingerprint": ctx.tables.fingerprint,
+            "cutoff": str(ctx.tables.cutoff),
+            "horizons": OmegaConf.to_container(cfg.data.horizons, resolve=True),
+            "discount_levels": list(DISCOUNT_LEVELS),
+            "cold_start": cold_start_prior(ctx.prep, outputs=score_outputs(cfg.data.horizons)),
+            **ctx.bundle_extra,
+        },
+    )
     if ctx.client is not None:
         ctx.log_metrics({f"timing/{k}": v for k, v in ctx.timings.items()})
         ctx.client.log_artifacts(ctx.run_id, str(ctx.bundle_dir), "bundle")
@@ -301,8 +347,7 @@ def _after_run(ctx: RunContext) -> None:
     from sellerlift import champion, report
 
     if (ctx.cfg.get("champion") or {}).get("enabled", False):
-        decision = champion.check_run(ctx.client, ctx.run_id, ctx.cfg, bundle_dir=ctx.bundle_dir,
-                                      data=ctx.tables.name)
+        decision = champion.check_run(ctx.client, ctx.run_id, ctx.cfg, bundle_dir=ctx.bundle_dir, data=ctx.tables.name)
         if decision is not None:
             ctx.summary_rows.append(("champion", decision.summary()))
     if (ctx.cfg.get("report") or {}).get("enabled", False):

@@ -45,6 +45,7 @@ def roc_and_calibration(y: np.ndarray, scores: dict[str, np.ndarray], title: str
 # --------------------------------------------------------------------------- promotion engine
 # ``curves`` below map a label (a model's display name) to [n, K] response curves at DISCOUNT_LEVELS.
 
+
 def _save(path, fig, legend_axes=()) -> Path:
     """Save and close ``fig``; the axes in ``legend_axes`` get a light grid and a small legend first."""
     for a in legend_axes:
@@ -100,8 +101,11 @@ def budget_curves(curve_df, path) -> Path:
         style = dict(lw=2.5, c="k") if name == "oracle" else {}
         a1.plot(g["budget_frac"], g["profit"], "-o", ms=3, label=name, **style)
         a2.plot(g["budget_frac"], 100 * g["roi"], "-o", ms=3, label=name, **style)
-    a1.set(xlabel="budget (fraction of top-level-for-all spend)", ylabel="incremental profit (true curves)",
-           title="budget curve (multi-armed Qini)")
+    a1.set(
+        xlabel="budget (fraction of top-level-for-all spend)",
+        ylabel="incremental profit (true curves)",
+        title="budget curve (multi-armed Qini)",
+    )
     a2.set(xlabel="budget (fraction of top-level-for-all spend)", ylabel="ROI %", title="ROI by budget")
     return _save(path, fig, legend_axes=(a1, a2))
 

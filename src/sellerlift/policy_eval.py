@@ -35,8 +35,7 @@ class TrueWorld:
 
     def __init__(self, p_true: np.ndarray, v_true: np.ndarray, margin: float):
         self.p, self.value, self.margin = p_true, v_true, float(margin)
-        self._profit, self._spend = allocate.incremental_profit_and_spend(p_true, v_true, self.margin,
-                                                                          DISCOUNT_LEVELS)
+        self._profit, self._spend = allocate.incremental_profit_and_spend(p_true, v_true, self.margin, DISCOUNT_LEVELS)
 
     def outcome(self, level: np.ndarray) -> tuple[float, float]:
         """True (incremental profit, spend) of giving each customer ``level`` (an index per customer)."""
@@ -58,8 +57,9 @@ def rule_levels(world: TrueWorld, budget, ranking, level_pct, seed, eligible=Non
     if not len(rows):
         return level
     kw = {"rule": "random", "seed": seed} if ranking is None else {"rule": "priority", "priority": ranking[rows]}
-    a = allocate.allocate_rule_based(world.p[rows], world.value[rows], world.margin, DISCOUNT_LEVELS, budget,
-                                     level_pct=level_pct, **kw)
+    a = allocate.allocate_rule_based(
+        world.p[rows], world.value[rows], world.margin, DISCOUNT_LEVELS, budget, level_pct=level_pct, **kw
+    )
     level[rows] = a.level_index
     return level
 
@@ -71,8 +71,16 @@ class AllocationEval(NamedTuple):
     levels: pd.DataFrame  # share of each level per policy and archetype, at the medium budget
 
 
-def evaluate_allocation(curves: dict[str, np.ndarray], p_true: np.ndarray, v_true: np.ndarray, v_hat: np.ndarray,
-                        raw: pd.DataFrame, archetype: np.ndarray, acfg, seed: int = 0) -> AllocationEval:
+def evaluate_allocation(
+    curves: dict[str, np.ndarray],
+    p_true: np.ndarray,
+    v_true: np.ndarray,
+    v_hat: np.ndarray,
+    raw: pd.DataFrame,
+    archetype: np.ndarray,
+    acfg,
+    seed: int = 0,
+) -> AllocationEval:
     """Every policy at every budget of ``acfg`` (``promotion.allocation``), scored with the true curves.
 
     ``curves``: each model's [n, K] curves; ``v_hat``: the order values the models plan with;
@@ -97,8 +105,15 @@ def evaluate_allocation(curves: dict[str, np.ndarray], p_true: np.ndarray, v_tru
         budget = float(frac) * full_spend
         for name, level in _policies(world, curves, v_hat, raw, acfg, seed, budget).items():
             profit, spend = world.outcome(level)
-            curve_rows.append({"budget_frac": float(frac), "policy": name, "profit": profit, "spend": spend,
-                               "roi": profit / spend if spend > 0 else 0.0})
+            curve_rows.append(
+                {
+                    "budget_frac": float(frac),
+                    "policy": name,
+                    "profit": profit,
+                    "spend": spend,
+                    "roi": profit / spend if spend > 0 else 0.0,
+                }
+            )
     if acfg.lp_check and "dipn" in curves and acfg.budgets.get("medium") is not None:
         metrics.update(lp_check(curves["dipn"], v_hat, world.margin, float(acfg.budgets.medium) * full_spend))
     metrics["alloc/full_spend"] = full_spend
@@ -110,8 +125,10 @@ def _policies(world: TrueWorld, curves, v_hat, raw, acfg, seed, budget) -> dict[
     margin, rule_level, rfm = world.margin, int(acfg.rule.level_pct), acfg.rfm_rule
     value_rank = raw["monetary"].to_numpy(dtype=np.float64)
     at_risk = (raw["has_purchase"].to_numpy() > 0) & (raw["recency_days"].to_numpy() >= float(rfm.min_recency_days))
-    out = {name: allocate.allocate_lagrangian(p, v_hat, margin, DISCOUNT_LEVELS, budget).level_index
-           for name, p in curves.items()}
+    out = {
+        name: allocate.allocate_lagrangian(p, v_hat, margin, DISCOUNT_LEVELS, budget).level_index
+        for name, p in curves.items()
+    }
     out["oracle"] = allocate.allocate_lagrangian(world.p, world.value, margin, DISCOUNT_LEVELS, budget).level_index
     out["rule_top_value"] = rule_levels(world, budget, value_rank, rule_level, seed)
     out["rule_rfm_at_risk"] = rule_levels(world, budget, value_rank, int(rfm.level_pct), seed, eligible=at_risk)
@@ -135,11 +152,16 @@ def _best_blanket(world: TrueWorld, budget, seed) -> np.ndarray:
 
 def _score(world: TrueWorld, name: str, level: np.ndarray, budget, oracle_profit: float) -> dict:
     profit, spend = world.outcome(level)
-    return {"budget_amount": budget, "policy": name, "profit": profit, "spend": spend,
-            "roi": profit / spend if spend > 0 else 0.0,
-            "share_of_oracle": profit / oracle_profit if oracle_profit > 0 else float("nan"),
-            "treated_frac": float(np.mean(level > 0)),
-            "spend_over_budget": spend / budget if budget else float("nan")}
+    return {
+        "budget_amount": budget,
+        "policy": name,
+        "profit": profit,
+        "spend": spend,
+        "roi": profit / spend if spend > 0 else 0.0,
+        "share_of_oracle": profit / oracle_profit if oracle_profit > 0 else float("nan"),
+        "treated_frac": float(np.mean(level > 0)),
+        "spend_over_budget": spend / budget if budget else float("nan"),
+    }
 
 
 def _level_shares(policy: str, level: np.ndarray, archetype: np.ndarray) -> list[dict]:
@@ -159,5 +181,8 @@ def lp_check(p: np.ndarray, value: np.ndarray, margin: float, budget: float) -> 
     t0 = time.perf_counter()
     lp = allocate.allocate_exact_lp(p, value, margin, DISCOUNT_LEVELS, budget)
     t_lp = time.perf_counter() - t0
-    return {"alloc/lp_gap_rel": max(0.0, (lp.bound - lag.profit) / lp.bound) if lp.bound > 0 else 0.0,
-            "alloc/lagrangian_s": t_lag, "alloc/lp_s": t_lp}
+    return {
+        "alloc/lp_gap_rel": max(0.0, (lp.bound - lag.profit) / lp.bound) if lp.bound > 0 else 0.0,
+        "alloc/lagrangian_s": t_lag,
+        "alloc/lp_s": t_lp,
+    }

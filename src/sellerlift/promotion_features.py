@@ -63,10 +63,11 @@ def _head_output(outputs: dict, name: str):
     if name in outputs:
         return outputs[name]
     head = name.split("_", 1)[0]
-    found = [k for k in outputs if k.startswith(f"{head}_") and k.endswith("d") and k[len(head) + 1:-1].isdigit()]
+    found = [k for k in outputs if k.startswith(f"{head}_") and k.endswith("d") and k[len(head) + 1 : -1].isdigit()]
     if len(found) != 1:
-        raise ValueError(f"sequence_outputs: expected one '{head}_<days>d' output (e.g. '{name}'); "
-                         f"got {sorted(outputs)}")
+        raise ValueError(
+            f"sequence_outputs: expected one '{head}_<days>d' output (e.g. '{name}'); got {sorted(outputs)}"
+        )
     return outputs[found[0]]
 
 
@@ -146,8 +147,9 @@ def iter_offer_time_features(
         rows = np.repeat(start[a:b] - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt) + np.arange(cnt.sum())
         pseudo = np.repeat(np.arange(b - a, dtype=np.int64), cnt)
         shift = np.repeat(ref - t_offer[a:b], cnt)
-        feats = build_features_from_arrays(pseudo, ts[rows] + shift, etype[rows], amount[rows], ref, spec,
-                                           customers=np.arange(b - a, dtype=np.int64))
+        feats = build_features_from_arrays(
+            pseudo, ts[rows] + shift, etype[rows], amount[rows], ref, spec, customers=np.arange(b - a, dtype=np.int64)
+        )
         feats.customer_id = customer_id[a:b].copy()
         yield slice(a, b), feats
         a = b

@@ -40,9 +40,15 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 ATTEMPT = "attempt.json"
 # Keys that do not change what a run computes (or that legitimately change between attempts).
-VOLATILE = ("data.source.progress", "data.source.cache_root", "trainer.enable_progress_bar",
-            "trainer.enable_model_summary", "trainer.default_root_dir", "trainer.log_every_n_steps",
-            "trainer.max_epochs")
+VOLATILE = (
+    "data.source.progress",
+    "data.source.cache_root",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.default_root_dir",
+    "trainer.log_every_n_steps",
+    "trainer.max_epochs",
+)
 
 
 class Terminated(Exception):
@@ -57,8 +63,10 @@ def sigterm_raises():
         return
 
     def handler(signum, frame):
-        raise Terminated(f"received {signal.Signals(signum).name} (pid {os.getpid()}): the run was stopped; "
-                         "start it again with resume=auto to continue from its last checkpoint")
+        raise Terminated(
+            f"received {signal.Signals(signum).name} (pid {os.getpid()}): the run was stopped; "
+            "start it again with resume=auto to continue from its last checkpoint"
+        )
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
@@ -76,8 +84,10 @@ def run_key(cfg: DictConfig) -> str:
             node = OmegaConf.select(c, parent)
             if node is not None and leaf in node:
                 node[leaf] = None
-    parts = {k: OmegaConf.to_container(c[k], resolve=True) if isinstance(c.get(k), DictConfig) else c.get(k)
-             for k in ("model", "data", "trainer", "seed")}
+    parts = {
+        k: OmegaConf.to_container(c[k], resolve=True) if isinstance(c.get(k), DictConfig) else c.get(k)
+        for k in ("model", "data", "trainer", "seed")
+    }
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{cfg.model.name}-{cfg.data.name}-{digest}"
 
@@ -142,10 +152,16 @@ def begin_attempt(p: ResumePlan, client, run_id: str | None) -> None:
         return
     p.ckpt_dir.mkdir(parents=True, exist_ok=True)
     prev = p.previous or {}
-    if prev.get("host") == socket.gethostname() and prev.get("pid") not in (None, os.getpid()) \
-            and _alive(int(prev["pid"])) and prev.get("state") == "running":
-        raise RuntimeError(f"{p.ckpt_dir}: another run (pid {prev['pid']}) is training into this checkpoint folder; "
-                           "wait for it or stop it first")
+    if (
+        prev.get("host") == socket.gethostname()
+        and prev.get("pid") not in (None, os.getpid())
+        and _alive(int(prev["pid"]))
+        and prev.get("state") == "running"
+    ):
+        raise RuntimeError(
+            f"{p.ckpt_dir}: another run (pid {prev['pid']}) is training into this checkpoint folder; "
+            "wait for it or stop it first"
+        )
     prev_run = prev.get("run_id")
     if client is not None and prev_run and prev_run != run_id:
         try:
@@ -153,8 +169,12 @@ def begin_attempt(p: ResumePlan, client, run_id: str | None) -> None:
         except Exception:
             status = None
         if status == "RUNNING":
-            client.set_tag(prev_run, "error", f"the process (pid {prev.get('pid')}) stopped without cleanup (SIGKILL, "
-                                              f"out of memory or power loss); resumed by run {run_id}")
+            client.set_tag(
+                prev_run,
+                "error",
+                f"the process (pid {prev.get('pid')}) stopped without cleanup (SIGKILL, "
+                f"out of memory or power loss); resumed by run {run_id}",
+            )
             client.set_terminated(prev_run, status="KILLED")
             log.warning("MLflow run %s of the killed attempt was left RUNNING; marked KILLED", prev_run)
     if client is not None and run_id:
@@ -163,8 +183,17 @@ def begin_attempt(p: ResumePlan, client, run_id: str | None) -> None:
         if prev_run:
             client.set_tag(run_id, "resume.previous_run_id", prev_run)
         client.set_tag(run_id, "resume.key", p.ckpt_dir.name)
-    _write_attempt(p, {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(), "state": "running",
-                       "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "resumed_from": p.ckpt_path})
+    _write_attempt(
+        p,
+        {
+            "run_id": run_id,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "state": "running",
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "resumed_from": p.ckpt_path,
+        },
+    )
 
 
 def _write_attempt(p: ResumePlan, record: dict) -> None:

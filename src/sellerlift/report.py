@@ -27,22 +27,46 @@ import pandas as pd
 from sellerlift.constants import HEADS, head_description, horizons_of
 
 REPORT_DIR = "report"
-METRICS = (("auroc", "AUROC"), ("ap", "average precision"), ("ece", "calibration error (ECE)"),
-           ("precision_top20", "precision in the top 20 %"))
+METRICS = (
+    ("auroc", "AUROC"),
+    ("ap", "average precision"),
+    ("ece", "calibration error (ECE)"),
+    ("precision_top20", "precision in the top 20 %"),
+)
 # Sections: (title, plot name fragments, table names, what to look at)
 SECTIONS = (
-    ("Ranking and calibration", ("roc_calibration", "roc"), (),
-     "Left: ROC curves (higher and further left is better; the dashed *truth* curve, when shown, is the "
-     "best any model can do on simulated data). Right: predicted vs observed rates; points on the diagonal "
-     "mean the probabilities can be read at face value."),
-    ("Model comparison", ("baseline", "comparison"), ("model_comparison", "calibration_bands"),
-     "The sequence model next to classic baselines on the same customers and split."),
-    ("Customer segments", ("segment",), ("segment_summary", "segment_k_selection"),
-     "RFM segments (recency, frequency, monetary value, tenure) with their size, churn and purchase rates."),
-    ("Promotion response", ("response_curves", "uplift_by_level", "assigned_levels", "propensity"), (),
-     "Probability of a purchase at each discount level; curves never go down as the discount goes up."),
-    ("Return on promotion budget", ("roi", "budget", "qini"), ("roi_table", "share_of_oracle", "allocation"),
-     "Expected incremental profit and ROI of the allocation at each budget, next to the rules sellers use."),
+    (
+        "Ranking and calibration",
+        ("roc_calibration", "roc"),
+        (),
+        "Left: ROC curves (higher and further left is better; the dashed *truth* curve, when shown, is the "
+        "best any model can do on simulated data). Right: predicted vs observed rates; points on the diagonal "
+        "mean the probabilities can be read at face value.",
+    ),
+    (
+        "Model comparison",
+        ("baseline", "comparison"),
+        ("model_comparison", "calibration_bands"),
+        "The sequence model next to classic baselines on the same customers and split.",
+    ),
+    (
+        "Customer segments",
+        ("segment",),
+        ("segment_summary", "segment_k_selection"),
+        "RFM segments (recency, frequency, monetary value, tenure) with their size, churn and purchase rates.",
+    ),
+    (
+        "Promotion response",
+        ("response_curves", "uplift_by_level", "assigned_levels", "propensity"),
+        (),
+        "Probability of a purchase at each discount level; curves never go down as the discount goes up.",
+    ),
+    (
+        "Return on promotion budget",
+        ("roi", "budget", "qini"),
+        ("roi_table", "share_of_oracle", "allocation"),
+        "Expected incremental profit and ROI of the allocation at each budget, next to the rules sellers use.",
+    ),
 )
 
 
@@ -78,8 +102,9 @@ def _collect(client, run_id: str, label: str, dst: Path) -> RunArtifacts:
 
 def _children(client, run) -> list:
     try:
-        return client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'",
-                                  max_results=200)
+        return client.search_runs(
+            [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'", max_results=200
+        )
     except Exception:  # an MLflow server without search support for tags: no children, no failure
         return []
 
@@ -100,9 +125,16 @@ def _metric_table(metrics: dict[str, float], horizons: dict | None = None) -> pd
         for key, name in METRICS:
             vals = {split: metrics.get(f"{split}/{head}_{key}") for split in ("val", "test", "ceiling")}
             if any(v is not None for v in vals.values()):
-                rows.append({"target": f"{head} ({head_description(head, horizons)})", "metric": name,
-                             "val": vals["val"], "test": vals["test"],
-                             "test 95 % CI": _ci(metrics, f"test/{head}_{key}"), "ceiling": vals["ceiling"]})
+                rows.append(
+                    {
+                        "target": f"{head} ({head_description(head, horizons)})",
+                        "metric": name,
+                        "val": vals["val"],
+                        "test": vals["test"],
+                        "test 95 % CI": _ci(metrics, f"test/{head}_{key}"),
+                        "ceiling": vals["ceiling"],
+                    }
+                )
     if not rows:
         return None
     df = pd.DataFrame(rows).rename(columns={"val": "validation", "ceiling": "ceiling (truth)"})
@@ -113,14 +145,20 @@ def _label_facts(tags: dict, metrics: dict) -> list[tuple[str, str]]:
     """Positives per split and head, and the small-data warning when the run had one."""
     counts = []
     for h in HEADS:
-        parts = [f"{s} {int(metrics[k]):,}" for s in ("train", "val", "test")
-                 if (k := f"data/{s}_{h}_positives") in metrics]
+        parts = [
+            f"{s} {int(metrics[k]):,}" for s in ("train", "val", "test") if (k := f"data/{s}_{h}_positives") in metrics
+        ]
         if parts:
             counts.append(f"{h} " + " / ".join(parts))
     facts = [("positives per split", "; ".join(counts))] if counts else []
     if tags.get("guards.small_data") == "true":
-        facts.append(("WARNING", f"too few labels to measure ({tags.get('guards.reason', '')}): the test numbers "
-                                 "are noise, read their intervals; this run is not a champion candidate"))
+        facts.append(
+            (
+                "WARNING",
+                f"too few labels to measure ({tags.get('guards.reason', '')}): the test numbers "
+                "are noise, read their intervals; this run is not a champion candidate",
+            )
+        )
     return facts
 
 
@@ -159,8 +197,14 @@ def _build_report(client, run_id: str, out_dir: str | Path) -> tuple[Path, Path]
             if kind == "baseline":  # their numbers are in the main run's comparison table already
                 continue
             name = child.data.tags.get("mlflow.runName") or child.info.run_id[:8]
-            parts.append(_collect(client, child.info.run_id, f"{name} (child run {child.info.run_id[:8]})",
-                                  Path(tmp) / child.info.run_id))
+            parts.append(
+                _collect(
+                    client,
+                    child.info.run_id,
+                    f"{name} (child run {child.info.run_id[:8]})",
+                    Path(tmp) / child.info.run_id,
+                )
+            )
         sections: list[dict] = [{"plots": [], "tables": []} for _ in SECTIONS]
         other: dict = {"plots": [], "tables": []}
         for part in parts:
@@ -177,11 +221,18 @@ def _build_report(client, run_id: str, out_dir: str | Path) -> tuple[Path, Path]
             ("run", f"{run.info.run_name or ''} ({run_id})"),
             ("status", run.info.status),
             ("started", pd.Timestamp(run.info.start_time, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M UTC")),
-            ("data", f"{tags.get('data.name', '—')}, cutoff {tags.get('data.cutoff', '—')}, "
-                     f"fingerprint {tags.get('data.fingerprint', '—')}"),
+            (
+                "data",
+                f"{tags.get('data.name', '—')}, cutoff {tags.get('data.cutoff', '—')}, "
+                f"fingerprint {tags.get('data.fingerprint', '—')}",
+            ),
             ("code", tags.get("git.commit", "—")),
-            ("champion", f"{tags['champion.decision']}: {tags.get('champion.reason', '')}"
-             if "champion.decision" in tags else "—"),
+            (
+                "champion",
+                f"{tags['champion.decision']}: {tags.get('champion.reason', '')}"
+                if "champion.decision" in tags
+                else "—",
+            ),
             ("parent run (sweep)", tags.get("mlflow.parentRunId", "—")),
             *_label_facts(tags, metrics),
         ]
@@ -211,8 +262,7 @@ def _img_b64(path: Path) -> str:
 
 
 def _df_html(df: pd.DataFrame, max_rows: int = 40) -> str:
-    return df.head(max_rows).to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="t",
-                                     na_rep="—")
+    return df.head(max_rows).to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="t", na_rep="—")
 
 
 def _df_md(df: pd.DataFrame, max_rows: int = 40) -> str:
@@ -229,13 +279,18 @@ text-align:left}table.facts td{text-align:left}img{max-width:100%;border:1px sol
 
 
 def _html(title, facts, mt, sections, other) -> str:
-    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-         f"<style>{_CSS}</style></head><body><h1>sellerlift report: {html.escape(title)}</h1>",
-         "<table class='facts'>" + "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
-                                           for k, v in facts) + "</table>"]
+    h = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>sellerlift report: {html.escape(title)}</h1>",
+        "<table class='facts'>"
+        + "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
+        + "</table>",
+    ]
     if mt is not None:
-        h.append("<h2>Key metrics</h2><p class='note'>Validation picks models (sweeps, champion); test is the "
-                 "untouched estimate; the ceiling is the score of the true probabilities (simulator only).</p>")
+        h.append(
+            "<h2>Key metrics</h2><p class='note'>Validation picks models (sweeps, champion); test is the "
+            "untouched estimate; the ceiling is the score of the true probabilities (simulator only).</p>"
+        )
         h.append(_df_html(mt))
     for (sec_title, _, _, note), content in zip(SECTIONS, sections):
         if not content["plots"] and not content["tables"]:
@@ -256,8 +311,10 @@ def _html_items(content) -> list[str]:
         out.append(f"<h3>{html.escape(name.replace('_', ' '))}{src}</h3>{_df_html(df)}")
     for part, path, local in content["plots"]:
         src = f" <span class='src'>from {html.escape(part.label)}</span>" if part.label else ""
-        out.append(f"<h3>{html.escape(Path(path).stem.replace('_', ' '))}{src}</h3>"
-                   f"<img alt='{html.escape(path)}' src='{_img_b64(local)}'>")
+        out.append(
+            f"<h3>{html.escape(Path(path).stem.replace('_', ' '))}{src}</h3>"
+            f"<img alt='{html.escape(path)}' src='{_img_b64(local)}'>"
+        )
     return out
 
 
@@ -265,10 +322,18 @@ def _markdown(title, facts, mt, sections, other) -> str:
     m = [f"# sellerlift report: {title}", "", "| | |", "|---|---|"]
     m += [f"| {k} | {str(v).replace('|', '/')} |" for k, v in facts]
     if mt is not None:
-        m += ["", "## Key metrics", "", "Validation picks models; test is the untouched estimate; the ceiling is "
-              "the score of the true probabilities (simulator only).", "", _df_md(mt)]
-    for (sec_title, _, _, note), content in list(zip(SECTIONS, sections)) + [(("More plots and tables",) + ("",) * 3,
-                                                                                other)]:
+        m += [
+            "",
+            "## Key metrics",
+            "",
+            "Validation picks models; test is the untouched estimate; the ceiling is "
+            "the score of the true probabilities (simulator only).",
+            "",
+            _df_md(mt),
+        ]
+    for (sec_title, _, _, note), content in list(zip(SECTIONS, sections)) + [
+        (("More plots and tables",) + ("",) * 3, other)
+    ]:
         if not content["plots"] and not content["tables"]:
             continue
         m += ["", f"## {sec_title}", ""] + ([note, ""] if note else [])

@@ -105,8 +105,9 @@ PROMOTIONS = TableSpec(
         Column("revenue", "float", min_value=0.0, description="net revenue in the window"),
         Column("cost", "float", min_value=0.0, description="discount spend in the window"),
         Column("randomized", "bool", required=False, description="offer drawn by the randomised (RCT) slice"),
-        Column("propensity", "float", required=False, min_value=0.0,
-               description="logging policy probability of this level"),
+        Column(
+            "propensity", "float", required=False, min_value=0.0, description="logging policy probability of this level"
+        ),
     ),
     sort_by=("customer_id", "ts"),
 )
@@ -150,7 +151,6 @@ class SchemaError(DataError):
         lines.append("  (rows are numbered from 1, the first data row after the header)")
         return "\n".join(lines)
 
-
     def __reduce__(self):  # picklable across processes (dataclass exceptions lose their fields otherwise)
         return (type(self), (self.source, self.table, self.problems, self.max_rows_shown))
 
@@ -161,6 +161,7 @@ def _as_naive_utc(t) -> pd.Timestamp:
 
 
 # --------------------------------------------------------------------------- validate
+
 
 def _column_hint(name: str, columns) -> str:
     def canon(c) -> str:
@@ -198,8 +199,9 @@ def validate(
     missing = [c for c in spec.required if c not in df.columns]
     if missing:
         hints = "".join(_column_hint(c, df.columns) for c in missing)
-        problems.append(Problem(None, no_rows(), f"missing required column(s) {missing}; found {list(df.columns)}"
-                                                   f"{hints}"))
+        problems.append(
+            Problem(None, no_rows(), f"missing required column(s) {missing}; found {list(df.columns)}{hints}")
+        )
         raise SchemaError(source, table, problems)
     if len(df) == 0:
         raise SchemaError(source, table, [Problem(None, no_rows(), "the table has no rows")])
@@ -217,10 +219,17 @@ def validate(
         try:
             s = _check_column(col, s, col_problems, ts_min, ts_max, as_of, repairs)
         except Exception as err:
-            rows = columns.find_failing_rows(df[col.name].reset_index(drop=True),
-                                      lambda part, sink, c=col: _check_column(c, part, sink, ts_min, ts_max, as_of, {}))
-            col_problems = [Problem(col.name, rows, f"value(s) that cannot be read as {col.kind} "
-                                                    f"({type(err).__name__}: {str(err)[:200]})")]
+            rows = columns.find_failing_rows(
+                df[col.name].reset_index(drop=True),
+                lambda part, sink, c=col: _check_column(c, part, sink, ts_min, ts_max, as_of, {}),
+            )
+            col_problems = [
+                Problem(
+                    col.name,
+                    rows,
+                    f"value(s) that cannot be read as {col.kind} ({type(err).__name__}: {str(err)[:200]})",
+                )
+            ]
         problems += col_problems
         out[col.name] = s
 
@@ -240,17 +249,28 @@ def validate(
         dup = _duplicate_rows(result)
         if len(dup):
             if duplicates == "error":
-                raise SchemaError(source, table, [Problem(None, dup, "exact duplicate of an earlier row "
-                                                                      "(every column equal)")])
+                raise SchemaError(
+                    source, table, [Problem(None, dup, "exact duplicate of an earlier row (every column equal)")]
+                )
             shown = ", ".join(str(int(r) + 1) for r in dup[:5])
-            log.warning("%s: dropped %d exact duplicate row(s) of the %s table (rows %s%s)", source, len(dup), table,
-                        shown, " ..." if len(dup) > 5 else "")
+            log.warning(
+                "%s: dropped %d exact duplicate row(s) of the %s table (rows %s%s)",
+                source,
+                len(dup),
+                table,
+                shown,
+                " ..." if len(dup) > 5 else "",
+            )
             result = result.drop(index=dup).reset_index(drop=True)
             repairs["duplicate_rows_dropped"] = int(len(dup))
             repairs["duplicate_rows"] = [int(r) + 1 for r in dup[:100]]  # 1-based, first 100
     if repairs["ids_unicode_normalized"]:
-        log.warning("%s: put %d identifier(s) of the %s table into Unicode NFC form", source,
-                    repairs["ids_unicode_normalized"], table)
+        log.warning(
+            "%s: put %d identifier(s) of the %s table into Unicode NFC form",
+            source,
+            repairs["ids_unicode_normalized"],
+            table,
+        )
     result.attrs["source"] = source
     result.attrs["repairs"] = repairs
     return result
@@ -275,13 +295,19 @@ def _check_column(col: Column, s: pd.Series, problems: list[Problem], ts_min, ts
         vals = s.to_numpy()
         out_of_range = ok & ((vals < np.datetime64(ts_min)) | (vals >= np.datetime64(ts_max)))
         if out_of_range.any():
-            problems.append(Problem(col.name, bad_rows(out_of_range),
-                                    f"timestamp out of range; expected {ts_min} <= ts < {ts_max}"))
+            problems.append(
+                Problem(col.name, bad_rows(out_of_range), f"timestamp out of range; expected {ts_min} <= ts < {ts_max}")
+            )
         if as_of is not None:
             future = ok & ~out_of_range & (vals > np.datetime64(as_of))
             if future.any():
-                problems.append(Problem(col.name, bad_rows(future),
-                                        f"timestamp in the future: after the as-of time {as_of} (UTC) of the data"))
+                problems.append(
+                    Problem(
+                        col.name,
+                        bad_rows(future),
+                        f"timestamp in the future: after the as-of time {as_of} (UTC) of the data",
+                    )
+                )
     elif col.kind == "category":
         if isinstance(s.dtype, pd.CategoricalDtype) and tuple(s.cat.categories) == tuple(col.allowed):
             return s  # already the contract's categories: nothing else can be in it

@@ -63,11 +63,13 @@ class AllocationOptions:
 
     def check(self, rt: Runtime) -> None:
         if not 0.0 <= float(self.weight) <= 1.0:
-            raise AllocationError(f"--weight {self.weight}: expected a number in [0, 1] (0 = the week's profit, 1 = "
-                                  "the 90-day profit)")
+            raise AllocationError(
+                f"--weight {self.weight}: expected a number in [0, 1] (0 = the week's profit, 1 = the 90-day profit)"
+            )
         if self.weight > 0 and rt.enduring is None:
-            raise AllocationError(f"--weight {self.weight}: bundle {rt.bundle_dir} has no enduring model "
-                                  "(enduring.onnx); expected 0")
+            raise AllocationError(
+                f"--weight {self.weight}: bundle {rt.bundle_dir} has no enduring model (enduring.onnx); expected 0"
+            )
         if self.segment_max_discount is not None and rt.segments is None and rt.action_segments is None:
             raise AllocationError("--segment-max-discount: the bundle has no segments to cap by")
 
@@ -107,18 +109,24 @@ def _sellers(opts: AllocationOptions, seller: np.ndarray):
     if opts.seller_budgets is None and opts.seller_tiers is None:
         return None, None, None, None
     if any(s is None for s in seller):
-        raise AllocationError("--seller-budgets / --seller-tiers: some customers have no seller_id (no event "
-                              "before the as-of time names one)")
+        raise AllocationError(
+            "--seller-budgets / --seller-tiers: some customers have no seller_id (no event "
+            "before the as-of time names one)"
+        )
     known = sorted(set(seller.tolist()))
     sb = None
     if opts.seller_budgets is not None:
         unknown = sorted(set(opts.seller_budgets) - set(known))
         missing = [s for s in known if s not in opts.seller_budgets]
         if unknown or missing:
-            raise AllocationError(f"--seller-budgets: no customer of seller(s) {unknown[:5]} in the file; no budget "
-                                  f"for seller(s) {missing[:5]}" if unknown and missing else
-                                  f"--seller-budgets: no customer of seller(s) {unknown[:5]} in the file" if unknown
-                                  else f"--seller-budgets: no budget for seller(s) {missing[:5]}")
+            raise AllocationError(
+                f"--seller-budgets: no customer of seller(s) {unknown[:5]} in the file; no budget "
+                f"for seller(s) {missing[:5]}"
+                if unknown and missing
+                else f"--seller-budgets: no customer of seller(s) {unknown[:5]} in the file"
+                if unknown
+                else f"--seller-budgets: no budget for seller(s) {missing[:5]}"
+            )
         sb = {k: float(v) for k, v in opts.seller_budgets.items()}
     tiers, tb = None, None
     if opts.seller_tiers is not None:
@@ -137,8 +145,9 @@ def _sellers(opts: AllocationOptions, seller: np.ndarray):
     return seller, sb, tiers, tb
 
 
-def allocate_and_write(rt: Runtime, scores_path: Path, out: Path, got: Collected, opts: AllocationOptions,
-                       writer_cls) -> dict:
+def allocate_and_write(
+    rt: Runtime, scores_path: Path, out: Path, got: Collected, opts: AllocationOptions, writer_cls
+) -> dict:
     """One allocation over every customer (Lagrangian), then the scores with ``discount_pct``, ``expected_spend``,
     ``expected_incremental_profit`` (the week's), ``expected_enduring_value`` (with the enduring model) and
     ``objective``. Returns the summary (budget, spend, incremental profit, enduring value, spread, ...)."""
@@ -160,14 +169,30 @@ def allocate_and_write(rt: Runtime, scores_path: Path, out: Path, got: Collected
         present = set(segment.tolist())
         unknown = [k for k in opts.segment_max_discount if k not in present]
         if unknown:
-            raise AllocationError(f"--segment-max-discount: no customer in segment(s) {unknown[:5]}; segments: "
-                                  f"{sorted(map(str, present))[:10]}")
+            raise AllocationError(
+                f"--segment-max-discount: no customer in segment(s) {unknown[:5]}; segments: "
+                f"{sorted(map(str, present))[:10]}"
+            )
         caps = {k: float(v) for k, v in opts.segment_max_discount.items()}
     try:
-        offers = allocate_offers(p, value, margin, rt.levels, budget=opts.budget, seller=seller, seller_budgets=sb,
-                                 enduring=end, weight=float(opts.weight), seller_tier=tiers, tier_budgets=tb,
-                                 max_discount=opts.max_discount, segment=segment, segment_max_discount=caps,
-                                 spread_penalty=float(opts.spread_penalty), max_incentive=opts.max_incentive)
+        offers = allocate_offers(
+            p,
+            value,
+            margin,
+            rt.levels,
+            budget=opts.budget,
+            seller=seller,
+            seller_budgets=sb,
+            enduring=end,
+            weight=float(opts.weight),
+            seller_tier=tiers,
+            tier_budgets=tb,
+            max_discount=opts.max_discount,
+            segment=segment,
+            segment_max_discount=caps,
+            spread_penalty=float(opts.spread_penalty),
+            max_incentive=opts.max_incentive,
+        )
     except ValueError as err:
         raise AllocationError(f"allocation: {err}") from None
     a = offers.allocation
@@ -184,8 +209,16 @@ def allocate_and_write(rt: Runtime, scores_path: Path, out: Path, got: Collected
         writer.write(df)
         pos += len(df)
     writer.close()
-    return {"budget": None if opts.budget is None else float(opts.budget), "weight": float(opts.weight),
-            "spend": float(a.spend), "incremental_profit": float(offers.profit.sum()),
-            "enduring_value": None if offers.enduring is None else float(offers.enduring.sum()),
-            "objective": float(a.profit), "spread": float(offers.spread), "treated": int((a.level_index > 0).sum()),
-            "margin": m, "seller_spend": a.seller_spend, "tier_spend": a.tier_spend}
+    return {
+        "budget": None if opts.budget is None else float(opts.budget),
+        "weight": float(opts.weight),
+        "spend": float(a.spend),
+        "incremental_profit": float(offers.profit.sum()),
+        "enduring_value": None if offers.enduring is None else float(offers.enduring.sum()),
+        "objective": float(a.profit),
+        "spread": float(offers.spread),
+        "treated": int((a.level_index > 0).sum()),
+        "margin": m,
+        "seller_spend": a.seller_spend,
+        "tier_spend": a.tier_spend,
+    }

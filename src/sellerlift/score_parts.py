@@ -29,8 +29,9 @@ class ScoreError(RuntimeError):
 # --------------------------------------------------------------------------- scoring one chunk
 
 
-def score_events(rt: Runtime, events: pd.DataFrame, as_of: pd.Timestamp,
-                 customers: np.ndarray | None = None) -> pd.DataFrame:
+def score_events(
+    rt: Runtime, events: pd.DataFrame, as_of: pd.Timestamp, customers: np.ndarray | None = None
+) -> pd.DataFrame:
     """Scores of ``customers`` (default: everyone in ``events``) from contract events, as of ``as_of``."""
     if customers is None:
         customers = np.sort(pd.unique(events["customer_id"].to_numpy()))
@@ -40,10 +41,17 @@ def score_events(rt: Runtime, events: pd.DataFrame, as_of: pd.Timestamp,
     before = events["ts"].to_numpy() < np.datetime64(as_of)
     pos = pd.Index(customers).get_indexer(events["customer_id"].to_numpy()[before])
     n_events = np.bincount(pos[pos >= 0], minlength=n)
-    last_seller = (events.loc[before, ["customer_id", "seller_id"]].groupby("customer_id", sort=False)["seller_id"]
-                   .last())
-    out = pd.DataFrame({"customer_id": customers, "seller_id": last_seller.reindex(customers).to_numpy(),
-                        "as_of": as_of, **{k: scores[k] for k in (*rt.outputs, *rt.value_outputs)}})
+    last_seller = (
+        events.loc[before, ["customer_id", "seller_id"]].groupby("customer_id", sort=False)["seller_id"].last()
+    )
+    out = pd.DataFrame(
+        {
+            "customer_id": customers,
+            "seller_id": last_seller.reindex(customers).to_numpy(),
+            "as_of": as_of,
+            **{k: scores[k] for k in (*rt.outputs, *rt.value_outputs)},
+        }
+    )
     loyalty = rt.loyalty(scores)
     if loyalty is not None:
         out["loyalty"] = loyalty
@@ -183,12 +191,25 @@ class PassOne:
         kinds = dict(self.id_kind)
         for c, whole in other.id_kind.items():
             kinds[c] = kinds.get(c, True) and whole
-        return PassOne(self.n_rows + other.n_rows, self.rows_read + other.rows_read, max(last) if last else None,
-                       kinds, self.frames + other.frames)
+        return PassOne(
+            self.n_rows + other.n_rows,
+            self.rows_read + other.rows_read,
+            max(last) if last else None,
+            kinds,
+            self.frames + other.frames,
+        )
 
 
-def partition_events(src: FileSource, paths, k: int, spill: Path | None, chunk_rows: int,
-                     value_col: str | None = None, group: int | None = None, advance=None) -> PassOne:
+def partition_events(
+    src: FileSource,
+    paths,
+    k: int,
+    spill: Path | None,
+    chunk_rows: int,
+    value_col: str | None = None,
+    group: int | None = None,
+    advance=None,
+) -> PassOne:
     """Pass 1 over ``paths`` (one path or several, read in order): map, validate and spill by customer.
 
     With ``k == 1`` and ``spill`` None the mapped chunks are kept in memory (``PassOne.frames``); otherwise
@@ -206,8 +227,9 @@ def partition_events(src: FileSource, paths, k: int, spill: Path | None, chunk_r
             for raw, ev, _ in _mapped_chunks(src, path, chunk_rows, kinds):
                 if value_col:
                     if value_col not in raw.columns:
-                        raise ScoreError(f"--value-col {value_col!r}: no such column in {path}; "
-                                         f"found {list(raw.columns)}")
+                        raise ScoreError(
+                            f"--value-col {value_col!r}: no such column in {path}; found {list(raw.columns)}"
+                        )
                     ev[value_col] = pd.to_numeric(raw[value_col].to_numpy(), errors="coerce")
                 out.rows_read += len(raw)
                 out.n_rows += len(ev)
@@ -251,8 +273,14 @@ def read_partition(spill: Path, j: int) -> pd.DataFrame | None:
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
 
-def score_partition(bundle: Runtime, ev: pd.DataFrame, cutoff: pd.Timestamp, chunk_customers: int,
-                    id_kind: dict, value_col: str | None = None):
+def score_partition(
+    bundle: Runtime,
+    ev: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    chunk_customers: int,
+    id_kind: dict,
+    value_col: str | None = None,
+):
     """Pass 2 over one partition: yields (scores with ``_value`` when the bundle has curves, events used) per
     customer chunk, customers in id order."""
     for c in [c for c, whole in id_kind.items() if whole]:  # every id is an integer: keep them integers
@@ -265,7 +293,7 @@ def score_partition(bundle: Runtime, ev: pd.DataFrame, cutoff: pd.Timestamp, chu
     ends = np.append(starts[1:], len(codes))
     for c0, lo, hi in zip(range(0, len(uniq), chunk_customers), starts, ends):
         chunk = ev.iloc[lo:hi]
-        ids = np.asarray(uniq[c0:c0 + chunk_customers])
+        ids = np.asarray(uniq[c0 : c0 + chunk_customers])
         scores = score_events(bundle, chunk, cutoff, customers=ids)
         if value_col:
             hist = chunk[chunk["ts"].to_numpy() < np.datetime64(cutoff)]
@@ -273,5 +301,3 @@ def score_partition(bundle: Runtime, ev: pd.DataFrame, cutoff: pd.Timestamp, chu
             if "_value" in scores:
                 scores["_value"] = np.where(np.isfinite(v), v, scores["_value"].to_numpy())
         yield scores, hi - lo
-
-

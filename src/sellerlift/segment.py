@@ -74,8 +74,8 @@ def nearest_centroid(Xs: np.ndarray, C: np.ndarray, chunk: int = 65536) -> np.nd
     """argmin_j ||x - c_j||^2, with exact differences (not the ||x||^2 - 2xc trick) in chunks."""
     out = np.empty(len(Xs), dtype=np.int64)
     for s in range(0, len(Xs), chunk):
-        d = ((Xs[s:s + chunk, None, :] - C[None, :, :]) ** 2).sum(axis=-1)
-        out[s:s + chunk] = d.argmin(axis=1)
+        d = ((Xs[s : s + chunk, None, :] - C[None, :, :]) ** 2).sum(axis=-1)
+        out[s : s + chunk] = d.argmin(axis=1)
     return out
 
 
@@ -88,8 +88,9 @@ def _feature_matrix(rfm: np.ndarray | pd.DataFrame, feature_names: list[str]) ->
     else:
         X = np.asarray(rfm, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != len(feature_names):
-            raise ValueError(f"rfm must have shape (n, {len(feature_names)}) with columns {feature_names}; "
-                             f"got {X.shape}")
+            raise ValueError(
+                f"rfm must have shape (n, {len(feature_names)}) with columns {feature_names}; got {X.shape}"
+            )
     if not np.isfinite(X).all():
         raise ValueError("rfm has NaN or infinite values")
     if (X < 0).any():
@@ -116,8 +117,15 @@ class KSelection:
     extra: dict = field(default_factory=dict)
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame({"k": self.ks, "inertia": self.inertia, "silhouette": self.silhouette,
-                             "gap": self.gap, "gap_se": self.gap_se}).set_index("k")
+        return pd.DataFrame(
+            {
+                "k": self.ks,
+                "inertia": self.inertia,
+                "silhouette": self.silhouette,
+                "gap": self.gap,
+                "gap_se": self.gap_se,
+            }
+        ).set_index("k")
 
 
 def _kmeans(X: np.ndarray, k: int, seed: int, n_init: int):
@@ -213,8 +221,14 @@ def select_k(
     Xg = X[rng.choice(len(X), gap_sample, replace=False)] if len(X) > gap_sample else X
     gap, se = gap_statistic(Xg, ks, lambda D, k: _kmeans(D, k, seed, n_init).inertia_, gap_refs, seed)
     return KSelection(
-        ks=ks, inertia=inertia, silhouette=sil, gap=gap.tolist(), gap_se=se.tolist(),
-        k_elbow=elbow_k(ks, inertia), k_silhouette=int(ks[int(np.argmax(sil))]), k_gap=gap_k(ks, gap, se),
+        ks=ks,
+        inertia=inertia,
+        silhouette=sil,
+        gap=gap.tolist(),
+        gap_se=se.tolist(),
+        k_elbow=elbow_k(ks, inertia),
+        k_silhouette=int(ks[int(np.argmax(sil))]),
+        k_gap=gap_k(ks, gap, se),
     )
 
 
@@ -224,16 +238,16 @@ def select_k(
 # A name is used only where its score clears NAME_THRESHOLD ("where the data supports it"), and only
 # when the data has every feature the name speaks of (no money words without order values).
 ARCHETYPES: dict[str, tuple[float, float, float, float]] = {
-    "high value": (-1.0, 1.0, 1.0, 0.0),          # recent, frequent, big baskets
-    "lapsed": (1.0, -0.5, 0.0, 0.5),              # long gone, had been around
+    "high value": (-1.0, 1.0, 1.0, 0.0),  # recent, frequent, big baskets
+    "lapsed": (1.0, -0.5, 0.0, 0.5),  # long gone, had been around
     "new / low engagement": (-0.5, -1.0, 0.0, -1.0),  # short tenure, few purchases
     "promotion-sensitive": (0.0, 0.5, -1.0, 0.0),  # buys fairly often, small baskets
-    "occasional": (0.0, -0.5, 0.5, 0.0),          # rare buyers with normal baskets
-    "intermittent": (0.0, 1.0, 0.0, 0.0),         # repeat buyers, neither recent nor gone
+    "occasional": (0.0, -0.5, 0.5, 0.0),  # rare buyers with normal baskets
+    "intermittent": (0.0, 1.0, 0.0, 0.0),  # repeat buyers, neither recent nor gone
 }
 # Used instead of the money names when the data has no order values (monetary is 0 for everyone).
 NO_MONEY_ARCHETYPES: dict[str, tuple[float, float, float, float]] = {
-    "most active": (-1.0, 1.0, 0.0, 0.0),         # recent and frequent
+    "most active": (-1.0, 1.0, 0.0, 0.0),  # recent and frequent
 }
 NAME_THRESHOLD = 0.5
 _AXES = ("recency_days", "frequency", "monetary", "tenure_days")
@@ -345,18 +359,32 @@ def fit_segments(
     else:
         raise ValueError(f"rule={rule!r}: expected one of {list(RULES)} or a fixed int k")
     X, mean, scale = _scale(rfm, feature_names)
-    sel = select_k(X, ks_used, seed=seed, silhouette_sample=silhouette_sample,
-                   gap_refs=gap_refs, gap_sample=gap_sample, n_init=n_init)
-    k = int(rule) if len(ks_used) == 1 else {"silhouette": sel.k_silhouette, "gap": sel.k_gap,
-                                               "elbow": sel.k_elbow}[rule]
+    sel = select_k(
+        X,
+        ks_used,
+        seed=seed,
+        silhouette_sample=silhouette_sample,
+        gap_refs=gap_refs,
+        gap_sample=gap_sample,
+        n_init=n_init,
+    )
+    k = (
+        int(rule)
+        if len(ks_used) == 1
+        else {"silhouette": sel.k_silhouette, "gap": sel.k_gap, "elbow": sel.k_elbow}[rule]
+    )
     sel.chosen, sel.rule = k, str(rule)
     C = _kmeans(X, k, seed, n_init).cluster_centers_
     idx = {f: feature_names.index(f) for f in ("recency_days", "frequency", "monetary") if f in feature_names}
     value = sum(C[:, idx[f]] * (-1 if f == "recency_days" else 1) for f in idx) if idx else np.zeros(k)
     C = C[np.argsort(-np.asarray(value), kind="stable")]
     model = SegmentModel(
-        feature_names=feature_names, scaler_mean=mean.tolist(), scaler_scale=scale.tolist(),
-        centroids=C.tolist(), names=name_segments(C, feature_names), k=k,
+        feature_names=feature_names,
+        scaler_mean=mean.tolist(),
+        scaler_scale=scale.tolist(),
+        centroids=C.tolist(),
+        names=name_segments(C, feature_names),
+        k=k,
     )
     return model, sel
 

@@ -55,17 +55,29 @@ class MLflowSweepCallback(Callback):
         exp_name = str(config.logger.experiment_name)
         self.client = client = MlflowClient(tracking_uri)
         exp = client.get_experiment_by_name(exp_name)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(
-            exp_name, artifact_location=OmegaConf.select(config, "logger.artifact_location"))
+        exp_id = (
+            exp.experiment_id
+            if exp is not None
+            else client.create_experiment(
+                exp_name, artifact_location=OmegaConf.select(config, "logger.artifact_location")
+            )
+        )
         sweep_dir = Path(str(config.hydra.sweep.dir))
         metric = str(config.get("optimized_metric") or "val/churn_auroc")
         name = self.run_name or f"sweep-{config.model.name}-{config.data.name}-{sweep_dir.name}"
-        run = client.create_run(exp_id, run_name=name, tags={
-            "sweep.kind": "parent", "sweep.dir": str(sweep_dir), "sweep.optimized_metric": metric,
-            "sweep.direction": _direction(config), "model.kind": str(config.model.name),
-            "data.name": str(config.data.name),
-            "sweep.sweeper": str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).rsplit(".", 1)[-1],
-        })
+        run = client.create_run(
+            exp_id,
+            run_name=name,
+            tags={
+                "sweep.kind": "parent",
+                "sweep.dir": str(sweep_dir),
+                "sweep.optimized_metric": metric,
+                "sweep.direction": _direction(config),
+                "model.kind": str(config.model.name),
+                "data.name": str(config.data.name),
+                "sweep.sweeper": str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).rsplit(".", 1)[-1],
+            },
+        )
         self.parent_id = run.info.run_id
         params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
         for k, v in OmegaConf.to_container(params, resolve=False).items():
@@ -83,15 +95,22 @@ class MLflowSweepCallback(Callback):
         self._previous_env = os.environ.get(PARENT_ENV)
         os.environ[PARENT_ENV] = self.parent_id
         atexit.register(self._fail_if_running)
-        print(f"sweep: MLflow parent run {self.parent_id} ({name}) in experiment '{exp_name}'; "
-              f"optimising {metric} ({_direction(config)})", flush=True)
+        print(
+            f"sweep: MLflow parent run {self.parent_id} ({name}) in experiment '{exp_name}'; "
+            f"optimising {metric} ({_direction(config)})",
+            flush=True,
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent_id is None:
             return
         try:
-            summary = summarise(self.client, self.parent_id, str(config.get("optimized_metric") or "val/churn_auroc"),
-                                _direction(config))
+            summary = summarise(
+                self.client,
+                self.parent_id,
+                str(config.get("optimized_metric") or "val/churn_auroc"),
+                _direction(config),
+            )
             self.client.set_terminated(self.parent_id, "FINISHED")
             print(f"sweep: {summary}", flush=True)
         finally:
@@ -118,8 +137,7 @@ class MLflowSweepCallback(Callback):
 
 def trials(client, parent_id: str) -> list:
     parent = client.get_run(parent_id)
-    return client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'",
-                              max_results=5000)
+    return client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000)
 
 
 def summarise(client, parent_id: str, metric: str, direction: str = "maximize") -> str:
@@ -129,9 +147,14 @@ def summarise(client, parent_id: str, metric: str, direction: str = "maximize") 
     runs = trials(client, parent_id)
     rows = []
     for r in runs:
-        row = {"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
-               metric: r.data.metrics.get(metric), "test/churn_auroc": r.data.metrics.get("test/churn_auroc"),
-               "test/intent_auroc": r.data.metrics.get("test/intent_auroc")}
+        row = {
+            "run_id": r.info.run_id,
+            "run_name": r.info.run_name,
+            "status": r.info.status,
+            metric: r.data.metrics.get(metric),
+            "test/churn_auroc": r.data.metrics.get("test/churn_auroc"),
+            "test/intent_auroc": r.data.metrics.get("test/intent_auroc"),
+        }
         rows.append(row)
     df = pd.DataFrame(rows)
     client.log_metric(parent_id, "sweep/n_trials", float(len(runs)))
@@ -153,8 +176,7 @@ def summarise(client, parent_id: str, metric: str, direction: str = "maximize") 
         df.to_csv(Path(tmp) / "sweep_trials.csv", index=False)
         (Path(tmp) / "sweep_trials.md").write_text(df.to_markdown(index=False, floatfmt=".4f"))
         client.log_artifacts(parent_id, tmp, "tables")
-    return (f"{len(runs)} trial(s) under parent run {parent_id}; best {metric}={best[metric]:.4f} "
-            f"(run {best['run_id']})")
+    return f"{len(runs)} trial(s) under parent run {parent_id}; best {metric}={best[metric]:.4f} (run {best['run_id']})"
 
 
 # --------------------------------------------------------------------------- one process per trial
@@ -191,8 +213,7 @@ def run_isolated(script: str | Path) -> float | None:
     result.unlink(missing_ok=True)
     overrides = list(hc.overrides.task)
     cmd = [sys.executable, str(script), *overrides, "hydra.mode=RUN", f"hydra.run.dir={out_dir}"]
-    env = {**os.environ, RESULT_ENV: str(result), TRIAL_ENV: str(hc.job.num),
-           OVERRIDES_ENV: " ".join(overrides)[:5000]}
+    env = {**os.environ, RESULT_ENV: str(result), TRIAL_ENV: str(hc.job.num), OVERRIDES_ENV: " ".join(overrides)[:5000]}
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"sweep trial {hc.job.num} failed (exit code {proc.returncode}): {' '.join(overrides)}")

@@ -39,8 +39,13 @@ def git_commit(root: str | Path = ".") -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         sha = out.stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -61,13 +66,24 @@ def dataset_entity(name: str, fingerprint: str, source: str | Path | None, profi
     from mlflow.entities import Dataset
 
     src = LocalArtifactDatasetSource(str(Path(source).resolve()) if source else f"sellerlift:{name}")
-    return Dataset(name=str(name), digest=str(fingerprint)[:DIGEST_MAX], source_type=src._get_source_type(),
-                   source=src.to_json(), profile=json.dumps({"fingerprint": str(fingerprint), **(profile or {})},
-                                                            default=str))
+    return Dataset(
+        name=str(name),
+        digest=str(fingerprint)[:DIGEST_MAX],
+        source_type=src._get_source_type(),
+        source=src.to_json(),
+        profile=json.dumps({"fingerprint": str(fingerprint), **(profile or {})}, default=str),
+    )
 
 
-def log_dataset(client, run_id: str, name: str, fingerprint: str, source: str | Path | None = None,
-                profile: dict | None = None, context: str = "training") -> None:
+def log_dataset(
+    client,
+    run_id: str,
+    name: str,
+    fingerprint: str,
+    source: str | Path | None = None,
+    profile: dict | None = None,
+    context: str = "training",
+) -> None:
     """Log the run's data as an MLflow dataset input (``mlflow.data.context`` = ``context``)."""
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
@@ -82,12 +98,20 @@ def sequence_signature(score_names, n_numeric: int, n_aggregates: int, embedding
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    inputs = Schema([TensorSpec(np.dtype(np.int64), (-1, -1), "event_type"),
-                     TensorSpec(np.dtype(np.float32), (-1, -1, n_numeric), "numeric"),
-                     TensorSpec(np.dtype(np.int64), (-1,), "length"),
-                     TensorSpec(np.dtype(np.float32), (-1, n_aggregates), "aggregates")])
-    outputs = Schema([*(TensorSpec(np.dtype(np.float32), (-1,), n) for n in score_names),
-                      TensorSpec(np.dtype(np.float32), (-1, embedding_dim or -1), "customer_embedding")])
+    inputs = Schema(
+        [
+            TensorSpec(np.dtype(np.int64), (-1, -1), "event_type"),
+            TensorSpec(np.dtype(np.float32), (-1, -1, n_numeric), "numeric"),
+            TensorSpec(np.dtype(np.int64), (-1,), "length"),
+            TensorSpec(np.dtype(np.float32), (-1, n_aggregates), "aggregates"),
+        ]
+    )
+    outputs = Schema(
+        [
+            *(TensorSpec(np.dtype(np.float32), (-1,), n) for n in score_names),
+            TensorSpec(np.dtype(np.float32), (-1, embedding_dim or -1), "customer_embedding"),
+        ]
+    )
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
@@ -97,8 +121,10 @@ def dipn_signature(n_inputs: int, n_levels: int):
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_inputs), "features")]),
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_levels), "curve")]))
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_inputs), "features")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_levels), "curve")]),
+    )
 
 
 def enduring_signature(n_inputs: int, n_levels: int):
@@ -108,21 +134,31 @@ def enduring_signature(n_inputs: int, n_levels: int):
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_inputs), "features")]),
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_levels), name)
-                                          for name in ("conversion", "retention", "revenue")]))
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_inputs), "features")]),
+        outputs=Schema(
+            [TensorSpec(np.dtype(np.float32), (-1, n_levels), name) for name in ("conversion", "retention", "revenue")]
+        ),
+    )
 
 
-def describe_registered(client, name: str, version: str | None, model_description: str,
-                        version_description: str | None = None) -> None:
+def describe_registered(
+    client, name: str, version: str | None, model_description: str, version_description: str | None = None
+) -> None:
     """Descriptions of a registered model (what it is) and of one of its versions (this run)."""
     client.update_registered_model(name, description=model_description)
     if version is not None and version_description:
         client.update_model_version(name, str(version), description=version_description)
 
 
-def register_onnx(tracking_uri: str, run_id: str, onnx_path: str | Path, registered_name: str,
-                  artifact_name: str = "onnx_model", signature=None):
+def register_onnx(
+    tracking_uri: str,
+    run_id: str,
+    onnx_path: str | Path,
+    registered_name: str,
+    artifact_name: str = "onnx_model",
+    signature=None,
+):
     """Log an ONNX file as an MLflow model of the run and register a new version of it (with ``signature``)."""
     import mlflow
     import onnx
@@ -134,9 +170,13 @@ def register_onnx(tracking_uri: str, run_id: str, onnx_path: str | Path, registe
     try:
         with mlflow.start_run(run_id=run_id):
             # Explicit requirements: inferring them imports half the environment (seconds per call).
-            info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name=artifact_name,
-                                         registered_model_name=registered_name, signature=signature,
-                                         pip_requirements=["onnxruntime", "numpy"])
+            info = mlflow.onnx.log_model(
+                onnx.load(str(onnx_path)),
+                name=artifact_name,
+                registered_model_name=registered_name,
+                signature=signature,
+                pip_requirements=["onnxruntime", "numpy"],
+            )
     finally:
         mlflow.set_tracking_uri(previous_uri)
         if previous_env is None:
@@ -167,7 +207,7 @@ def log_metrics(client, run_id: str, metrics: dict[str, float], step: int = 0, h
     for name, values in (history or {}).items():
         ms += [Metric(name, float(v), now, i) for i, v in enumerate(values)]
     for i in range(0, len(ms), 1000):
-        client.log_batch(run_id, metrics=ms[i:i + 1000])
+        client.log_batch(run_id, metrics=ms[i : i + 1000])
 
 
 def log_params(client, run_id: str, params: dict[str, str]) -> None:
@@ -175,7 +215,7 @@ def log_params(client, run_id: str, params: dict[str, str]) -> None:
 
     plist = [Param(k, str(v)) for k, v in params.items()]
     for i in range(0, len(plist), 100):  # MLflow's per-request limit
-        client.log_batch(run_id, params=plist[i:i + 100])
+        client.log_batch(run_id, params=plist[i : i + 100])
 
 
 def log_table(client, run_id: str, df, name: str, artifact_path: str = "tables") -> None:
@@ -192,8 +232,9 @@ def log_table(client, run_id: str, df, name: str, artifact_path: str = "tables")
 def child_run(client, parent_run_id: str, run_name: str, tags: dict[str, str], params: dict | None = None):
     """A run nested under ``parent_run_id`` (same experiment): yields its id, FINISHED or FAILED at the end."""
     parent = client.get_run(parent_run_id)
-    run = client.create_run(parent.info.experiment_id, run_name=run_name,
-                            tags={"mlflow.parentRunId": parent_run_id, **tags})
+    run = client.create_run(
+        parent.info.experiment_id, run_name=run_name, tags={"mlflow.parentRunId": parent_run_id, **tags}
+    )
     run_id = run.info.run_id
     try:
         if params:

@@ -77,7 +77,7 @@ def value_metrics(y, pred, prefix: str = "", top: float = 0.1, truth_se=None) ->
     out = {f"{prefix}{m}": _one(y, pred, m, top) for m in VALUE_METRICS}
     if truth_se is not None and len(y):
         se = np.nan_to_num(np.asarray(truth_se, dtype=np.float64).ravel())
-        out[f"{prefix}rmse_corrected"] = float(np.sqrt(max(np.mean((pred - y) ** 2) - np.mean(se ** 2), 0.0)))
+        out[f"{prefix}rmse_corrected"] = float(np.sqrt(max(np.mean((pred - y) ** 2) - np.mean(se**2), 0.0)))
     return out
 
 
@@ -95,8 +95,9 @@ def _interval(s: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def value_metric_intervals(y, pred, prefix: str = "", n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-                           top: float = 0.1) -> dict[str, float]:
+def value_metric_intervals(
+    y, pred, prefix: str = "", n_boot: int = 1000, level: float = 0.95, seed: int = 0, top: float = 0.1
+) -> dict[str, float]:
     """Percentile bootstrap interval (customers resampled) of every metric: ``{prefix}{metric}_ci_low/high``."""
     y, pred = _check(y, pred)
     if n_boot <= 0 or len(y) == 0:
@@ -111,15 +112,21 @@ def value_metric_intervals(y, pred, prefix: str = "", n_boot: int = 1000, level:
     return out
 
 
-def paired_value_difference(y, pa, pb, metric: str, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-                            top: float = 0.1) -> dict[str, float]:
+def paired_value_difference(
+    y, pa, pb, metric: str, n_boot: int = 1000, level: float = 0.95, seed: int = 0, top: float = 0.1
+) -> dict[str, float]:
     """``metric(pa) - metric(pb)`` on the same customers, with a paired bootstrap interval and the share of
     resamples where ``pa`` is not better (``p_not_better``; nan for ``mean_ratio``, which has no direction)."""
     y, pa = _check(y, pa)
     _, pb = _check(y, pb)
     point = _one(y, pa, metric, top) - _one(y, pb, metric, top)
-    d = np.asarray([_one(y[i], pa[i], metric, top) - _one(y[i], pb[i], metric, top)
-                    for i in _resamples(len(y), n_boot, seed)]) if n_boot > 0 and len(y) else np.zeros(0)
+    d = (
+        np.asarray(
+            [_one(y[i], pa[i], metric, top) - _one(y[i], pb[i], metric, top) for i in _resamples(len(y), n_boot, seed)]
+        )
+        if n_boot > 0 and len(y)
+        else np.zeros(0)
+    )
     lo, hi = _interval(d, level)
     better = HIGHER_IS_BETTER[metric]
     ok = d[np.isfinite(d)]

@@ -52,6 +52,16 @@ from sellerlift.allocate.problem import (
 )
 from sellerlift.allocate.reference import allocate_exact_lp, allocate_rule_based, random_instance, random_retention
 
-__all__ = ["DEFAULT_LEVELS", "Allocation", "allocate_exact_lp", "allocate_lagrangian", "allocate_rule_based",
-           "allocate_values", "incentive_spread", "incremental_profit_and_spend", "profit_and_spend_at",
-           "random_instance", "random_retention"]
+__all__ = [
+    "DEFAULT_LEVELS",
+    "Allocation",
+    "allocate_exact_lp",
+    "allocate_lagrangian",
+    "allocate_rule_based",
+    "allocate_values",
+    "incentive_spread",
+    "incremental_profit_and_spend",
+    "profit_and_spend_at",
+    "random_instance",
+    "random_retention",
+]

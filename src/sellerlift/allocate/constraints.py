@@ -41,15 +41,26 @@ class Constraints:
         return [g for g in (self.seller, self.tier) if g is not None and g.budgets is not None]
 
 
-def check_constraints(n, levels_pct, budget=None, seller=None, seller_budgets=None, seller_tier=None,
-                      tier_budgets=None, max_discount=None, segment=None, segment_max_discount=None,
-                      max_incentive=None) -> Constraints:
+def check_constraints(
+    n,
+    levels_pct,
+    budget=None,
+    seller=None,
+    seller_budgets=None,
+    seller_tier=None,
+    tier_budgets=None,
+    max_discount=None,
+    segment=None,
+    segment_max_discount=None,
+    max_incentive=None,
+) -> Constraints:
     """Check every constraint argument against ``n`` customers and the levels (percents) -> Constraints."""
     budget = _check_budget(budget)
     s = _check_sellers(seller, seller_budgets, n)
     t = _check_tiers(s, seller_tier, tier_budgets)
-    max_level = _check_max_level(n, np.asarray(levels_pct, dtype=np.float64), max_discount, segment,
-                                 segment_max_discount)
+    max_level = _check_max_level(
+        n, np.asarray(levels_pct, dtype=np.float64), max_discount, segment, segment_max_discount
+    )
     return Constraints(budget, s, t, max_level, _check_cap(max_incentive, n, "max_incentive"))
 
 
@@ -60,8 +71,11 @@ def _budgets(ids, budgets, arg, what):
     known = set(ids.tolist())
     unknown = [g for g in budgets if g not in known]
     if unknown:
-        raise ValueError(f"{arg}: unknown {what}(s) {unknown[:5]} not in `{what}`" if what == "seller" else
-                         f"{arg}: unknown {what}(s) {unknown[:5]}: not a tier of any seller in `seller_tier`")
+        raise ValueError(
+            f"{arg}: unknown {what}(s) {unknown[:5]} not in `{what}`"
+            if what == "seller"
+            else f"{arg}: unknown {what}(s) {unknown[:5]}: not a tier of any seller in `seller_tier`"
+        )
     missing = [g for g in ids.tolist() if g not in budgets]
     if missing:
         raise ValueError(f"{arg}: no budget for {what}(s) {missing[:5]}")
@@ -128,8 +142,10 @@ def _check_max_level(n, pct, max_discount, segment, segment_max_discount):
         if segment is None:
             raise ValueError("segment: required when segment_max_discount is given (each customer's segment)")
         if not isinstance(segment_max_discount, Mapping):
-            raise ValueError("segment_max_discount: expected a mapping segment -> max discount in percent, "
-                             f"got {type(segment_max_discount).__name__}")
+            raise ValueError(
+                "segment_max_discount: expected a mapping segment -> max discount in percent, "
+                f"got {type(segment_max_discount).__name__}"
+            )
         seg = np.asarray(segment)
         if seg.shape != (n,):
             raise ValueError(f"segment: expected shape ({n},) to match p, got {seg.shape}")

@@ -35,8 +35,9 @@ class LPBand:
     def spend(self, lam):
         t = self._at(lam)
         w = (self.s > t) & (self.f <= t)
-        part = np.array([self.c.sum(where=w)]) if self.g is None else np.bincount(self.g[w], self.c[w],
-                                                                                   minlength=self.g_n)
+        part = (
+            np.array([self.c.sum(where=w)]) if self.g is None else np.bincount(self.g[w], self.c[w], minlength=self.g_n)
+        )
         return self.fixed + part
 
     def narrow(self, lo, hi, active):
@@ -47,8 +48,11 @@ class LPBand:
         if self.g is not None:
             band &= active[self.g]
         if band.sum() < 0.5 * len(band):
-            self.fixed += (np.bincount(self.g[sure], self.c[sure], minlength=self.g_n) if self.g is not None
-                           else self.c[sure].sum())
+            self.fixed += (
+                np.bincount(self.g[sure], self.c[sure], minlength=self.g_n)
+                if self.g is not None
+                else self.c[sure].sum()
+            )
             self.s, self.c, self.f = s[band], self.c[band], f[band]
             self.g = None if self.g is None else self.g[band]
 
@@ -78,8 +82,9 @@ def _bisect_lp(slope, cost, group, budgets, floor, repl, tol, max_iter):
     """Per group g, bracket the smallest multiplier whose LP spend is <= budgets[g]: a segment counts iff
     floor <= lam_g < slope; ``repl(lam)`` [G] adds the budgets of the inner groups binding above lam_g.
     Segments decided for the whole current bracket leave the working set, as in ``_bisect``."""
-    return bisect_lp_multipliers(local_call(LPBand(slope, cost, group, floor, len(budgets))), budgets, repl, tol,
-                                 max_iter)
+    return bisect_lp_multipliers(
+        local_call(LPBand(slope, cost, group, floor, len(budgets))), budgets, repl, tol, max_iter
+    )
 
 
 def lp_thresholds(h, cons, th: Thresholds, tol, max_iter) -> Thresholds:

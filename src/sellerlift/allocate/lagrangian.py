@@ -37,19 +37,54 @@ def _solve(obj: Objective, cons: Constraints, tol, max_iter) -> Allocation:
         mult: float | dict = mu
     else:
         mult = {"total": mu} | {g.name: dict(zip(g.ids.tolist(), lam.tolist())) for g, lam in zip(cons.layers, lams)}
-    parts = None if obj.plain and enduring is None else (
-        float(direct.sum()), 0.0 if enduring is None else float(enduring.sum()),
-        0.0 if penalty is None else float(penalty.sum()))
-    a = _finish(level, pr, sp, h.d, cons.seller, cons.tier, parts, multiplier=mult, status=status,
-                bound=max(bound, profit), n_iter=th_dual.n_iter, info={"weight": obj.weight})
+    parts = (
+        None
+        if obj.plain and enduring is None
+        else (
+            float(direct.sum()),
+            0.0 if enduring is None else float(enduring.sum()),
+            0.0 if penalty is None else float(penalty.sum()),
+        )
+    )
+    a = _finish(
+        level,
+        pr,
+        sp,
+        h.d,
+        cons.seller,
+        cons.tier,
+        parts,
+        multiplier=mult,
+        status=status,
+        bound=max(bound, profit),
+        n_iter=th_dual.n_iter,
+        info={"weight": obj.weight},
+    )
     check_feasible(a, cons, sp)
     return a
 
 
-def allocate_lagrangian(p, value, margin, levels, budget=None, seller=None, seller_budgets=None,
-                        tol=1e-6, max_iter=100, *, enduring=None, weight=0.0, seller_tier=None, tier_budgets=None,
-                        max_discount=None, segment=None, segment_max_discount=None, spread_penalty=0.0,
-                        max_incentive=None) -> Allocation:
+def allocate_lagrangian(
+    p,
+    value,
+    margin,
+    levels,
+    budget=None,
+    seller=None,
+    seller_budgets=None,
+    tol=1e-6,
+    max_iter=100,
+    *,
+    enduring=None,
+    weight=0.0,
+    seller_tier=None,
+    tier_budgets=None,
+    max_discount=None,
+    segment=None,
+    segment_max_discount=None,
+    spread_penalty=0.0,
+    max_incentive=None,
+) -> Allocation:
     """Near-optimal allocation by Lagrangian relaxation (see the package docstring).
 
     p [n, K] conversion curves, value [n] order values, margin (scalar or [n]), levels (percents from 0).
@@ -63,14 +98,46 @@ def allocate_lagrangian(p, value, margin, levels, budget=None, seller=None, sell
     """
     p, value, margin, d = _check_inputs(p, value, margin, levels)
     base = CurveValues(p, value, margin, d)
-    return _allocate(base, levels, budget, seller, seller_budgets, tol, max_iter, enduring, weight, seller_tier,
-                     tier_budgets, max_discount, segment, segment_max_discount, spread_penalty, max_incentive)
+    return _allocate(
+        base,
+        levels,
+        budget,
+        seller,
+        seller_budgets,
+        tol,
+        max_iter,
+        enduring,
+        weight,
+        seller_tier,
+        tier_budgets,
+        max_discount,
+        segment,
+        segment_max_discount,
+        spread_penalty,
+        max_incentive,
+    )
 
 
-def allocate_values(profit, spend, levels, budget=None, seller=None, seller_budgets=None, tol=1e-6,
-                    max_iter=100, *, enduring=None, weight=0.0, seller_tier=None, tier_budgets=None,
-                    max_discount=None, segment=None, segment_max_discount=None, spread_penalty=0.0,
-                    max_incentive=None) -> Allocation:
+def allocate_values(
+    profit,
+    spend,
+    levels,
+    budget=None,
+    seller=None,
+    seller_budgets=None,
+    tol=1e-6,
+    max_iter=100,
+    *,
+    enduring=None,
+    weight=0.0,
+    seller_tier=None,
+    tier_budgets=None,
+    max_discount=None,
+    segment=None,
+    segment_max_discount=None,
+    spread_penalty=0.0,
+    max_incentive=None,
+) -> Allocation:
     """The same solver on any per-level objective: ``profit`` and ``spend`` [n, K], level 0 both 0.
 
     For objectives that are not one week's conversion curve, e.g. the 90-day (enduring) profit of
@@ -79,16 +146,57 @@ def allocate_values(profit, spend, levels, budget=None, seller=None, seller_budg
     """
     profit, spend, d = _check_values(profit, spend, levels)
     base = MatrixValues(profit, spend, d)
-    return _allocate(base, levels, budget, seller, seller_budgets, tol, max_iter, enduring, weight, seller_tier,
-                     tier_budgets, max_discount, segment, segment_max_discount, spread_penalty, max_incentive)
+    return _allocate(
+        base,
+        levels,
+        budget,
+        seller,
+        seller_budgets,
+        tol,
+        max_iter,
+        enduring,
+        weight,
+        seller_tier,
+        tier_budgets,
+        max_discount,
+        segment,
+        segment_max_discount,
+        spread_penalty,
+        max_incentive,
+    )
 
 
-def build(base, levels, budget, seller, seller_budgets, enduring, weight, seller_tier, tier_budgets,
-          max_discount, segment, segment_max_discount, spread_penalty, max_incentive):
+def build(
+    base,
+    levels,
+    budget,
+    seller,
+    seller_budgets,
+    enduring,
+    weight,
+    seller_tier,
+    tier_budgets,
+    max_discount,
+    segment,
+    segment_max_discount,
+    spread_penalty,
+    max_incentive,
+):
     """Checked (Objective, Constraints) of one problem: shared by the Lagrangian and the exact LP/MILP."""
     n, k = base.shape
-    cons = check_constraints(n, levels, budget, seller, seller_budgets, seller_tier, tier_budgets, max_discount,
-                             segment, segment_max_discount, max_incentive)
+    cons = check_constraints(
+        n,
+        levels,
+        budget,
+        seller,
+        seller_budgets,
+        seller_tier,
+        tier_budgets,
+        max_discount,
+        segment,
+        segment_max_discount,
+        max_incentive,
+    )
     e, w, pen = check_objective(n, k, enduring, weight, spread_penalty)
     return Objective(base, e, w, pen, cons.max_level, cons.max_incentive), cons
 

@@ -156,8 +156,16 @@ def _finish(level, pr, sp, d, seller_layer=None, tier_layer=None, parts=None, **
     spend, profit = float(sp.sum()), float(pr.sum())
     direct, enduring, penalty = (profit, 0.0, 0.0) if parts is None else parts
     return Allocation(
-        level_index=level, level_pct=d[level] * 100.0, spend=spend, profit=profit,
-        roi=profit / spend if spend > 0 else 0.0, seller_spend=_group_spend(seller_layer, sp),
-        tier_spend=_group_spend(tier_layer, sp), direct=direct, enduring=enduring, penalty=penalty,
-        spread=incentive_spread(sp, level), **kw,
+        level_index=level,
+        level_pct=d[level] * 100.0,
+        spend=spend,
+        profit=profit,
+        roi=profit / spend if spend > 0 else 0.0,
+        seller_spend=_group_spend(seller_layer, sp),
+        tier_spend=_group_spend(tier_layer, sp),
+        direct=direct,
+        enduring=enduring,
+        penalty=penalty,
+        spread=incentive_spread(sp, level),
+        **kw,
     )

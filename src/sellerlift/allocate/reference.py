@@ -17,8 +17,19 @@ from sellerlift.allocate.problem import (
 
 
 # ------------------------------------------------------------- exact (HiGHS)
-def allocate_exact_lp(p, value, margin, levels, budget=None, seller=None, seller_budgets=None,
-                      *, integer=False, time_limit=None, **options) -> Allocation:
+def allocate_exact_lp(
+    p,
+    value,
+    margin,
+    levels,
+    budget=None,
+    seller=None,
+    seller_budgets=None,
+    *,
+    integer=False,
+    time_limit=None,
+    **options,
+) -> Allocation:
     """Reference solution with HiGHS on the full n*K formulation, with every constraint of
     :func:`allocate_lagrangian` (``options``: enduring, weight, seller_tier, tier_budgets, max_discount,
     segment, segment_max_discount, spread_penalty, max_incentive; checked the same way).
@@ -34,8 +45,14 @@ def allocate_exact_lp(p, value, margin, levels, budget=None, seller=None, seller
     from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
     p, value, margin, d = _check_inputs(p, value, margin, levels)
-    obj, cons = build(CurveValues(p, value, margin, d), levels, budget, seller, seller_budgets,
-                      *(options.pop(k, v) for k, v in _OPTIONS.items()))
+    obj, cons = build(
+        CurveValues(p, value, margin, d),
+        levels,
+        budget,
+        seller,
+        seller_budgets,
+        *(options.pop(k, v) for k, v in _OPTIONS.items()),
+    )
     if options:
         raise TypeError(f"allocate_exact_lp: unexpected argument(s) {sorted(options)}")
     pr, sp, direct, enduring = obj.matrices()
@@ -60,8 +77,16 @@ def allocate_exact_lp(p, value, margin, levels, budget=None, seller=None, seller
         res = milp(-c, constraints=lin, integrality=np.ones(n * k), bounds=Bounds(0, ub), options=opts)
         status = {0: "optimal", 1: "time_limit"}.get(res.status, f"highs_status_{res.status}")
     else:
-        res = linprog(-c, A_ub=a_ub, b_ub=b_ub, A_eq=one, b_eq=np.ones(n), bounds=np.c_[np.zeros(n * k), ub],
-                      method="highs", options=opts)
+        res = linprog(
+            -c,
+            A_ub=a_ub,
+            b_ub=b_ub,
+            A_eq=one,
+            b_eq=np.ones(n),
+            bounds=np.c_[np.zeros(n * k), ub],
+            method="highs",
+            options=opts,
+        )
         status = "lp_relaxation" if res.status == 0 else f"highs_status_{res.status}"
     if res.x is None:
         raise RuntimeError(f"HiGHS returned no solution: {res.message}")
@@ -70,8 +95,11 @@ def allocate_exact_lp(p, value, margin, levels, budget=None, seller=None, seller
     if integer:
         lp_pr, lp_sp, dir_i, end_i, pen_i = obj.parts(level)
         bound = -getattr(res, "mip_dual_bound", res.fun)
-        parts = (float(dir_i.sum()), 0.0 if end_i is None else float(end_i.sum()),
-                 0.0 if pen_i is None else float(pen_i.sum()))
+        parts = (
+            float(dir_i.sum()),
+            0.0 if end_i is None else float(end_i.sum()),
+            0.0 if pen_i is None else float(pen_i.sum()),
+        )
     else:  # fractional values, per customer
         c2 = c.reshape(n, k)
         lp_pr, lp_sp = (x * c2).sum(axis=1), (x * sp).sum(axis=1)
@@ -82,17 +110,26 @@ def allocate_exact_lp(p, value, margin, levels, budget=None, seller=None, seller
     mult = float("nan")
     if not integer and cons.budget is not None and not cons.layers:
         mult = float(-res.ineqlin.marginals[0])
-    return _finish(level, lp_pr, lp_sp, d, cons.seller, cons.tier, parts, multiplier=mult, status=status,
-                   bound=bound)
+    return _finish(level, lp_pr, lp_sp, d, cons.seller, cons.tier, parts, multiplier=mult, status=status, bound=bound)
 
 
-_OPTIONS = {"enduring": None, "weight": 0.0, "seller_tier": None, "tier_budgets": None, "max_discount": None,
-            "segment": None, "segment_max_discount": None, "spread_penalty": 0.0, "max_incentive": None}
+_OPTIONS = {
+    "enduring": None,
+    "weight": 0.0,
+    "seller_tier": None,
+    "tier_budgets": None,
+    "max_discount": None,
+    "segment": None,
+    "segment_max_discount": None,
+    "spread_penalty": 0.0,
+    "max_incentive": None,
+}
 
 
 # ------------------------------------------------------------- baseline
-def allocate_rule_based(p, value, margin, levels, budget=None, *, rule="top_value", level_pct=10.0,
-                        priority=None, seed=0) -> Allocation:
+def allocate_rule_based(
+    p, value, margin, levels, budget=None, *, rule="top_value", level_pct=10.0, priority=None, seed=0
+) -> Allocation:
     """What sellers do today: one flat discount to a ranked list of customers.
 
     Customers are ranked by ``rule``: "top_value" (highest order value first;
@@ -148,8 +185,13 @@ def random_instance(n, seed=0, levels=DEFAULT_LEVELS, n_sellers=20, dtype=np.flo
     p = (1.0 / (1.0 + np.exp(-logit))).astype(dtype)
     value = np.array([14.8, 126.4, 63.2, 28.9])[arch] * rng.lognormal(-0.125, 0.5, n)
     w = 1.0 / np.arange(1, n_sellers + 1) ** 1.1
-    return {"p": p, "value": value, "margin": rng.uniform(0.3, 0.5, n), "levels": tuple(levels),
-            "seller": rng.choice(n_sellers, size=n, p=w / w.sum())}
+    return {
+        "p": p,
+        "value": value,
+        "margin": rng.uniform(0.3, 0.5, n),
+        "levels": tuple(levels),
+        "seller": rng.choice(n_sellers, size=n, p=w / w.sum()),
+    }
 
 
 def random_retention(inst, seed=0) -> dict:
@@ -171,8 +213,11 @@ def random_retention(inst, seed=0) -> dict:
     later = 6.5 * p[:, :1]  # full-price purchases expected over the next 13 weeks
     enduring = vm[:, None] * (habit[:, None] * (p - p[:, :1]) - refprice[:, None] * d[None, :] * later)
     lift = p[:, -1] - p[:, 0]
-    segment = np.select([p[:, 0] > 0.3, lift > 0.3, lift > 0.1], ["buys anyway", "promotion-sensitive",
-                                                                   "needs a large incentive"], "other")
+    segment = np.select(
+        [p[:, 0] > 0.3, lift > 0.3, lift > 0.1],
+        ["buys anyway", "promotion-sensitive", "needs a large incentive"],
+        "other",
+    )
     sellers = range(int(np.max(inst["seller"], initial=0)) + 1)
     tier = {s: "large" if s < 2 else "mid" if s < 7 else "small" for s in sellers}
     return {"enduring": enduring.astype(inst["p"].dtype), "seller_tier": tier, "segment": segment}

@@ -64,8 +64,20 @@ class AllocShard:
         self._sellers = None if seller is None else np.unique(np.asarray(seller))
         return {"n": self.n, "sellers": self._sellers, "segments": None if seg is None else np.unique(np.asarray(seg))}
 
-    def setup(self, levels, budget, seller_ids, seller_budgets, seller_tier, tier_budgets, weight, spread_penalty,
-              max_discount, segment_max_discount, max_incentive) -> dict:
+    def setup(
+        self,
+        levels,
+        budget,
+        seller_ids,
+        seller_budgets,
+        seller_tier,
+        tier_budgets,
+        weight,
+        spread_penalty,
+        max_discount,
+        segment_max_discount,
+        max_incentive,
+    ) -> dict:
         d = self.data
         if "p" in d:
             p, value, margin, dd = _check_inputs(d["p"], d["value"], d["margin"], levels)
@@ -82,9 +94,22 @@ class AllocShard:
         if segment_max_discount is not None and d.get("segment") is not None:
             have = set(np.unique(np.asarray(d["segment"])).tolist())
             segment_max_discount = {g: v for g, v in segment_max_discount.items() if g in have}
-        self.obj, self.cons = build(base, levels, budget, seller, seller_budgets, d.get("enduring"), weight,
-                                    seller_tier, tier_budgets, d.get("max_discount", max_discount), d.get("segment"),
-                                    segment_max_discount, spread_penalty, d.get("max_incentive", max_incentive))
+        self.obj, self.cons = build(
+            base,
+            levels,
+            budget,
+            seller,
+            seller_budgets,
+            d.get("enduring"),
+            weight,
+            seller_tier,
+            tier_budgets,
+            d.get("max_discount", max_discount),
+            d.get("segment"),
+            segment_max_discount,
+            spread_penalty,
+            d.get("max_incentive", max_incentive),
+        )
         self.h = Hull(self.obj)
         self.layers = self.cons.layers
         self.names = [g.name for g in self.layers]
@@ -92,9 +117,13 @@ class AllocShard:
         self.floor = None
         self.band = None
         tier = self.cons.tier
-        return {"segments": len(self.h.slope), "top": float(self.h.slope.max(initial=0.0)),
-                "plain": bool(self.obj.plain), "capped": bool(self.obj.capped),
-                "tier_counts": None if tier is None else np.bincount(tier.idx, minlength=len(tier.ids))}
+        return {
+            "segments": len(self.h.slope),
+            "top": float(self.h.slope.max(initial=0.0)),
+            "plain": bool(self.obj.plain),
+            "capped": bool(self.obj.capped),
+            "tier_counts": None if tier is None else np.bincount(tier.idx, minlength=len(tier.ids)),
+        }
 
     # ---- thresholds
     def _layer(self, name) -> Layer:
@@ -174,8 +203,13 @@ class AllocShard:
         lim = _lim(left, groups)
         ok[ok] &= h.cost[nxt[ok]] <= (lim if np.ndim(lim) == 0 else lim[ok])
         sub = np.flatnonzero(ok)
-        self.fx = {"sub": sub, "first": h.start[sub], "nseg": h.nseg[sub], "n_sub": cnt[sub].copy(),
-                   "g_sub": [idx[sub] for idx, _ in groups]}
+        self.fx = {
+            "sub": sub,
+            "first": h.start[sub],
+            "nseg": h.nseg[sub],
+            "n_sub": cnt[sub].copy(),
+            "g_sub": [idx[sub] for idx, _ in groups],
+        }
         return len(sub)
 
     def fix_round(self, left, tier_left):
@@ -286,8 +320,7 @@ class AllocShard:
             self.fl["lv"][kind[1][take]] = kind[2][take]
         if self.seller_left is not None and self.names and self.names[0] == "seller":
             g = p["g"][0]
-            self.seller_left = self.seller_left - np.bincount(g[take], p["cost"][take],
-                                                              minlength=len(self.seller_left))
+            self.seller_left = self.seller_left - np.bincount(g[take], p["cost"][take], minlength=len(self.seller_left))
 
     def fix_end(self):
         fx = self.fx
@@ -310,11 +343,17 @@ class AllocShard:
         pr, sp, direct, enduring, penalty = self.obj.parts(self.level)
         level = self.level
         offered = sp[level > 0]
-        out = {"profit": float(pr.sum()), "spend": float(sp.sum()), "direct": float(direct.sum()),
-               "enduring": 0.0 if enduring is None else float(enduring.sum()),
-               "penalty": 0.0 if penalty is None else float(penalty.sum()),
-               "offered": len(offered), "offered_sum": float(offered.sum()), "treated": int((level > 0).sum()),
-               "has_enduring": enduring is not None}
+        out = {
+            "profit": float(pr.sum()),
+            "spend": float(sp.sum()),
+            "direct": float(direct.sum()),
+            "enduring": 0.0 if enduring is None else float(enduring.sum()),
+            "penalty": 0.0 if penalty is None else float(penalty.sum()),
+            "offered": len(offered),
+            "offered_sum": float(offered.sum()),
+            "treated": int((level > 0).sum()),
+            "has_enduring": enduring is not None,
+        }
         for g in (self.cons.seller, self.cons.tier):
             if g is not None:
                 out[f"{g.name}_spend"] = (g.ids, np.bincount(g.idx, sp, minlength=len(g.ids)))
@@ -385,11 +424,24 @@ class ShardedAllocation:
         order = np.argsort(idx)
         level[:] = np.concatenate([p[1] for p in parts])[order]
         d = np.asarray(self.levels_pct, dtype=np.float64)
-        return Allocation(level_index=level, level_pct=d[level], spend=self.spend, profit=self.profit, roi=self.roi,
-                          multiplier=self.multiplier, seller_spend=self.seller_spend, status=self.status,
-                          bound=self.bound, n_iter=self.n_iter, tier_spend=self.tier_spend, direct=self.direct,
-                          enduring=self.enduring, penalty=self.penalty, spread=self.spread,
-                          info=dict(self.info, rounds=self.rounds))
+        return Allocation(
+            level_index=level,
+            level_pct=d[level],
+            spend=self.spend,
+            profit=self.profit,
+            roi=self.roi,
+            multiplier=self.multiplier,
+            seller_spend=self.seller_spend,
+            status=self.status,
+            bound=self.bound,
+            n_iter=self.n_iter,
+            tier_spend=self.tier_spend,
+            direct=self.direct,
+            enduring=self.enduring,
+            penalty=self.penalty,
+            spread=self.spread,
+            info=dict(self.info, rounds=self.rounds),
+        )
 
 
 class _Counter:
@@ -427,6 +479,7 @@ def _size(o) -> int:
 
 def local_shards(shards):
     """(call, call_each) over :class:`AllocShard` objects in this process."""
+
     def call(method, *args):
         return [getattr(s, method)(*args) for s in shards]
 
@@ -451,17 +504,33 @@ def _global_layers(descs, seller_budgets, seller_tier, tier_budgets):
     ids = np.unique(allv)
     if len(ids) != len(allv):
         dup = np.unique(allv[1:][allv[1:] == allv[:-1]])
-        raise ValueError(f"shards: seller(s) {dup[:5].tolist()} have customers in more than one shard "
-                         "(shard by seller: a seller's budget is solved where its customers are)")
+        raise ValueError(
+            f"shards: seller(s) {dup[:5].tolist()} have customers in more than one shard "
+            "(shard by seller: a seller's budget is solved where its customers are)"
+        )
     b = None if seller_budgets is None else _budgets(ids, seller_budgets, "seller_budgets", "seller")
     sellers = Layer("seller", ids, np.arange(len(ids)), b)
     tiers = _check_tiers(sellers, seller_tier, tier_budgets)
     return sellers, tiers
 
 
-def solve_sharded(call, call_each, levels, budget=None, seller_budgets=None, tol=1e-6, max_iter=100, *,
-                  weight=0.0, seller_tier=None, tier_budgets=None, max_discount=None, segment_max_discount=None,
-                  spread_penalty=0.0, max_incentive=None) -> ShardedAllocation:
+def solve_sharded(
+    call,
+    call_each,
+    levels,
+    budget=None,
+    seller_budgets=None,
+    tol=1e-6,
+    max_iter=100,
+    *,
+    weight=0.0,
+    seller_tier=None,
+    tier_budgets=None,
+    max_discount=None,
+    segment_max_discount=None,
+    spread_penalty=0.0,
+    max_incentive=None,
+) -> ShardedAllocation:
     """:func:`~sellerlift.allocate.allocate_lagrangian` over shards (see the module doc).
 
     The per-customer inputs (curves or matrices, sellers, enduring value, segments, per-customer caps) are in the
@@ -481,8 +550,20 @@ def solve_sharded(call, call_each, levels, budget=None, seller_budgets=None, tol
             if g not in known:
                 raise ValueError(f"segment_max_discount: unknown segment {g!r}: not in `segment`")
     seller_ids = None if sellers is None else sellers.ids
-    setup = ex.call("setup", list(levels), budget, seller_ids, seller_budgets, seller_tier, tier_budgets, weight,
-                    spread_penalty, max_discount, segment_max_discount, max_incentive)
+    setup = ex.call(
+        "setup",
+        list(levels),
+        budget,
+        seller_ids,
+        seller_budgets,
+        seller_tier,
+        tier_budgets,
+        weight,
+        spread_penalty,
+        max_discount,
+        segment_max_discount,
+        max_incentive,
+    )
     t_setup = time.perf_counter() - t0
     rounds_before = ex.rounds
     shrink = 1 - _SAFETY
@@ -595,14 +676,30 @@ def solve_sharded(call, call_each, levels, budget=None, seller_budgets=None, tol
     parts = not all(s["plain"] for s in setup) or any(r["has_enduring"] for r in res)
     direct = _total_float([r["direct"] for r in res])
     out = ShardedAllocation(
-        spend=spend, profit=profit, roi=profit / spend if spend > 0 else 0.0, multiplier=mult,
-        seller_spend=seller_spend, tier_spend=tier_spend, status=status, bound=max(bound, profit),
-        n_iter=th_dual.n_iter, direct=direct if parts else profit,
-        enduring=_total_float([r["enduring"] for r in res]), penalty=_total_float([r["penalty"] for r in res]),
-        spread=spread, n=sum(d["n"] for d in descs), treated=sum(r["treated"] for r in res),
+        spend=spend,
+        profit=profit,
+        roi=profit / spend if spend > 0 else 0.0,
+        multiplier=mult,
+        seller_spend=seller_spend,
+        tier_spend=tier_spend,
+        status=status,
+        bound=max(bound, profit),
+        n_iter=th_dual.n_iter,
+        direct=direct if parts else profit,
+        enduring=_total_float([r["enduring"] for r in res]),
+        penalty=_total_float([r["penalty"] for r in res]),
+        spread=spread,
+        n=sum(d["n"] for d in descs),
+        treated=sum(r["treated"] for r in res),
         levels_pct=tuple(float(x) for x in levels),
-        info={"weight": weight, "shards": len(descs), "setup_s": t_setup,
-              "rounds_s": time.perf_counter() - t0 - t_setup, "solve_rounds": ex.rounds - rounds_before})
+        info={
+            "weight": weight,
+            "shards": len(descs),
+            "setup_s": t_setup,
+            "rounds_s": time.perf_counter() - t0 - t_setup,
+            "solve_rounds": ex.rounds - rounds_before,
+        },
+    )
     _check_totals(out, budget, sellers, tiers)
     out.rounds, out.sent_floats = ex.rounds, ex.floats
     out._call = call
@@ -687,12 +784,14 @@ def _lp_thresholds(ex, th, names, sellers, tiers, budget, tol, max_iter) -> Thre
     b_in = inner.budgets
     outer = layers[1] if len(layers) == 2 else None
     if outer is not None:
+
         def repl_tier(lam):
             return np.bincount(inner.parent, b_in * (t_in > lam[inner.parent]), minlength=len(outer.ids))
 
         ex.call("band_new", "tier", True)
-        lo, hi, k = bisect_lp_multipliers(lambda m, *a: ex.call("band_call", m, *a), outer.budgets, repl_tier, tol,
-                                          max_iter)
+        lo, hi, k = bisect_lp_multipliers(
+            lambda m, *a: ex.call("band_call", m, *a), outer.budgets, repl_tier, tol, max_iter
+        )
         lo_all.append(lo)
         hi_all.append(hi)
         it += k
@@ -709,8 +808,9 @@ def _lp_thresholds(ex, th, names, sellers, tiers, budget, tol, max_iter) -> Thre
             return np.array([outer.budgets[up].sum() + b_in[(t_in > mu) & ~up[inner.parent]].sum()])
 
         ex.call("band_new", None, True)
-        lo, hi, k = bisect_lp_multipliers(lambda m, *a: ex.call("band_call", m, *a), np.array([budget]), repl_total,
-                                          tol, max_iter)
+        lo, hi, k = bisect_lp_multipliers(
+            lambda m, *a: ex.call("band_call", m, *a), np.array([budget]), repl_total, tol, max_iter
+        )
         mu_lo, mu_hi = float(lo[0]), float(hi[0])
         it += k
     return Thresholds(layers, lo_all, hi_all, mu_lo, mu_hi, it, budget, cheapest=True)

@@ -37,8 +37,9 @@ class SegmentBand:
 
     def _spend(self, lam):
         w = self.s > self._thr(lam)
-        return np.array([self.c.sum(where=w)]) if self.g is None else np.bincount(self.g[w], self.c[w],
-                                                                                    minlength=self.g_n)
+        return (
+            np.array([self.c.sum(where=w)]) if self.g is None else np.bincount(self.g[w], self.c[w], minlength=self.g_n)
+        )
 
     def top(self) -> float:
         return float(self.s.max(initial=0.0))
@@ -64,8 +65,9 @@ class SegmentBand:
             band &= active[self.g]
         if band.sum() < 0.5 * len(band):  # compact once the band has halved
             out = ~band & (s > hi_t)
-            self.fixed += (np.bincount(self.g[out], self.c[out], minlength=self.g_n) if self.g is not None
-                           else self.c[out].sum())
+            self.fixed += (
+                np.bincount(self.g[out], self.c[out], minlength=self.g_n) if self.g is not None else self.c[out].sum()
+            )
             self.s, self.c = s[band], self.c[band]
             self.g = None if self.g is None else self.g[band]
             self.f = None if self.f is None else self.f[band]
@@ -106,6 +108,7 @@ def _total(parts):
 
 def local_call(*holders):
     """``call`` over holders in this process (the single-process solver's is one holder)."""
+
     def call(method, *args):
         return [getattr(h, method)(*args) for h in holders]
 
@@ -119,8 +122,7 @@ def _bisect(slope, cost, group, budgets, floor, tol, max_iter):
     (lo, hi, iterations): hi is feasible, lo is not (or lo == hi == 0). Segments outside the current
     (lo, hi] band are decided, so they leave the working set and their spend moves to `fixed`.
     """
-    return bisect_multipliers(local_call(SegmentBand(slope, cost, group, floor, len(budgets))), budgets, tol,
-                              max_iter)
+    return bisect_multipliers(local_call(SegmentBand(slope, cost, group, floor, len(budgets))), budgets, tol, max_iter)
 
 
 @dataclass

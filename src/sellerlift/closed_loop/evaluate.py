@@ -62,6 +62,7 @@ class Result:
 
 def ceiling_policy(model: ceiling.CeilingModel, margin: float) -> P.CurvePolicy:
     """The same allocation as the model's, on curves fit to the truth from the model's inputs."""
+
     def curves(obs: Observation) -> np.ndarray:
         feats = build_features(obs.events(), obs.as_of, FeatureSpec(max_len=1), customers=obs.customer_id)
         return model.curves(feats.raw)
@@ -88,8 +89,15 @@ def ceiling_enduring_policy(model: ceiling.CeilingModel, margin: float):
 
 
 def policy_set(model_policy, ceil, s: Settings) -> list:
-    out = [P.NoOffers(), P.blanket(10), P.top_value(10), P.rfm_at_risk(15, 60), P.random_offers(10, s.seed),
-           P.Oracle("direct", s.margin), P.Oracle("enduring", s.margin, s.days)]
+    out = [
+        P.NoOffers(),
+        P.blanket(10),
+        P.top_value(10),
+        P.rfm_at_risk(15, 60),
+        P.random_offers(10, s.seed),
+        P.Oracle("direct", s.margin),
+        P.Oracle("enduring", s.margin, s.days),
+    ]
     if ceil is not None:
         out += [ceiling_policy(ceil, s.margin), ceiling_enduring_policy(ceil, s.margin)]
     if model_policy is not None:
@@ -120,8 +128,9 @@ def _target_levels(offers: pd.DataFrame, q: np.ndarray, basket: np.ndarray, pop:
     return target
 
 
-def run(sim_path: str | Path, bundle: str | Path | None, s: Settings, customer_ids: np.ndarray | None = None,
-        progress=print) -> Result:
+def run(
+    sim_path: str | Path, bundle: str | Path | None, s: Settings, customer_ids: np.ndarray | None = None, progress=print
+) -> Result:
     t_all = time.perf_counter()
     timings = {}
     pop = Population.load(sim_path, customer_ids)

@@ -47,8 +47,10 @@ def _numeric(x, name: str, n: int | None = None) -> np.ndarray:
         raise ValueError(f"{name}: expected numbers, got dtype {x.dtype}")
     x = x.astype(np.float64)
     if not np.isfinite(x).all():
-        raise ValueError(f"{name}: {int((~np.isfinite(x)).sum())} non-finite values (first at index "
-                         f"{int(np.flatnonzero(~np.isfinite(x))[0])})")
+        raise ValueError(
+            f"{name}: {int((~np.isfinite(x)).sum())} non-finite values (first at index "
+            f"{int(np.flatnonzero(~np.isfinite(x))[0])})"
+        )
     return x
 
 
@@ -57,8 +59,10 @@ def _binary(x, name: str, n: int | None = None) -> np.ndarray:
     if x.dtype != bool:
         bad = ~np.isin(x, (0, 1))
         if bad.any():
-            raise ValueError(f"{name}: expected booleans or 0/1, got {x[bad][:3].tolist()} "
-                             f"(first at index {int(np.flatnonzero(bad)[0])})")
+            raise ValueError(
+                f"{name}: expected booleans or 0/1, got {x[bad][:3].tolist()} "
+                f"(first at index {int(np.flatnonzero(bad)[0])})"
+            )
     return x.astype(bool)
 
 
@@ -136,9 +140,11 @@ def ab_test(y, treated, strata=None, alpha: float = 0.05, n_boot: int = 2000, se
     cnt = np.bincount(g, minlength=2 * n_s).reshape(n_s, 2)
     small = np.flatnonzero((cnt < 2).any(axis=1))
     if len(small):
-        raise ValueError(f"treated/strata: every stratum needs >= 2 customers in each arm; {len(small)} do not, "
-                         f"e.g. {labels[small[:3]].tolist()} with (control, treated) = {cnt[small[:3]].tolist()}")
-    mean = (np.bincount(g, y, minlength=2 * n_s) / cnt.ravel())
+        raise ValueError(
+            f"treated/strata: every stratum needs >= 2 customers in each arm; {len(small)} do not, "
+            f"e.g. {labels[small[:3]].tolist()} with (control, treated) = {cnt[small[:3]].tolist()}"
+        )
+    mean = np.bincount(g, y, minlength=2 * n_s) / cnt.ravel()
     var = np.bincount(g, (y - mean[g]) ** 2, minlength=2 * n_s).reshape(n_s, 2) / (cnt - 1)
     mean = mean.reshape(n_s, 2)
     w = cnt.sum(axis=1) / len(y)
@@ -154,10 +160,21 @@ def ab_test(y, treated, strata=None, alpha: float = 0.05, n_boot: int = 2000, se
     else:  # y constant within every cell
         df, ci_t, p = float(len(y) - 2 * n_s), (est, est), float(est == 0)
     ci_b = _ab_bootstrap(y, g, cnt, w, alpha, n_boot, seed) if n_boot else (math.nan, math.nan)
-    return ABResult(estimate=est, se=se, df=df, ci_t=(float(ci_t[0]), float(ci_t[1])), ci_bootstrap=ci_b,
-                    p_value=p, n_treat=int(cnt[:, 1].sum()), n_control=int(cnt[:, 0].sum()), mean_treat=m_t,
-                    mean_control=m_c, relative_lift=est / m_c if m_c != 0 else math.nan, alpha=alpha,
-                    n_strata=n_s)
+    return ABResult(
+        estimate=est,
+        se=se,
+        df=df,
+        ci_t=(float(ci_t[0]), float(ci_t[1])),
+        ci_bootstrap=ci_b,
+        p_value=p,
+        n_treat=int(cnt[:, 1].sum()),
+        n_control=int(cnt[:, 0].sum()),
+        mean_treat=m_t,
+        mean_control=m_c,
+        relative_lift=est / m_c if m_c != 0 else math.nan,
+        alpha=alpha,
+        n_strata=n_s,
+    )
 
 
 def _ab_bootstrap(y, g, cnt, w, alpha, n_boot, seed) -> tuple[float, float]:
@@ -173,13 +190,20 @@ def _ab_bootstrap(y, g, cnt, w, alpha, n_boot, seed) -> tuple[float, float]:
         b = min(step, n_boot - b0)
         idx = start_pos + (rng.random((b, n)) * size_pos).astype(np.int64)
         means = (np.add.reduceat(ys[idx], starts, axis=1) / size).reshape(b, -1, 2)
-        est[b0:b0 + b] = (means[:, :, 1] - means[:, :, 0]) @ w
+        est[b0 : b0 + b] = (means[:, :, 1] - means[:, :, 0]) @ w
     lo, hi = np.quantile(est, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
 
 
-def sample_size(baseline: float, lift: float, alpha: float = 0.05, power: float = 0.8, ratio: float = 1.0,
-                kind: str = "proportion", sd: float | None = None) -> int:
+def sample_size(
+    baseline: float,
+    lift: float,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    ratio: float = 1.0,
+    kind: str = "proportion",
+    sd: float | None = None,
+) -> int:
     """Customers needed in the treatment arm to detect an absolute ``lift`` (two-sided test at ``alpha``).
 
     kind="proportion": baseline is the control rate, the effect size Cohen's h between
@@ -199,8 +223,9 @@ def sample_size(baseline: float, lift: float, alpha: float = 0.05, power: float 
         raise ValueError(f"lift: expected a non-zero absolute difference, got {lift}")
     if kind == "proportion":
         if not (0 < baseline < 1 and 0 < baseline + lift < 1):
-            raise ValueError(f"baseline/lift: expected rates in (0, 1), got baseline={baseline}, "
-                             f"baseline + lift={baseline + lift}")
+            raise ValueError(
+                f"baseline/lift: expected rates in (0, 1), got baseline={baseline}, baseline + lift={baseline + lift}"
+            )
         es = proportion_effectsize(baseline + lift, baseline)
     elif kind == "mean":
         if sd is None or not sd > 0:
@@ -208,8 +233,9 @@ def sample_size(baseline: float, lift: float, alpha: float = 0.05, power: float 
         es = lift / sd
     else:
         raise ValueError(f"kind: expected 'proportion' or 'mean', got {kind!r}")
-    n = NormalIndPower().solve_power(effect_size=abs(float(es)), alpha=alpha, power=power, ratio=ratio,
-                                     alternative="two-sided")
+    n = NormalIndPower().solve_power(
+        effect_size=abs(float(es)), alpha=alpha, power=power, ratio=ratio, alternative="two-sided"
+    )
     return int(math.ceil(float(np.squeeze(n)) - 1e-9))
 
 
@@ -264,14 +290,23 @@ def _fe_fit(panel, unit, period, y, X: np.ndarray, names: list[str]):
     cnt = np.bincount(ucode)
     Zw, yw = _within(Z, ucode, cnt), _within(yv[:, None], ucode, cnt)[:, 0]
     if np.linalg.matrix_rank(Zw) < Z.shape[1]:
-        raise ValueError(f"panel: {names} not identified with unit and period effects (each must vary within units "
-                         "beyond what the periods explain; e.g. some units must stay untreated)")
+        raise ValueError(
+            f"panel: {names} not identified with unit and period effects (each must vary within units "
+            "beyond what the periods explain; e.g. some units must stay untreated)"
+        )
     res = sm.OLS(yw, Zw).fit(cov_type="cluster", cov_kwds={"groups": ucode}, use_t=True)
     return res, int(cnt.size), len(plev)
 
 
-def did(panel: pd.DataFrame, unit: str = "seller", period: str = "month", y: str = "revenue",
-        treated: str = "treated", post: str = "post", alpha: float = 0.05) -> DiDResult:
+def did(
+    panel: pd.DataFrame,
+    unit: str = "seller",
+    period: str = "month",
+    y: str = "revenue",
+    treated: str = "treated",
+    post: str = "post",
+    alpha: float = 0.05,
+) -> DiDResult:
     """Two-way fixed-effects DiD: y_it = a_i + g_t + b * treated_i * post_it + e_it, SEs clustered by unit.
 
     panel: one row per unit and period (unbalanced and repeated rows allowed); ``treated``
@@ -284,13 +319,29 @@ def did(panel: pd.DataFrame, unit: str = "seller", period: str = "month", y: str
     d = (_binary(panel[treated].to_numpy(), treated) & _binary(panel[post].to_numpy(), post)).astype(np.float64)
     res, n_units, n_periods = _fe_fit(panel, unit, period, y, d[:, None], [f"{treated} x {post}"])
     lo, hi = res.conf_int(alpha)[0]
-    return DiDResult(estimate=float(res.params[0]), se=float(res.bse[0]), ci=(float(lo), float(hi)),
-                     p_value=float(res.pvalues[0]), n_units=n_units, n_periods=n_periods, n_obs=len(panel),
-                     n_treated_units=int(panel.loc[d > 0, unit].nunique()), alpha=alpha)
+    return DiDResult(
+        estimate=float(res.params[0]),
+        se=float(res.bse[0]),
+        ci=(float(lo), float(hi)),
+        p_value=float(res.pvalues[0]),
+        n_units=n_units,
+        n_periods=n_periods,
+        n_obs=len(panel),
+        n_treated_units=int(panel.loc[d > 0, unit].nunique()),
+        alpha=alpha,
+    )
 
 
-def event_study(panel: pd.DataFrame, adopt_period, unit: str = "seller", period: str = "month",
-                y: str = "revenue", treated: str = "treated", ref: int = -1, alpha: float = 0.05) -> pd.DataFrame:
+def event_study(
+    panel: pd.DataFrame,
+    adopt_period,
+    unit: str = "seller",
+    period: str = "month",
+    y: str = "revenue",
+    treated: str = "treated",
+    ref: int = -1,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
     """Dynamic DiD: one coefficient per period relative to adoption, the period ``ref`` before it as reference.
 
     adopt_period: the period in which treated units adopt (a value of ``period``; units with
@@ -328,11 +379,30 @@ def event_study(panel: pd.DataFrame, adopt_period, unit: str = "seller", period:
     res, n_units, _ = _fe_fit(panel, unit, period, y, X, names)
     k = len(rels)
     ci = res.conf_int(alpha)[:k]
-    out = pd.DataFrame({"rel_period": rels, "estimate": res.params[:k], "se": res.bse[:k], "ci_low": ci[:, 0],
-                        "ci_high": ci[:, 1], "p_value": res.pvalues[:k],
-                        "n_obs": (rel[:, None] == rels).sum(axis=0), "is_ref": False})
-    ref_row = pd.DataFrame({"rel_period": [ref], "estimate": [0.0], "se": [0.0], "ci_low": [0.0], "ci_high": [0.0],
-                            "p_value": [np.nan], "n_obs": [int((rel == ref).sum())], "is_ref": [True]})
+    out = pd.DataFrame(
+        {
+            "rel_period": rels,
+            "estimate": res.params[:k],
+            "se": res.bse[:k],
+            "ci_low": ci[:, 0],
+            "ci_high": ci[:, 1],
+            "p_value": res.pvalues[:k],
+            "n_obs": (rel[:, None] == rels).sum(axis=0),
+            "is_ref": False,
+        }
+    )
+    ref_row = pd.DataFrame(
+        {
+            "rel_period": [ref],
+            "estimate": [0.0],
+            "se": [0.0],
+            "ci_low": [0.0],
+            "ci_high": [0.0],
+            "p_value": [np.nan],
+            "n_obs": [int((rel == ref).sum())],
+            "is_ref": [True],
+        }
+    )
     out = pd.concat([out, ref_row]).sort_values("rel_period").reset_index(drop=True)
     pre = np.flatnonzero(rels < 0)
     if len(pre):
@@ -345,8 +415,9 @@ def event_study(panel: pd.DataFrame, adopt_period, unit: str = "seller", period:
     return out
 
 
-def plot_event_study(es: pd.DataFrame, true_effect=None, path: str | Path = "event_study.png",
-                     title: str = "Event study") -> Path:
+def plot_event_study(
+    es: pd.DataFrame, true_effect=None, path: str | Path = "event_study.png", title: str = "Event study"
+) -> Path:
     """Coefficients of :func:`event_study` with CI whiskers, a zero line, the adoption marker and, when given,
     the true effect as a dashed line (a number: 0 before adoption, that value from adoption on; or one value
     per row of ``es``). Written as PNG (Agg backend); returns the path."""
@@ -362,19 +433,29 @@ def plot_event_study(es: pd.DataFrame, true_effect=None, path: str | Path = "eve
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.axhline(0, c="grey", lw=1)
     ax.axvline(-0.5, c="grey", ls=":", lw=1)
-    ax.errorbar(x, b, yerr=[b - es["ci_low"].to_numpy(), es["ci_high"].to_numpy() - b], fmt="o", capsize=3,
-                label=f"estimate, {100 * (1 - es.attrs.get('alpha', 0.05)):.0f} % CI (clustered)")
+    ax.errorbar(
+        x,
+        b,
+        yerr=[b - es["ci_low"].to_numpy(), es["ci_high"].to_numpy() - b],
+        fmt="o",
+        capsize=3,
+        label=f"estimate, {100 * (1 - es.attrs.get('alpha', 0.05)):.0f} % CI (clustered)",
+    )
     if true_effect is not None:
         truth = np.asarray(true_effect, dtype=np.float64)
         if truth.ndim == 0:
             truth = np.where(x >= 0, float(truth), 0.0)
         elif truth.shape != x.shape:
-            raise ValueError(f"true_effect: expected a number or {len(x)} values (one per row of es), "
-                             f"got shape {truth.shape}")
+            raise ValueError(
+                f"true_effect: expected a number or {len(x)} values (one per row of es), got shape {truth.shape}"
+            )
         ax.plot(x, truth, "--", c="C3", drawstyle="steps-mid", label="true effect")
     p = es.attrs.get("pretrend_p_value", math.nan)
-    ax.set(xlabel="periods relative to adoption", ylabel="effect",
-           title=title if np.isnan(p) else f"{title} (pre-trend p = {p:.2f})")
+    ax.set(
+        xlabel="periods relative to adoption",
+        ylabel="effect",
+        title=title if np.isnan(p) else f"{title} (pre-trend p = {p:.2f})",
+    )
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -71,8 +71,10 @@ class Population:
         """The world at the cutoff from a finished simulator directory; ``customer_ids``: keep only these."""
         path = Path(path)
         if not (path / "_SUCCESS").exists() or not (path / "state").is_dir():
-            raise FileNotFoundError(f"{path}: not a finished simulator v2 directory (no state at the cutoff); "
-                                    "simulate it again with this version")
+            raise FileNotFoundError(
+                f"{path}: not a finished simulator v2 directory (no state at the cutoff); "
+                "simulate it again with this version"
+            )
         meta = json.loads((path / "config.json").read_text())
         cfg = SimulatorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
         keep = None if customer_ids is None else np.unique(np.asarray(customer_ids, dtype=np.int64))
@@ -90,8 +92,14 @@ class Population:
         promos = read_parts(path / "promotions")
         rct = promos[promos["randomized"]]
         rates = rct.groupby("discount_pct")["converted"].mean().reindex(sorted(rct["discount_pct"].unique()))
-        return cls(cfg, path, chunks, rates.to_numpy(dtype=np.float64) if len(rates) == N_LEVELS
-                   else np.full(N_LEVELS, float(promos["converted"].mean())))
+        return cls(
+            cfg,
+            path,
+            chunks,
+            rates.to_numpy(dtype=np.float64)
+            if len(rates) == N_LEVELS
+            else np.full(N_LEVELS, float(promos["converted"].mean())),
+        )
 
 
 @dataclass
@@ -122,15 +130,29 @@ class PolicyRun:
 
 
 def _world(pop: Population, ch: Chunk, stream: int, record: bool) -> World:
-    w = World(pop.cfg, ch.customers, Streams(pop.cfg.seed, ch.index, stream, ch.n_rand), ch.state["x"],
-              record=record, rand_rows=ch.rows)
+    w = World(
+        pop.cfg,
+        ch.customers,
+        Streams(pop.cfg.seed, ch.index, stream, ch.n_rand),
+        ch.state["x"],
+        record=record,
+        rand_rows=ch.rows,
+    )
     w.restore(ch.state)
     return w
 
 
-def run_policy(pop: Population, policy, days: int, budget: Budget, replication: int = 0,
-               horizons: tuple[int, ...] = (30, 90), record_events: bool = True, frozen: bool = False,
-               progress=None) -> PolicyRun:
+def run_policy(
+    pop: Population,
+    policy,
+    days: int,
+    budget: Budget,
+    replication: int = 0,
+    horizons: tuple[int, ...] = (30, 90),
+    record_events: bool = True,
+    frozen: bool = False,
+    progress=None,
+) -> PolicyRun:
     """Run ``policy`` for ``days`` days after the cutoff; outcomes at each horizon (days <= ``days``).
 
     ``frozen``: keep the state frozen as the label truth assumes (a check of the simulator, not a world to
@@ -138,8 +160,10 @@ def run_policy(pop: Population, policy, days: int, budget: Budget, replication: 
     """
     T = pop.cfg.history_days
     worlds = [_world(pop, ch, FORWARD_STREAM + replication, record_events) for ch in pop.chunks]
-    start = [{k: getattr(w, k).copy() for k in ("cum_gross", "cum_cost", "cum_net", "n_purchases",
-                                                  "offers_received")} for w in worlds]
+    start = [
+        {k: getattr(w, k).copy() for k in ("cum_gross", "cum_cost", "cum_net", "n_purchases", "offers_received")}
+        for w in worlds
+    ]
     pct0 = [np.zeros(len(w.x)) for w in worlds]
     alive0 = np.concatenate([w.alive.copy() for w in worlds])
     outcomes, daily, seller_daily, log = {}, [], [], []
@@ -150,11 +174,20 @@ def run_policy(pop: Population, policy, days: int, budget: Budget, replication: 
             obs = Observation(t, pop, worlds, mailed, budget)
             level = np.asarray(policy(obs), dtype=np.int64)
             if level.shape != (obs.n,) or level.min(initial=0) < 0 or level.max(initial=0) >= N_LEVELS:
-                raise ValueError(f"policy {getattr(policy, 'name', policy)!r} returned levels of shape {level.shape} "
-                                 f"in [{level.min(initial=0)}, {level.max(initial=0)}]; expected ({obs.n},) level "
-                                 f"indices in [0, {N_LEVELS - 1}]")
-            log.append({"day": t - T, "mailed": obs.n, "offered": int((level > 0).sum()), "budget": obs.budget,
-                        "planned_spend": float(obs.rule_spend()[np.arange(obs.n), level].sum())})
+                raise ValueError(
+                    f"policy {getattr(policy, 'name', policy)!r} returned levels of shape {level.shape} "
+                    f"in [{level.min(initial=0)}, {level.max(initial=0)}]; expected ({obs.n},) level "
+                    f"indices in [0, {N_LEVELS - 1}]"
+                )
+            log.append(
+                {
+                    "day": t - T,
+                    "mailed": obs.n,
+                    "offered": int((level > 0).sum()),
+                    "budget": obs.budget,
+                    "planned_spend": float(obs.rule_spend()[np.arange(obs.n), level].sum()),
+                }
+            )
             for i, part in enumerate(obs.split(level)):
                 if len(mailed[i]):
                     camps[i] = Campaign(mailed[i], part)
@@ -163,28 +196,49 @@ def run_policy(pop: Population, policy, days: int, budget: Budget, replication: 
         for w, camp in zip(worlds, camps):
             w.step(t, camp, frozen=frozen)
         net_today = [w.cum_net - b for w, b in zip(worlds, before)]
-        daily.append({"day": t - T + 1, "net_revenue": float(sum(x.sum() for x in net_today)),
-                      "alive": int(sum(w.alive.sum() for w in worlds)),
-                      "active_30d": int(sum((w.alive & (w.last_event > t - 30)).sum() for w in worlds))})
-        seller_daily.append(pd.DataFrame({"day": t - T + 1, "seller_id": np.concatenate([w.c.seller for w in worlds]),
-                                          "net_revenue": np.concatenate(net_today)})
-                            .groupby(["day", "seller_id"], as_index=False)["net_revenue"].sum())
+        daily.append(
+            {
+                "day": t - T + 1,
+                "net_revenue": float(sum(x.sum() for x in net_today)),
+                "alive": int(sum(w.alive.sum() for w in worlds)),
+                "active_30d": int(sum((w.alive & (w.last_event > t - 30)).sum() for w in worlds)),
+            }
+        )
+        seller_daily.append(
+            pd.DataFrame(
+                {
+                    "day": t - T + 1,
+                    "seller_id": np.concatenate([w.c.seller for w in worlds]),
+                    "net_revenue": np.concatenate(net_today),
+                }
+            )
+            .groupby(["day", "seller_id"], as_index=False)["net_revenue"]
+            .sum()
+        )
         h = t - T + 1
         if h in horizons:
             outcomes[h] = _outcomes(h, t, worlds, start, pct0, alive0)
         if progress is not None:
             progress()
-    return PolicyRun(getattr(policy, "name", type(policy).__name__), replication, outcomes, pd.DataFrame(daily),
-                     pd.concat(seller_daily, ignore_index=True), log)
+    return PolicyRun(
+        getattr(policy, "name", type(policy).__name__),
+        replication,
+        outcomes,
+        pd.DataFrame(daily),
+        pd.concat(seller_daily, ignore_index=True),
+        log,
+    )
 
 
-def _outcomes(h: int, t: int, worlds: list[World], start: list[dict], pct: list[np.ndarray],
-              alive0: np.ndarray) -> Outcomes:
+def _outcomes(
+    h: int, t: int, worlds: list[World], start: list[dict], pct: list[np.ndarray], alive0: np.ndarray
+) -> Outcomes:
     def cat(f):
         return np.concatenate([f(w, s) for w, s in zip(worlds, start)])
 
     return Outcomes(
-        horizon=h, alive_at_start=alive0,
+        horizon=h,
+        alive_at_start=alive0,
         gross=cat(lambda w, s: w.cum_gross - s["cum_gross"]),
         cost=cat(lambda w, s: w.cum_cost - s["cum_cost"]),
         net=cat(lambda w, s: w.cum_net - s["cum_net"]),

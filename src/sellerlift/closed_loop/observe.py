@@ -68,6 +68,7 @@ class Observation:
     @cached_property
     def monetary(self) -> np.ndarray:
         """Mean observed basket (net), 0 for customers who never bought."""
+
         def mean_basket(w, m):
             return np.where(w.n_purchases[m] > 0, w.cum_net[m] / np.maximum(w.n_purchases[m], 1), 0.0)
 
@@ -114,7 +115,7 @@ class Observation:
         """The levels of the whole observation back per chunk (in ``mailed`` order)."""
         out, a = [], 0
         for m in self.mailed:
-            out.append(level[a:a + len(m)])
+            out.append(level[a : a + len(m)])
             a += len(m)
         return out
 
@@ -122,7 +123,7 @@ class Observation:
         """The observation of the customers where ``keep`` (bool [n]) holds, with the budget recomputed for them."""
         mailed, a = [], 0
         for m in self.mailed:
-            mailed.append(m[keep[a:a + len(m)]])
+            mailed.append(m[keep[a : a + len(m)]])
             a += len(m)
         return Observation(self.day, self.pop, self.worlds, mailed, self.budget_rule)
 
@@ -140,6 +141,7 @@ class Truth:
 
     def curves(self) -> np.ndarray:
         """[n, K] P(purchase within the 7-day window | offer at each level), from today's state."""
+
         def f(w, m):
             c = w.c.take(m)
             p0 = np.where(w.alive[m], prob_purchase_within(c, w.x[m], w.ref[m], 7), 0.0)
@@ -155,6 +157,7 @@ class Truth:
     def enduring(self, horizon: int = 90) -> dict[str, np.ndarray]:
         """The expected ``horizon``-day outcome of one offer today at each level (mean-path approximation of
         the Monte Carlo truth, :func:`sellerlift.sim.truth.expected_outcomes`): gross, cost, retained [n, K]."""
+
         def f(w, m):
             return expected_outcomes(self.obs.pop.cfg, w.c.take(m), w.x[m], w.ref[m], w.alive[m], horizon)
 
@@ -168,8 +171,19 @@ class Truth:
         cfg = self.obs.pop.cfg
         for i, m in self.obs._parts:
             w, ch = self.obs.worlds[i], self.obs.pop.chunks[i]
-            o = level_outcomes(cfg, ch.index, w.c, w.state(), self.obs.day, m, reps, horizon,
-                               stream + 17 * self.obs.day, rand_rows=w.rand_rows, n_rand=ch.n_rand)
+            o = level_outcomes(
+                cfg,
+                ch.index,
+                w.c,
+                w.state(),
+                self.obs.day,
+                m,
+                reps,
+                horizon,
+                stream + 17 * self.obs.day,
+                rand_rows=w.rand_rows,
+                n_rand=ch.n_rand,
+            )
             for k in out:
                 out[k].append(o[k].mean(axis=0))
         return {k: np.concatenate(v) if v else np.zeros((0, N_LEVELS)) for k, v in out.items()}

@@ -60,8 +60,10 @@ def _arms(x, name: str, n: int, k: int | None) -> np.ndarray:
     bad = (x < 0) | (x >= hi)
     if bad.any():
         top = "K-1" if k is None else k - 1
-        raise ValueError(f"{name}: arm indices must lie in 0..{top}, got {x[bad][:3].tolist()}"
-                         f" (first at index {int(np.flatnonzero(bad)[0])})")
+        raise ValueError(
+            f"{name}: arm indices must lie in 0..{top}, got {x[bad][:3].tolist()}"
+            f" (first at index {int(np.flatnonzero(bad)[0])})"
+        )
     return x
 
 
@@ -71,8 +73,10 @@ def _propensity(e, n: int, clip: float | None) -> np.ndarray:
         raise ValueError(f"e: expected the logged arm's propensity per unit, shape ({n},), got {e.shape}")
     bad = ~((e > 0) & (e <= 1))
     if bad.any():
-        raise ValueError(f"e: propensities must lie in (0, 1], got {e[bad][:3].tolist()} "
-                         f"(first at index {int(np.flatnonzero(bad)[0])})")
+        raise ValueError(
+            f"e: propensities must lie in (0, 1], got {e[bad][:3].tolist()} "
+            f"(first at index {int(np.flatnonzero(bad)[0])})"
+        )
     if clip is not None:
         if not 0 < clip < 1:
             raise ValueError(f"clip: expected a propensity floor in (0, 1), got {clip}")
@@ -174,8 +178,9 @@ def _boot_counts(n: int, n_boot: int, rng: np.random.Generator, width: int | Non
         yield np.bincount(idx.ravel(), minlength=b * n).reshape(b, n)
 
 
-def evaluate(y, a, e, t, q=None, alpha: float = 0.05, n_boot: int = 1000, seed: int = 0,
-             clip: float | None = None) -> dict[str, OPEResult]:
+def evaluate(
+    y, a, e, t, q=None, alpha: float = 0.05, n_boot: int = 1000, seed: int = 0, clip: float | None = None
+) -> dict[str, OPEResult]:
     """IPW, SNIPW and (when ``q`` is given) DR estimates of the target policy's value, with intervals.
 
     All estimators share the same bootstrap resamples of units (percentile intervals).
@@ -217,10 +222,14 @@ def evaluate(y, a, e, t, q=None, alpha: float = 0.05, n_boot: int = 1000, seed: 
     out = {}
     for k, v in point.items():
         se = float(unit[k].std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-        ci = tuple(float(c) for c in np.nanquantile(boot[k], [alpha / 2, 1 - alpha / 2])) if n_boot else (
-            math.nan, math.nan)
-        out[k] = OPEResult(estimate=float(v), se=se, ci=ci, ci_normal=(float(v - z * se), float(v + z * se)), n=n,
-                           ess=ess)
+        ci = (
+            tuple(float(c) for c in np.nanquantile(boot[k], [alpha / 2, 1 - alpha / 2]))
+            if n_boot
+            else (math.nan, math.nan)
+        )
+        out[k] = OPEResult(
+            estimate=float(v), se=se, ci=ci, ci_normal=(float(v - z * se), float(v + z * se)), n=n, ess=ess
+        )
     return out
 
 
@@ -255,8 +264,9 @@ def _hull_path(tau: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, ...]:
     return unit[order], frm[order], to[order], slope[order]
 
 
-def budget_curve(scores, cost, budgets, reference_policy_effects=None, n_boot: int = 200, seed: int = 0,
-                 alpha: float = 0.05) -> pd.DataFrame:
+def budget_curve(
+    scores, cost, budgets, reference_policy_effects=None, n_boot: int = 200, seed: int = 0, alpha: float = 0.05
+) -> pd.DataFrame:
     """The multi-armed Qini / budget curve: gain per unit of the best allocation at each average spend per unit.
 
     scores [n, K]: held-out per-unit effect scores used to *evaluate* the allocation, e.g.
@@ -282,8 +292,11 @@ def budget_curve(scores, cost, budgets, reference_policy_effects=None, n_boot: i
     n, k = scores.shape
     scores = _matrix(scores, "scores", n, k)
     cost = _matrix(cost, "cost", n, k)
-    tau = scores if reference_policy_effects is None else _matrix(reference_policy_effects,
-                                                                  "reference_policy_effects", n, k)
+    tau = (
+        scores
+        if reference_policy_effects is None
+        else _matrix(reference_policy_effects, "reference_policy_effects", n, k)
+    )
     scores, cost, tau = (m - m[:, :1] for m in (scores, cost, tau))
     if not (cost[:, 1:] > 0).all():
         raise ValueError("cost: every arm but arm 0 must cost more than arm 0 (> 0 after subtracting column 0)")

@@ -27,8 +27,13 @@ def profit(o: Outcomes, margin: float) -> np.ndarray:
     return margin * o.gross - o.cost
 
 
-def policy_rows(runs: dict[str, PolicyRun], margin: float, baseline: str = "no_offers",
-                oracle: str = "oracle_enduring", rule: str = "rule_top_value") -> pd.DataFrame:
+def policy_rows(
+    runs: dict[str, PolicyRun],
+    margin: float,
+    baseline: str = "no_offers",
+    oracle: str = "oracle_enduring",
+    rule: str = "rule_top_value",
+) -> pd.DataFrame:
     """One row per policy and horizon; money per customer of the population."""
     rows = []
     for name, run in runs.items():
@@ -38,19 +43,26 @@ def policy_rows(runs: dict[str, PolicyRun], margin: float, baseline: str = "no_o
             inc = profit(o, margin) - profit(base, margin)
             est, lo, hi = _mean_ci(inc)
             offered = o.offers > 0
-            rows.append({
-                "policy": name, "horizon_days": h,
-                "conversion": float(o.bought[alive].mean()), "retained": float(o.retained[alive].mean()),
-                "retained_vs_no_offers": float(o.retained[alive].mean() - base.retained[alive].mean()),
-                "revenue": float(o.net.mean()), "discount_cost": float(o.cost.mean()),
-                "profit": float(profit(o, margin).mean()),
-                "incremental_profit": est, "incremental_profit_ci_low": lo, "incremental_profit_ci_high": hi,
-                "roi": est / float(o.cost.mean()) if o.cost.mean() > 0 else 0.0,
-                "aov": float(o.net.sum() / max(o.purchases.sum(), 1.0)),
-                "active": float(o.active.mean()),
-                "offered_share": float(offered.mean()),
-                "incentive_sd": float(o.cost[offered].std(ddof=1)) if offered.sum() > 1 else 0.0,
-            })
+            rows.append(
+                {
+                    "policy": name,
+                    "horizon_days": h,
+                    "conversion": float(o.bought[alive].mean()),
+                    "retained": float(o.retained[alive].mean()),
+                    "retained_vs_no_offers": float(o.retained[alive].mean() - base.retained[alive].mean()),
+                    "revenue": float(o.net.mean()),
+                    "discount_cost": float(o.cost.mean()),
+                    "profit": float(profit(o, margin).mean()),
+                    "incremental_profit": est,
+                    "incremental_profit_ci_low": lo,
+                    "incremental_profit_ci_high": hi,
+                    "roi": est / float(o.cost.mean()) if o.cost.mean() > 0 else 0.0,
+                    "aov": float(o.net.sum() / max(o.purchases.sum(), 1.0)),
+                    "active": float(o.active.mean()),
+                    "offered_share": float(offered.mean()),
+                    "incentive_sd": float(o.cost[offered].std(ddof=1)) if offered.sum() > 1 else 0.0,
+                }
+            )
     table = pd.DataFrame(rows)
     for _, g in table.groupby("horizon_days"):
         ref = g.set_index("policy")
@@ -68,9 +80,11 @@ def true_effects(runs: dict[str, PolicyRun], treat: str, control: str, margin: f
     for h in runs[treat].outcomes:
         a, b = runs[treat].outcomes[h], runs[control].outcomes[h]
         alive = a.alive_at_start
-        out[h] = {"profit": _mean_ci(profit(a, margin) - profit(b, margin))[0],
-                  "conversion": float(a.bought[alive].mean() - b.bought[alive].mean()),
-                  "retained": float(a.retained[alive].mean() - b.retained[alive].mean())}
+        out[h] = {
+            "profit": _mean_ci(profit(a, margin) - profit(b, margin))[0],
+            "conversion": float(a.bought[alive].mean() - b.bought[alive].mean()),
+            "retained": float(a.retained[alive].mean() - b.retained[alive].mean()),
+        }
     return out
 
 

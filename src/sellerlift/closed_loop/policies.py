@@ -71,8 +71,12 @@ def top_value(level_pct: float = 10) -> RankedRule:
 
 def rfm_at_risk(level_pct: float = 15, min_recency_days: float = 60) -> RankedRule:
     """Lapsing buyers (no purchase for ``min_recency_days``) get a win-back discount, biggest spenders first."""
-    return RankedRule("rule_rfm_at_risk", level_pct, rank=lambda o: o.monetary,
-                      eligible=lambda o: (o.frequency > 0) & (o.recency_days >= min_recency_days))
+    return RankedRule(
+        "rule_rfm_at_risk",
+        level_pct,
+        rank=lambda o: o.monetary,
+        eligible=lambda o: (o.frequency > 0) & (o.recency_days >= min_recency_days),
+    )
 
 
 def blanket(level_pct: float = 10) -> RankedRule:
@@ -127,8 +131,10 @@ def model_policy(bundle_dir, margin: float = 0.4, name: str = "model") -> CurveP
 
     rt = Runtime.load(bundle_dir)
     if rt.promotion is None:
-        raise ValueError(f"{bundle_dir}: the bundle has no promotion model (dipn.onnx); train it with the promotion "
-                         "stage (the default extras) to run the model policy")
+        raise ValueError(
+            f"{bundle_dir}: the bundle has no promotion model (dipn.onnx); train it with the promotion "
+            "stage (the default extras) to run the model policy"
+        )
 
     def curves(obs: Observation) -> np.ndarray:
         feats = rt.features_of(obs.events(), obs.as_of, customers=obs.customer_id)
@@ -149,8 +155,10 @@ def retention_aware_policy(bundle_dir, weight: float = 1.0, margin: float = 0.4,
     rt = Runtime.load(bundle_dir)
     info = json.loads((Path(bundle_dir) / "manifest.json").read_text()).get("enduring")
     if rt.promotion is None or info is None:
-        raise ValueError(f"{bundle_dir}: the bundle needs dipn.onnx and enduring.onnx (the promotion and enduring "
-                         "stages) for the retention-aware policy")
+        raise ValueError(
+            f"{bundle_dir}: the bundle needs dipn.onnx and enduring.onnx (the promotion and enduring "
+            "stages) for the retention-aware policy"
+        )
     model = EnduringModel.from_bundle(bundle_dir, info)
 
     class Policy:
@@ -161,8 +169,9 @@ def retention_aware_policy(bundle_dir, weight: float = 1.0, margin: float = 0.4,
             feats = rt.features_of(obs.events(), obs.as_of, customers=obs.customer_id)
             scores = rt.score(feats)
             curves = rt.curves(feats, scores)
-            objective, spend = retention_aware_objective(curves, model.predict(feats, scores), obs.basket, margin,
-                                                         _LEVELS, weight)
+            objective, spend = retention_aware_objective(
+                curves, model.predict(feats, scores), obs.basket, margin, _LEVELS, weight
+            )
             return allocate_values(objective, spend, _LEVELS, budget=obs.budget, **_seller_kw(obs)).level_index
 
     return Policy()

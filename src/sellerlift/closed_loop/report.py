@@ -62,8 +62,11 @@ def plot_qini(qini: pd.DataFrame, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.plot(qini["spend"], qini["gain"], "-o", ms=3)
     ax.fill_between(qini["spend"], qini["ci_low"], qini["ci_high"], alpha=0.25)
-    ax.set(xlabel="expected discount spend per offer", ylabel="incremental conversions per offer (DR)",
-           title="multi-armed Qini (randomised slice)")
+    ax.set(
+        xlabel="expected discount spend per offer",
+        ylabel="incremental conversions per offer (DR)",
+        title="multi-armed Qini (randomised slice)",
+    )
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -90,19 +93,45 @@ def summary(r: Result, s: Settings, meta: dict) -> dict:
         h = f"{row['horizon_days']}d"
         entry[h] = {k: v for k, v in row.items() if k not in ("policy", "horizon_days")}
         entry[h]["true_effect"] = row["incremental_profit"]
-    out = {"settings": {k: getattr(s, k) for k in ("days", "horizons", "budget_fraction", "per_seller", "margin",
-                                                    "max_customers", "ceiling_customers", "seed")},
-           **meta, "customers": r.population, "policies": policies, "timings": r.timings}
+    out = {
+        "settings": {
+            k: getattr(s, k)
+            for k in (
+                "days",
+                "horizons",
+                "budget_fraction",
+                "per_seller",
+                "margin",
+                "max_customers",
+                "ceiling_customers",
+                "seed",
+            )
+        },
+        **meta,
+        "customers": r.population,
+        "policies": policies,
+        "timings": r.timings,
+    }
     if r.ab:
         for h, a in r.ab.items():
             entry = policies.setdefault(a["treat"], {}).setdefault(f"{h}d", {})
-            entry.update({"ab_estimate": a["estimate"], "ab_ci": a["ci_t"], "ab_ci_bootstrap": a["ci_bootstrap"],
-                          "ab_p_value": a["p_value"], "ab_true_effect": a["true_effect"]})
+            entry.update(
+                {
+                    "ab_estimate": a["estimate"],
+                    "ab_ci": a["ci_t"],
+                    "ab_ci_bootstrap": a["ci_bootstrap"],
+                    "ab_p_value": a["p_value"],
+                    "ab_true_effect": a["true_effect"],
+                }
+            )
         out["ab"] = r.ab
     if r.did:
         out["did"] = {k: v for k, v in r.did.items() if k not in ("event_study", "panel")}
-        policies.setdefault(r.did["after"], {})["did"] = {"did_estimate": r.did["estimate"], "did_ci": r.did["ci"],
-                                                          "did_true_effect": r.did["true_effect"]}
+        policies.setdefault(r.did["after"], {})["did"] = {
+            "did_estimate": r.did["estimate"],
+            "did_ci": r.did["ci"],
+            "did_true_effect": r.did["true_effect"],
+        }
     if r.ope:
         out["ope"] = {sl: {est: v for est, v in d.items()} for sl, d in r.ope.items()}
     return _finite(out)
@@ -116,18 +145,31 @@ def write(r: Result, s: Settings, out_dir: Path, meta: dict) -> dict[str, Path]:
         rows = []
         for h, a in r.ab.items():
             rows.append((f"profit/customer, {h} d", a["estimate"], a["ci_t"], a["true_effect"]))
-            rows.append((f"conversion, {h} d", a["conversion"]["estimate"], a["conversion"]["ci_t"],
-                         a["conversion"]["true_effect"]))
+            rows.append(
+                (
+                    f"conversion, {h} d",
+                    a["conversion"]["estimate"],
+                    a["conversion"]["ci_t"],
+                    a["conversion"]["true_effect"],
+                )
+            )
         treat = next(iter(r.ab.values()))["treat"]
         files["ab"] = plot_estimates(rows, f"A/B: {treat} vs no offers", out_dir / "ab.png")
     if r.did:
         es = r.did["event_study"]
-        files["did"] = plot_event_study(es, true_effect=es["true_effect"].to_numpy(),
-                                        path=out_dir / "did_event_study.png",
-                                        title=f"rollout of {r.did['after']}: seller revenue per month")
+        files["did"] = plot_event_study(
+            es,
+            true_effect=es["true_effect"].to_numpy(),
+            path=out_dir / "did_event_study.png",
+            title=f"rollout of {r.did['after']}: seller revenue per month",
+        )
     if r.ope:
-        rows = [(f"{est} ({sl})", v["estimate"], v["ci"], d["true_value"]) for sl, d in r.ope.items()
-                for est, v in d.items() if isinstance(v, dict)]
+        rows = [
+            (f"{est} ({sl})", v["estimate"], v["ci"], d["true_value"])
+            for sl, d in r.ope.items()
+            for est, v in d.items()
+            if isinstance(v, dict)
+        ]
         files["ope"] = plot_estimates(rows, "off-policy estimates of the conversion rate", out_dir / "ope.png")
     if r.qini is not None:
         files["qini"] = plot_qini(r.qini, out_dir / "qini_budget_curve.png")
@@ -139,26 +181,38 @@ def write(r: Result, s: Settings, out_dir: Path, meta: dict) -> dict[str, Path]:
     return files
 
 
-COLUMNS = [("conversion", "conversion", "{:.1%}"), ("retained", "retained", "{:.1%}"),
-           ("revenue", "revenue", "{:.2f}"), ("discount_cost", "cost", "{:.2f}"),
-           ("incremental_profit", "incremental profit (95 % CI)", None), ("roi", "ROI", "{:.0%}"),
-           ("aov", "AOV", "{:.2f}"), ("active", "active", "{:.1%}"), ("share_of_oracle", "share of oracle", "{:.0%}"),
-           ("spread_vs_rule", "spread vs top-value rule", "{:+.0%}")]
+COLUMNS = [
+    ("conversion", "conversion", "{:.1%}"),
+    ("retained", "retained", "{:.1%}"),
+    ("revenue", "revenue", "{:.2f}"),
+    ("discount_cost", "cost", "{:.2f}"),
+    ("incremental_profit", "incremental profit (95 % CI)", None),
+    ("roi", "ROI", "{:.0%}"),
+    ("aov", "AOV", "{:.2f}"),
+    ("active", "active", "{:.1%}"),
+    ("share_of_oracle", "share of oracle", "{:.0%}"),
+    ("spread_vs_rule", "spread vs top-value rule", "{:+.0%}"),
+]
 
 
 def policy_markdown(table: pd.DataFrame) -> str:
     """The policy table as markdown, one section per horizon; money per customer of the population."""
     out = []
     for h, g in table.groupby("horizon_days"):
-        out += [f"**{h} days** (money per customer)", "",
-                "| policy | " + " | ".join(c[1] for c in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+        out += [
+            f"**{h} days** (money per customer)",
+            "",
+            "| policy | " + " | ".join(c[1] for c in COLUMNS) + " |",
+            "|---|" + "---|" * len(COLUMNS),
+        ]
         for row in g.to_dict("records"):
             cells = []
             for key, _, fmt in COLUMNS:
                 v = row.get(key, float("nan"))
                 if key == "incremental_profit":
-                    cells.append(f"{v:.2f} ({row['incremental_profit_ci_low']:.2f}, "
-                                 f"{row['incremental_profit_ci_high']:.2f})")
+                    cells.append(
+                        f"{v:.2f} ({row['incremental_profit_ci_low']:.2f}, {row['incremental_profit_ci_high']:.2f})"
+                    )
                 else:
                     cells.append("—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else fmt.format(v))
             out.append(f"| {row['policy']} | " + " | ".join(cells) + " |")

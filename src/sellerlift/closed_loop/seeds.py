@@ -25,14 +25,20 @@ def one_seed(sim_path: str, bundle: str | None, settings: Settings, customer_ids
     return doc
 
 
-def evaluate_seeds(sim_path: str | Path, bundle: str | Path | None, settings: Settings, seeds,
-                   customer_ids=None, engine=None) -> dict[int, dict]:
+def evaluate_seeds(
+    sim_path: str | Path, bundle: str | Path | None, settings: Settings, seeds, customer_ids=None, engine=None
+) -> dict[int, dict]:
     """``{seed: JSON}`` for every seed, one task per seed on ``engine`` (default: this process)."""
     from sellerlift.engine import LocalEngine
 
     engine = engine or LocalEngine()
     seeds = [int(s) for s in seeds]
     # workers do not share this process's working directory: absolute paths
-    fn = partial(one_seed, str(Path(sim_path).absolute()), None if bundle is None else str(Path(bundle).absolute()),
-                 settings, customer_ids)
+    fn = partial(
+        one_seed,
+        str(Path(sim_path).absolute()),
+        None if bundle is None else str(Path(bundle).absolute()),
+        settings,
+        customer_ids,
+    )
     return dict(zip(seeds, engine.map(fn, seeds, desc="closed loop")))

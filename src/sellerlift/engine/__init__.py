@@ -22,8 +22,9 @@ from sellerlift.engine.base import (
 )
 
 
-def get_engine(name: str | None = None, *, address: str | None = None, num_cpus: int | None = None,
-               progress: bool = True, **kw) -> Engine:
+def get_engine(
+    name: str | None = None, *, address: str | None = None, num_cpus: int | None = None, progress: bool = True, **kw
+) -> Engine:
     """The engine named ``name`` (``--engine``; default ``SELLERLIFT_ENGINE`` or ``local``).
 
     ``ray``: the cluster at ``address`` / ``RAY_ADDRESS`` if set, else a local one started now with ``num_cpus``
@@ -36,5 +37,13 @@ def get_engine(name: str | None = None, *, address: str | None = None, num_cpus:
     return RayEngine(address=address, num_cpus=num_cpus, progress=progress, **kw)
 
 
-__all__ = ["ENGINES", "Engine", "JobFailed", "LocalEngine", "engine_name", "get_engine", "partial_outputs",
-           "staged_output"]
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "JobFailed",
+    "LocalEngine",
+    "engine_name",
+    "get_engine",
+    "partial_outputs",
+    "staged_output",
+]

@@ -26,8 +26,10 @@ def _cluster(args) -> int:
     state = root / "cluster.json"
     if args.action == "up":
         if state.exists():
-            print(f"a cluster is already up in {root} ({json.loads(state.read_text())['address']}); "
-                  "`cluster down` first", file=sys.stderr)
+            print(
+                f"a cluster is already up in {root} ({json.loads(state.read_text())['address']}); `cluster down` first",
+                file=sys.stderr,
+            )
             return 2
         c = LocalCluster(args.nodes, args.cpus, root, object_store_mb=args.object_store_mb, dashboard=args.dashboard)
         c.start()
@@ -74,8 +76,13 @@ def _simulate(args) -> int:
     from sellerlift.engine.jobs import log_job, simulate
     from sellerlift.sim import SimulatorConfig
 
-    cfg = SimulatorConfig(n_customers=args.customers, n_sellers=args.sellers, seed=args.seed,
-                          chunk_size=args.chunk_size, truth_replications=args.truth_replications)
+    cfg = SimulatorConfig(
+        n_customers=args.customers,
+        n_sellers=args.sellers,
+        seed=args.seed,
+        chunk_size=args.chunk_size,
+        truth_replications=args.truth_replications,
+    )
     with _engine(args) as e:
         s = simulate(cfg, args.out, e)
     print(json.dumps(s, default=str))
@@ -101,8 +108,9 @@ def _train(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sellerlift.engine", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m sellerlift.engine", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("cluster", help="a Ray cluster of several nodes on this machine")
     c.add_argument("action", choices=["up", "down", "env", "status"])

@@ -94,8 +94,15 @@ def _ray_bin() -> str:
 class LocalCluster:
     """``nodes`` Ray nodes on this machine with ``cpus`` CPUs each (see the module doc)."""
 
-    def __init__(self, nodes: int = 2, cpus: int = 1, root: str | Path | None = None,
-                 object_store_mb: int = 256, env: dict | None = None, dashboard: bool = False):
+    def __init__(
+        self,
+        nodes: int = 2,
+        cpus: int = 1,
+        root: str | Path | None = None,
+        object_store_mb: int = 256,
+        env: dict | None = None,
+        dashboard: bool = False,
+    ):
         self.nodes, self.cpus = nodes, cpus
         self.dashboard = dashboard and _dashboard_installed()
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="sellerlift-ray-"))
@@ -114,13 +121,18 @@ class LocalCluster:
     @property
     def env(self) -> dict:
         """What a process needs to join or drive this cluster."""
-        return {"RAY_ADDRESS": self.address or "", "RAY_AUTH_MODE": "token",
-                "RAY_AUTH_TOKEN_PATH": str(self.token_path)}
+        return {
+            "RAY_ADDRESS": self.address or "",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(self.token_path),
+        }
 
     def _env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_path),
-                    "RAY_USAGE_STATS_ENABLED": "0"}, **self.extra_env)
+        env.update(
+            {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_path), "RAY_USAGE_STATS_ENABLED": "0"},
+            **self.extra_env,
+        )
         return env
 
     # ---- start / stop
@@ -133,11 +145,20 @@ class LocalCluster:
         for i in range(self.nodes):
             d = self.node_dir(i)
             d.mkdir(parents=True, exist_ok=True)
-            cmd = [_ray_bin(), "start", f"--num-cpus={self.cpus}", f"--temp-dir={d}", "--disable-usage-stats",
-                   f"--object-store-memory={self.object_store}", f"--node-manager-port={free_port()}",
-                   f"--object-manager-port={free_port()}", f"--metrics-export-port={free_port()}",
-                   f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-                   f"--runtime-env-agent-port={free_port()}"]
+            cmd = [
+                _ray_bin(),
+                "start",
+                f"--num-cpus={self.cpus}",
+                f"--temp-dir={d}",
+                "--disable-usage-stats",
+                f"--object-store-memory={self.object_store}",
+                f"--node-manager-port={free_port()}",
+                f"--object-manager-port={free_port()}",
+                f"--metrics-export-port={free_port()}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                f"--dashboard-agent-grpc-port={free_port()}",
+                f"--runtime-env-agent-port={free_port()}",
+            ]
             if i == 0:
                 cmd += ["--head", f"--port={port}", f"--include-dashboard={str(self.dashboard).lower()}"]
                 if self.dashboard:
@@ -150,8 +171,9 @@ class LocalCluster:
                 raise RuntimeError(f"ray start (node {i}) failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
             if i == 0:
                 self.address = self._head_address(proc.stdout + proc.stderr, port)
-        (self.root / "cluster.json").write_text(json.dumps({"address": self.address, "nodes": self.nodes,
-                                                            "cpus": self.cpus}))
+        (self.root / "cluster.json").write_text(
+            json.dumps({"address": self.address, "nodes": self.nodes, "cpus": self.cpus})
+        )
         self.wait_nodes(self.nodes, timeout)
         return self.address
 
@@ -164,12 +186,19 @@ class LocalCluster:
 
     def wait_nodes(self, n: int, timeout: float = 120.0) -> None:
         """Until ``n`` nodes are alive (asked in a subprocess: this process may not be connected)."""
-        code = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-                "print(sum(1 for x in ray.nodes() if x['Alive']))")
+        code = (
+            "import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+            "print(sum(1 for x in ray.nodes() if x['Alive']))"
+        )
         t0 = time.time()
         while True:
-            p = subprocess.run([sys.executable, "-c", code, self.address], env=self._env(), capture_output=True,
-                               text=True, timeout=timeout)
+            p = subprocess.run(
+                [sys.executable, "-c", code, self.address],
+                env=self._env(),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
             alive = int(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 and p.stdout.strip() else 0
             if alive >= n:
                 return
@@ -231,4 +260,3 @@ def _cmd(pid: int) -> str:
         return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
-

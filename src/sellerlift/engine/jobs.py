@@ -30,8 +30,14 @@ def simulate(cfg: SimulatorConfig, out_dir: str | Path, engine: Engine | None = 
         rows = engine.map(partial(write_chunk, cfg, stage), range(cfg.n_chunks), desc="simulate")
         write_meta(cfg, stage)
     wall = time.perf_counter() - t0
-    return {"job": "simulate", "out": str(out_dir), "chunks": cfg.n_chunks, "customers": int(sum(rows)),
-            "timings": {"simulate_s": wall}, **engine.describe()}
+    return {
+        "job": "simulate",
+        "out": str(out_dir),
+        "chunks": cfg.n_chunks,
+        "customers": int(sum(rows)),
+        "timings": {"simulate_s": wall},
+        **engine.describe(),
+    }
 
 
 def allocate(engine: Engine, sources, levels, *, shard_cls=AllocShard, after=None, **options):
@@ -65,9 +71,11 @@ def log_job(summary: dict, tracking_uri: str | None = None, experiment: str = "s
     client = MlflowClient(tracking_uri or default_tracking_uri())
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
-    run = client.create_run(exp_id, run_name=f"{summary.get('job', 'job')}-{summary.get('engine', '?')}",
-                            tags={"sellerlift.job": str(summary.get("job")), "sellerlift.engine":
-                                  str(summary.get("engine"))})
+    run = client.create_run(
+        exp_id,
+        run_name=f"{summary.get('job', 'job')}-{summary.get('engine', '?')}",
+        tags={"sellerlift.job": str(summary.get("job")), "sellerlift.engine": str(summary.get("engine"))},
+    )
     params = {k: str(v) for k, v in summary.items() if not isinstance(v, dict | list) and not _number(v)}
     metrics = {k: float(v) for k, v in summary.items() if _number(v)}
     metrics.update({f"time/{k}": float(v) for k, v in (summary.get("timings") or {}).items()})

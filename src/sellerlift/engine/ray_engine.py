@@ -26,8 +26,15 @@ from sellerlift.engine.cluster import connect, dashboard_url
 class RayEngine(Engine):
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, progress: bool = True,
-                 retries: int = 3, shard_cpus: float | None = None, quiet: bool = True):
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        progress: bool = True,
+        retries: int = 3,
+        shard_cpus: float | None = None,
+        quiet: bool = True,
+    ):
         super().__init__(progress)
         t0 = time.perf_counter()
         self.started = connect(address, num_cpus, quiet=quiet)
@@ -44,9 +51,14 @@ class RayEngine(Engine):
         return sum(1 for n in ray.nodes() if n.get("Alive"))
 
     def describe(self) -> dict:
-        return {"engine": self.name, "workers": self.workers, "nodes": self.nodes,
-                "address": ray.get_runtime_context().gcs_address, "local_instance": self.started,
-                "dashboard": dashboard_url()}
+        return {
+            "engine": self.name,
+            "workers": self.workers,
+            "nodes": self.nodes,
+            "address": ray.get_runtime_context().gcs_address,
+            "local_instance": self.started,
+            "dashboard": dashboard_url(),
+        }
 
     def map(self, fn, items, *, desc="tasks", retries=None, num_cpus: float = 1):
         items = list(items)
@@ -74,8 +86,9 @@ class RayEngine(Engine):
                         raise cause from None
                     except Exception as err:  # its worker or node died, every retry
                         _cancel(pending)
-                        raise JobFailed(f"{desc}: unit {i} ({_short(items[i])}) failed after {retries} retries: "
-                                        f"{_cause(err)}") from None
+                        raise JobFailed(
+                            f"{desc}: unit {i} ({_short(items[i])}) failed after {retries} retries: {_cause(err)}"
+                        ) from None
                     bar.advance(task)
         self.timings[f"{desc}_s"] = time.perf_counter() - t0
         return out
@@ -109,8 +122,9 @@ class RayShards:
     """Actors holding one shard each; ``call`` / ``call_each`` as :class:`~sellerlift.engine.base.LocalShards`."""
 
     def __init__(self, cls, sources, num_cpus: float, max_rebuilds: int = 3, desc: str = "shards"):
-        self.actor_cls = ray.remote(num_cpus=num_cpus, max_restarts=0, max_task_retries=0,
-                                    scheduling_strategy="SPREAD")(cls)
+        self.actor_cls = ray.remote(
+            num_cpus=num_cpus, max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD"
+        )(cls)
         self.sources = list(sources)
         self.desc = desc
         self.actors = [self.actor_cls.remote(s) for s in self.sources]
@@ -149,8 +163,10 @@ class RayShards:
         while True:
             self.rebuilds += 1
             if self.rebuilds > self.max_rebuilds:
-                raise JobFailed(f"{self.desc}: shard {i} lost {self.rebuilds - 1} times; giving up "
-                                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
+                raise JobFailed(
+                    f"{self.desc}: shard {i} lost {self.rebuilds - 1} times; giving up "
+                    f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+                )
             actor = self.actor_cls.remote(self.sources[i])
             try:
                 for m, a in self.log[i]:

@@ -58,8 +58,15 @@ def input_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _partition_group(events_path: str, mapping: str | None, k: int, spill: str, chunk_rows: int,
-                     value_col: str | None, job: tuple[int, list[str]]) -> PassOne:
+def _partition_group(
+    events_path: str,
+    mapping: str | None,
+    k: int,
+    spill: str,
+    chunk_rows: int,
+    value_col: str | None,
+    job: tuple[int, list[str]],
+) -> PassOne:
     group, files = job
     src = _source(Path(events_path), mapping)
     return partition_events(src, files, k, Path(spill), chunk_rows, value_col, group=group)
@@ -71,15 +78,28 @@ class PartitionScorer:
     ``__call__`` takes a batch of partition numbers and returns one summary row per partition scored.
     """
 
-    def __init__(self, bundle_dir: str, manifest_sha256: str, threads: int, spill: str, out: str, cutoff: str,
-                 chunk_customers: int, id_kind: dict, value_col: str | None, keep_value: bool):
+    def __init__(
+        self,
+        bundle_dir: str,
+        manifest_sha256: str,
+        threads: int,
+        spill: str,
+        out: str,
+        cutoff: str,
+        chunk_customers: int,
+        id_kind: dict,
+        value_col: str | None,
+        keep_value: bool,
+    ):
         from sellerlift.runtime import BundleError, Runtime
 
         t0 = time.perf_counter()
         self.rt = Runtime.load(bundle_dir, source="worker", threads=threads)
         if self.rt.manifest_sha256 != manifest_sha256:
-            raise BundleError(f"{bundle_dir}: the bundle changed since the job started (manifest sha256 "
-                              f"{self.rt.manifest_sha256[:12]} on this worker, {manifest_sha256[:12]} on the driver)")
+            raise BundleError(
+                f"{bundle_dir}: the bundle changed since the job started (manifest sha256 "
+                f"{self.rt.manifest_sha256[:12]} on this worker, {manifest_sha256[:12]} on the driver)"
+            )
         self.load_s = time.perf_counter() - t0
         self.spill, self.out = Path(spill), Path(out)
         self.cutoff = pd.Timestamp(cutoff)
@@ -91,18 +111,29 @@ class PartitionScorer:
         t0 = time.perf_counter()
         ev = read_partition(self.spill, j)
         if ev is None:
-            return {"partition": j, "customers": 0, "events": 0, "seconds": 0.0, "node": self.node,
-                    "peak_rss_mib": _peak_rss_mib()}
+            return {
+                "partition": j,
+                "customers": 0,
+                "events": 0,
+                "seconds": 0.0,
+                "node": self.node,
+                "peak_rss_mib": _peak_rss_mib(),
+            }
         n_events = len(ev)
         writer = _Writer(self.out / part_name(j))
         n = 0
-        for scores, _ in score_partition(self.rt, ev, self.cutoff, self.chunk_customers, self.id_kind,
-                                         self.value_col):
+        for scores, _ in score_partition(self.rt, ev, self.cutoff, self.chunk_customers, self.id_kind, self.value_col):
             writer.write(scores if self.keep_value else scores.drop(columns=["_value"], errors="ignore"))
             n += len(scores)
         writer.close()
-        return {"partition": j, "customers": n, "events": n_events, "seconds": time.perf_counter() - t0,
-                "node": self.node, "peak_rss_mib": _peak_rss_mib()}
+        return {
+            "partition": j,
+            "customers": n,
+            "events": n_events,
+            "seconds": time.perf_counter() - t0,
+            "node": self.node,
+            "peak_rss_mib": _peak_rss_mib(),
+        }
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame([self.score(int(j)) for j in batch["partition"]])
@@ -124,10 +155,25 @@ def _node_id() -> str:
         return "local"
 
 
-def score_file(bundle, events_path, out, *, engine: Engine, as_of: str | None = None, mapping: str | None = None,
-               budget: float | None = None, value_col: str | None = None, margin: float | None = None,
-               chunk_rows: int = 1_000_000, partition_rows: int = 2_000_000, chunk_customers: int = 50_000,
-               threads: int = 1, actors: int | None = None, progress: bool = True, console=None) -> dict:
+def score_file(
+    bundle,
+    events_path,
+    out,
+    *,
+    engine: Engine,
+    as_of: str | None = None,
+    mapping: str | None = None,
+    budget: float | None = None,
+    value_col: str | None = None,
+    margin: float | None = None,
+    chunk_rows: int = 1_000_000,
+    partition_rows: int = 2_000_000,
+    chunk_customers: int = 50_000,
+    threads: int = 1,
+    actors: int | None = None,
+    progress: bool = True,
+    console=None,
+) -> dict:
     """Score every customer of ``events_path`` on ``engine``; see the module doc. ``bundle``: a loaded Runtime
     (the driver's, checked for the data set) whose directory the workers load again. Returns a summary."""
     from rich.console import Console
@@ -137,8 +183,10 @@ def score_file(bundle, events_path, out, *, engine: Engine, as_of: str | None = 
     events_path, out = Path(events_path).absolute(), Path(out).absolute()
     mapping = str(Path(mapping).absolute()) if mapping and Path(mapping).exists() else mapping
     if out.suffix.lower() in (".csv", ".gz"):
-        raise ScoreError(f"--out {out}: the {engine.name} engine writes partitioned Parquet (a directory of parts); "
-                         "give a .parquet name or a directory")
+        raise ScoreError(
+            f"--out {out}: the {engine.name} engine writes partitioned Parquet (a directory of parts); "
+            "give a .parquet name or a directory"
+        )
     if budget is not None and bundle.promotion is None:
         console.print(f"[yellow]--budget ignored:[/] bundle {bundle.bundle_dir} has no promotion model (dipn)")
         budget = None
@@ -166,22 +214,38 @@ def score_file(bundle, events_path, out, *, engine: Engine, as_of: str | None = 
             t1 = time.perf_counter()
             scored = stage / SCORED if budget is not None else stage
             scored.mkdir(exist_ok=True)
-            args = dict(bundle_dir=str(Path(bundle.bundle_dir).absolute()), manifest_sha256=bundle.manifest_sha256,
-                        threads=threads, spill=str(spill), out=str(scored), cutoff=str(cutoff),
-                        chunk_customers=chunk_customers, id_kind=dict(one.id_kind), value_col=value_col,
-                        keep_value=budget is not None)
+            args = dict(
+                bundle_dir=str(Path(bundle.bundle_dir).absolute()),
+                manifest_sha256=bundle.manifest_sha256,
+                threads=threads,
+                spill=str(spill),
+                out=str(scored),
+                cutoff=str(cutoff),
+                chunk_customers=chunk_customers,
+                id_kind=dict(one.id_kind),
+                value_col=value_col,
+                keep_value=budget is not None,
+            )
             done = _score_partitions(engine, k, args, actors, progress, one.n_rows)
             timings["score_s"] = time.perf_counter() - t1
             _remove(spill)
             done = done.sort_values("partition").reset_index(drop=True)
             rows["customers"] = int(done["customers"].sum())
             _unify_schemas(scored, done)
-            summary = {"job": "score", "customers": rows["customers"], "events": one.n_rows,
-                       "as_of": str(cutoff.date()), "out": str(out), "partitions": k, "bundle": str(bundle.bundle_dir),
-                       "run_id": bundle.run_id, "nodes_used": int(done["node"].nunique()),
-                       "partition_seconds": [round(float(x), 3) for x in done["seconds"]],
-                       "partition_events": [int(x) for x in done["events"]],
-                       "worker_peak_rss_mib": float(done["peak_rss_mib"].max())}
+            summary = {
+                "job": "score",
+                "customers": rows["customers"],
+                "events": one.n_rows,
+                "as_of": str(cutoff.date()),
+                "out": str(out),
+                "partitions": k,
+                "bundle": str(bundle.bundle_dir),
+                "run_id": bundle.run_id,
+                "nodes_used": int(done["node"].nunique()),
+                "partition_seconds": [round(float(x), 3) for x in done["seconds"]],
+                "partition_events": [int(x) for x in done["events"]],
+                "worker_peak_rss_mib": float(done["peak_rss_mib"].max()),
+            }
             if budget is not None:
                 t2 = time.perf_counter()
                 summary.update(_allocate(engine, bundle, scored, stage, done, float(budget), margin))
@@ -192,8 +256,10 @@ def score_file(bundle, events_path, out, *, engine: Engine, as_of: str | None = 
     except (ScoreError, FileNotFoundError, ValueError):
         raise
     except Exception as err:  # a Ray Data failure after its retries: say which job, no output written
-        raise JobFailed(f"scoring {events_path} failed ({type(err).__name__}: {str(err).splitlines()[-1][:500]}); "
-                        f"nothing was written to {out}") from err
+        raise JobFailed(
+            f"scoring {events_path} failed ({type(err).__name__}: {str(err).splitlines()[-1][:500]}); "
+            f"nothing was written to {out}"
+        ) from err
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     summary["timings"] = {key: round(v, 3) for key, v in timings.items()}
     summary["rows"] = rows
@@ -222,8 +288,14 @@ def _score_partitions(engine: Engine, k: int, args: dict, actors: int | None, pr
     ctx.print_on_execution_start = False
     n = max(1, min(k, actors or engine.workers))
     ds = ray.data.from_items([{"partition": j} for j in range(k)], override_num_blocks=k)
-    ds = ds.map_batches(PartitionScorer, fn_constructor_kwargs=args, batch_size=1, batch_format="pandas",
-                        compute=ray.data.ActorPoolStrategy(size=n), num_cpus=1)
+    ds = ds.map_batches(
+        PartitionScorer,
+        fn_constructor_kwargs=args,
+        batch_size=1,
+        batch_format="pandas",
+        compute=ray.data.ActorPoolStrategy(size=n),
+        num_cpus=1,
+    )
     bar, desc, _ = progress_bar(progress, f"score ({n} actors)", total_events)
     out = []
     with bar:
@@ -275,11 +347,17 @@ class ScoreShard(AllocShard):
             idx.append(off + np.arange(len(df), dtype=np.int64))
         p = np.concatenate(p) if p else np.zeros((0, len(self.levels)))
         value = np.concatenate(v) if v else np.zeros(0)
-        super().__init__({"index": np.concatenate(idx) if idx else np.zeros(0, np.int64), "p": p, "value": value,
-                          "margin": np.full(len(value), self.margin)})
+        super().__init__(
+            {
+                "index": np.concatenate(idx) if idx else np.zeros(0, np.int64),
+                "p": p,
+                "value": value,
+                "margin": np.full(len(value), self.margin),
+            }
+        )
 
     def write_offers(self) -> int:
-        """Each part with ``discount_pct, expected_spend, expected_incremental_profit`` (and no ``_value``)."""
+        """Each part with ``discount_pct, expected_spend, expected_incremental_profit, objective`` (no ``_value``)."""
         from sellerlift.allocate import profit_and_spend_at
 
         level = self.level
@@ -293,6 +371,7 @@ class ScoreShard(AllocShard):
             df["discount_pct"] = pct[sl]
             df["expected_spend"] = spend[sl]
             df["expected_incremental_profit"] = profit[sl]
+            df["objective"] = profit[sl]  # weight 0, no spread penalty (the only options on Ray): the week's profit
             w = _Writer(Path(self.final) / part_name(j))
             w.write(df)
             w.close()
@@ -300,21 +379,37 @@ class ScoreShard(AllocShard):
         return pos
 
 
-def _allocate(engine: Engine, bundle, scored: Path, stage: Path, done: pd.DataFrame, budget: float,
-              margin: float | None) -> dict:
+def _allocate(
+    engine: Engine, bundle, scored: Path, stage: Path, done: pd.DataFrame, budget: float, margin: float | None
+) -> dict:
     from sellerlift.engine.jobs import allocate
 
     m = float(margin if margin is not None else bundle.manifest.get("dipn", {}).get("margin", 0.4))
     have = done[done["customers"] > 0]
     offsets = np.concatenate([[0], np.cumsum(have["customers"].to_numpy())[:-1]]).astype(np.int64)
     groups = chunks_of(list(zip(have["partition"].astype(int), offsets)), engine.workers)
-    sources = [(str(scored), [j for j, _ in g], [int(o) for _, o in g], tuple(bundle.levels), m, str(stage))
-               for g in groups]
-    res, _ = allocate(engine, sources, list(bundle.levels), shard_cls=ScoreShard, budget=budget,
-                      after=lambda r: r._call("write_offers"))
-    return {"budget": budget, "spend": res.spend, "incremental_profit": res.profit, "treated": res.treated,
-            "margin": m, "allocation_rounds": res.rounds, "allocation_floats_sent": res.sent_floats,
-            "allocation_shards": len(sources), "allocation_status": res.status}
+    sources = [
+        (str(scored), [j for j, _ in g], [int(o) for _, o in g], tuple(bundle.levels), m, str(stage)) for g in groups
+    ]
+    res, _ = allocate(
+        engine,
+        sources,
+        list(bundle.levels),
+        shard_cls=ScoreShard,
+        budget=budget,
+        after=lambda r: r._call("write_offers"),
+    )
+    return {
+        "budget": budget,
+        "spend": res.spend,
+        "incremental_profit": res.profit,
+        "treated": res.treated,
+        "margin": m,
+        "allocation_rounds": res.rounds,
+        "allocation_floats_sent": res.sent_floats,
+        "allocation_shards": len(sources),
+        "allocation_status": res.status,
+    }
 
 
 __all__ = ["PartitionScorer", "ScoreShard", "score_file"]

@@ -31,21 +31,38 @@ def node_overrides(overrides: list[str], nodes: int, devices: int = 1) -> list[s
 
 
 def node_env(rank: int, master_addr: str, master_port: int, nodes: int, devices: int = 1) -> dict:
-    return {"MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port), "NODE_RANK": str(rank),
-            "WORLD_SIZE": str(nodes * devices), "LOCAL_RANK": "0"}
+    return {
+        "MASTER_ADDR": master_addr,
+        "MASTER_PORT": str(master_port),
+        "NODE_RANK": str(rank),
+        "WORLD_SIZE": str(nodes * devices),
+        "LOCAL_RANK": "0",
+    }
 
 
 def run_node(train_py: str, overrides: list[str], env: dict, cwd: str, timeout: float | None = None) -> dict:
     """One node's ``train.py`` process; returns its exit code and the tail of its output."""
     full = {**os.environ, **env}
-    proc = subprocess.run([sys.executable, train_py, *overrides], cwd=cwd, env=full, capture_output=True, text=True,
-                          timeout=timeout)
-    return {"rank": int(env["NODE_RANK"]), "returncode": proc.returncode, "stdout": proc.stdout[-4000:],
-            "stderr": proc.stderr[-4000:]}
+    proc = subprocess.run(
+        [sys.executable, train_py, *overrides], cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout
+    )
+    return {
+        "rank": int(env["NODE_RANK"]),
+        "returncode": proc.returncode,
+        "stdout": proc.stdout[-4000:],
+        "stderr": proc.stderr[-4000:],
+    }
 
 
-def launch_local(overrides: list[str], nodes: int = 2, *, master_port: int | None = None, cwd: str | Path = REPO,
-                 per_node: dict[int, list[str]] | None = None, timeout: float | None = None) -> list[dict]:
+def launch_local(
+    overrides: list[str],
+    nodes: int = 2,
+    *,
+    master_port: int | None = None,
+    cwd: str | Path = REPO,
+    per_node: dict[int, list[str]] | None = None,
+    timeout: float | None = None,
+) -> list[dict]:
     """``nodes`` node processes on this machine (rank 0 first), as Lightning's multi-node launch would run them."""
     from sellerlift.engine.cluster import free_port
 
@@ -54,9 +71,16 @@ def launch_local(overrides: list[str], nodes: int = 2, *, master_port: int | Non
     procs = []
     for rank in range(nodes):
         env = {**os.environ, **node_env(rank, "127.0.0.1", port, nodes)}
-        procs.append(subprocess.Popen([sys.executable, str(REPO / "train.py"), *args, *(per_node or {}).get(rank, [])],
-                                      cwd=str(cwd), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(REPO / "train.py"), *args, *(per_node or {}).get(rank, [])],
+                cwd=str(cwd),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     out = []
     for rank, p in enumerate(procs):
         so, se = p.communicate(timeout=timeout)
@@ -64,9 +88,16 @@ def launch_local(overrides: list[str], nodes: int = 2, *, master_port: int | Non
     return out
 
 
-def launch_ray(overrides: list[str], nodes: int = 2, *, cpus_per_node: float = 1, master_port: int = 29531,
-               cwd: str | Path = REPO, per_node: dict[int, list[str]] | None = None,
-               timeout: float | None = None) -> list[dict]:
+def launch_ray(
+    overrides: list[str],
+    nodes: int = 2,
+    *,
+    cpus_per_node: float = 1,
+    master_port: int = 29531,
+    cwd: str | Path = REPO,
+    per_node: dict[int, list[str]] | None = None,
+    timeout: float | None = None,
+) -> list[dict]:
     """One node process per Ray node (a STRICT_SPREAD placement group), rank 0 on the first bundle's node."""
     import ray
     from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
@@ -80,10 +111,20 @@ def launch_ray(overrides: list[str], nodes: int = 2, *, cpus_per_node: float = 1
         master = ips[where[0]]
         args = node_overrides(overrides, nodes)
         task = ray.remote(num_cpus=cpus_per_node, max_retries=0)(run_node)
-        refs = [task.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
-            placement_group=pg, placement_group_bundle_index=rank)).remote(
-                str(Path(cwd) / "train.py"), args + (per_node or {}).get(rank, []),
-                node_env(rank, master, master_port, nodes), str(cwd), timeout) for rank in range(nodes)]
+        refs = [
+            task.options(
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=pg, placement_group_bundle_index=rank
+                )
+            ).remote(
+                str(Path(cwd) / "train.py"),
+                args + (per_node or {}).get(rank, []),
+                node_env(rank, master, master_port, nodes),
+                str(cwd),
+                timeout,
+            )
+            for rank in range(nodes)
+        ]
         out = ray.get(refs)
         for r, rank in zip(out, range(nodes)):
             r["node_id"] = where[rank]

@@ -26,8 +26,14 @@ from torch.utils.data import DataLoader
 from sellerlift.models.datamodule import CustomerTensors, EpochShuffle, _already_batched
 
 
-def random_slices(event_type: torch.Tensor, numeric: torch.Tensor, length: torch.Tensor, n_views: int,
-                  min_frac: float, generator: torch.Generator | None = None):
+def random_slices(
+    event_type: torch.Tensor,
+    numeric: torch.Tensor,
+    length: torch.Tensor,
+    n_views: int,
+    min_frac: float,
+    generator: torch.Generator | None = None,
+):
     """``n_views`` random contiguous sub-sequences per customer (each at least ``min_frac`` of the history and
     at least one event), right-padded like the input: (event_type, numeric, length), rows view-major."""
     b, width = event_type.shape
@@ -53,8 +59,17 @@ class CoLESModule(L.LightningModule):
     (discarded after pre-training) maps the encoder output to the contrastive space.
     """
 
-    def __init__(self, embed: nn.Module, encoder: nn.Module, lr: float = 1e-3, weight_decay: float = 1e-5,
-                 temperature: float = 0.1, n_views: int = 2, min_frac: float = 0.3, projection_dim: int = 32):
+    def __init__(
+        self,
+        embed: nn.Module,
+        encoder: nn.Module,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        temperature: float = 0.1,
+        n_views: int = 2,
+        min_frac: float = 0.3,
+        projection_dim: int = 32,
+    ):
         super().__init__()
         if n_views < 2:
             raise ValueError(f"pretrain.module.n_views must be >= 2 (positive pairs), got {n_views}")
@@ -62,16 +77,16 @@ class CoLESModule(L.LightningModule):
             raise ValueError(f"pretrain.module.min_frac must be in (0, 1], got {min_frac}")
         self.save_hyperparameters(ignore=["embed", "encoder"])
         self.embed, self.encoder = embed, encoder
-        self.projection = nn.Sequential(nn.Linear(encoder.out_dim, encoder.out_dim), nn.GELU(),
-                                        nn.Linear(encoder.out_dim, projection_dim))
+        self.projection = nn.Sequential(
+            nn.Linear(encoder.out_dim, encoder.out_dim), nn.GELU(), nn.Linear(encoder.out_dim, projection_dim)
+        )
 
     def embeddings(self, event_type, numeric, length) -> torch.Tensor:
         return self.encoder(self.embed(event_type, numeric), numeric, length)
 
     def training_step(self, batch, batch_idx):
         hp = self.hparams
-        et, num, length = random_slices(batch["event_type"], batch["numeric"], batch["length"], hp.n_views,
-                                        hp.min_frac)
+        et, num, length = random_slices(batch["event_type"], batch["numeric"], batch["length"], hp.n_views, hp.min_frac)
         z = F.normalize(self.projection(self.embeddings(et, num, length)), dim=-1)
         loss = nt_xent(z, len(batch["length"]), hp.n_views, hp.temperature)
         self.log("pretrain/loss", loss, prog_bar=True, on_epoch=True, on_step=False, batch_size=len(z))
@@ -103,13 +118,23 @@ def pretrain_encoder(net: nn.Module, prep, pcfg, seed: int = 0) -> dict:
     if len(rows) < 2:
         return {"customers": int(len(rows)), "skipped": "fewer than 2 customers with enough events"}
     data = CustomerTensors(feats.take(rows), np.zeros((len(rows), 2), np.float32))
-    loader = DataLoader(data, batch_size=int(pcfg.get("batch_size", 256)), sampler=EpochShuffle(len(rows), seed),
-                        collate_fn=_already_batched, drop_last=len(rows) > int(pcfg.get("batch_size", 256)))
+    loader = DataLoader(
+        data,
+        batch_size=int(pcfg.get("batch_size", 256)),
+        sampler=EpochShuffle(len(rows), seed),
+        collate_fn=_already_batched,
+        drop_last=len(rows) > int(pcfg.get("batch_size", 256)),
+    )
     module = instantiate(pcfg.module, embed=net.embed, encoder=net.encoder)
     trainer = instantiate(pcfg.trainer, _partial_=True)(logger=False, enable_checkpointing=False)
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     trainer.fit(module, train_dataloaders=loader)
     loss = trainer.callback_metrics.get("pretrain/loss")
-    return {"customers": int(len(rows)), "epochs": int(trainer.current_epoch), "steps": int(trainer.global_step),
-            "final_loss": float(loss) if loss is not None else None, "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "customers": int(len(rows)),
+        "epochs": int(trainer.current_epoch),
+        "steps": int(trainer.global_step),
+        "final_loss": float(loss) if loss is not None else None,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }

@@ -73,8 +73,15 @@ def _already_batched(batch):
 class SequenceDataModule(L.LightningDataModule):
     """Holds features, labels and the customer split; ``split`` codes: 0 train, 1 val, 2 test."""
 
-    def __init__(self, feats: SequenceFeatures, targets: np.ndarray, split: np.ndarray, batch_size: int = 256,
-                 num_workers: int = 0, seed: int = 0):
+    def __init__(
+        self,
+        feats: SequenceFeatures,
+        targets: np.ndarray,
+        split: np.ndarray,
+        batch_size: int = 256,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
@@ -95,9 +102,15 @@ class SequenceDataModule(L.LightningDataModule):
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         gen = torch.Generator().manual_seed(self.seed)
         sampler = EpochShuffle(len(self.datasets[name]), self.seed) if shuffle else None
-        return DataLoader(self.datasets[name], batch_size=self.batch_size, sampler=sampler, generator=gen,
-                          collate_fn=_already_batched, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            self.datasets[name],
+            batch_size=self.batch_size,
+            sampler=sampler,
+            generator=gen,
+            collate_fn=_already_batched,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

@@ -67,7 +67,7 @@ class DIPNNet(nn.Module):
         # approximation that can step down by an ulp (onnxruntime's vectorised one does).
         out = [p[:, :1]]
         for k in range(1, p.shape[1]):
-            out.append(torch.maximum(out[-1], p[:, k:k + 1]))
+            out.append(torch.maximum(out[-1], p[:, k : k + 1]))
         return torch.cat(out, dim=1)
 
 
@@ -157,8 +157,14 @@ class PromotionModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         bce, smooth, chosen = self._loss(batch)
         n = len(batch[2])
-        self.log("val/loss", bce + self.hparams.smooth_weight * smooth, on_step=False, on_epoch=True, batch_size=n,
-                 prog_bar=True)
+        self.log(
+            "val/loss",
+            bce + self.hparams.smooth_weight * smooth,
+            on_step=False,
+            on_epoch=True,
+            batch_size=n,
+            prog_bar=True,
+        )
         p = torch.sigmoid(chosen)
         self.val_auroc.update(p, batch[2].long())
         self.val_ece.update(p, batch[2].long())
@@ -192,8 +198,15 @@ class KeepBest(L.Callback):
             self.best, self.state = v, copy.deepcopy(pl_module.state_dict())
 
 
-def fit(trainer: L.Trainer, module: PromotionModule, train: OfferTensors, val: OfferTensors, *,
-        batch_size: int = 1024, seed: int = 0) -> dict:
+def fit(
+    trainer: L.Trainer,
+    module: PromotionModule,
+    train: OfferTensors,
+    val: OfferTensors,
+    *,
+    batch_size: int = 1024,
+    seed: int = 0,
+) -> dict:
     """Fit ``module`` with ``trainer`` (built from ``promotion.dipn.trainer`` + ``callbacks``); then load the
     weights its :class:`KeepBest` callback kept, if it has one. Returns a small report."""
     keep = next((c for c in trainer.callbacks if isinstance(c, KeepBest)), None)
@@ -202,13 +215,18 @@ def fit(trainer: L.Trainer, module: PromotionModule, train: OfferTensors, val: O
     if keep is not None and keep.state is not None:
         module.load_state_dict(keep.state)
     module.eval()
-    return {"epochs": trainer.current_epoch, "best_val_loss": keep.best if keep else float("nan"),
-            "val_loss_history": keep.history if keep else []}
+    return {
+        "epochs": trainer.current_epoch,
+        "best_val_loss": keep.best if keep else float("nan"),
+        "val_loss_history": keep.history if keep else [],
+    }
 
 
 @torch.no_grad()
 def predict_curves(net: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
     net.eval()
-    out = [net(torch.from_numpy(np.ascontiguousarray(x[s:s + batch_size], dtype=np.float32))).numpy()
-           for s in range(0, len(x), batch_size)]
+    out = [
+        net(torch.from_numpy(np.ascontiguousarray(x[s : s + batch_size], dtype=np.float32))).numpy()
+        for s in range(0, len(x), batch_size)
+    ]
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, N_LEVELS))

@@ -35,8 +35,7 @@ OUTPUTS = ("conversion", "retention", "revenue")
 
 
 class EnduringNet(nn.Module):
-    def __init__(self, n_inputs: int, hidden=(64, 64), dropout: float = 0.1, n_levels: int = K,
-                 monotone: bool = True):
+    def __init__(self, n_inputs: int, hidden=(64, 64), dropout: float = 0.1, n_levels: int = K, monotone: bool = True):
         super().__init__()
         self.trunk, width = _mlp(n_inputs, hidden, dropout)
         self.heads = nn.Linear(width, 3 * n_levels)
@@ -49,7 +48,7 @@ class EnduringNet(nn.Module):
     def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(conversion logits, retention logits, log revenue) [B, K] each."""
         z = self.heads(self.trunk(x))
-        conv, ret, rev = z[:, :self.k], z[:, self.k:2 * self.k], z[:, 2 * self.k:]
+        conv, ret, rev = z[:, : self.k], z[:, self.k : 2 * self.k], z[:, 2 * self.k :]
         if self.monotone:
             base, inc = conv[:, :1], F.softplus(conv[:, 1:])
             conv = torch.cat([base, base + torch.cumsum(inc, dim=1)], dim=1)
@@ -62,7 +61,7 @@ class EnduringNet(nn.Module):
         if self.monotone:  # a running max: exact no-op here, keeps monotone under approximate sigmoids
             out = [p[:, :1]]
             for j in range(1, p.shape[1]):
-                out.append(torch.maximum(out[-1], p[:, j:j + 1]))
+                out.append(torch.maximum(out[-1], p[:, j : j + 1]))
             p = torch.cat(out, dim=1)
         return p, torch.sigmoid(ret), torch.exp(rev.clamp(max=20.0))
 
@@ -83,8 +82,7 @@ class EnduringOffers(Dataset):
 
     def __getitems__(self, indices):
         idx = torch.as_tensor(indices)
-        return (self.x[idx], self.level[idx], self.converted[idx], self.retained[idx], self.revenue[idx],
-                self.w[idx])
+        return (self.x[idx], self.level[idx], self.converted[idx], self.retained[idx], self.revenue[idx], self.w[idx])
 
 
 def _already_batched(batch):
@@ -92,17 +90,30 @@ def _already_batched(batch):
 
 
 def loader(data: EnduringOffers, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed),
-                      collate_fn=_already_batched)
+    return DataLoader(
+        data,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=torch.Generator().manual_seed(seed),
+        collate_fn=_already_batched,
+    )
 
 
 class EnduringModule(L.LightningModule):
-    def __init__(self, net: nn.Module, lr: float = 3e-3, weight_decay: float = 1e-4, smooth_weight: float = 1.0,
-                 loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0), revenue_scale: float = 100.0):
+    def __init__(
+        self,
+        net: nn.Module,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-4,
+        smooth_weight: float = 1.0,
+        loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        revenue_scale: float = 100.0,
+    ):
         super().__init__()
         if lr <= 0 or smooth_weight < 0 or revenue_scale <= 0:
-            raise ValueError(f"lr ({lr}) and revenue_scale ({revenue_scale}) must be > 0, smooth_weight "
-                             f"({smooth_weight}) >= 0")
+            raise ValueError(
+                f"lr ({lr}) and revenue_scale ({revenue_scale}) must be > 0, smooth_weight ({smooth_weight}) >= 0"
+            )
         loss_weights = tuple(float(w) for w in loss_weights)
         self.save_hyperparameters(ignore=["net"])
         self.net = net
@@ -113,9 +124,13 @@ class EnduringModule(L.LightningModule):
         at = level.view(-1, 1)
         pick = [h.gather(1, at).squeeze(1) for h in (conv, ret, rev)]
         bce = F.binary_cross_entropy_with_logits
-        losses = [bce(pick[0], conv_y, reduction="none"), bce(pick[1], ret_y, reduction="none"),
-                  F.poisson_nll_loss(pick[2], rev_y / self.hparams.revenue_scale, log_input=True, full=False,
-                                     reduction="none")]
+        losses = [
+            bce(pick[0], conv_y, reduction="none"),
+            bce(pick[1], ret_y, reduction="none"),
+            F.poisson_nll_loss(
+                pick[2], rev_y / self.hparams.revenue_scale, log_input=True, full=False, reduction="none"
+            ),
+        ]
         wsum = w.sum().clamp_min(1e-12)
         per_task = [(loss * w).sum() / wsum for loss in losses]
         total = sum(lw * t for lw, t in zip(self.hparams.loss_weights, per_task))
@@ -142,8 +157,15 @@ class EnduringModule(L.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
 
-def fit(trainer: L.Trainer, module: EnduringModule, train: EnduringOffers, val: EnduringOffers, *,
-        batch_size: int = 2048, seed: int = 0) -> dict:
+def fit(
+    trainer: L.Trainer,
+    module: EnduringModule,
+    train: EnduringOffers,
+    val: EnduringOffers,
+    *,
+    batch_size: int = 2048,
+    seed: int = 0,
+) -> dict:
     from sellerlift.models.dipn import KeepBest
 
     keep = next((c for c in trainer.callbacks if isinstance(c, KeepBest)), None)
@@ -161,7 +183,7 @@ def predict(net: EnduringNet, x: np.ndarray, revenue_scale: float, batch_size: i
     net.eval()
     parts = {k: [] for k in OUTPUTS}
     for s in range(0, len(x), batch_size):
-        out = net(torch.from_numpy(np.ascontiguousarray(x[s:s + batch_size], dtype=np.float32)))
+        out = net(torch.from_numpy(np.ascontiguousarray(x[s : s + batch_size], dtype=np.float32)))
         for k, v in zip(OUTPUTS, out):
             parts[k].append(v.numpy().astype(np.float64))
     res = {k: np.concatenate(v) if v else np.zeros((0, K)) for k, v in parts.items()}

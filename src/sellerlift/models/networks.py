@@ -47,8 +47,9 @@ class Time2Vec(nn.Module):
 class GRUEncoder(nn.Module):
     def __init__(self, d_model: int = 64, hidden: int = 64, num_layers: int = 1, dropout: float = 0.0):
         super().__init__()
-        self.gru = nn.GRU(d_model, hidden, num_layers=num_layers, batch_first=True,
-                          dropout=dropout if num_layers > 1 else 0.0)
+        self.gru = nn.GRU(
+            d_model, hidden, num_layers=num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
+        )
         self.out_dim = hidden
 
     def forward(self, x: torch.Tensor, numeric: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
@@ -60,13 +61,15 @@ class GRUEncoder(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    def __init__(self, d_model: int = 64, n_heads: int = 4, num_layers: int = 2, dim_feedforward: int = 128,
-                 dropout: float = 0.1):
+    def __init__(
+        self, d_model: int = 64, n_heads: int = 4, num_layers: int = 2, dim_feedforward: int = 128, dropout: float = 0.1
+    ):
         super().__init__()
         self.time = Time2Vec(d_model)
         self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
-        layer = nn.TransformerEncoderLayer(d_model, n_heads, dim_feedforward, dropout, batch_first=True,
-                                           norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d_model, n_heads, dim_feedforward, dropout, batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.out_dim = d_model
 
@@ -93,14 +96,24 @@ class SequenceNet(nn.Module):
     :meth:`value` gives these log-means; the ONNX file exports ``value_scale * exp(log-mean)``.
     """
 
-    def __init__(self, encoder: nn.Module, d_model: int = 64, head_hidden: int = 64, dropout: float = 0.1,
-                 n_aggregates: int = len(AGGREGATES), wide: bool = False, value: bool = False):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        d_model: int = 64,
+        head_hidden: int = 64,
+        dropout: float = 0.1,
+        n_aggregates: int = len(AGGREGATES),
+        wide: bool = False,
+        value: bool = False,
+    ):
         super().__init__()
         self.embed = EventEmbedding(d_model)
         self.encoder = encoder
         self.aggregates = nn.Sequential(nn.Linear(n_aggregates, head_hidden), nn.GELU())
         self.trunk = nn.Sequential(
-            nn.Linear(encoder.out_dim + head_hidden, head_hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(encoder.out_dim + head_hidden, head_hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
         )
         self.heads = nn.Linear(head_hidden, 2)
         self.wide = nn.Linear(n_aggregates, 2) if wide else None

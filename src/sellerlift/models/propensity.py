@@ -64,15 +64,31 @@ def _candidates(seed: int, n_threads: int):
 
     return {
         "logistic": make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, C=1.0)),
-        "lightgbm": LGBMClassifier(n_estimators=80, learning_rate=0.1, num_leaves=15, min_child_samples=50,
-                                   subsample=0.8, subsample_freq=1, random_state=seed, n_jobs=n_threads,
-                                   verbose=-1),
+        "lightgbm": LGBMClassifier(
+            n_estimators=80,
+            learning_rate=0.1,
+            num_leaves=15,
+            min_child_samples=50,
+            subsample=0.8,
+            subsample_freq=1,
+            random_state=seed,
+            n_jobs=n_threads,
+            verbose=-1,
+        ),
     }
 
 
-def fit_propensity(x_train: np.ndarray, level_train: np.ndarray, x_val: np.ndarray, level_val: np.ndarray,
-                   n_levels: int, candidates=("logistic", "lightgbm"), seed: int = 0, max_rows: int = 100_000,
-                   n_threads: int = 1) -> PropensityModel:
+def fit_propensity(
+    x_train: np.ndarray,
+    level_train: np.ndarray,
+    x_val: np.ndarray,
+    level_val: np.ndarray,
+    n_levels: int,
+    candidates=("logistic", "lightgbm"),
+    seed: int = 0,
+    max_rows: int = 100_000,
+    n_threads: int = 1,
+) -> PropensityModel:
     """Fit each candidate, keep the best calibrated on the validation offers."""
     from sklearn.metrics import log_loss
 
@@ -92,8 +108,10 @@ def fit_propensity(x_train: np.ndarray, level_train: np.ndarray, x_val: np.ndarr
         m.fit(x_train, level_train)
         pm = PropensityModel(name, m, n_levels)
         p = pm.predict_proba(x_val)
-        scores[name] = {"ece": classwise_ece(p, level_val), "log_loss": float(log_loss(level_val, p,
-                                                                                         labels=range(n_levels)))}
+        scores[name] = {
+            "ece": classwise_ece(p, level_val),
+            "log_loss": float(log_loss(level_val, p, labels=range(n_levels))),
+        }
         fitted[name] = pm
     best = min(scores, key=lambda k: (round(scores[k]["ece"], 4), scores[k]["log_loss"]))
     chosen = fitted[best]

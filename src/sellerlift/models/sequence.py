@@ -22,15 +22,23 @@ from sellerlift.models.networks import SequenceNet
 
 
 class SequenceModule(L.LightningModule):
-    def __init__(self, net: SequenceNet, lr: float = 2e-3, weight_decay: float = 1e-4,
-                 loss_weights: tuple[float, float] = (1.0, 1.0), top_fraction: float = 0.2,
-                 value_weight: float = 0.5, tweedie_power: float = 1.5):
+    def __init__(
+        self,
+        net: SequenceNet,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-4,
+        loss_weights: tuple[float, float] = (1.0, 1.0),
+        top_fraction: float = 0.2,
+        value_weight: float = 0.5,
+        tweedie_power: float = 1.5,
+    ):
         super().__init__()
         if lr <= 0:
             raise ValueError(f"model.lr must be > 0, got {lr}")
         if not 1.0 < float(tweedie_power) < 2.0:
-            raise ValueError(f"model.module.tweedie_power must be in (1, 2) (compound Poisson-Gamma), got "
-                             f"{tweedie_power}")
+            raise ValueError(
+                f"model.module.tweedie_power must be in (1, 2) (compound Poisson-Gamma), got {tweedie_power}"
+            )
         if float(value_weight) < 0:
             raise ValueError(f"model.module.value_weight must be >= 0, got {value_weight}")
         value_weight, tweedie_power = float(value_weight), float(tweedie_power)
@@ -40,9 +48,9 @@ class SequenceModule(L.LightningModule):
         self.net = net
         self.loss = nn.BCEWithLogitsLoss(reduction="none")
         # Validation metrics during training; test numbers come from the exported model (stages.sequence).
-        self.metrics = nn.ModuleDict({
-            head: MetricCollection(binary_metrics(top_fraction), prefix=f"val/{head}_") for head in HEADS
-        })
+        self.metrics = nn.ModuleDict(
+            {head: MetricCollection(binary_metrics(top_fraction), prefix=f"val/{head}_") for head in HEADS}
+        )
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return self.net(batch["event_type"], batch["numeric"], batch["length"], batch["aggregates"])
@@ -58,8 +66,9 @@ class SequenceModule(L.LightningModule):
         sat = torch.where(ys > 0, ys.clamp_min(1e-12) ** (2 - p) / ((1 - p) * (2 - p)), torch.zeros_like(ys))
         tweedie = 2 * (sat - ys * torch.exp((1 - p) * s) / (1 - p) + torch.exp((2 - p) * s) / (2 - p))
         yc = y[:, 1].clamp_min(0)
-        poisson = 2 * (torch.where(yc > 0, yc * torch.log(yc.clamp_min(1e-12)), torch.zeros_like(yc)) - yc * c
-                       + torch.exp(c) - yc)
+        poisson = 2 * (
+            torch.where(yc > 0, yc * torch.log(yc.clamp_min(1e-12)), torch.zeros_like(yc)) - yc * c + torch.exp(c) - yc
+        )
         return tweedie.mean() + poisson.mean()
 
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
@@ -71,8 +80,10 @@ class SequenceModule(L.LightningModule):
         bs = logits.shape[0]
         if self.net.has_value:
             if targets.shape[1] < 4:
-                raise ValueError("the value head needs targets [intent, churn, spend, purchase days]; got "
-                                 f"{targets.shape[1]} columns (stages.sequence builds them)")
+                raise ValueError(
+                    "the value head needs targets [intent, churn, spend, purchase days]; got "
+                    f"{targets.shape[1]} columns (stages.sequence builds them)"
+                )
             log_mean = self.net.value(z)
             vloss = self.value_loss(log_mean, targets[:, 2:4])
             loss = loss + self.hparams.value_weight * vloss
@@ -88,8 +99,10 @@ class SequenceModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         loss = self._step(batch, "train")
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
-                                     "lower model.lr or check the input features")
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
+                "lower model.lr or check the input features"
+            )
         return loss
 
     def validation_step(self, batch, batch_idx):

@@ -24,6 +24,21 @@ from sellerlift.runtime.loyalty import loyalty_of
 from sellerlift.runtime.model import EventBatch, PromotionModel, Runtime, SequenceModel
 from sellerlift.runtime.onnx import session
 
-__all__ = ["BundleError", "EnduringModel", "EventBatch", "Offers", "PromotionModel", "Runtime", "SequenceModel",
-           "allocate_offers", "check_bundle_data", "find_bundle", "loyalty_of", "read_verified",
-           "registered_model_name", "session", "verify_bundle", "write_bundle"]
+__all__ = [
+    "BundleError",
+    "EnduringModel",
+    "EventBatch",
+    "Offers",
+    "PromotionModel",
+    "Runtime",
+    "SequenceModel",
+    "allocate_offers",
+    "check_bundle_data",
+    "find_bundle",
+    "loyalty_of",
+    "read_verified",
+    "registered_model_name",
+    "session",
+    "verify_bundle",
+    "write_bundle",
+]

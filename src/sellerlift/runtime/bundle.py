@@ -56,8 +56,14 @@ def _signature(manifest_bytes: bytes, key: bytes) -> str:
 # --------------------------------------------------------------------------- writing
 
 
-def write_bundle(bundle_dir: str | Path, files: dict[str, Path], spec, metrics: dict, extra: dict | None = None,
-                 key: bytes | None = None) -> Path:
+def write_bundle(
+    bundle_dir: str | Path,
+    files: dict[str, Path],
+    spec,
+    metrics: dict,
+    extra: dict | None = None,
+    key: bytes | None = None,
+) -> Path:
     """Write ``feature_spec.json``, the signature (when a key is set) and the manifest (last).
 
     ``files`` (name -> path) must already be inside ``bundle_dir``; ``spec`` is the fitted FeatureSpec.
@@ -75,8 +81,7 @@ def write_bundle(bundle_dir: str | Path, files: dict[str, Path], spec, metrics: 
     raw = json.dumps(manifest, indent=2, default=str).encode()
     key = signing_key() if key is None else key
     if key:
-        atomic_write_text(bundle_dir / SIGNATURE, json.dumps({"alg": "hmac-sha256",
-                                                              "signature": _signature(raw, key)}))
+        atomic_write_text(bundle_dir / SIGNATURE, json.dumps({"alg": "hmac-sha256", "signature": _signature(raw, key)}))
     atomic_write_text(bundle_dir / MANIFEST, raw.decode())
     return bundle_dir / MANIFEST
 
@@ -98,20 +103,25 @@ def _check_signature(bundle_dir: Path, raw: bytes, key: bytes | None) -> bool:
     if key is None:
         return False
     if not sig_path.is_file():
-        raise BundleError(f"{bundle_dir}: unsigned bundle (no {SIGNATURE}) and a signing key is configured "
-                          f"({KEY_ENV}): refusing to load it")
+        raise BundleError(
+            f"{bundle_dir}: unsigned bundle (no {SIGNATURE}) and a signing key is configured "
+            f"({KEY_ENV}): refusing to load it"
+        )
     try:
         given = str(json.loads(sig_path.read_bytes())["signature"])
     except (ValueError, KeyError, TypeError):
         raise BundleError(f"{sig_path}: unreadable signature file") from None
     if not hmac.compare_digest(given, _signature(raw, key)):
-        raise BundleError(f"{bundle_dir}: the manifest's signature does not match the configured key ({KEY_ENV}): "
-                          "the bundle was modified or signed with another key; refusing to load it")
+        raise BundleError(
+            f"{bundle_dir}: the manifest's signature does not match the configured key ({KEY_ENV}): "
+            "the bundle was modified or signed with another key; refusing to load it"
+        )
     return True
 
 
-def read_verified(bundle_dir: str | Path, required: tuple[str, ...] = (), key: bytes | None = None,
-                  check_signature: bool = True) -> VerifiedBundle:
+def read_verified(
+    bundle_dir: str | Path, required: tuple[str, ...] = (), key: bytes | None = None, check_signature: bool = True
+) -> VerifiedBundle:
     """The manifest and the sha256-checked bytes of every listed file; raises :class:`BundleError`.
 
     ``key``: signing key (default: ``SELLERLIFT_BUNDLE_KEY``); with a key the signature must match.
@@ -144,8 +154,10 @@ def read_verified(bundle_dir: str | Path, required: tuple[str, ...] = (), key: b
         data = p.read_bytes()
         actual = sha256_bytes(data)
         if actual != expected:
-            raise BundleError(f"{p}: sha256 {actual[:12]}... does not match the manifest ({expected[:12]}...); "
-                              "the bundle was modified or corrupted: refusing to load it")
+            raise BundleError(
+                f"{p}: sha256 {actual[:12]}... does not match the manifest ({expected[:12]}...); "
+                "the bundle was modified or corrupted: refusing to load it"
+            )
         blobs[name] = data
     missing = [n for n in required if n not in blobs]
     if missing:
@@ -159,6 +171,7 @@ def verify_bundle(bundle_dir: str | Path) -> dict:
 
 
 # --------------------------------------------------------------------------- which data set
+
 
 def registered_model_name(base: str, data: str | None) -> str:
     """The registry name of ``base``'s models for one data set: ``sellerlift-sequence-cdnow``.
@@ -181,10 +194,13 @@ def data_mismatch(manifest: dict, data: str | None, what: str = "this data") -> 
     if not data or not trained or str(trained) == str(data):
         return None
     fp = manifest.get("data_fingerprint")
-    return (f"the bundle (run {manifest.get('run_id')}) was trained on data set '{trained}'"
-            + (f" (fingerprint {fp})" if fp else "") + f", but {what} is data set '{data}': its scores would come "
-            f"from a model of other customers. Train on '{data}' (python train.py data={data}) and use its "
-            f"champion ({registered_model_name('sellerlift-sequence', data)}@champion)")
+    return (
+        f"the bundle (run {manifest.get('run_id')}) was trained on data set '{trained}'"
+        + (f" (fingerprint {fp})" if fp else "")
+        + f", but {what} is data set '{data}': its scores would come "
+        f"from a model of other customers. Train on '{data}' (python train.py data={data}) and use its "
+        f"champion ({registered_model_name('sellerlift-sequence', data)}@champion)"
+    )
 
 
 def check_bundle_data(bundle_dir: str | Path, data: str | None, what: str = "this data") -> None:
@@ -225,7 +241,9 @@ def registry_bundle(db: Path, model: str, alias: str, bundles_dir: Path) -> tupl
                 "SELECT mv.run_id, (SELECT t.value FROM model_version_tags t WHERE t.name = mv.name "
                 "AND t.version = mv.version AND t.key = ?) FROM registered_model_aliases a JOIN model_versions mv "
                 "ON a.name = mv.name AND a.version = mv.version WHERE a.name = ? AND a.alias = ? "
-                "ORDER BY mv.version DESC LIMIT 1", (BUNDLE_TAG, model, alias)).fetchone()
+                "ORDER BY mv.version DESC LIMIT 1",
+                (BUNDLE_TAG, model, alias),
+            ).fetchone()
         finally:
             con.close()
     except sqlite3.Error as err:  # an older schema or a locked file: the caller falls back, and we say why
@@ -257,12 +275,18 @@ def default_registry_db(bundles_dir: Path) -> Path | None:
     """The sqlite store named by MLFLOW_TRACKING_URI, else ``mlruns/mlflow.db`` beside ``bundles_dir``."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if uri:
-        return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None  # a server: not readable here
+        return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None  # a server: not readable here
     return Path(bundles_dir).resolve().parent / "mlruns" / "mlflow.db"
 
 
-def find_bundle(bundle: str | None, bundles_dir: str | Path, registry_db: str | Path | None, model: str,
-                alias: str, data: str | None = None) -> tuple[Path, str]:
+def find_bundle(
+    bundle: str | None,
+    bundles_dir: str | Path,
+    registry_db: str | Path | None,
+    model: str,
+    alias: str,
+    data: str | None = None,
+) -> tuple[Path, str]:
     """(bundle directory, how it was chosen): the given one, else ``model@alias`` in the registry, else the newest.
 
     ``data``: the data set to serve (e.g. ``simulator``, ``myshop``). The registry is per data set
@@ -287,6 +311,8 @@ def find_bundle(bundle: str | None, bundles_dir: str | Path, registry_db: str | 
     newest = newest_bundle(bundles_dir, data)
     if newest is None:
         of = f" trained on data set '{data}'" if data else ""
-        raise BundleError(f"no bundle to serve: none given (--bundle DIR or SELLERLIFT_BUNDLE), no {name}@{alias} "
-                          f"alias, and no complete bundle{of} under {bundles_dir} (run `make train` first)")
+        raise BundleError(
+            f"no bundle to serve: none given (--bundle DIR or SELLERLIFT_BUNDLE), no {name}@{alias} "
+            f"alias, and no complete bundle{of} under {bundles_dir} (run `make train` first)"
+        )
     return newest, f"newest under {bundles_dir}" + (f" trained on '{data}'" if data else "")

@@ -49,10 +49,27 @@ class Offers:
         return self.spread / self.spread_rule - 1.0
 
 
-def allocate_offers(curves: np.ndarray, value: np.ndarray, margin: np.ndarray | float, levels, budget=None,
-                    seller=None, seller_budgets=None, enduring=None, weight=0.0, *, seller_tier=None,
-                    tier_budgets=None, max_discount=None, segment=None, segment_max_discount=None,
-                    spread_penalty=0.0, max_incentive=None, compare_rule=False, rule_level_pct=10.0) -> Offers:
+def allocate_offers(
+    curves: np.ndarray,
+    value: np.ndarray,
+    margin: np.ndarray | float,
+    levels,
+    budget=None,
+    seller=None,
+    seller_budgets=None,
+    enduring=None,
+    weight=0.0,
+    *,
+    seller_tier=None,
+    tier_budgets=None,
+    max_discount=None,
+    segment=None,
+    segment_max_discount=None,
+    spread_penalty=0.0,
+    max_incentive=None,
+    compare_rule=False,
+    rule_level_pct=10.0,
+) -> Offers:
     """The Lagrangian allocation (:func:`sellerlift.allocate.allocate_lagrangian`) on the curves ``[n, K]``.
 
     enduring [n, K] + weight: the retention-aware objective; seller_tier + tier_budgets, max_discount,
@@ -63,10 +80,24 @@ def allocate_offers(curves: np.ndarray, value: np.ndarray, margin: np.ndarray | 
     """
     p = np.asarray(curves, dtype=np.float64)
     levels = list(levels)
-    a = allocate_lagrangian(p, value, margin, levels, budget=budget, seller=seller, seller_budgets=seller_budgets,
-                            enduring=enduring, weight=weight, seller_tier=seller_tier, tier_budgets=tier_budgets,
-                            max_discount=max_discount, segment=segment, segment_max_discount=segment_max_discount,
-                            spread_penalty=spread_penalty, max_incentive=max_incentive)
+    a = allocate_lagrangian(
+        p,
+        value,
+        margin,
+        levels,
+        budget=budget,
+        seller=seller,
+        seller_budgets=seller_budgets,
+        enduring=enduring,
+        weight=weight,
+        seller_tier=seller_tier,
+        tier_budgets=tier_budgets,
+        max_discount=max_discount,
+        segment=segment,
+        segment_max_discount=segment_max_discount,
+        spread_penalty=spread_penalty,
+        max_incentive=max_incentive,
+    )
     rows, k = np.arange(len(p)), a.level_index
     profit, spend = profit_and_spend_at(p, value, margin, levels, k)
     end = None if enduring is None else np.asarray(enduring)[rows, k].astype(np.float64)

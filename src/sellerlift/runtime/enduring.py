@@ -35,8 +35,10 @@ class EnduringModel:
         self.revenue_scale = float(info.get("revenue_scale", 1.0))
         self.horizon_days = int(info.get("horizon_days", 90))
         if not (np.isfinite(self.revenue_scale) and self.revenue_scale > 0) or self.horizon_days < 1:
-            raise BundleError(f"enduring: revenue_scale {self.revenue_scale} / horizon_days {self.horizon_days}: "
-                              "expected a positive scale and a horizon of >= 1 day")
+            raise BundleError(
+                f"enduring: revenue_scale {self.revenue_scale} / horizon_days {self.horizon_days}: "
+                "expected a positive scale and a horizon of >= 1 day"
+            )
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path, info: dict, threads: int = 1) -> EnduringModel:
@@ -47,7 +49,7 @@ class EnduringModel:
         """{conversion, retention, revenue} [n, K] float64; revenue (before discount) in currency."""
         x = np.ascontiguousarray(self._inputs(feats, scores if self.uses_sequence_outputs else None), np.float32)
         n = len(x)
-        parts = [self.sess.run(list(OUTPUTS), {DIPN_INPUT: x[s:s + 8192]}) for s in range(0, max(n, 1), 8192)]
+        parts = [self.sess.run(list(OUTPUTS), {DIPN_INPUT: x[s : s + 8192]}) for s in range(0, max(n, 1), 8192)]
         out = {name: np.concatenate([p[j] for p in parts]).astype(np.float64) for j, name in enumerate(OUTPUTS)}
         out["revenue"] = out["revenue"] * self.revenue_scale
         if not all(np.isfinite(v).all() for v in out.values()):
@@ -66,8 +68,9 @@ def enduring_value(curves: np.ndarray, enduring: dict, basket, margin) -> np.nda
     return m * ((rev - rev[:, :1]) - b * (p - p[:, :1]))
 
 
-def retention_aware_objective(curves: np.ndarray, enduring: dict, basket: np.ndarray, margin: float, levels,
-                              weight: float) -> tuple[np.ndarray, np.ndarray]:
+def retention_aware_objective(
+    curves: np.ndarray, enduring: dict, basket: np.ndarray, margin: float, levels, weight: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(objective, expected spend) [n, K]: the week's incremental profit + ``weight`` x the enduring value.
 
     The enduring value of a level is :func:`enduring_value`; with weight 1 the objective is the whole 90-day
@@ -79,8 +82,7 @@ def retention_aware_objective(curves: np.ndarray, enduring: dict, basket: np.nda
     return direct + float(weight) * enduring_value(p, enduring, basket, margin), b * p * d
 
 
-def action_inputs(feats, curves: np.ndarray, enduring: dict, basket: np.ndarray, margin: float,
-                  levels) -> np.ndarray:
+def action_inputs(feats, curves: np.ndarray, enduring: dict, basket: np.ndarray, margin: float, levels) -> np.ndarray:
     """The action segments' features of each customer, as ``stages.action_segments`` computes them: raw RFM,
     the curve (clipped to [0, 1]), the enduring model's 90-day revenue with no offer and the incremental
     90-day profit of the top level (margin on the extra revenue minus the expected coupon)."""

@@ -28,8 +28,10 @@ import pandas as pd
 
 from sellerlift.runtime.bundle import BundleError
 
-DEFINITION = ("sqrt((1 - churn) * value percentile): the geometric mean of the predicted retention and the "
-              "customer's predicted value as a percentile of the training customers' predicted values")
+DEFINITION = (
+    "sqrt((1 - churn) * value percentile): the geometric mean of the predicted retention and the "
+    "customer's predicted value as a percentile of the training customers' predicted values"
+)
 
 
 @dataclass(frozen=True)
@@ -50,14 +52,17 @@ class ValueInfo:
         """None for a model without the value head; BundleError when the manifest and the model disagree."""
         if not value_outputs:
             if entry:
-                raise BundleError(f"{bundle_dir}: the manifest has a 'value' section but sequence.onnx has no "
-                                  "value outputs (value_<d>d, purchases_<d>d)")
+                raise BundleError(
+                    f"{bundle_dir}: the manifest has a 'value' section but sequence.onnx has no "
+                    "value outputs (value_<d>d, purchases_<d>d)"
+                )
             return None
         entry = dict(entry or {})
         listed = list(entry.get("outputs") or value_outputs)
         if listed != list(value_outputs):
-            raise BundleError(f"{bundle_dir}: the manifest's value outputs {listed} differ from sequence.onnx's "
-                              f"{list(value_outputs)}")
+            raise BundleError(
+                f"{bundle_dir}: the manifest's value outputs {listed} differ from sequence.onnx's {list(value_outputs)}"
+            )
         prior = entry.get("cold_start")
         if prior is not None:
             missing = [k for k in value_outputs if k not in prior]
@@ -104,13 +109,21 @@ def loyalty_of(rt, events: pd.DataFrame, as_of, customers: np.ndarray | None = N
     Raises ValueError when the bundle has no value head (or no reference distribution).
     """
     if rt.value is None or rt.value.reference is None:
-        raise ValueError(f"{rt.bundle_dir}: the bundle has no customer-value head with a reference distribution "
-                         "(train with model.module.net.value=true): no loyalty score")
+        raise ValueError(
+            f"{rt.bundle_dir}: the bundle has no customer-value head with a reference distribution "
+            "(train with model.module.net.value=true): no loyalty score"
+        )
     if customers is None:
         customers = np.sort(pd.unique(events["customer_id"].to_numpy()))
     feats = rt.features_of(events, as_of, customers=customers)
     scores = rt.score(feats)
     churn, value = scores[rt.sequence.heads["churn"]], scores[rt.value.spend]
-    return pd.DataFrame({"customer_id": np.asarray(customers), rt.sequence.heads["churn"]: churn,
-                         rt.value.spend: value, "value_percentile": value_percentile(value, rt.value.reference),
-                         "loyalty": loyalty_score(churn, value, rt.value.reference)})
+    return pd.DataFrame(
+        {
+            "customer_id": np.asarray(customers),
+            rt.sequence.heads["churn"]: churn,
+            rt.value.spend: value,
+            "value_percentile": value_percentile(value, rt.value.reference),
+            "loyalty": loyalty_score(churn, value, rt.value.reference),
+        }
+    )

@@ -100,8 +100,14 @@ class Runtime:
 
     # ---------------------------------------------------------- loading
     @classmethod
-    def load(cls, bundle_dir: str | Path, source: str = "given", threads: int = 1, key: bytes | None = None,
-             warm: bool = True) -> Runtime:
+    def load(
+        cls,
+        bundle_dir: str | Path,
+        source: str = "given",
+        threads: int = 1,
+        key: bytes | None = None,
+        warm: bool = True,
+    ) -> Runtime:
         """Verify (sha256, signature when a key is set) and load a bundle; raises :class:`BundleError`."""
         bundle_dir = Path(bundle_dir)
         t0 = time.perf_counter()
@@ -114,8 +120,10 @@ class Runtime:
         if not spec.fitted:
             raise BundleError(f"{bundle_dir}: feature_spec is not fitted (no standardisation statistics)")
         if tuple(spec.event_types) != EVENT_TYPES:
-            raise BundleError(f"{bundle_dir}: bundle event types {list(spec.event_types)} differ from this "
-                              f"package's schema {list(EVENT_TYPES)}")
+            raise BundleError(
+                f"{bundle_dir}: bundle event types {list(spec.event_types)} differ from this "
+                f"package's schema {list(EVENT_TYPES)}"
+            )
         horizons = manifest.get("horizons")  # absent in bundles from before names followed the horizons
         sequence = SequenceModel(_load_session(bundle_dir, "sequence", blobs, threads), horizons=horizons)
         segments = None
@@ -130,30 +138,55 @@ class Runtime:
         promotion = None
         if "dipn" in blobs:
             info = manifest.get("dipn") or {}
-            promotion = PromotionModel(_load_session(bundle_dir, "dipn", blobs, threads),
-                                       bool(info.get("uses_sequence_outputs", False)), levels, info.get("inputs"))
+            promotion = PromotionModel(
+                _load_session(bundle_dir, "dipn", blobs, threads),
+                bool(info.get("uses_sequence_outputs", False)),
+                levels,
+                info.get("inputs"),
+            )
         enduring = _enduring(bundle_dir, manifest, blobs, threads, promotion, levels)
         action = _action_segments(bundle_dir, blobs, promotion, enduring)
-        rt = cls(bundle_dir=bundle_dir, source=source, manifest=MappingProxyType(manifest),
-                 manifest_sha256=vb.manifest_sha256, signed=vb.signed, spec=spec, sequence=sequence,
-                 promotion=promotion, segments=segments, levels=levels,
-                 prior=_prior(bundle_dir, manifest.get("cold_start"), sequence.outputs),
-                 value=ValueInfo.from_manifest(bundle_dir, manifest.get("value"), sequence.value_outputs),
-                 enduring=enduring, action_segments=action)
+        rt = cls(
+            bundle_dir=bundle_dir,
+            source=source,
+            manifest=MappingProxyType(manifest),
+            manifest_sha256=vb.manifest_sha256,
+            signed=vb.signed,
+            spec=spec,
+            sequence=sequence,
+            promotion=promotion,
+            segments=segments,
+            levels=levels,
+            prior=_prior(bundle_dir, manifest.get("cold_start"), sequence.outputs),
+            value=ValueInfo.from_manifest(bundle_dir, manifest.get("value"), sequence.value_outputs),
+            enduring=enduring,
+            action_segments=action,
+        )
         if warm:
             rt.warm_up()
-        log.info("loaded bundle %s (version %s, run %s, %s) in %.2fs; promotion model: %s, enduring: %s, value head: "
-                 "%s, action segments: %s", bundle_dir, rt.version, rt.run_id, source, time.perf_counter() - t0,
-                 *("yes" if x is not None else "no" for x in (promotion, enduring, rt.value, action)))
+        log.info(
+            "loaded bundle %s (version %s, run %s, %s) in %.2fs; promotion model: %s, enduring: %s, value head: "
+            "%s, action segments: %s",
+            bundle_dir,
+            rt.version,
+            rt.run_id,
+            source,
+            time.perf_counter() - t0,
+            *("yes" if x is not None else "no" for x in (promotion, enduring, rt.value, action)),
+        )
         return rt
 
     def warm_up(self) -> None:
         """One real pass through every path, so the first request is not slow (and a broken model fails now)."""
         t = np.datetime64("2025-01-01T00:00:00", "us")
         batch = EventBatch(
-            n=2, cust=np.array([1, 1], np.int64), ts=np.array([t - np.timedelta64(3, "D"), t - np.timedelta64(1, "D")]),
+            n=2,
+            cust=np.array([1, 1], np.int64),
+            ts=np.array([t - np.timedelta64(3, "D"), t - np.timedelta64(1, "D")]),
             type_code=np.array([EVENT_TYPES.index("visit"), EVENT_TYPES.index("purchase")], np.int8),
-            amount=np.array([0.0, 10.0]), as_of=np.array([t, t]))
+            amount=np.array([0.0, 10.0]),
+            as_of=np.array([t, t]),
+        )
         try:
             feats = self.features(batch)
             scores = self.score(feats)
@@ -175,14 +208,18 @@ class Runtime:
         as_of = b.as_of.astype("datetime64[us]").astype(np.int64)
         cutoffs = np.unique(as_of)
         if len(cutoffs) == 1:
-            return build_features_from_arrays(cust, ts, type_id, amount, int(cutoffs[0]), self.spec,
-                                              customers=np.arange(b.n))
+            return build_features_from_arrays(
+                cust, ts, type_id, amount, int(cutoffs[0]), self.spec, customers=np.arange(b.n)
+            )
         parts, rows = [], []
         for c in cutoffs:
             who = np.flatnonzero(as_of == c)
             sel = np.isin(cust, who)
-            parts.append(build_features_from_arrays(cust[sel], ts[sel], type_id[sel], amount[sel], int(c), self.spec,
-                                                    customers=who))
+            parts.append(
+                build_features_from_arrays(
+                    cust[sel], ts[sel], type_id[sel], amount[sel], int(c), self.spec, customers=who
+                )
+            )
             rows.append(who)
         return SequenceFeatures.concat(parts).take(np.argsort(np.concatenate(rows), kind="stable"))
 
@@ -228,8 +265,9 @@ class Runtime:
 
         return order_value(feats, self.value_fallback)
 
-    def assign_action_segments(self, feats: SequenceFeatures, scores=None, curves=None,
-                               enduring=None) -> tuple[np.ndarray, np.ndarray] | None:
+    def assign_action_segments(
+        self, feats: SequenceFeatures, scores=None, curves=None, enduring=None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """(action segment index, name) per customer from RFM + the curves + the enduring response, or None when the
         bundle has no action segments (``curves`` / ``enduring`` are computed when not given)."""
         if self.action_segments is None:
@@ -283,9 +321,11 @@ class Runtime:
             "cold_start_prior": {**(self.prior or {}), **((self.value.prior or {}) if self.value else {})} or None,
             "value_outputs": list(self.value_outputs),
             "loyalty": LOYALTY_DEFINITION if self.has_loyalty else None,
-            "enduring_model": ({"horizon_days": self.enduring.horizon_days, "outputs": ["conversion", "retention",
-                                                                                      "revenue"]}
-                               if self.enduring is not None else None),
+            "enduring_model": (
+                {"horizon_days": self.enduring.horizon_days, "outputs": ["conversion", "retention", "revenue"]}
+                if self.enduring is not None
+                else None
+            ),
             "action_segments": list(self.action_segments.names) if self.action_segments is not None else None,
         }
 
@@ -296,8 +336,9 @@ def _prior(bundle_dir: Path, prior: dict | None, outputs: list[str]) -> dict[str
         return None
     missing = [k for k in outputs if k not in prior]
     if missing:
-        raise BundleError(f"{bundle_dir}: the manifest's cold_start prior has no {missing}; expected one rate per "
-                          f"output {outputs}")
+        raise BundleError(
+            f"{bundle_dir}: the manifest's cold_start prior has no {missing}; expected one rate per output {outputs}"
+        )
     return {k: float(prior[k]) for k in outputs}
 
 
@@ -307,8 +348,10 @@ def _enduring(bundle_dir: Path, manifest: dict, blobs: dict, threads: int, promo
         return None
     info = manifest.get("enduring")
     if not isinstance(info, dict):
-        raise BundleError(f"{bundle_dir}: enduring.onnx is listed but the manifest has no 'enduring' section "
-                          "(revenue_scale, horizon_days, uses_sequence_outputs)")
+        raise BundleError(
+            f"{bundle_dir}: enduring.onnx is listed but the manifest has no 'enduring' section "
+            "(revenue_scale, horizon_days, uses_sequence_outputs)"
+        )
     if promotion is None:
         raise BundleError(f"{bundle_dir}: enduring.onnx needs dipn.onnx in the same bundle (its conversion curve)")
     model = EnduringModel(_load_session(bundle_dir, "enduring", blobs, threads), info)
@@ -325,19 +368,28 @@ def _action_segments(bundle_dir: Path, blobs: dict, promotion, enduring):
     from sellerlift.action_segments import FEATURES, ActionSegmentModel
 
     if promotion is None or enduring is None:
-        raise BundleError(f"{bundle_dir}: action_segments.json needs dipn.onnx and enduring.onnx (its features are "
-                          "the curves and the enduring response)")
+        raise BundleError(
+            f"{bundle_dir}: action_segments.json needs dipn.onnx and enduring.onnx (its features are "
+            "the curves and the enduring response)"
+        )
     try:
         m = ActionSegmentModel.from_json(json.loads(blobs["action_segments"]))
         C = np.asarray(m.centroids, dtype=np.float64)
-        ok = (list(m.feature_names) == list(FEATURES) and C.shape == (m.k, len(FEATURES)) and len(m.names) == m.k
-              and len(m.mean) == len(m.scale) == len(FEATURES) and np.isfinite(C).all()
-              and min(m.scale) > 0)
+        ok = (
+            list(m.feature_names) == list(FEATURES)
+            and C.shape == (m.k, len(FEATURES))
+            and len(m.names) == m.k
+            and len(m.mean) == len(m.scale) == len(FEATURES)
+            and np.isfinite(C).all()
+            and min(m.scale) > 0
+        )
     except (ValueError, TypeError, KeyError) as err:
         raise BundleError(f"{bundle_dir}: action_segments.json is not a valid ActionSegmentModel ({err})") from None
     if not ok:
-        raise BundleError(f"{bundle_dir}: action_segments.json does not match this package's action features "
-                          f"{list(FEATURES)} (k centroids of that width, k names, positive scales)")
+        raise BundleError(
+            f"{bundle_dir}: action_segments.json does not match this package's action features "
+            f"{list(FEATURES)} (k centroids of that width, k names, positive scales)"
+        )
     return m
 
 

@@ -71,13 +71,17 @@ class SequenceModel:
             found = None
             why = str(err)
         if names_in != list(SEQUENCE_INPUTS) or found is None:
-            raise BundleError(f"sequence.onnx has inputs {names_in} / outputs {names_out}; expected "
-                              f"{list(SEQUENCE_INPUTS)} -> {list(SCORE_OUTPUTS)} (one intent_<days>d and one "
-                              f"churn_<days>d output, named after the horizons; optionally value_<days>d and "
-                              f"purchases_<days>d)" + ("" if found is not None else f": {why}"))
+            raise BundleError(
+                f"sequence.onnx has inputs {names_in} / outputs {names_out}; expected "
+                f"{list(SEQUENCE_INPUTS)} -> {list(SCORE_OUTPUTS)} (one intent_<days>d and one "
+                f"churn_<days>d output, named after the horizons; optionally value_<days>d and "
+                f"purchases_<days>d)" + ("" if found is not None else f": {why}")
+            )
         if horizons is not None and horizons_of(horizons) != found:
-            raise BundleError(f"sequence.onnx outputs {scores} encode horizons {found}, but the manifest records "
-                              f"horizons {dict(horizons)}; expected outputs {list(score_outputs(horizons))}")
+            raise BundleError(
+                f"sequence.onnx outputs {scores} encode horizons {found}, but the manifest records "
+                f"horizons {dict(horizons)}; expected outputs {list(score_outputs(horizons))}"
+            )
         self.outputs: list[str] = scores
         self.value_outputs: list[str] = values
         self.heads: dict[str, str] = dict(zip(HEADS, scores))  # head -> output name
@@ -101,11 +105,17 @@ class SequenceModel:
         out = {name: np.empty(n, np.float32) for name in names}
         order = np.argsort(feats.length, kind="stable")
         for s in range(0, n, self.batch):
-            rows = order[s:s + self.batch]
+            rows = order[s : s + self.batch]
             width = max(int(feats.length[rows].max(initial=0)), 1)
-            res = self.sess.run(names, {
-                "event_type": feats.event_type[rows, :width], "numeric": feats.numeric[rows, :width],
-                "length": feats.length[rows], "aggregates": feats.aggregates[rows]})
+            res = self.sess.run(
+                names,
+                {
+                    "event_type": feats.event_type[rows, :width],
+                    "numeric": feats.numeric[rows, :width],
+                    "length": feats.length[rows],
+                    "aggregates": feats.aggregates[rows],
+                },
+            )
             for name, r in zip(names, res):
                 out[name][rows] = r.reshape(-1)
         return out
@@ -117,8 +127,9 @@ class PromotionModel:
     def __init__(self, sess, uses_sequence_outputs: bool, levels: tuple[int, ...], input_names=None):
         from sellerlift.promotion_features import dipn_inputs
 
-        if [i.name for i in sess.get_inputs()] != [DIPN_INPUT] or DIPN_OUTPUT not in [o.name for o in
-                                                                                     sess.get_outputs()]:
+        if [i.name for i in sess.get_inputs()] != [DIPN_INPUT] or DIPN_OUTPUT not in [
+            o.name for o in sess.get_outputs()
+        ]:
             raise BundleError(f"dipn.onnx must map '{DIPN_INPUT}' -> '{DIPN_OUTPUT}'")
         width = sess.get_inputs()[0].shape[-1]
         if isinstance(width, int) and input_names is not None and len(input_names) != width:
@@ -130,9 +141,11 @@ class PromotionModel:
         """P(purchase) at each discount level, [n, K] float32, monotone in the level."""
         x = np.ascontiguousarray(self._inputs(feats, scores if self.uses_sequence_outputs else None), np.float32)
         n = len(feats.length)
-        parts = [self.sess.run([DIPN_OUTPUT], {DIPN_INPUT: x[s:s + BATCH * 8]})[0] for s in range(0, n, BATCH * 8)]
+        parts = [self.sess.run([DIPN_OUTPUT], {DIPN_INPUT: x[s : s + BATCH * 8]})[0] for s in range(0, n, BATCH * 8)]
         curve = np.concatenate(parts) if parts else np.zeros((0, len(self.levels)), np.float32)
         if curve.shape != (n, len(self.levels)) or not np.isfinite(curve).all():
-            raise RuntimeError(f"promotion model returned shape {curve.shape} / non-finite values; expected "
-                               f"({n}, {len(self.levels)}) probabilities")
+            raise RuntimeError(
+                f"promotion model returned shape {curve.shape} / non-finite values; expected "
+                f"({n}, {len(self.levels)}) probabilities"
+            )
         return curve

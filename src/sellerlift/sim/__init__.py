@@ -10,5 +10,15 @@ from sellerlift.sim.config import ARCHETYPES, RESPONSE_COLUMNS, SIM_VERSION, Sim
 from sellerlift.sim.history import SimulatedData, load_simulated, policy_probs, simulate, simulate_cached
 from sellerlift.sim.truth import prob_no_purchase
 
-__all__ = ["ARCHETYPES", "RESPONSE_COLUMNS", "SIM_VERSION", "SimulatedData", "SimulatorConfig", "load_simulated",
-           "policy_probs", "prob_no_purchase", "simulate", "simulate_cached"]
+__all__ = [
+    "ARCHETYPES",
+    "RESPONSE_COLUMNS",
+    "SIM_VERSION",
+    "SimulatedData",
+    "SimulatorConfig",
+    "load_simulated",
+    "policy_probs",
+    "prob_no_purchase",
+    "simulate",
+    "simulate_cached",
+]

@@ -43,19 +43,31 @@ class Archetype:
 
 
 ARCHETYPE_PARAMS: dict[str, Archetype] = {
-    "new_low_engagement": Archetype(0.0065, 0.035, 15.0, 0.003, 0.15, 0.03, 0.15, 0.3, 0.25, 20.0, 0.30, True,
-                                    habit=1.0, ref_sensitivity=0.0),
-    "high_value": Archetype(0.027, 0.10, 126.0, 0.0004, 0.12, 0.08, 0.5, 1.0, 0.08, 15.0, 0.02, False,
-                            habit=0.05, ref_sensitivity=0.3),
-    "intermittent": Archetype(0.0095, 0.05, 63.0, 0.0007, 0.22, 0.05, 0.3, 0.6, 0.15, 15.0, 0.15, False,
-                              habit=0.6, ref_sensitivity=0.1),
-    "promotion_sensitive": Archetype(0.003, 0.045, 29.0, 0.0009, 0.15, 0.06, 0.5, 0.5, 0.50, 10.0, 0.40, False,
-                                     habit=0.0, ref_sensitivity=3.0),
+    "new_low_engagement": Archetype(
+        0.0065, 0.035, 15.0, 0.003, 0.15, 0.03, 0.15, 0.3, 0.25, 20.0, 0.30, True, habit=1.0, ref_sensitivity=0.0
+    ),
+    "high_value": Archetype(
+        0.027, 0.10, 126.0, 0.0004, 0.12, 0.08, 0.5, 1.0, 0.08, 15.0, 0.02, False, habit=0.05, ref_sensitivity=0.3
+    ),
+    "intermittent": Archetype(
+        0.0095, 0.05, 63.0, 0.0007, 0.22, 0.05, 0.3, 0.6, 0.15, 15.0, 0.15, False, habit=0.6, ref_sensitivity=0.1
+    ),
+    "promotion_sensitive": Archetype(
+        0.003, 0.045, 29.0, 0.0009, 0.15, 0.06, 0.5, 0.5, 0.50, 10.0, 0.40, False, habit=0.0, ref_sensitivity=3.0
+    ),
 }
 
 # Per-customer lognormal noise (sd of the log) around the archetype means.
-NOISE = {"purchase_rate": 0.4, "visit_rate": 0.3, "basket_value": 0.3, "hazard": 0.4, "email_rate": 0.5,
-         "u_max": 0.3, "habit": 0.5, "ref_sensitivity": 0.4}
+NOISE = {
+    "purchase_rate": 0.4,
+    "visit_rate": 0.3,
+    "basket_value": 0.3,
+    "hazard": 0.4,
+    "email_rate": 0.5,
+    "u_max": 0.3,
+    "habit": 0.5,
+    "ref_sensitivity": 0.4,
+}
 BASKET_SIGMA = 0.5  # per-purchase lognormal spread around the customer's value
 HAZARD_GAMMA = 0.6  # engagement lowers the hazard: h_t = h exp(-gamma x_t)
 HAZARD_MAX = 0.2

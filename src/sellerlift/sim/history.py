@@ -109,8 +109,13 @@ def simulate_chunk(cfg: SimulatorConfig, chunk: int) -> tuple[pd.DataFrame, ...]
     if cfg.truth_replications:
         extra = enduring_truth(cfg, chunk, c, state)
         truth = pd.concat([truth, extra.drop(columns="customer_id")], axis=1)
-    return (build_events(w, start), build_promotions(w, start), truth, pd.DataFrame({"customer_id": c.ids, **state}),
-            build_offer_truth(w, start))
+    return (
+        build_events(w, start),
+        build_promotions(w, start),
+        truth,
+        pd.DataFrame({"customer_id": c.ids, **state}),
+        build_offer_truth(w, start),
+    )
 
 
 # --------------------------------------------------------------------------- the whole data set, cached
@@ -126,8 +131,15 @@ def _progress(enabled: bool):
         TimeRemainingColumn,
     )
 
-    return Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), disable=not enabled, transient=False)
+    return Progress(
+        TextColumn("simulating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
 
 
 def _part_name(i: int) -> str:
@@ -156,8 +168,13 @@ def write_chunk(cfg: SimulatorConfig, out_dir: str | Path, chunk: int) -> int:
 def write_meta(cfg: SimulatorConfig, out_dir: str | Path) -> None:
     """``config.json`` and, last, ``_SUCCESS``: readers trust only finished directories."""
     out = Path(out_dir)
-    meta = {"config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "version": SIM_VERSION,
-            "cutoff": str(cfg.cutoff), "n_chunks": cfg.n_chunks}
+    meta = {
+        "config": cfg.to_dict(),
+        "fingerprint": cfg.fingerprint(),
+        "version": SIM_VERSION,
+        "cutoff": str(cfg.cutoff),
+        "n_chunks": cfg.n_chunks,
+    }
     atomic_write_text(out / "config.json", json.dumps(meta, indent=2, sort_keys=True))
     atomic_write_text(out / "_SUCCESS", "")
 
@@ -201,8 +218,9 @@ def load_simulated(out_dir: str | Path) -> SimulatedData:
     meta = json.loads((out / "config.json").read_text())
     events = read_parts(out / "events")
     events["event_type"] = pd.Categorical(events["event_type"], categories=list(EVENT_TYPES))
-    return SimulatedData(events, read_parts(out / "promotions"), read_parts(out / "truth"),
-                         pd.Timestamp(meta["cutoff"]), out)
+    return SimulatedData(
+        events, read_parts(out / "promotions"), read_parts(out / "truth"), pd.Timestamp(meta["cutoff"]), out
+    )
 
 
 def simulate_cached(cfg: SimulatorConfig, cache_root: str | Path = "data/sim", progress: bool = True) -> SimulatedData:

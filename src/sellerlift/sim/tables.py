@@ -34,8 +34,14 @@ def _session_events(day_us, start_s, dur_s, n_views, add_to_cart, purchase):
     return sess, ts, code
 
 
-def build_events(w: World, start: pd.Timestamp, first_visits: bool = True, day_from: int | None = None,
-                 rows: np.ndarray | None = None, rng: np.random.Generator | None = None) -> pd.DataFrame:
+def build_events(
+    w: World,
+    start: pd.Timestamp,
+    first_visits: bool = True,
+    day_from: int | None = None,
+    rows: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
+) -> pd.DataFrame:
     """The world's events as the contract table, sorted by customer and time.
 
     ``first_visits``: every customer's history opens with a browsing session on its start day
@@ -44,11 +50,23 @@ def build_events(w: World, start: pd.Timestamp, first_visits: bool = True, day_f
     """
     c = w.c
     rng = rng or np.random.default_rng([*w.streams.key[:2], TABLE_STREAM])
-    p = {k: w.purchases.get(k, dt) for k, dt in
-         (("cust", np.int64), ("day", np.int64), ("start_s", np.float64), ("dur_s", np.float64),
-          ("n_views", np.int64), ("net", np.float64), ("qty", np.int64), ("redeem", bool))}
-    k = {key: w.counts.get(key, dt) for key, dt in
-         (("cust", np.int64), ("day", np.int64), ("type", np.int8), ("count", np.int64))}
+    p = {
+        k: w.purchases.get(k, dt)
+        for k, dt in (
+            ("cust", np.int64),
+            ("day", np.int64),
+            ("start_s", np.float64),
+            ("dur_s", np.float64),
+            ("n_views", np.int64),
+            ("net", np.float64),
+            ("qty", np.int64),
+            ("redeem", bool),
+        )
+    }
+    k = {
+        key: w.counts.get(key, dt)
+        for key, dt in (("cust", np.int64), ("day", np.int64), ("type", np.int8), ("count", np.int64))
+    }
     if day_from is not None or rows is not None:
         keep_p, keep_k = np.ones(len(p["cust"]), bool), np.ones(len(k["cust"]), bool)
         if day_from is not None:
@@ -65,8 +83,13 @@ def build_events(w: World, start: pd.Timestamp, first_visits: bool = True, day_f
     # Purchase sessions: visit -> views -> add_to_cart -> purchase (+ coupon_redeem at the same ts).
     n_p = len(p["cust"])
     sess, ts_p, code_p = _session_events(
-        p["day"] * US_PER_DAY, p["start_s"], p["dur_s"], p["n_views"],
-        np.ones(n_p, dtype=np.int64), np.ones(n_p, dtype=np.int64))
+        p["day"] * US_PER_DAY,
+        p["start_s"],
+        p["dur_s"],
+        p["n_views"],
+        np.ones(n_p, dtype=np.int64),
+        np.ones(n_p, dtype=np.int64),
+    )
     is_purchase = code_p == PURCHASE
     amount_p = np.where(is_purchase, p["net"][sess], 0.0)
     qty_p = np.where(is_purchase, p["qty"][sess], 0)
@@ -83,8 +106,13 @@ def build_events(w: World, start: pd.Timestamp, first_visits: bool = True, day_f
     n_v = len(v_cust)
     start_s = np.concatenate([rng.uniform(1.0, 59.0, n_first), rng.uniform(60.0, 82_800.0, n_v - n_first)])
     v_sess, ts_v, code_v = _session_events(
-        v_day * US_PER_DAY, start_s, rng.uniform(30.0, 900.0, n_v),
-        1 + rng.poisson(0.5, n_v), (rng.random(n_v) < 0.12).astype(np.int64), np.zeros(n_v, dtype=np.int64))
+        v_day * US_PER_DAY,
+        start_s,
+        rng.uniform(30.0, 900.0, n_v),
+        1 + rng.poisson(0.5, n_v),
+        (rng.random(n_v) < 0.12).astype(np.int64),
+        np.zeros(n_v, dtype=np.int64),
+    )
 
     # Single events (email opens, support contacts) at a random time of day.
     o = ~v
@@ -98,14 +126,16 @@ def build_events(w: World, start: pd.Timestamp, first_visits: bool = True, day_f
     qty = np.concatenate([qty_p, np.zeros(len(red) + len(ts_v) + len(ts_o), dtype=np.int64)])
     order = np.lexsort((code, ts, cust))  # ties (purchase, coupon_redeem) keep type order
     start_us = pd.Timestamp(start).value // 1000
-    return pd.DataFrame({
-        "customer_id": c.ids[cust[order]],
-        "seller_id": c.seller[cust[order]],
-        "ts": (ts[order] + start_us).astype("datetime64[us]"),
-        "event_type": pd.Categorical.from_codes(code[order], categories=list(EVENT_TYPES)),
-        "amount": amount[order].astype(np.float64),
-        "quantity": qty[order].astype(np.int64),
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": c.ids[cust[order]],
+            "seller_id": c.seller[cust[order]],
+            "ts": (ts[order] + start_us).astype("datetime64[us]"),
+            "event_type": pd.Categorical.from_codes(code[order], categories=list(EVENT_TYPES)),
+            "amount": amount[order].astype(np.float64),
+            "quantity": qty[order].astype(np.int64),
+        }
+    )
 
 
 def build_promotions(w: World, start: pd.Timestamp) -> pd.DataFrame:
@@ -113,17 +143,19 @@ def build_promotions(w: World, start: pd.Timestamp) -> pd.DataFrame:
     cust, day = o.get("cust", np.int64), o.get("day", np.int64)
     order = np.lexsort((day, cust))
     ts = (pd.Timestamp(start).value // 1000 + day * US_PER_DAY).astype("datetime64[us]")
-    return pd.DataFrame({
-        "customer_id": w.c.ids[cust[order]],
-        "seller_id": w.c.seller[cust[order]],
-        "ts": ts[order],
-        "discount_pct": o.get("pct", np.int64)[order],
-        "converted": o.get("converted", bool)[order],
-        "revenue": o.get("revenue", np.float64)[order],
-        "cost": o.get("cost", np.float64)[order],
-        "randomized": o.get("randomized", bool)[order],
-        "propensity": o.get("propensity", np.float64)[order],
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": w.c.ids[cust[order]],
+            "seller_id": w.c.seller[cust[order]],
+            "ts": ts[order],
+            "discount_pct": o.get("pct", np.int64)[order],
+            "converted": o.get("converted", bool)[order],
+            "revenue": o.get("revenue", np.float64)[order],
+            "cost": o.get("cost", np.float64)[order],
+            "randomized": o.get("randomized", bool)[order],
+            "propensity": o.get("propensity", np.float64)[order],
+        }
+    )
 
 
 def build_offer_truth(w: World, start: pd.Timestamp) -> pd.DataFrame:
@@ -134,9 +166,13 @@ def build_offer_truth(w: World, start: pd.Timestamp) -> pd.DataFrame:
     cust, day = o.get("cust", np.int64), o.get("day", np.int64)
     order = np.lexsort((day, cust))
     curve = o.get("true_curve", np.float64).reshape(len(cust), -1)[order]
-    out = pd.DataFrame({"customer_id": w.c.ids[cust[order]],
-                        "ts": (pd.Timestamp(start).value // 1000 + day[order] * US_PER_DAY).astype("datetime64[us]"),
-                        "value": w.c.value[cust[order]]})
+    out = pd.DataFrame(
+        {
+            "customer_id": w.c.ids[cust[order]],
+            "ts": (pd.Timestamp(start).value // 1000 + day[order] * US_PER_DAY).astype("datetime64[us]"),
+            "value": w.c.value[cust[order]],
+        }
+    )
     for j, d in enumerate(LEVELS):
         out[f"p_conv_{d}"] = curve[:, j]
     return out

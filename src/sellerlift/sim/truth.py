@@ -52,28 +52,40 @@ def label_truth(cfg: SimulatorConfig, c: Customers, state: dict, world: World) -
     T, n = cfg.history_days, len(c)
     intent = np.bincount(cust[(days >= T) & (days < T + 7)], minlength=n) > 0
     bought_90 = np.bincount(cust[(days >= T) & (days < T + 90)], minlength=n) > 0
-    truth = pd.DataFrame({
-        "customer_id": c.ids,
-        "seller_id": c.seller,
-        "archetype": pd.Series(np.asarray(ARCHETYPES, dtype=object)[c.archetype], dtype="str"),
-        "start_day": c.start_day,
-        "alive_at_cutoff": alive,
-        "value": c.value,
-        "p_intent_7d": p_intent,
-        "p_churn_90d": p_churn,
-        "intent_7d": intent,
-        "churn_90d": ~bought_90,
-        "death_day": world.death_day,  # -1 = alive at the end of the simulation
-    })
+    truth = pd.DataFrame(
+        {
+            "customer_id": c.ids,
+            "seller_id": c.seller,
+            "archetype": pd.Series(np.asarray(ARCHETYPES, dtype=object)[c.archetype], dtype="str"),
+            "start_day": c.start_day,
+            "alive_at_cutoff": alive,
+            "value": c.value,
+            "p_intent_7d": p_intent,
+            "p_churn_90d": p_churn,
+            "intent_7d": intent,
+            "churn_90d": ~bought_90,
+            "death_day": world.death_day,  # -1 = alive at the end of the simulation
+        }
+    )
     response = 1.0 - (1.0 - p_intent[:, None]) * (1.0 - np.where(alive[:, None], c.u, 0.0))
     for j, col in enumerate(RESPONSE_COLUMNS):
         truth[col] = response[:, j]
     return truth
 
 
-def level_outcomes(cfg: SimulatorConfig, chunk: int, c: Customers, state: dict, day0: int, rows: np.ndarray,
-                   reps: int, horizon: int, stream: int = TRUTH_STREAM, rand_rows: np.ndarray | None = None,
-                   n_rand: int | None = None) -> dict[str, np.ndarray]:
+def level_outcomes(
+    cfg: SimulatorConfig,
+    chunk: int,
+    c: Customers,
+    state: dict,
+    day0: int,
+    rows: np.ndarray,
+    reps: int,
+    horizon: int,
+    stream: int = TRUTH_STREAM,
+    rand_rows: np.ndarray | None = None,
+    n_rand: int | None = None,
+) -> dict[str, np.ndarray]:
     """Outcomes over ``horizon`` days of one offer at each level on ``day0``, for customers ``rows``.
 
     Returns arrays [reps, len(rows), K]: ``gross`` (revenue before discount), ``cost`` (discount),
@@ -87,15 +99,24 @@ def level_outcomes(cfg: SimulatorConfig, chunk: int, c: Customers, state: dict, 
     sub = c.take(k_rows)
     rand = k_rows if rand_rows is None else rand_rows[k_rows]
     for r in range(reps):
-        w = World(cfg, sub, Streams(cfg.seed, chunk, stream + r, n_rand or len(c)), state["x"][k_rows], record=False,
-                  rand_rows=rand)
+        w = World(
+            cfg,
+            sub,
+            Streams(cfg.seed, chunk, stream + r, n_rand or len(c)),
+            state["x"][k_rows],
+            record=False,
+            rand_rows=rand,
+        )
         w.restore(state, k_rows)
         start = {"gross": w.cum_gross.copy(), "cost": w.cum_cost.copy(), "purchases": w.n_purchases.copy()}
         for t in range(day0, day0 + horizon):
             w.step(t, Campaign(np.arange(len(k_rows)), level) if t == day0 else None)
-        res = {"gross": w.cum_gross - start["gross"], "cost": w.cum_cost - start["cost"],
-               "purchases": (w.n_purchases - start["purchases"]).astype(np.float64),
-               "retained": (w.last_purchase >= day0 + cfg.campaign_window_days).astype(np.float64)}
+        res = {
+            "gross": w.cum_gross - start["gross"],
+            "cost": w.cum_cost - start["cost"],
+            "purchases": (w.n_purchases - start["purchases"]).astype(np.float64),
+            "retained": (w.last_purchase >= day0 + cfg.campaign_window_days).astype(np.float64),
+        }
         for key, v in res.items():
             out[key][r] = v.reshape(N_LEVELS, len(rows)).T
     return out
@@ -136,8 +157,9 @@ def enduring_truth(cfg: SimulatorConfig, chunk: int, c: Customers, state: dict) 
     return pd.DataFrame(out)
 
 
-def expected_outcomes(cfg: SimulatorConfig, c: Customers, x0: np.ndarray, ref0: np.ndarray, alive: np.ndarray,
-                      horizon: int | None = None) -> dict[str, np.ndarray]:
+def expected_outcomes(
+    cfg: SimulatorConfig, c: Customers, x0: np.ndarray, ref0: np.ndarray, alive: np.ndarray, horizon: int | None = None
+) -> dict[str, np.ndarray]:
     """The expected ``horizon``-day outcome of one offer today at each level, on the state's *mean path* [n, K].
 
     A deterministic, low-noise approximation of :func:`level_outcomes` (which is exact in expectation
@@ -152,14 +174,14 @@ def expected_outcomes(cfg: SimulatorConfig, c: Customers, x0: np.ndarray, ref0: 
 
     H, W, g = horizon or cfg.truth_horizon_days, cfg.campaign_window_days, HAZARD_GAMMA
     n, t = len(c), np.arange(H)
-    rho_t = cfg.rho ** t
+    rho_t = cfg.rho**t
     var = c.state_var[:, None]
     v_t = var * (1.0 - rho_t[None, :] ** 2)  # conditional variance of x_t given x_0
     base_x = x0[:, None] * rho_t[None, :]
     ref_t = ref0[:, None] * (REF_DECAY ** (t + 1))[None, :]
     d = LEVELS / 100.0
     shifted = (t >= 1)[None, :] * rho_t[None, :]
-    ref_shift = (t >= 1)[None, :] * (REF_DECAY ** t)[None, :]
+    ref_shift = (t >= 1)[None, :] * (REF_DECAY**t)[None, :]
 
     def path(k: int):
         mu = base_x + (c.habit[:, None] * d[k] / 0.3 * shifted if k else 0.0)

@@ -42,9 +42,25 @@ U_PURCHASE, U_VISIT, U_EMAIL, U_SUPPORT, U_DEATH, U_PROMO, U_OPEN, U_LEVEL = ran
 Z_STATE, Z_BASKET = range(2)
 HISTORY_STREAM = 0
 REF_DECAY = 0.5 ** (1.0 / REF_HALF_LIFE_DAYS)
-STATE_FIELDS = ("x", "alive", "death_day", "last_event", "last_purchase", "n_purchases", "cum_net", "cum_gross",
-                "cum_cost", "ref", "offers_received", "offer_day", "offer_pct", "redeemed", "win_conv", "win_rev",
-                "win_cost")
+STATE_FIELDS = (
+    "x",
+    "alive",
+    "death_day",
+    "last_event",
+    "last_purchase",
+    "n_purchases",
+    "cum_net",
+    "cum_gross",
+    "cum_cost",
+    "ref",
+    "offers_received",
+    "offer_day",
+    "offer_pct",
+    "redeemed",
+    "win_conv",
+    "win_rev",
+    "win_cost",
+)
 
 
 def activity_multiplier(x: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -128,8 +144,15 @@ class World:
     """One chunk's customers and their state. ``rand_rows`` maps each row to its random-number row
     (rows that are copies of one customer, e.g. one per discount level, share its random numbers)."""
 
-    def __init__(self, cfg: SimulatorConfig, customers: Customers, streams: Streams, x0: np.ndarray,
-                 record: bool = True, rand_rows: np.ndarray | None = None):
+    def __init__(
+        self,
+        cfg: SimulatorConfig,
+        customers: Customers,
+        streams: Streams,
+        x0: np.ndarray,
+        record: bool = True,
+        rand_rows: np.ndarray | None = None,
+    ):
         self.cfg, self.c, self.streams, self.record = cfg, customers, streams, record
         n = len(customers)
         self.rand_rows = np.arange(n) if rand_rows is None else rand_rows
@@ -162,8 +185,11 @@ class World:
 
     def mailable(self, t: int) -> np.ndarray:
         """Rows a seller mailing on day ``t`` can reach: started, and any event in the eligibility window."""
-        return np.flatnonzero((self.phase == t % self.cfg.campaign_every_days) & (self.c.start_day < t)
-                              & (self.last_event >= t - self.cfg.eligibility_days))
+        return np.flatnonzero(
+            (self.phase == t % self.cfg.campaign_every_days)
+            & (self.c.start_day < t)
+            & (self.last_event >= t - self.cfg.eligibility_days)
+        )
 
     def recency_days(self, t: int, rows: np.ndarray) -> np.ndarray:
         """Days since the last purchase (since the first event if none): observable."""
@@ -199,8 +225,12 @@ class World:
         if self.record:
             for code, counts in ((VISIT, visits), (EMAIL_OPEN, emails), (SUPPORT, support)):
                 idx = np.flatnonzero(counts)
-                self.counts.add(cust=idx, day=np.full(len(idx), t, dtype=np.int64),
-                                type=np.full(len(idx), code, dtype=np.int8), count=counts[idx])
+                self.counts.add(
+                    cust=idx,
+                    day=np.full(len(idx), t, dtype=np.int64),
+                    type=np.full(len(idx), code, dtype=np.int8),
+                    count=counts[idx],
+                )
         active = (visits + emails + support + n_purchases > 0) | (c.start_day == t)  # the first visit
         self.last_event[active] = t
         dies = self.alive & (u[U_DEATH] < hazard)  # after the day's activity, as the closed form assumes
@@ -221,11 +251,13 @@ class World:
         self.redeemed[idx] = False  # a new window starts afresh (the last one may still be open at a snapshot)
         self.win_conv[idx], self.win_rev[idx], self.win_cost[idx] = False, 0.0, 0.0
         k = len(idx)
-        self.pending[t] = {"idx": idx, "level": level,
-                           "propensity": np.ones(k) if camp.propensity is None else camp.propensity,
-                           "rct": np.zeros(k, bool) if camp.randomized is None else camp.randomized,
-                           "true_curve": np.full((k, N_LEVELS), np.nan) if camp.true_curve is None
-                           else camp.true_curve}
+        self.pending[t] = {
+            "idx": idx,
+            "level": level,
+            "propensity": np.ones(k) if camp.propensity is None else camp.propensity,
+            "rct": np.zeros(k, bool) if camp.randomized is None else camp.randomized,
+            "true_curve": np.full((k, N_LEVELS), np.nan) if camp.true_curve is None else camp.true_curve,
+        }
 
     def _close_window(self, day: int) -> None:
         """Record the outcome of offers sent on ``day`` whose window has just ended."""
@@ -233,9 +265,17 @@ class World:
         if offer is None:
             return
         idx = offer["idx"]
-        self.offers.add(cust=idx, day=np.full(len(idx), day, dtype=np.int64), pct=LEVELS[offer["level"]],
-                        converted=self.win_conv[idx], revenue=self.win_rev[idx], cost=self.win_cost[idx],
-                        randomized=offer["rct"], propensity=offer["propensity"], true_curve=offer["true_curve"])
+        self.offers.add(
+            cust=idx,
+            day=np.full(len(idx), day, dtype=np.int64),
+            pct=LEVELS[offer["level"]],
+            converted=self.win_conv[idx],
+            revenue=self.win_rev[idx],
+            cost=self.win_cost[idx],
+            randomized=offer["rct"],
+            propensity=offer["propensity"],
+            true_curve=offer["true_curve"],
+        )
         self.offer_day[idx] = NEVER
         self.win_conv[idx] = False
         self.win_rev[idx] = 0.0
@@ -255,8 +295,12 @@ class World:
         z = np.where(first, z_basket[cust], rng.standard_normal(k))
         gross = c.value[cust] * np.exp(BASKET_SIGMA * z - 0.5 * BASKET_SIGMA**2)
         # the first purchase of the day in an open window redeems the coupon
-        can_redeem = first & ((t - self.offer_day[cust]) < self.cfg.campaign_window_days) \
-            & (self.offer_pct[cust] > 0) & ~self.redeemed[cust]
+        can_redeem = (
+            first
+            & ((t - self.offer_day[cust]) < self.cfg.campaign_window_days)
+            & (self.offer_pct[cust] > 0)
+            & ~self.redeemed[cust]
+        )
         discount = np.where(can_redeem, self.offer_pct[cust] / 100.0, 0.0)
         net = gross * (1.0 - discount)
         red = cust[can_redeem]
@@ -278,9 +322,16 @@ class World:
         if self.record:
             start_s = rng.uniform(60.0, 82_800.0, k)  # > 0 so day-T events are strictly after the cutoff
             start_s = start_s[np.lexsort((start_s, cust))]  # records are grouped by customer: the first is earliest
-            self.purchases.add(cust=cust, day=np.full(k, t, dtype=np.int64), start_s=start_s,
-                               dur_s=rng.uniform(60.0, 1_800.0, k), n_views=1 + rng.poisson(0.5, k), net=net,
-                               qty=1 + rng.poisson(c.extra_items[cust]), redeem=discount > 0)
+            self.purchases.add(
+                cust=cust,
+                day=np.full(k, t, dtype=np.int64),
+                start_s=start_s,
+                dur_s=rng.uniform(60.0, 1_800.0, k),
+                n_views=1 + rng.poisson(0.5, k),
+                net=net,
+                qty=1 + rng.poisson(c.extra_items[cust]),
+                redeem=discount > 0,
+            )
 
 
 def offer_levels(probs: np.ndarray, u: np.ndarray) -> np.ndarray:

@@ -31,8 +31,12 @@ def fit_action_segments_stage(ctx: RunContext) -> None:
     margin = float(ctx.cfg.promotion.allocation.margin)
     basket = order_value(prep.feats, ctx.promotion["fallback"])
     enduring_top = profit_effects(pred, margin, basket)[:, -1]
-    X = A.action_features(prep.feats.raw_columns(["recency_days", "frequency", "monetary", "tenure_days"]), curves,
-                          pred["revenue"][:, 0], enduring_top)
+    X = A.action_features(
+        prep.feats.raw_columns(["recency_days", "frequency", "monetary", "tenure_days"]),
+        curves,
+        pred["revenue"][:, 0],
+        enduring_top,
+    )
     train = prep.split == 0
     model, sel = A.fit(X[train], seed=int(ctx.cfg.seed))
     names = np.asarray(model.names, dtype=object)[model.assign(X)]

@@ -48,15 +48,21 @@ def baseline_data(ctx: RunContext) -> bl.BaselineData:
     for c in pd.unique(ex.cutoff):  # BG/NBD inputs as of each row's own cutoff (never the later one)
         rows = np.flatnonzero(ex.cutoff == c)
         order.append(rows)
-        frames.append(bl.bgnbd_inputs(events[events["ts"].to_numpy() < c], pd.Timestamp(c),
-                                      ex.feats.customer_id[rows], tenure[rows]))
+        frames.append(
+            bl.bgnbd_inputs(
+                events[events["ts"].to_numpy() < c], pd.Timestamp(c), ex.feats.customer_id[rows], tenure[rows]
+            )
+        )
     bg = pd.concat(frames, ignore_index=True).iloc[np.argsort(np.concatenate(order), kind="stable")]
     return bl.BaselineData(
         customer_id=np.concatenate([data.customer_id, ex.feats.customer_id]),
-        X=np.concatenate([data.X, ex.feats.aggregates.astype(np.float32)]), feature_names=data.feature_names,
+        X=np.concatenate([data.X, ex.feats.aggregates.astype(np.float32)]),
+        feature_names=data.feature_names,
         targets=np.concatenate([data.targets, ex.targets.astype(np.float32)]),
         split=np.concatenate([data.split, np.zeros(len(ex.targets), data.split.dtype)]),
-        bgnbd=pd.concat([data.bgnbd, bg], ignore_index=True), horizons=data.horizons)
+        bgnbd=pd.concat([data.bgnbd, bg], ignore_index=True),
+        horizons=data.horizons,
+    )
 
 
 def train_baselines(ctx: RunContext) -> dict[str, bl.BaselineResult]:
@@ -112,19 +118,29 @@ def _log_child_run(ctx: RunContext, name: str, mcfg, res: bl.BaselineResult, com
     if ctx.client is None:
         return
     cfg = ctx.cfg
-    tags = {"model.kind": "baseline", "model.name": name, "data.name": ctx.tables.name,
-            "data.fingerprint": ctx.tables.fingerprint, "data.cutoff": str(ctx.tables.cutoff),
-            "git.commit": commit or "unknown",
-            "guards.small_data": str(bool((ctx.bundle_extra.get("guards") or {}).get("small_data"))).lower()}
+    tags = {
+        "model.kind": "baseline",
+        "model.name": name,
+        "data.name": ctx.tables.name,
+        "data.fingerprint": ctx.tables.fingerprint,
+        "data.cutoff": str(ctx.tables.cutoff),
+        "git.commit": commit or "unknown",
+        "guards.small_data": str(bool((ctx.bundle_extra.get("guards") or {}).get("small_data"))).lower(),
+    }
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     data_cfg.pop("datamodule", None)
-    params = {"model": {"name": name, "kind": "baseline", **OmegaConf.to_container(mcfg, resolve=True)},
-              "data": data_cfg, "seed": cfg.seed, "baselines": {"top_fraction": cfg.baselines.get("top_fraction", 0.2)}}
+    params = {
+        "model": {"name": name, "kind": "baseline", **OmegaConf.to_container(mcfg, resolve=True)},
+        "data": data_cfg,
+        "seed": cfg.seed,
+        "baselines": {"top_fraction": cfg.baselines.get("top_fraction", 0.2)},
+    }
     with tracking.child_run(ctx.client, ctx.run_id, f"{name}-{ctx.tables.name}", tags, params) as run_id:
         from sellerlift.pipeline import data_profile
 
-        tracking.log_dataset(ctx.client, run_id, ctx.tables.name, ctx.tables.fingerprint,
-                             ctx.data_source, data_profile(ctx))
+        tracking.log_dataset(
+            ctx.client, run_id, ctx.tables.name, ctx.tables.fingerprint, ctx.data_source, data_profile(ctx)
+        )
         metrics = {**res.metrics, "timing/fit_s": res.fit_s}
         if hasattr(res.model, "fitted_params"):
             metrics.update({f"fitted/{k}": v for k, v in res.model.fitted_params().items()})
@@ -139,8 +155,9 @@ def _log_child_run(ctx: RunContext, name: str, mcfg, res: bl.BaselineResult, com
 # --------------------------------------------------------------------------- comparison
 
 
-def _sequence_test_probs(ctx: RunContext, test: np.ndarray, rows: np.ndarray | None = None
-                         ) -> tuple[str, np.ndarray | None]:
+def _sequence_test_probs(
+    ctx: RunContext, test: np.ndarray, rows: np.ndarray | None = None
+) -> tuple[str, np.ndarray | None]:
     """The exported sequence model's probabilities on the test customers (ONNX, as served)."""
     name = str(ctx.cfg.model.name)
     path = ctx.bundle_files.get("sequence")
@@ -158,18 +175,36 @@ def comparison_table(ctx: RunContext, results: dict[str, bl.BaselineResult], top
     rows = []
     m = {**ctx.metrics, **(ctx.bundle_extra.get("test_intervals") or {})}
     if any(k.startswith("test/") for k in m):
-        rows.append({"model": str(ctx.cfg.model.name), "kind": "sequence",
-                     **{c: m.get(f"test/{c}", np.nan) for c in cols}, "fit_s": ctx.timings.get("fit_s", np.nan)})
+        rows.append(
+            {
+                "model": str(ctx.cfg.model.name),
+                "kind": "sequence",
+                **{c: m.get(f"test/{c}", np.nan) for c in cols},
+                "fit_s": ctx.timings.get("fit_s", np.nan),
+            }
+        )
     for name, r in results.items():
-        rows.append({"model": name, "kind": "baseline", **{c: r.metrics.get(f"test/{c}", np.nan) for c in cols},
-                     "fit_s": r.fit_s})
+        rows.append(
+            {
+                "model": name,
+                "kind": "baseline",
+                **{c: r.metrics.get(f"test/{c}", np.nan) for c in cols},
+                "fit_s": r.fit_s,
+            }
+        )
     test = np.flatnonzero(ctx.prep.split == 2)
     truth = truth_probabilities(ctx, test)
     if truth is not None:
         y = ctx.prep.targets[test]
         ceil = {**metrics.head_metrics(y, truth, "", top_fraction), **evaluation_intervals(ctx, y, truth, "")}
-        rows.append({"model": "ceiling (true probabilities)", "kind": "ceiling",
-                     **{c: ceil.get(c, np.nan) for c in cols}, "fit_s": np.nan})
+        rows.append(
+            {
+                "model": "ceiling (true probabilities)",
+                "kind": "ceiling",
+                **{c: ceil.get(c, np.nan) for c in cols},
+                "fit_s": np.nan,
+            }
+        )
     return pd.DataFrame(rows, columns=["model", "kind", *cols, "fit_s"])
 
 
@@ -182,8 +217,9 @@ def calibration_band_table(ctx: RunContext, data: bl.BaselineData, probs: dict[s
     return pd.DataFrame(rows)
 
 
-def gap_metrics(ctx: RunContext, table: pd.DataFrame, y_test: np.ndarray, seq_probs: np.ndarray | None,
-                probs: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, str]]:
+def gap_metrics(
+    ctx: RunContext, table: pd.DataFrame, y_test: np.ndarray, seq_probs: np.ndarray | None, probs: dict[str, np.ndarray]
+) -> tuple[dict[str, float], dict[str, str]]:
     """Sequence minus the best baseline (highest test value) per AUROC/AP, positive = the sequence model is ahead,
     with a paired bootstrap interval over the same resampled test customers (``evaluation.*``) and the share of
     resamples without a gain: ``compare/<head>_<metric>_minus_best_baseline[_ci_low|_ci_high]`` and
@@ -204,10 +240,22 @@ def gap_metrics(ctx: RunContext, table: pd.DataFrame, y_test: np.ndarray, seq_pr
             key = f"compare/{c}_minus_best_baseline"
             out[key] = float(seq[c].iloc[0] - vals[best])
             if n_boot > 0 and seq_probs is not None:
-                d = metrics.paired_difference(y_test[:, i], seq_probs[:, i], probs[best][:, i], m, n_boot,
-                                              float(e.get("level", 0.95)), int(e.get("seed", 0)))
-                out.update({f"{key}_ci_low": d["ci_low"], f"{key}_ci_high": d["ci_high"],
-                            f"compare/{c}_p_no_gain": d["p_not_better"]})
+                d = metrics.paired_difference(
+                    y_test[:, i],
+                    seq_probs[:, i],
+                    probs[best][:, i],
+                    m,
+                    n_boot,
+                    float(e.get("level", 0.95)),
+                    int(e.get("seed", 0)),
+                )
+                out.update(
+                    {
+                        f"{key}_ci_low": d["ci_low"],
+                        f"{key}_ci_high": d["ci_high"],
+                        f"compare/{c}_p_no_gain": d["p_not_better"],
+                    }
+                )
             best_of[c] = best
     return out, best_of
 
@@ -228,8 +276,10 @@ def _log_plots(ctx, data, seq_name, seq_probs, probs) -> None:
             scores.update({n: p[:, i] for n, p in probs.items()})
             if truth is not None:
                 scores["truth (ceiling)"] = truth[:, i]
-            ctx.log_artifact(plots.roc_and_calibration(y, scores, f"{head}: all models",
-                                                       Path(tmp) / f"{head}_roc_all_models.png"), "plots")
+            ctx.log_artifact(
+                plots.roc_and_calibration(y, scores, f"{head}: all models", Path(tmp) / f"{head}_roc_all_models.png"),
+                "plots",
+            )
 
 
 def _write_predictions(out_dir: Path, ctx, data, seq_name, results, table, bands) -> None:
@@ -238,13 +288,16 @@ def _write_predictions(out_dir: Path, ctx, data, seq_name, results, table, bands
     from sellerlift.io import atomic_write_parquet
 
     rows = np.concatenate([data.rows(1), data.rows(2)])
-    df = pd.DataFrame({"customer_id": data.customer_id[rows],
-                       "split": np.asarray([SPLIT_NAMES[int(s)] for s in data.split[rows]])})
+    df = pd.DataFrame(
+        {"customer_id": data.customer_id[rows], "split": np.asarray([SPLIT_NAMES[int(s)] for s in data.split[rows]])}
+    )
     for i, h in enumerate(HEADS):
         df[f"y_{h}"] = data.targets[rows, i]
     seq_probs = _sequence_test_probs(ctx, rows)[1]
-    all_probs = {**({seq_name: seq_probs} if seq_probs is not None else {}),
-                 **{name: r.model.predict(data, rows) for name, r in results.items()}}
+    all_probs = {
+        **({seq_name: seq_probs} if seq_probs is not None else {}),
+        **{name: r.model.predict(data, rows) for name, r in results.items()},
+    }
     for name, p in all_probs.items():
         for i, h in enumerate(HEADS):
             df[f"{name}__{h}"] = p[:, i]
@@ -263,9 +316,14 @@ def _summary(table: pd.DataFrame, gaps: dict, best_of: dict) -> list[tuple[str, 
     base = table[table["kind"] == "baseline"]
     rows = []
     for h in HEADS:
-        rows.append((f"baselines: test {h} AUROC [95% CI]",
-                     " · ".join(f"{r['model']} {fmt_ci({k: r[k] for k in r.index}, f'{h}_auroc')}"
-                                for _, r in base.iterrows())))
+        rows.append(
+            (
+                f"baselines: test {h} AUROC [95% CI]",
+                " · ".join(
+                    f"{r['model']} {fmt_ci({k: r[k] for k in r.index}, f'{h}_auroc')}" for _, r in base.iterrows()
+                ),
+            )
+        )
     for h in HEADS:
         key = f"compare/{h}_auroc_minus_best_baseline"
         if key not in gaps:
@@ -273,8 +331,10 @@ def _summary(table: pd.DataFrame, gaps: dict, best_of: dict) -> list[tuple[str, 
         best = best_of.get(f"{h}_auroc", "?")
         lo, hi = gaps.get(f"{key}_ci_low", np.nan), gaps.get(f"{key}_ci_high", np.nan)
         ci = f" [{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) else ""
-        verdict = ("" if not np.isfinite(lo) else " (ahead)" if lo > 0 else " (behind)" if hi < 0
-                   else " (not significant)")
-        rows.append((f"sequence − best baseline, {h} AUROC (paired 95% CI)",
-                     f"{gaps[key]:+.3f}{ci} vs {best}{verdict}"))
+        verdict = (
+            "" if not np.isfinite(lo) else " (ahead)" if lo > 0 else " (behind)" if hi < 0 else " (not significant)"
+        )
+        rows.append(
+            (f"sequence − best baseline, {h} AUROC (paired 95% CI)", f"{gaps[key]:+.3f}{ci} vs {best}{verdict}")
+        )
     return rows

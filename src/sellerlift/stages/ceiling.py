@@ -44,8 +44,11 @@ def observable_ceiling_stage(ctx: RunContext) -> None:
     out.update({f"obs_ceiling/{k}": v for k, v in metrics.curve_metrics(curves, true_curves).items()})
     out["obs_ceiling/customers"] = float(model.meta["customers"])
     for head in HEADS:
-        m, obs, true = (ctx.metrics.get(f"test/{head}_auroc"), out.get(f"obs_ceiling/{head}_auroc"),
-                        ctx.metrics.get(f"ceiling/{head}_auroc", _true_ceiling(ctx, head, test)))
+        m, obs, true = (
+            ctx.metrics.get(f"test/{head}_auroc"),
+            out.get(f"obs_ceiling/{head}_auroc"),
+            ctx.metrics.get(f"ceiling/{head}_auroc", _true_ceiling(ctx, head, test)),
+        )
         if m is not None and obs is not None and obs > 0.5:
             out[f"gap_closed/{head}_auroc"] = (m - 0.5) / (obs - 0.5)
         if m is not None and true is not None and true > 0.5:
@@ -53,14 +56,21 @@ def observable_ceiling_stage(ctx: RunContext) -> None:
     ctx.log_metrics(out)
     ctx.metrics.update({k: v for k, v in out.items() if k.startswith(("obs_ceiling/", "gap_closed"))})
     ctx.ceiling = {"model": model, "test_curves": curves}
-    ctx.summary_rows.append(("observable ceiling: AUROC intent / churn, curve RMSE",
-                             f"{out['obs_ceiling/intent_auroc']:.3f} / {out['obs_ceiling/churn_auroc']:.3f}, "
-                             f"{out['obs_ceiling/curve_rmse']:.4f} (LightGBM on the truth, "
-                             f"{model.meta['customers']:,} customers)"))
+    ctx.summary_rows.append(
+        (
+            "observable ceiling: AUROC intent / churn, curve RMSE",
+            f"{out['obs_ceiling/intent_auroc']:.3f} / {out['obs_ceiling/churn_auroc']:.3f}, "
+            f"{out['obs_ceiling/curve_rmse']:.4f} (LightGBM on the truth, "
+            f"{model.meta['customers']:,} customers)",
+        )
+    )
     if "gap_closed/churn_auroc" in out:
-        ctx.summary_rows.append(("share of the gap to the observable ceiling closed (intent / churn)",
-                                 f"{out.get('gap_closed/intent_auroc', np.nan):.0%} / "
-                                 f"{out['gap_closed/churn_auroc']:.0%}"))
+        ctx.summary_rows.append(
+            (
+                "share of the gap to the observable ceiling closed (intent / churn)",
+                f"{out.get('gap_closed/intent_auroc', np.nan):.0%} / {out['gap_closed/churn_auroc']:.0%}",
+            )
+        )
 
 
 def _true_ceiling(ctx: RunContext, head: str, test: np.ndarray) -> float | None:

@@ -38,9 +38,11 @@ class Prepared:
         """(feats, targets, split) with the earlier cutoffs' rows appended to the training split."""
         if self.extra is None or len(self.extra.targets) == 0:
             return self.feats, self.targets, self.split
-        return (SequenceFeatures.concat([self.feats, self.extra.feats]),
-                np.concatenate([self.targets, self.extra.targets]),
-                np.concatenate([self.split, np.zeros(len(self.extra.targets), self.split.dtype)]))
+        return (
+            SequenceFeatures.concat([self.feats, self.extra.feats]),
+            np.concatenate([self.targets, self.extra.targets]),
+            np.concatenate([self.split, np.zeros(len(self.extra.targets), self.split.dtype)]),
+        )
 
 
 @dataclass

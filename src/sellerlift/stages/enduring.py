@@ -60,20 +60,29 @@ def train_enduring(ctx: RunContext) -> dict | None:
     parity = export.check_enduring_parity(fitted["enduring"], path, held.x.shape[1], extra=held.x[:2048])
     ctx.bundle_files["enduring"] = path
     ctx.enduring = {"net": fitted["enduring"], "revenue_scale": float(ecfg.module.revenue_scale)}
-    ctx.bundle_extra["enduring"] = {"horizon_days": H, "revenue_scale": float(ecfg.module.revenue_scale),
-                                    "outputs": list(E.OUTPUTS), "monotone": {"conversion": True, "retention": False,
-                                                                             "revenue": False},
-                                    "uses_sequence_outputs": bool(ctx.promotion["scorer"] is not None),
-                                    "onnx_parity_max_abs_diff": parity}
+    ctx.bundle_extra["enduring"] = {
+        "horizon_days": H,
+        "revenue_scale": float(ecfg.module.revenue_scale),
+        "outputs": list(E.OUTPUTS),
+        "monotone": {"conversion": True, "retention": False, "revenue": False},
+        "uses_sequence_outputs": bool(ctx.promotion["scorer"] is not None),
+        "onnx_parity_max_abs_diff": parity,
+    }
     metrics["export/enduring_onnx_parity_max_abs_diff"] = parity
     metrics["train/enduring_offers"] = float(len(splits["train"][0]))
     ctx.metrics.update({k: v for k, v in metrics.items() if k.startswith("enduring/enduring/")})
     _log(ctx, metrics, table)
     if table is not None:
         best = table.set_index("model")
-        ctx.summary_rows.append(("enduring effect RMSE of 90-day profit (noise-corrected), rank corr",
-                                 ", ".join(f"{m} {best.loc[m, 'profit_effect_rmse']:.2f} / "
-                                           f"{best.loc[m, 'profit_effect_spearman']:.2f}" for m in best.index)))
+        ctx.summary_rows.append(
+            (
+                "enduring effect RMSE of 90-day profit (noise-corrected), rank corr",
+                ", ".join(
+                    f"{m} {best.loc[m, 'profit_effect_rmse']:.2f} / {best.loc[m, 'profit_effect_spearman']:.2f}"
+                    for m in best.index
+                ),
+            )
+        )
     return {"metrics": metrics, "table": table, "nets": fitted}
 
 
@@ -81,8 +90,15 @@ def _labelled(ctx: RunContext, o, H: int):
     keep = follow_up_mask(o.frame, ctx.tables.cutoff, H)
     frame = o.frame[keep].reset_index(drop=True)
     out = offer_outcomes(ctx.tables.events, frame, H, all_offers=ctx.tables.promotions)
-    return (o.x[keep], o.level[keep], o.converted[keep], out[f"retained_{H}d"].to_numpy().astype(np.float32),
-            out[f"gross_{H}d"].to_numpy(np.float32), o.weight[keep], frame)
+    return (
+        o.x[keep],
+        o.level[keep],
+        o.converted[keep],
+        out[f"retained_{H}d"].to_numpy().astype(np.float32),
+        out[f"gross_{H}d"].to_numpy(np.float32),
+        o.weight[keep],
+        frame,
+    )
 
 
 def _fit(ctx: RunContext, ecfg, splits: dict, monotone: bool) -> E.EnduringNet:
@@ -92,11 +108,18 @@ def _fit(ctx: RunContext, ecfg, splits: dict, monotone: bool) -> E.EnduringNet:
     net = instantiate(ecfg.net, n_inputs=splits["train"][0].shape[1], monotone=monotone)
     module = instantiate(ecfg.module, _partial_=True)(net=net)
     callbacks = [instantiate(c) for c in (ctx.cfg.promotion.dipn.get("callbacks") or {}).values() if c is not None]
-    trainer = instantiate(ctx.cfg.promotion.dipn.trainer, _partial_=True)(callbacks=callbacks,
-                                                                         max_epochs=int(ecfg.max_epochs))
+    trainer = instantiate(ctx.cfg.promotion.dipn.trainer, _partial_=True)(
+        callbacks=callbacks, max_epochs=int(ecfg.max_epochs)
+    )
     data = {k: E.EnduringOffers(*v[:6]) for k, v in splits.items()}
-    E.fit(trainer, module, data["train"], data["val"], batch_size=int(ctx.cfg.promotion.dipn.batch_size),
-          seed=int(ctx.cfg.seed))
+    E.fit(
+        trainer,
+        module,
+        data["train"],
+        data["val"],
+        batch_size=int(ctx.cfg.promotion.dipn.batch_size),
+        seed=int(ctx.cfg.seed),
+    )
     return module.net.eval()
 
 
@@ -112,10 +135,22 @@ def _econml(ecfg, splits: dict, x_cut: np.ndarray, margin: float, seed: int) -> 
 
     x, level, _, _, gross, _, frame = splits["train"]
     y = margin * gross - frame["cost"].to_numpy()
-    lgb = {"n_estimators": 150, "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 100, "verbose": -1,
-           "n_jobs": 1, "random_state": seed}
-    est = DRLearner(model_propensity=LGBMClassifier(**lgb), model_regression=LGBMRegressor(**lgb),
-                    model_final=LGBMRegressor(**lgb), cv=2, random_state=seed)
+    lgb = {
+        "n_estimators": 150,
+        "learning_rate": 0.05,
+        "num_leaves": 15,
+        "min_child_samples": 100,
+        "verbose": -1,
+        "n_jobs": 1,
+        "random_state": seed,
+    }
+    est = DRLearner(
+        model_propensity=LGBMClassifier(**lgb),
+        model_regression=LGBMRegressor(**lgb),
+        model_final=LGBMRegressor(**lgb),
+        cv=2,
+        random_state=seed,
+    )
     est.fit(y, level, X=x)
     effect = np.column_stack([np.zeros(len(x_cut))] + [est.effect(x_cut, T0=0, T1=k) for k in range(1, len(LEVELS))])
     return {"profit_effect": effect}
@@ -147,9 +182,12 @@ def effect_table(preds: dict, truth: pd.DataFrame, margin: float, H: int, basket
     for name, pred in preds.items():
         pe = profit_effects(pred, margin, basket)
         mse = ((pe - true_profit)[alive, 1:] ** 2).mean()
-        row = {"model": name, "profit_effect_rmse": float(np.sqrt(max(mse - (se[alive, 1:] ** 2).mean(), 0.0))),
-               "profit_effect_rmse_raw": float(np.sqrt(mse)),
-               "profit_effect_spearman": float(spearmanr(pe[alive, -1], true_profit[alive, -1]).statistic)}
+        row = {
+            "model": name,
+            "profit_effect_rmse": float(np.sqrt(max(mse - (se[alive, 1:] ** 2).mean(), 0.0))),
+            "profit_effect_rmse_raw": float(np.sqrt(mse)),
+            "profit_effect_spearman": float(spearmanr(pe[alive, -1], true_profit[alive, -1]).statistic),
+        }
         if "retention" in pred:
             rd = pred["retention"] - pred["retention"][:, :1]
             rmse = ((rd - (r - r[:, :1]))[alive, 1:] ** 2).mean()

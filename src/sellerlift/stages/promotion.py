@@ -52,8 +52,14 @@ from sellerlift.stages.promotion_offers import (
 
 STAGE = "sellerlift.stages.promotion.train_promotion"
 MODEL_NAMES = {"dipn": "DIPN", "dipn_no_ipw": "DIPN without IPW", "mlp": "MLP S-learner", "lightgbm": "LightGBM"}
-HEADLINE = ("test/curve_rmse", "test/uplift_rmse", "test/non_monotone_frac", "test/offer_ece",
-            "alloc/medium/share_of_oracle/dipn", "export/dipn_onnx_parity_max_abs_diff")  # into the manifest
+HEADLINE = (
+    "test/curve_rmse",
+    "test/uplift_rmse",
+    "test/non_monotone_frac",
+    "test/offer_ece",
+    "alloc/medium/share_of_oracle/dipn",
+    "export/dipn_onnx_parity_max_abs_diff",
+)  # into the manifest
 
 
 @dataclass
@@ -86,8 +92,13 @@ def _mlflow_run(ctx: RunContext, is_main: bool):
         return contextlib.nullcontext(ctx.run_id)
     params = OmegaConf.to_container(ctx.cfg, resolve=True)
     params["model"] = {"name": "dipn", "stage": STAGE, "parent_model": ctx.cfg.model.name}
-    tags = {"model.kind": "dipn", "data.fingerprint": ctx.tables.fingerprint, "data.name": ctx.tables.name,
-            "data.cutoff": str(ctx.tables.cutoff), "git.commit": tracking.git_commit(ctx.root)}
+    tags = {
+        "model.kind": "dipn",
+        "data.fingerprint": ctx.tables.fingerprint,
+        "data.name": ctx.tables.name,
+        "data.cutoff": str(ctx.tables.cutoff),
+        "git.commit": tracking.git_commit(ctx.root),
+    }
     return tracking.child_run(ctx.client, ctx.run_id, f"dipn-{ctx.tables.name}", tags, params)
 
 
@@ -115,13 +126,24 @@ def _train(ctx: RunContext, pcfg: DictConfig, run_id: str | None, is_main: bool)
         ceiling = {"observable_ceiling": ctx.ceiling["test_curves"]} if ctx.ceiling else {}
         alloc = _evaluate_allocation(pcfg, {**curves, **ceiling}, held_out, fallback)
     timings.stop()
-    ctx.promotion = {"offers": offers, "policy": policy, "scorer": scorer, "held_out": held_out, "fallback": fallback,
-                     "dipn": dipn}  # what later stages (stages.enduring) build on
+    ctx.promotion = {
+        "offers": offers,
+        "policy": policy,
+        "scorer": scorer,
+        "held_out": held_out,
+        "fallback": fallback,
+        "dipn": dipn,
+    }  # what later stages (stages.enduring) build on
 
-    metrics = {**propensity_metrics(pcfg, policy, offers), **_model_metrics(per_model, held_out),
-               "export/dipn_onnx_parity_max_abs_diff": parity, **(alloc.metrics if alloc else {}),
-               **{f"timing/{k}": v for k, v in timings.items()},
-               "train/offers": float(len(offers.train)), "train/epochs": float(dipn.report["epochs"])}
+    metrics = {
+        **propensity_metrics(pcfg, policy, offers),
+        **_model_metrics(per_model, held_out),
+        "export/dipn_onnx_parity_max_abs_diff": parity,
+        **(alloc.metrics if alloc else {}),
+        **{f"timing/{k}": v for k, v in timings.items()},
+        "train/offers": float(len(offers.train)),
+        "train/epochs": float(dipn.report["epochs"]),
+    }
     ctx.bundle_extra["dipn"] = _manifest_entry(pcfg, offers.n_inputs, scorer is not None, parity, fallback)
     ctx.metrics.update({k if is_main else f"dipn/{k}": metrics[k] for k in HEADLINE if k in metrics})
     ctx.timings["promotion_s"] = timings["promotion_stage_s"]
@@ -161,8 +183,10 @@ def _sequence_scorer(ctx: RunContext, pcfg: DictConfig) -> SequenceScorer:
     have = "sequence" in ctx.bundle_files
     use = have if str(pcfg.use_sequence_outputs) == "auto" else bool(pcfg.use_sequence_outputs)
     if use and not have:
-        raise ValueError("promotion.use_sequence_outputs=true needs the sequence model in the same run "
-                         "(model=gru/transformer); use auto or false with model=dipn")
+        raise ValueError(
+            "promotion.use_sequence_outputs=true needs the sequence model in the same run "
+            "(model=gru/transformer); use auto or false with model=dipn"
+        )
     if not use:
         return None
     from sellerlift.runtime import SequenceModel
@@ -172,13 +196,17 @@ def _sequence_scorer(ctx: RunContext, pcfg: DictConfig) -> SequenceScorer:
 
 def _model_metrics(per_model: dict[str, dict], held_out: HeldOut) -> dict[str, float]:
     """``test/<metric>`` for DIPN, ``baseline/<model>/<metric>`` for the others."""
-    out = {f"{'test' if name == 'dipn' else f'baseline/{name}'}/{k}": v
-           for name, m in per_model.items() for k, v in m.items()}
+    out = {
+        f"{'test' if name == 'dipn' else f'baseline/{name}'}/{k}": v
+        for name, m in per_model.items()
+        for k, v in m.items()
+    }
     if held_out.truth is not None:
         out["truth/offer_free_mean_p0"] = float(held_out.true_curves[:, 0].mean())
         if "mlp" in per_model:  # the isotonic constraint's noise reduction vs a plain network
-            out["test/curve_rmse_reduction_vs_mlp"] = 1 - per_model["dipn"]["curve_rmse"] / per_model["mlp"][
-                "curve_rmse"]
+            out["test/curve_rmse_reduction_vs_mlp"] = (
+                1 - per_model["dipn"]["curve_rmse"] / per_model["mlp"]["curve_rmse"]
+            )
     return out
 
 
@@ -197,20 +225,40 @@ def _evaluate_allocation(pcfg, curves, held_out: HeldOut, fallback: float) -> po
     if truth is None:
         return None
     return policy_eval.evaluate_allocation(
-        curves, held_out.true_curves, truth["value"].to_numpy(), order_value(held_out.feats, fallback),
-        held_out.feats.raw_aggregates, truth["archetype"].astype(str).to_numpy(), pcfg.allocation, int(pcfg.seed))
+        curves,
+        held_out.true_curves,
+        truth["value"].to_numpy(),
+        order_value(held_out.feats, fallback),
+        held_out.feats.raw_aggregates,
+        truth["archetype"].astype(str).to_numpy(),
+        pcfg.allocation,
+        int(pcfg.seed),
+    )
 
 
 # --------------------------------------------------------------------------- what the run records
 def _manifest_entry(pcfg: DictConfig, n_inputs: int, use_seq: bool, parity: float, fallback: float) -> dict:
     """The bundle manifest's ``dipn`` section: what the runtime needs to build DIPN's inputs and decide."""
-    return {"inputs": input_names(use_seq), "n_inputs": n_inputs, "uses_sequence_outputs": use_seq,
-            "monotone": "by construction (softplus increments)", "onnx_parity_max_abs_diff": parity,
-            "value_fallback": fallback, "margin": float(pcfg.allocation.margin)}
+    return {
+        "inputs": input_names(use_seq),
+        "n_inputs": n_inputs,
+        "uses_sequence_outputs": use_seq,
+        "monotone": "by construction (softplus increments)",
+        "onnx_parity_max_abs_diff": parity,
+        "value_fallback": fallback,
+        "margin": float(pcfg.allocation.margin),
+    }
 
 
-def _log_run(ctx: RunContext, pcfg: DictConfig, run_id: str, metrics: dict, fit_report: dict,
-             tables: dict[str, pd.DataFrame], onnx_path: Path) -> None:
+def _log_run(
+    ctx: RunContext,
+    pcfg: DictConfig,
+    run_id: str,
+    metrics: dict,
+    fit_report: dict,
+    tables: dict[str, pd.DataFrame],
+    onnx_path: Path,
+) -> None:
     """Metrics (val/loss per epoch as steps), ``tables/*``, then dipn.onnx registered as a model version
     (last: registering goes through ``mlflow.start_run``, which ends the run when it is done)."""
     tracking.log_metrics(ctx.client, run_id, metrics, history={"val/loss": fit_report["val_loss_history"]})
@@ -227,16 +275,20 @@ def _log_plots(client, run_id, curves, held_out: HeldOut, alloc, policy, val: Of
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if held_out.truth is not None:
-            plots.response_curves_by_archetype(labelled, held_out.true_curves,
-                                               held_out.truth["archetype"].astype(str).to_numpy(),
-                                               tmp / "response_curves_by_archetype.png")
+            plots.response_curves_by_archetype(
+                labelled,
+                held_out.true_curves,
+                held_out.truth["archetype"].astype(str).to_numpy(),
+                tmp / "response_curves_by_archetype.png",
+            )
             plots.uplift_by_level(labelled, held_out.true_curves, tmp / "uplift_by_level.png")
         if alloc is not None and len(alloc.budget_curve):
             plots.budget_curves(alloc.budget_curve, tmp / "roi_and_profit_by_budget.png")
         if alloc is not None and len(alloc.levels):
             plots.levels_by_archetype(alloc.levels, tmp / "assigned_levels_by_archetype.png")
-        plots.propensity_calibration(policy.predict_proba(val.x[val.logged]), val.level[val.logged],
-                                     tmp / "propensity_calibration.png")
+        plots.propensity_calibration(
+            policy.predict_proba(val.x[val.logged]), val.level[val.logged], tmp / "propensity_calibration.png"
+        )
         client.log_artifacts(run_id, str(tmp), "plots")
 
 
@@ -256,16 +308,28 @@ def _summary(metrics, per_model, alloc, chosen, use_seq) -> list[tuple[str, str]
     rows = []
     for name, m in per_model.items():
         if "curve_rmse" in m:
-            rows.append((f"promo {MODEL_NAMES.get(name, name)}: curve / uplift RMSE, non-monotone, Qini(RCT)",
-                         f"{m['curve_rmse']:.4f} / {m['uplift_rmse']:.4f}, {m['non_monotone_frac']:.1%}, "
-                         f"{m.get('qini_rct_mean', float('nan')):.3f}"))
-    rows.append(("promo propensity", f"{chosen}, ECE {metrics['propensity/ece']:.4f}; "
-                 f"inputs: aggregates{' + sequence scores' if use_seq else ''}"))
+            rows.append(
+                (
+                    f"promo {MODEL_NAMES.get(name, name)}: curve / uplift RMSE, non-monotone, Qini(RCT)",
+                    f"{m['curve_rmse']:.4f} / {m['uplift_rmse']:.4f}, {m['non_monotone_frac']:.1%}, "
+                    f"{m.get('qini_rct_mean', float('nan')):.3f}",
+                )
+            )
+    rows.append(
+        (
+            "promo propensity",
+            f"{chosen}, ECE {metrics['propensity/ece']:.4f}; "
+            f"inputs: aggregates{' + sequence scores' if use_seq else ''}",
+        )
+    )
     if alloc is not None and len(alloc.table):
         for scen, t in alloc.table.groupby("budget", sort=False):
             t = t.set_index("policy")
-            parts = [f"{p} {100 * t.loc[p, 'roi']:.0f}% ({t.loc[p, 'share_of_oracle']:.0%})"
-                     for p in ("dipn", "rule_top_value", "oracle") if p in t.index]
+            parts = [
+                f"{p} {100 * t.loc[p, 'roi']:.0f}% ({t.loc[p, 'share_of_oracle']:.0%})"
+                for p in ("dipn", "rule_top_value", "oracle")
+                if p in t.index
+            ]
             rows.append((f"promo ROI ({scen} budget), share of oracle profit", ", ".join(parts)))
     if "alloc/lp_gap_rel" in metrics:
         rows.append(("promo Lagrangian vs HiGHS LP gap", f"{metrics['alloc/lp_gap_rel']:.2e}"))

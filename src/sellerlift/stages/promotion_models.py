@@ -90,8 +90,14 @@ def _fit_dipn(pcfg: DictConfig, offers: OfferSplits, ipw: bool) -> FittedNet:
 def fit_net(pcfg: DictConfig, net: torch.nn.Module, offers: OfferSplits, ipw: bool) -> FittedNet:
     """Train ``net`` in a PromotionModule with a fresh Trainer; the best epoch's weights are kept."""
     module = build_module(pcfg, net)
-    report = D.fit(build_trainer(pcfg), module, _tensors(offers.train, ipw), _tensors(offers.val, ipw),
-                   batch_size=int(pcfg.dipn.batch_size), seed=int(pcfg.seed))
+    report = D.fit(
+        build_trainer(pcfg),
+        module,
+        _tensors(offers.train, ipw),
+        _tensors(offers.val, ipw),
+        batch_size=int(pcfg.dipn.batch_size),
+        seed=int(pcfg.seed),
+    )
     return FittedNet(module.net.eval(), report)
 
 
@@ -120,6 +126,7 @@ def evaluate(predict: Predictor, held_out: HeldOut, test: Offers) -> tuple[np.nd
     p_offered = test.at_offered_level(at_offers)
     m["offer_ece"] = metrics.ece(test.converted, p_offered)
     m["offer_ece_ipw"] = metrics.ece(test.converted, p_offered, test.weight)
-    m.update(metrics.qini_by_level(at_offers, test.level, test.converted, test.randomized, test.weight,
-                                   DISCOUNT_LEVELS))
+    m.update(
+        metrics.qini_by_level(at_offers, test.level, test.converted, test.randomized, test.weight, DISCOUNT_LEVELS)
+    )
     return curves, m

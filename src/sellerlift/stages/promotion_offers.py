@@ -106,15 +106,24 @@ def load_offers(ctx: RunContext, pcfg: DictConfig, scorer: SequenceScorer) -> Of
 
 def offers_of(ctx: RunContext, frame: pd.DataFrame, scorer: SequenceScorer) -> Offers:
     randomized = frame["randomized"].to_numpy().astype(bool) if "randomized" in frame else np.zeros(len(frame), bool)
-    return Offers(frame=frame, x=inputs_at_offer_time(ctx, frame, scorer),
-                  level=np.searchsorted(LEVELS, frame["discount_pct"].to_numpy()),
-                  converted=frame["converted"].to_numpy().astype(np.float32), randomized=randomized)
+    return Offers(
+        frame=frame,
+        x=inputs_at_offer_time(ctx, frame, scorer),
+        level=np.searchsorted(LEVELS, frame["discount_pct"].to_numpy()),
+        converted=frame["converted"].to_numpy().astype(np.float32),
+        randomized=randomized,
+    )
 
 
 def inputs_at_offer_time(ctx: RunContext, frame: pd.DataFrame, scorer: SequenceScorer) -> np.ndarray:
     """DIPN inputs of each offer from the events before it (chunked: bounded memory)."""
-    chunks = iter_offer_time_features(ctx.tables.events, frame["customer_id"].to_numpy(), frame["ts"].to_numpy(),
-                                      ctx.prep.spec, chunk_offers=CHUNK_OFFERS)
+    chunks = iter_offer_time_features(
+        ctx.tables.events,
+        frame["customer_id"].to_numpy(),
+        frame["ts"].to_numpy(),
+        ctx.prep.spec,
+        chunk_offers=CHUNK_OFFERS,
+    )
     return np.concatenate([dipn_inputs(feats, scorer(feats) if scorer else None) for _, feats in chunks])
 
 
@@ -138,9 +147,17 @@ def fit_logged_policy(pcfg: DictConfig, offers: OfferSplits) -> PropensityModel:
     """The propensity model of the historical policy, fitted and chosen on the non-randomised offers."""
     tr, va = offers.train, offers.val
     pc = pcfg.propensity
-    return fit_propensity(tr.x[tr.logged], tr.level[tr.logged], va.x[va.logged], va.level[va.logged], K,
-                          candidates=tuple(pc.candidates), seed=int(pcfg.seed), max_rows=int(pc.max_rows),
-                          n_threads=int(pcfg.n_threads))
+    return fit_propensity(
+        tr.x[tr.logged],
+        tr.level[tr.logged],
+        va.x[va.logged],
+        va.level[va.logged],
+        K,
+        candidates=tuple(pc.candidates),
+        seed=int(pcfg.seed),
+        max_rows=int(pc.max_rows),
+        n_threads=int(pcfg.n_threads),
+    )
 
 
 def with_ipw_weights(pcfg: DictConfig, offers: OfferSplits, policy: PropensityModel) -> OfferSplits:
@@ -163,14 +180,18 @@ def propensity_metrics(pcfg: DictConfig, policy: PropensityModel, offers: OfferS
     report = policy.report
     chosen = report["candidates"][report["chosen"]]
     tr = offers.train
-    out = {"propensity/ece": chosen["ece"], "propensity/log_loss": chosen["log_loss"],
-           "propensity/clipped_frac": float(np.mean(tr.propensity < float(pcfg.propensity.clip))),
-           "propensity/weight_max": float(tr.weight.max()),
-           "propensity/ess_frac": effective_sample_size(tr.weight) / len(tr)}
+    out = {
+        "propensity/ece": chosen["ece"],
+        "propensity/log_loss": chosen["log_loss"],
+        "propensity/clipped_frac": float(np.mean(tr.propensity < float(pcfg.propensity.clip))),
+        "propensity/weight_max": float(tr.weight.max()),
+        "propensity/ess_frac": effective_sample_size(tr.weight) / len(tr),
+    }
     out.update({f"propensity/{name}_ece": sc["ece"] for name, sc in report["candidates"].items()})
     va = offers.val
     if "propensity" in va.frame:  # the simulator logs the true policy: how close is the model?
         v = va.logged
-        out["propensity/mae_vs_logged"] = float(np.mean(np.abs(
-            policy.propensity(va.x[v], va.level[v]) - va.frame["propensity"].to_numpy()[v])))
+        out["propensity/mae_vs_logged"] = float(
+            np.mean(np.abs(policy.propensity(va.x[v], va.level[v]) - va.frame["propensity"].to_numpy()[v]))
+        )
     return out

@@ -36,8 +36,9 @@ def evaluation_intervals(ctx: RunContext, targets: np.ndarray, probs: np.ndarray
     if n_boot <= 0 or len(targets) == 0:
         return {}
     top = float(ctx.cfg.model.module.get("top_fraction", 0.2))
-    return metrics.head_metric_intervals(targets, probs, prefix, top, n_boot, float(e.get("level", 0.95)),
-                                         int(e.get("seed", 0)))
+    return metrics.head_metric_intervals(
+        targets, probs, prefix, top, n_boot, float(e.get("level", 0.95)), int(e.get("seed", 0))
+    )
 
 
 def train_sequence(ctx: RunContext) -> None:
@@ -86,8 +87,14 @@ def train_sequence(ctx: RunContext) -> None:
     t0 = time.perf_counter()
     names = score_outputs(cfg.data.horizons)
     vnames = value_outputs(cfg.data.horizons) if has_value else None
-    onnx_path = export.export_sequence_onnx(net, ctx.bundle_dir / "sequence.onnx", len(EVENT_NUMERIC),
-                                            len(AGGREGATES), score_names=names, value_names=vnames)
+    onnx_path = export.export_sequence_onnx(
+        net,
+        ctx.bundle_dir / "sequence.onnx",
+        len(EVENT_NUMERIC),
+        len(AGGREGATES),
+        score_names=names,
+        value_names=vnames,
+    )
     parity = export.check_parity(net, onnx_path, len(EVENT_NUMERIC), len(AGGREGATES))
     ctx.timings["export_s"] = time.perf_counter() - t0
     ctx.bundle_files["sequence"] = onnx_path
@@ -100,8 +107,15 @@ def train_sequence(ctx: RunContext) -> None:
     intervals = evaluation_intervals(ctx, prep.targets[test], probs, "test/")
     ceiling = ceiling_metrics(ctx, top)
     ctx.metrics.update(test_metrics)
-    ctx.log_metrics({**test_metrics, **intervals, **ceiling, "export/onnx_parity_max_abs_diff": parity,
-                     "train/optimizer_steps": ctx.timings["optimizer_steps"]})
+    ctx.log_metrics(
+        {
+            **test_metrics,
+            **intervals,
+            **ceiling,
+            "export/onnx_parity_max_abs_diff": parity,
+            "train/optimizer_steps": ctx.timings["optimizer_steps"],
+        }
+    )
     ctx.bundle_extra["test_intervals"] = intervals
     _log_plots(ctx, test, probs)
     ctx.summary_rows += _summary({**test_metrics, **intervals}, ceiling, ctx.timings, parity)
@@ -124,19 +138,22 @@ def _register(ctx: RunContext, onnx_path: Path, names: tuple[str, ...], net, m: 
     mv = tracking.register_onnx(cfg.logger.tracking_uri, ctx.run_id, onnx_path, name, signature=signature)
     what = "; ".join(f"{n} = P(customer {head_description(hd, h)})" for n, hd in zip(names, HEADS))
     if len(names) > len(HEADS):
-        what += "; " + "; ".join(f"{n} = {d}" for n, d in (ctx.bundle_extra.get("value") or {}).get("what",
-                                                                                                 {}).items())
-    model_doc = (f"sellerlift sequence models (GRU / Transformer over event histories + aggregates) trained on data "
-                 f"set '{ctx.tables.name}' only. Outputs: {what}; customer_embedding. Inputs: event_type, numeric, "
-                 "length, aggregates (the bundle's feature_spec.json builds them; see sellerlift.runtime).")
+        what += "; " + "; ".join(f"{n} = {d}" for n, d in (ctx.bundle_extra.get("value") or {}).get("what", {}).items())
+    model_doc = (
+        f"sellerlift sequence models (GRU / Transformer over event histories + aggregates) trained on data "
+        f"set '{ctx.tables.name}' only. Outputs: {what}; customer_embedding. Inputs: event_type, numeric, "
+        "length, aggregates (the bundle's feature_spec.json builds them; see sellerlift.runtime)."
+    )
+
     def fmt(k):
         return f"{m[k]:.4f}" if k in m and np.isfinite(m[k]) else "—"
 
-    version_doc = (f"{cfg.model.name} on {ctx.tables.name} (fingerprint {ctx.tables.fingerprint}, cutoff "
-                   f"{ctx.tables.cutoff.date()}), run {ctx.run_id}: val/churn_auroc {fmt('val/churn_auroc')}, "
-                   f"test/churn_auroc {fmt('test/churn_auroc')}, test/intent_auroc {fmt('test/intent_auroc')}"
-                   + ("; WARNING: too few labels to measure" if (ctx.bundle_extra.get("guards") or {}).get(
-                       "small_data") else ""))
+    version_doc = (
+        f"{cfg.model.name} on {ctx.tables.name} (fingerprint {ctx.tables.fingerprint}, cutoff "
+        f"{ctx.tables.cutoff.date()}), run {ctx.run_id}: val/churn_auroc {fmt('val/churn_auroc')}, "
+        f"test/churn_auroc {fmt('test/churn_auroc')}, test/intent_auroc {fmt('test/intent_auroc')}"
+        + ("; WARNING: too few labels to measure" if (ctx.bundle_extra.get("guards") or {}).get("small_data") else "")
+    )
     tracking.describe_registered(ctx.client, name, getattr(mv, "version", mv), model_doc, version_doc)
 
 
@@ -166,8 +183,10 @@ def ceiling_metrics(ctx: RunContext, top_fraction: float = 0.2) -> dict[str, flo
     truth = truth_probabilities(ctx, test)
     if truth is None:
         return {}
-    return {**metrics.head_metrics(prep.targets[test], truth, "ceiling/", top_fraction),
-            **evaluation_intervals(ctx, prep.targets[test], truth, "ceiling/")}
+    return {
+        **metrics.head_metrics(prep.targets[test], truth, "ceiling/", top_fraction),
+        **evaluation_intervals(ctx, prep.targets[test], truth, "ceiling/"),
+    }
 
 
 def _callbacks(cfg: DictConfig) -> list:
@@ -187,8 +206,9 @@ def _log_plots(ctx: RunContext, test: np.ndarray, probs: np.ndarray) -> None:
             scores = {ctx.cfg.model.name: probs[:, i]}
             if truth is not None:
                 scores["truth (ceiling)"] = truth[:, i]
-            ctx.log_artifact(plots.roc_and_calibration(y, scores, head, Path(tmp) / f"{head}_roc_calibration.png"),
-                             "plots")
+            ctx.log_artifact(
+                plots.roc_and_calibration(y, scores, head, Path(tmp) / f"{head}_roc_calibration.png"), "plots"
+            )
 
 
 def fmt_ci(d: dict, key: str) -> str:
@@ -206,12 +226,25 @@ def _summary(m: dict, c: dict, timings: dict, parity: float) -> list[tuple[str, 
 
     rows = []
     for head in HEADS:
-        rows.append((f"{head}: AUROC [95% CI] (ceiling)",
-                     f"{fmt_ci(m, f'test/{head}_auroc')} ({fmt(c, f'ceiling/{head}_auroc')})"))
-        rows.append((f"{head}: AP (ceiling) · ECE · precision@top20%",
-                     f"{fmt_ci(m, f'test/{head}_ap')} ({fmt(c, f'ceiling/{head}_ap')}) · {fmt(m, f'test/{head}_ece')}"
-                     f" · {fmt(m, f'test/{head}_precision_top20')}"))
-    rows.append(("training", f"{timings.get('train_sequences_per_s', float('nan')):,.0f} sequences/s, "
-                             f"{timings.get('optimizer_steps', 0):,} optimizer steps"))
+        rows.append(
+            (
+                f"{head}: AUROC [95% CI] (ceiling)",
+                f"{fmt_ci(m, f'test/{head}_auroc')} ({fmt(c, f'ceiling/{head}_auroc')})",
+            )
+        )
+        rows.append(
+            (
+                f"{head}: AP (ceiling) · ECE · precision@top20%",
+                f"{fmt_ci(m, f'test/{head}_ap')} ({fmt(c, f'ceiling/{head}_ap')}) · {fmt(m, f'test/{head}_ece')}"
+                f" · {fmt(m, f'test/{head}_precision_top20')}",
+            )
+        )
+    rows.append(
+        (
+            "training",
+            f"{timings.get('train_sequences_per_s', float('nan')):,.0f} sequences/s, "
+            f"{timings.get('optimizer_steps', 0):,} optimizer steps",
+        )
+    )
     rows.append(("ONNX parity max |torch - onnx|", f"{parity:.1e}"))
     return rows

@@ -23,8 +23,10 @@ from sellerlift.labels import value_labels
 from sellerlift.runtime.loyalty import DEFINITION, reference_quantiles
 from sellerlift.stages.context import RunContext
 
-LOSS = ("Tweedie deviance (power {p:g}) on a log link for spend (zero-inflated, heavy-tailed: a point mass at 0 "
-        "plus a skewed positive part; its minimiser is the mean), Poisson deviance on a log link for purchase days")
+LOSS = (
+    "Tweedie deviance (power {p:g}) on a log link for spend (zero-inflated, heavy-tailed: a point mass at 0 "
+    "plus a skewed positive part; its minimiser is the mean), Poisson deviance on a log link for purchase days"
+)
 
 
 def horizon_days(ctx: RunContext) -> int:
@@ -33,8 +35,9 @@ def horizon_days(ctx: RunContext) -> int:
 
 def value_targets(ctx: RunContext) -> np.ndarray:
     """[n, 2] spend and purchase days after the cutoff of every customer of ``ctx.prep`` (its row order)."""
-    return value_labels(ctx.tables.events, ctx.tables.cutoff, ctx.prep.feats.customer_id, horizon_days(ctx),
-                        check=False)
+    return value_labels(
+        ctx.tables.events, ctx.tables.cutoff, ctx.prep.feats.customer_id, horizon_days(ctx), check=False
+    )
 
 
 def training_value_targets(ctx: RunContext) -> np.ndarray:
@@ -69,13 +72,16 @@ def value_truth(ctx: RunContext, rows: np.ndarray) -> dict[str, np.ndarray] | No
     if truth is None or f"clv_{d}d" not in truth:
         return None
     se_col = f"gross_{d}d_0_se"
-    return {"value": truth[f"clv_{d}d"].to_numpy(np.float64)[rows],
-            "value_se": truth[se_col].to_numpy(np.float64)[rows] if se_col in truth else None,
-            "purchases": truth[f"purchases_{d}d"].to_numpy(np.float64)[rows] if f"purchases_{d}d" in truth else None}
+    return {
+        "value": truth[f"clv_{d}d"].to_numpy(np.float64)[rows],
+        "value_se": truth[se_col].to_numpy(np.float64)[rows] if se_col in truth else None,
+        "purchases": truth[f"purchases_{d}d"].to_numpy(np.float64)[rows] if f"purchases_{d}d" in truth else None,
+    }
 
 
-def score_values(ctx: RunContext, pred: np.ndarray, rows: np.ndarray, prefix: str = "test/",
-                 intervals: bool = True) -> dict[str, float]:
+def score_values(
+    ctx: RunContext, pred: np.ndarray, rows: np.ndarray, prefix: str = "test/", intervals: bool = True
+) -> dict[str, float]:
     """Every value metric of ``pred`` [len(rows), 2] (spend, purchase days): vs the realised outcome
     (``{prefix}value_*``, ``{prefix}purchases_*``) and vs the truth (``{prefix}value_truth_*``, ...), with bootstrap
     intervals of the spend metrics (``evaluation.*``)."""
@@ -90,8 +96,9 @@ def score_values(ctx: RunContext, pred: np.ndarray, rows: np.ndarray, prefix: st
     truth = value_truth(ctx, rows)
     if truth is not None:
         out.update(vm.value_metrics(truth["value"], pred[:, 0], f"{prefix}value_truth_", truth_se=truth["value_se"]))
-        out.update(vm.value_metric_intervals(truth["value"], pred[:, 0], f"{prefix}value_truth_", n_boot, level,
-                                             seed + 1))
+        out.update(
+            vm.value_metric_intervals(truth["value"], pred[:, 0], f"{prefix}value_truth_", n_boot, level, seed + 1)
+        )
         if truth["purchases"] is not None:
             out.update(vm.value_metrics(truth["purchases"], pred[:, 1], f"{prefix}purchases_truth_"))
     return out
@@ -113,13 +120,19 @@ def measure(ctx: RunContext, onnx_path: Path, net) -> dict[str, float]:
     prior = cold_start_prior(replace(prep, targets=value_targets(ctx)), outputs=names)
     p = float(ctx.cfg.model.module.get("tweedie_power", 1.5))
     ctx.bundle_extra["value"] = {
-        "outputs": list(names), "horizon_days": horizon_days(ctx),
-        "what": {names[0]: f"expected spend in the next {horizon_days(ctx)} days",
-                 names[1]: f"expected days with a purchase in the next {horizon_days(ctx)} days"},
-        "loss": LOSS.format(p=p), "scale": [float(x) for x in net.value_scale.tolist()],
-        "cold_start": {k: prior[k] for k in names}, "loyalty": DEFINITION,
+        "outputs": list(names),
+        "horizon_days": horizon_days(ctx),
+        "what": {
+            names[0]: f"expected spend in the next {horizon_days(ctx)} days",
+            names[1]: f"expected days with a purchase in the next {horizon_days(ctx)} days",
+        },
+        "loss": LOSS.format(p=p),
+        "scale": [float(x) for x in net.value_scale.tolist()],
+        "cold_start": {k: prior[k] for k in names},
+        "loyalty": DEFINITION,
         "reference_quantiles": reference_quantiles(train_pred[:, 0]),
-        "reference": f"predicted {names[0]} of the {len(train):,} training customers at the cutoff"}
+        "reference": f"predicted {names[0]} of the {len(train):,} training customers at the cutoff",
+    }
     ctx.metrics.update({k: v for k, v in m.items() if not k.endswith(("_ci_low", "_ci_high"))})
     ctx.log_metrics(m)
     ctx.summary_rows += summary_rows(m, names[0])
@@ -135,10 +148,18 @@ def summary_rows(m: dict, name: str) -> list[tuple[str, str]]:
         ci = f" [{lo:{fmt}}, {hi:{fmt}}]" if lo is not None and np.isfinite(lo) else ""
         return f"{v:{fmt}}{ci}"
 
-    rows = [(f"{name}: RMSE · Spearman · top-decile share (realised)",
-             f"{f('test/value_rmse', '.2f')} · {f('test/value_spearman')} · {f('test/value_top_decile_share')}")]
+    rows = [
+        (
+            f"{name}: RMSE · Spearman · top-decile share (realised)",
+            f"{f('test/value_rmse', '.2f')} · {f('test/value_spearman')} · {f('test/value_top_decile_share')}",
+        )
+    ]
     if "test/value_truth_rmse" in m:
-        rows.append((f"{name}: RMSE · Spearman · top-decile share (true expected)",
-                     f"{f('test/value_truth_rmse', '.2f')} · {f('test/value_truth_spearman')} · "
-                     f"{f('test/value_truth_top_decile_share')}"))
+        rows.append(
+            (
+                f"{name}: RMSE · Spearman · top-decile share (true expected)",
+                f"{f('test/value_truth_rmse', '.2f')} · {f('test/value_truth_spearman')} · "
+                f"{f('test/value_truth_top_decile_share')}",
+            )
+        )
     return rows

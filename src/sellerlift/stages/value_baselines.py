@@ -77,15 +77,26 @@ def train_value_baselines(ctx: RunContext, data: bl.BaselineData, commit: str | 
 def _log_child_run(ctx: RunContext, name: str, mcfg, model, metrics: dict, commit: str | None) -> None:
     if ctx.client is None:
         return
-    tags = {"model.kind": "baseline", "model.name": name, "model.task": "customer_value",
-            "data.name": ctx.tables.name, "data.fingerprint": ctx.tables.fingerprint,
-            "data.cutoff": str(ctx.tables.cutoff), "git.commit": commit or "unknown"}
-    params = {"model": {"name": name, "kind": "baseline", **OmegaConf.to_container(mcfg, resolve=True)},
-              "seed": ctx.cfg.seed, "horizon_days": int(ctx.cfg.data.horizons.churn_days)}
+    tags = {
+        "model.kind": "baseline",
+        "model.name": name,
+        "model.task": "customer_value",
+        "data.name": ctx.tables.name,
+        "data.fingerprint": ctx.tables.fingerprint,
+        "data.cutoff": str(ctx.tables.cutoff),
+        "git.commit": commit or "unknown",
+    }
+    params = {
+        "model": {"name": name, "kind": "baseline", **OmegaConf.to_container(mcfg, resolve=True)},
+        "seed": ctx.cfg.seed,
+        "horizon_days": int(ctx.cfg.data.horizons.churn_days),
+    }
     with tracking.child_run(ctx.client, ctx.run_id, f"{name}-{ctx.tables.name}", tags, params) as run_id:
         from sellerlift.pipeline import data_profile
-        tracking.log_dataset(ctx.client, run_id, ctx.tables.name, ctx.tables.fingerprint, ctx.data_source,
-                             data_profile(ctx))
+
+        tracking.log_dataset(
+            ctx.client, run_id, ctx.tables.name, ctx.tables.fingerprint, ctx.data_source, data_profile(ctx)
+        )
         fitted = {f"fitted/{k}": v for k, v in model.fitted_params().items()} if hasattr(model, "fitted_params") else {}
         tracking.log_metrics(ctx.client, run_id, {**metrics, **fitted})
 
@@ -118,8 +129,9 @@ def comparison_table(ctx: RunContext, preds: dict[str, np.ndarray], rows: np.nda
     return pd.DataFrame(out)
 
 
-def paired_gaps(ctx: RunContext, rows: np.ndarray, seq: np.ndarray | None,
-                baselines: dict[str, np.ndarray]) -> dict[str, float]:
+def paired_gaps(
+    ctx: RunContext, rows: np.ndarray, seq: np.ndarray | None, baselines: dict[str, np.ndarray]
+) -> dict[str, float]:
     """``compare/<target>_<metric>_minus_<baseline>`` (sequence minus baseline) with paired 95 % intervals."""
     if seq is None or not baselines:
         return {}
@@ -131,8 +143,14 @@ def paired_gaps(ctx: RunContext, rows: np.ndarray, seq: np.ndarray | None,
             for m in COMPARED:
                 d = vm.paired_value_difference(y, seq[:, 0], p[:, 0], m, n_boot, level, seed)
                 k = f"compare/{key}_{m}_minus_{name}"
-                out.update({k: d["diff"], f"{k}_ci_low": d["ci_low"], f"{k}_ci_high": d["ci_high"],
-                            f"compare/{key}_{m}_p_no_gain_vs_{name}": d["p_not_better"]})
+                out.update(
+                    {
+                        k: d["diff"],
+                        f"{k}_ci_low": d["ci_low"],
+                        f"{k}_ci_high": d["ci_high"],
+                        f"compare/{key}_{m}_p_no_gain_vs_{name}": d["p_not_better"],
+                    }
+                )
     return out
 
 
@@ -141,8 +159,11 @@ def _summary(table: pd.DataFrame, gaps: dict) -> list[tuple[str, str]]:
     for target, t in table.groupby("target", sort=False):
         parts = []
         for _, r in t.iterrows():
-            ci = (f" [{r['spearman_ci_low']:.3f}, {r['spearman_ci_high']:.3f}]"
-                  if np.isfinite(r.get("spearman_ci_low", np.nan)) else "")
+            ci = (
+                f" [{r['spearman_ci_low']:.3f}, {r['spearman_ci_high']:.3f}]"
+                if np.isfinite(r.get("spearman_ci_low", np.nan))
+                else ""
+            )
             parts.append(f"{r['model']} {r['spearman']:.3f}{ci} / {r['top_decile_share']:.2f} / {r['rmse']:.1f}")
         rows.append((f"value vs {target}: Spearman [95% CI] / top-decile share / RMSE", " · ".join(parts)))
     for k, v in gaps.items():

@@ -121,8 +121,21 @@ def test_at_champion_needs_the_data_set(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     with pytest.raises(score.ScoreError, match="champions are per data set"):
         score.resolve_bundle("@champion", uri, data=None)
-    with pytest.raises(score.ScoreError, match="sellerlift-sequence-myshop@champion"):
+    with pytest.raises(score.ScoreError, match="sellerlift-sequence-myshop@champion") as err:
         score.resolve_bundle("@champion", uri, data="myshop")
+    assert "make train" in str(err.value)
+
+
+def test_no_champion_names_the_newest_bundle_of_the_data_set(tmp_path, monkeypatch):
+    """A run too small to measure (the example shop file) trains but never becomes champion: the scorer's error
+    says which bundle of that data set to pass instead."""
+    monkeypatch.chdir(tmp_path)
+    _bundle(tmp_path / "bundles", "run-shop", "seller_file")
+    _bundle(tmp_path / "bundles", "run-sim", "simulator")
+    with pytest.raises(score.ScoreError) as err:
+        score.resolve_bundle("@champion", f"sqlite:///{tmp_path}/mlflow.db", data="seller_file")
+    msg = str(err.value)
+    assert "--bundle bundles/run-shop" in msg and "guards.min_positives" in msg and "run-sim" not in msg
 
 
 def test_score_cli_refuses_a_bundle_of_other_data(tmp_path, capsys):

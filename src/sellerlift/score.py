@@ -44,7 +44,7 @@ import pandas as pd
 
 from sellerlift.engine import JobFailed
 from sellerlift.runtime import BundleError, Runtime
-from sellerlift.runtime.bundle import data_mismatch, registered_model_name
+from sellerlift.runtime.bundle import data_mismatch, newest_bundle, registered_model_name
 from sellerlift.score_allocate import AllocationOptions, Collected, allocate_and_write, mapping_arg
 from sellerlift.score_parts import (  # noqa: F401 - score_events, _mapped_chunks: this module's names since before
     ScoreError,
@@ -98,10 +98,14 @@ def resolve_bundle(spec: str, tracking_uri: str | None = None, data: str | None 
             name, _, alias = spec[len("models:/") :].partition("@")
         path = champion_bundle_dir(client, name, alias)
         if path is None:
-            raise ScoreError(
-                f"{name}@{alias}: no such alias with a bundle in {client.tracking_uri} "
-                "(train a registered model first: `make train`)"
+            newest = newest_bundle(Path("bundles"), data) if data else None
+            hint = (
+                f"; the newest bundle trained on '{data}' is {newest}: pass --bundle {newest} (a run whose "
+                "splits are too small to measure, guards.min_positives, trains but never becomes champion)"
+                if newest is not None
+                else " (train a registered model first: `make train`)"
             )
+            raise ScoreError(f"{name}@{alias}: no such alias with a bundle in {client.tracking_uri}{hint}")
         return path
     return Path(spec)
 

@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from compare_models_md import markdown  # benchmarks/, beside this file
 
+from sellerlift import bootstrap as B
 from sellerlift import metrics as M
 from sellerlift.constants import HEADS
 
@@ -142,7 +143,7 @@ def run_one(setting: str, variant: str, seed: int, args, pred_dir: Path, work: P
 
 def paired_bootstrap(preds: pd.DataFrame, a: str, b: str, head: str, metric: str, n_boot: int, seed: int = 0) -> dict:
     """Difference a - b of ``metric`` on the same resampled test customers: estimate and 95 % interval."""
-    d = M.paired_difference(preds[f"y_{head}"], preds[f"{a}__{head}"], preds[f"{b}__{head}"], metric, n_boot, seed=seed)
+    d = B.paired_difference(preds[f"y_{head}"], preds[f"{a}__{head}"], preds[f"{b}__{head}"], metric, n_boot, seed=seed)
     return {
         "a": a,
         "b": b,
@@ -160,7 +161,7 @@ def metrics_of(test: pd.DataFrame, name: str, n_boot: int) -> dict:
     y = test[[f"y_{h}" for h in HEADS]].to_numpy()
     p = test[[f"{name}__{h}" for h in HEADS]].to_numpy(np.float64)
     out = M.head_metrics(y, p, "")
-    ci = M.head_metric_intervals(y, p, "", n_boot=n_boot) if n_boot else {}
+    ci = B.head_metric_intervals(y, p, "", n_boot=n_boot) if n_boot else {}
     for k in list(out):
         if f"{k}_ci_low" in ci:
             out[f"{k}_ci"] = [ci[f"{k}_ci_low"], ci[f"{k}_ci_high"]]
@@ -257,7 +258,7 @@ def input_ablation(first: dict, n_boot: int) -> dict:
     for name, f in (("full", feats), ("no_aggregates", no_agg), ("no_events", no_seq)):
         p = model.probabilities(f)
         m = M.head_metrics(prep.targets[test], p, "")
-        ci = M.head_metric_intervals(prep.targets[test], p, "", n_boot=n_boot) if n_boot else {}
+        ci = B.head_metric_intervals(prep.targets[test], p, "", n_boot=n_boot) if n_boot else {}
         out[name] = {f"{h}_auroc": m[f"{h}_auroc"] for h in HEADS}
         out[name].update({f"{h}_auroc_ci": [ci.get(f"{h}_auroc_ci_low"), ci.get(f"{h}_auroc_ci_high")] for h in HEADS})
     return out

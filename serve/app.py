@@ -14,9 +14,10 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from sellerlift.runtime import Runtime
-from serve import __version__, errors, routes, schemas
+from serve import __version__, errors, response_types, routes
 from serve.config import Settings
 from serve.gate import Gate
+from serve.openapi import openapi_components
 from serve.routes import FORBIDDEN_MODULES, heavy_modules_loaded  # noqa: F401  (part of this module's API)
 from serve.state import State, install_drain_signal, load_runtime, tune_process
 
@@ -94,13 +95,13 @@ def openapi(app: FastAPI) -> dict:
     """FastAPI's schema of the routes, with every body's schema from the msgspec Structs (one definition); the
     response types are those of the served bundle, rebuilt after a reload to another kind of bundle."""
     rt = app.state.serve.runtime
-    types = schemas.types_for(rt) if rt is not None else None
+    types = response_types.types_for(rt) if rt is not None else None
     key = types.key if types is not None else None
     if app.openapi_schema is None or getattr(app.state, "openapi_key", None) != key:
         spec = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes, tags=app.openapi_tags
         )
-        spec.setdefault("components", {}).setdefault("schemas", {}).update(schemas.openapi_components(types))
+        spec.setdefault("components", {}).setdefault("schemas", {}).update(openapi_components(types))
         app.openapi_schema = spec
         app.state.openapi_key = key
     return app.openapi_schema

@@ -4,7 +4,7 @@ Each function is the single executor call of its endpoint (never run on the even
 loop): it parses the raw body (:mod:`serve.parsing`), runs the :class:`Runtime`
 (features, sequence scores and customer value, loyalty, segments, curves, the enduring
 response, action segments) and the allocator, and encodes the response Structs of
-:mod:`serve.schemas` (those of the served bundle: :func:`serve.schemas.types_for`) with
+:mod:`serve.schemas` (those of the served bundle: :func:`serve.response_types.types_for`) with
 msgspec. A client error is a :class:`serve.errors.ClientError`.
 """
 
@@ -19,7 +19,8 @@ from sellerlift.runtime.enduring import enduring_value
 from serve import constraints, parsing
 from serve.errors import ClientError, encode
 from serve.metrics import Metrics
-from serve.schemas import AllocateResponse, AllocationTotals, CustomerAllocation, ModelRef, types_for
+from serve.response_types import types_for
+from serve.schemas import AllocateResponse, AllocationTotals, CustomerAllocation, ModelRef
 from serve.timestamps import iso_each
 
 

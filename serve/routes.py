@@ -3,7 +3,7 @@
 A handler takes the body the gate read, hands it with the current runtime to its job in
 :mod:`serve.jobs` (one executor hop: parse, validate, features, models, encode) and
 returns the bytes. Bodies are not parsed by FastAPI: the OpenAPI schema of every body is
-the msgspec Structs' own (:func:`serve.schemas.openapi_components`), put in by
+the msgspec Structs' own (:func:`serve.openapi.openapi_components`), put in by
 :func:`openapi` in :mod:`serve.app`.
 """
 
@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from sellerlift.runtime import BundleError, Runtime
-from serve import __version__, jobs, parsing, schemas
+from serve import __version__, jobs, openapi, parsing, schemas
 from serve.errors import JSON, detail_response, json_response, safe_text
 from serve.gate import BODY_KEY
 from serve.metrics import RELOAD_PATH
@@ -37,11 +37,11 @@ def heavy_modules_loaded() -> list[str]:
 
 
 def _json(name: str, description: str) -> dict:
-    return {"description": description, "content": {JSON: {"schema": schemas.ref(name)}}}
+    return {"description": description, "content": {JSON: {"schema": openapi.ref(name)}}}
 
 
 def _body(name: str, required: bool = True) -> dict:
-    return {"requestBody": {"required": required, "content": {JSON: {"schema": schemas.ref(name)}}}}
+    return {"requestBody": {"required": required, "content": {JSON: {"schema": openapi.ref(name)}}}}
 
 
 ERRORS = {

@@ -1,29 +1,21 @@
 """The request/response contract: msgspec Structs, the one definition of every body the server reads or writes.
 
 The same Structs decode the requests (:mod:`serve.parsing`), encode the responses
-(:mod:`serve.jobs`) and give the OpenAPI schema (:func:`openapi_components`), so the
+(:mod:`serve.jobs`) and give the OpenAPI schema (:mod:`serve.openapi`), so the
 documented contract and what is accepted cannot drift apart. Decoding is strict: no
 type coercion (``"12.5"`` is not a number, ``true`` is not a number), no unknown
 fields. Timestamps are strings here (at most 64 characters) and their ISO 8601 form
 is checked, vectorised, in :mod:`serve.parsing` (the schema states the pattern);
-rules that need the whole request (limits, as-of) are checked there too.
-
-The per-customer responses of ``/v1/score`` and ``/v1/promotions/curves`` follow the served bundle
-(:func:`response_types`): the probability fields are named after its horizons (``intent_7d``,
-``churn_90d`` for a default bundle, ``churn_30d`` for one trained for 30 days), and the value, loyalty,
-action segment, retention and value-per-level fields exist only when the bundle has those models. The
-OpenAPI schema is built from the served bundle's types, so it documents what is answered.
+rules that need the whole request (limits, as-of) are checked there too. The responses
+whose fields follow the served bundle are :mod:`serve.response_types`.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Literal
 
-import msgspec
 from msgspec import Meta, Struct
 
-from sellerlift.constants import head_of_output
 from sellerlift.schema import EVENT_TYPES
 
 # ISO 8601 date, optionally followed by a time and offset (the parser checks the rest). ASCII digits only.
@@ -256,197 +248,3 @@ class ErrorItem(Struct):
 
 class ErrorResponse(Struct):
     detail: list[ErrorItem] | str
-
-
-# ------------------------------------------------------------------ OpenAPI
-
-_EXAMPLE_CUSTOMERS = [
-    {
-        "customer_id": "c-1001",
-        "events": [
-            {"type": "visit", "ts": "2025-12-01T10:00:00Z"},
-            {"type": "add_to_cart", "ts": "2025-12-01T10:03:00Z"},
-            {"type": "purchase", "ts": "2025-12-01T10:05:00Z", "amount": 42.5},
-            {"type": "email_open", "ts": "2025-12-20T08:00:00+01:00"},
-        ],
-    },
-    {"customer_id": 1002, "events": []},
-]
-EXAMPLES = {
-    "ScoreRequest": [{"as_of": "2026-01-01T00:00:00Z", "customers": _EXAMPLE_CUSTOMERS}],
-    "AllocateRequest": [
-        {
-            "as_of": "2026-01-01T00:00:00Z",
-            "budget": 50.0,
-            "seller_budgets": {"s-1": 30.0, "s-2": 40.0},
-            "customers": [
-                {**_EXAMPLE_CUSTOMERS[0], "value": 60.0, "margin": 0.4, "seller_id": "s-1"},
-                {**_EXAMPLE_CUSTOMERS[1], "value": 35.0, "margin": 0.3, "seller_id": "s-2"},
-            ],
-        }
-    ],
-    "ReloadRequest": [{"bundle": "bundles/0123abcd"}, {"bundle": "@champion"}, {}],
-}
-STATIC_TYPES = (ScoreRequest, AllocateRequest, ReloadRequest, AllocateResponse, Health, Ready, ErrorResponse)
-
-
-# ------------------------------------------------------------------ responses that follow the bundle
-
-
-class ResponseTypes(NamedTuple):
-    """The per-customer score and curve Structs of one kind of bundle (and their responses)."""
-
-    key: tuple
-    CustomerScore: type
-    ScoreResponse: type
-    CustomerCurve: type
-    CurvesResponse: type
-    score_fields: tuple[str, ...]  # CustomerScore's fields, in order
-    curve_fields: tuple[str, ...]
-
-
-def _days(name: str) -> int:
-    return int(name.rsplit("_", 1)[1][:-1])
-
-
-def _score_field(name: str) -> tuple:
-    head = head_of_output(name)
-    if head == "intent":
-        what = f"probability of a purchase in the next {_days(name)} days"
-    elif head == "churn":
-        what = f"probability of no purchase in the next {_days(name)} days"
-    elif name.startswith("value_"):
-        what = f"expected spend in the next {_days(name)} days (the sequence model's customer-value head)"
-    else:
-        what = f"expected number of days with a purchase in the next {_days(name)} days"
-    return name, Annotated[float, _d(what)]
-
-
-def types_key(rt) -> tuple:
-    """What the response types of runtime ``rt`` depend on."""
-    return (
-        tuple(rt.outputs),
-        tuple(getattr(rt, "value_outputs", ())),
-        bool(getattr(rt, "has_loyalty", False)),
-        getattr(rt, "action_segments", None) is not None,
-        rt.enduring.horizon_days if getattr(rt, "enduring", None) is not None else None,
-    )
-
-
-def types_for(rt) -> ResponseTypes:
-    """The response Structs of the bundle ``rt`` serves (cached per kind of bundle)."""
-    return response_types(types_key(rt))
-
-
-@functools.lru_cache(maxsize=64)
-def response_types(key: tuple) -> ResponseTypes:
-    outputs, value_outputs, loyalty, action, enduring_days = key
-    fields = [("customer_id", Id), ("as_of", str), *(_score_field(n) for n in (*outputs, *value_outputs))]
-    if loyalty:
-        fields.append(
-            (
-                "loyalty",
-                Annotated[
-                    float,
-                    Meta(
-                        ge=0.0,
-                        le=1.0,
-                        description=(
-                            "0-1 loyalty: sqrt(P(no churn) x value percentile), the geometric mean of the predicted "
-                            "retention and "
-                            "the predicted value's percentile among the training customers'"
-                        ),
-                    ),
-                ],
-            )
-        )
-    fields += [
-        ("segment", Annotated[str | None, _d("RFM segment name (null if the bundle has no segments)")]),
-        ("segment_id", int | None),
-    ]
-    if action:
-        fields += [
-            (
-                "action_segment",
-                Annotated[str, _d("segment by what it means for a promotion (RFM + the predicted response and value)")],
-            ),
-            ("action_segment_id", int),
-        ]
-    probs = " and ".join(outputs)
-    fields += [
-        ("n_events", Annotated[int, _d("events before as_of that were used (the model reads the last max_len)")]),
-        ("cold_start", Annotated[bool, _d("no events before as_of")]),
-        (
-            "prior",
-            Annotated[
-                bool,
-                _d(
-                    f"{probs}{' and the value' if value_outputs else ''} are the bundle's "
-                    "calibrated cold-start prior (base rates of customers without "
-                    "history), not a model output: true for cold-start customers when "
-                    "the bundle has a prior"
-                ),
-            ],
-        ),
-    ]
-    score = msgspec.defstruct("CustomerScore", fields)
-    score_response = msgspec.defstruct("ScoreResponse", [("model", ModelRef), ("results", list[score])])
-    curve_fields = [
-        ("customer_id", Id),
-        ("conversion", Annotated[list[float], _d("P(purchase) at each discount level, monotone non-decreasing")]),
-        ("uplift", Annotated[list[float], _d("conversion minus conversion at no discount")]),
-    ]
-    if enduring_days is not None:
-        d = enduring_days
-        curve_fields += [
-            (
-                f"retention_{d}d",
-                Annotated[
-                    list[float],
-                    _d(
-                        f"expected {d}-day retention (a purchase after the offer's week, by day {d}) at each level, "
-                        "from the "
-                        "enduring model (not constrained monotone: a discount can teach a customer to wait for one)"
-                    ),
-                ],
-            ),
-            (
-                f"value_{d}d",
-                Annotated[
-                    list[float],
-                    _d(f"expected {d}-day revenue (before discount) at each level, from the enduring model"),
-                ],
-            ),
-        ]
-    curve = msgspec.defstruct("CustomerCurve", curve_fields)
-    curves_response = msgspec.defstruct(
-        "CurvesResponse", [("model", ModelRef), ("discount_levels", list[int]), ("results", list[curve])]
-    )
-    return ResponseTypes(
-        key,
-        score,
-        score_response,
-        curve,
-        curves_response,
-        tuple(f[0] for f in fields),
-        tuple(f[0] for f in curve_fields),
-    )
-
-
-DEFAULT_KEY = (("intent_7d", "churn_90d"), ("value_90d", "purchases_90d"), True, False, None)
-
-
-def openapi_components(types: ResponseTypes | None = None) -> dict:
-    """``components.schemas`` of every Struct above and of the served bundle's response types (JSON Schema
-    2020-12, as OpenAPI 3.1 takes it; default: a default bundle's)."""
-    types = types or response_types(DEFAULT_KEY)
-    _, components = msgspec.json.schema_components(
-        (*STATIC_TYPES, types.ScoreResponse, types.CurvesResponse), ref_template="#/components/schemas/{name}"
-    )
-    for name, examples in EXAMPLES.items():
-        components[name]["examples"] = examples
-    return components
-
-
-def ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}

@@ -163,3 +163,34 @@ def test_evaluate_command_writes_every_promised_figure(pop, tmp_path):
     for png in ("revenue_and_retention_by_policy.png", "ab.png", "did_event_study.png", "ope.png"):
         assert (tmp_path / "out" / png).stat().st_size > 5000, png
     assert "| oracle_enduring |" in (tmp_path / "out" / "policy_table.md").read_text()
+
+
+def test_loyalty_is_measured_at_the_cutoff_and_at_each_horizon_with_one_yardstick(pop, tmp_path_factory):
+    """The bundle's loyalty score of every customer from the history each policy produced: the same at the cutoff
+    for every policy, the runtime's own score of the forward run's events at the horizon, moved by the offers."""
+    import pandas as pd
+    from test_serve import build_test_bundle
+
+    from sellerlift.closed_loop.evaluate import loyalty_measure
+    from sellerlift.closed_loop.outcomes import policy_rows
+    from sellerlift.runtime import Runtime, loyalty_of
+
+    bundle = build_test_bundle(tmp_path_factory)["bundle_full"]
+    measure = loyalty_measure(bundle)
+    assert measure is not None
+    runs = {
+        p.name: run_policy(pop, p, 30, Budget(0.15), horizons=(30,), loyalty=measure)
+        for p in (P.NoOffers(), P.blanket(10))
+    }
+    none, blanket = runs["no_offers"], runs["blanket_10"]
+    np.testing.assert_array_equal(none.loyalty_start, blanket.loyalty_start)
+    assert none.loyalty_start.shape == (pop.n,)
+    assert none.loyalty_start.min() >= 0.0 and none.loyalty_start.max() <= 1.0
+    history = pd.concat([ch.history for ch in pop.chunks], ignore_index=True)
+    direct = loyalty_of(Runtime.load(bundle), history, pop.cfg.cutoff, customers=pop.customer_id)
+    np.testing.assert_allclose(none.loyalty_start, direct["loyalty"].to_numpy(), rtol=1e-6)
+    assert not np.array_equal(none.outcomes[30].loyalty, blanket.outcomes[30].loyalty)  # offers changed histories
+    row = policy_rows(runs, 0.4).set_index("policy").loc["blanket_10"]
+    change = blanket.outcomes[30].loyalty - blanket.loyalty_start
+    assert row["loyalty_change"] == pytest.approx(change.mean())
+    assert row["loyalty_change_reached"] == pytest.approx(change[blanket.outcomes[30].offers > 0].mean())

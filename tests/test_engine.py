@@ -14,7 +14,8 @@ from conftest import REPO
 
 from sellerlift import score
 from sellerlift.allocate import allocate_lagrangian, random_instance, random_retention
-from sellerlift.allocate.sharded import AllocShard, local_shards, solve_sharded, split_by_seller
+from sellerlift.allocate.shard import AllocShard
+from sellerlift.allocate.sharded import local_shards, solve_sharded, split_by_seller
 from sellerlift.engine import LocalEngine, get_engine, jobs, partial_outputs, staged_output
 from sellerlift.sim import SimulatorConfig, simulate
 

@@ -1,4 +1,4 @@
-"""A/B tests, power calculator, DiD and event study (closed_loop.experiments) against planted effects.
+"""A/B tests, power calculator, DiD and event study (closed_loop.experiments, closed_loop.did) against planted effects.
 
 Replication checks use fixed seeds (deterministic); coverage tolerances are 3 binomial
 standard errors around the nominal 95 %, bias tolerances 3 Monte Carlo standard errors.
@@ -12,7 +12,8 @@ import statsmodels.formula.api as smf
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
-from sellerlift.closed_loop.experiments import ab_test, assign_ab, did, event_study, plot_event_study, sample_size
+from sellerlift.closed_loop.did import did, event_study, plot_event_study
+from sellerlift.closed_loop.experiments import ab_test, assign_ab, sample_size
 
 
 @pytest.fixture(scope="module", autouse=True)

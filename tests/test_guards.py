@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from conftest import compose_config
 
+from sellerlift import bootstrap as B
 from sellerlift import metrics as M
 from sellerlift.labels import SmallDataError, format_counts, label_counts, small_splits
 from sellerlift.pipeline import check_guards
@@ -18,12 +19,12 @@ def _data(n=600, rate=0.1, seed=0):
 
 def test_vectorised_resample_metrics_equal_the_metrics_of_the_resampled_data():
     y, p = _data()
-    W = M.bootstrap_weights(len(y), 25, np.random.default_rng(1))
+    W = B.bootstrap_weights(len(y), 25, np.random.default_rng(1))
     got = {
-        "auroc": M.weighted_auroc(y, p, W),
-        "ap": M.weighted_ap(y, p, W),
-        "ece": M.weighted_ece(y, p, W),
-        "precision_top20": M.weighted_precision_at_top(y, p, W, 0.2),
+        "auroc": B.weighted_auroc(y, p, W),
+        "ap": B.weighted_ap(y, p, W),
+        "ece": B.weighted_ece(y, p, W),
+        "precision_top20": B.weighted_precision_at_top(y, p, W, 0.2),
     }
     for b in range(len(W)):
         idx = np.repeat(np.arange(len(y)), W[b].astype(int))
@@ -35,7 +36,7 @@ def test_vectorised_resample_metrics_equal_the_metrics_of_the_resampled_data():
 
 def test_intervals_cover_the_estimate_and_shrink_with_more_data():
     y, p = _data(400)
-    ci = M.head_metric_intervals(np.stack([y, 1 - y], 1), np.stack([p, 1 - p], 1), "test/", n_boot=300)
+    ci = B.head_metric_intervals(np.stack([y, 1 - y], 1), np.stack([p, 1 - p], 1), "test/", n_boot=300)
     auc, ece = M.binary_metrics(y, p)["auroc"], M.binary_metrics(y, p)["ece"]
     assert ci["test/intent_auroc_ci_low"] < auc < ci["test/intent_auroc_ci_high"]
     assert ci["test/intent_ece_ci_low"] <= ece <= ci["test/intent_ece_ci_high"]  # bias-shifted: ECE* is biased up
@@ -43,7 +44,7 @@ def test_intervals_cover_the_estimate_and_shrink_with_more_data():
         f"test/churn_{m}_ci_{s}" for m in ("auroc", "ap", "ece", "precision_top20") for s in ("low", "high")
     }
     y2, p2 = _data(8000, seed=3)
-    ci2 = M.head_metric_intervals(np.stack([y2, y2], 1), np.stack([p2, p2], 1), "", n_boot=300)
+    ci2 = B.head_metric_intervals(np.stack([y2, y2], 1), np.stack([p2, p2], 1), "", n_boot=300)
     assert (ci2["intent_auroc_ci_high"] - ci2["intent_auroc_ci_low"]) < (
         ci["test/intent_auroc_ci_high"] - ci["test/intent_auroc_ci_low"]
     ) / 2
@@ -53,11 +54,11 @@ def test_paired_bootstrap_sees_a_real_gap_and_no_gap_between_equals():
     y, p = _data(3000, seed=5)
     rng = np.random.default_rng(0)
     worse = 0.5 * p + 0.5 * rng.random(len(p))
-    d = M.paired_difference(y, p, worse, "auroc", n_boot=400)
+    d = B.paired_difference(y, p, worse, "auroc", n_boot=400)
     assert d["diff"] > 0 and d["ci_low"] > 0 and d["p_not_better"] < 0.01
-    same = M.paired_difference(y, p, p, "auroc", n_boot=200)
+    same = B.paired_difference(y, p, p, "auroc", n_boot=200)
     assert same["diff"] == 0 and same["ci_low"] == same["ci_high"] == 0
-    ece = M.paired_difference(y, p, worse, "ece", n_boot=200)  # for ECE lower is better
+    ece = B.paired_difference(y, p, worse, "ece", n_boot=200)  # for ECE lower is better
     assert np.isfinite(ece["p_not_better"])
 
 
@@ -66,7 +67,7 @@ def test_two_positives_get_an_interval_as_wide_as_the_unit_interval():
     y = np.zeros(60)
     y[[3, 40, 41, 50]] = 1
     p = np.random.default_rng(2).random(60)
-    ci = M.head_metric_intervals(np.stack([y, y], 1), np.stack([p, p], 1), "test/", n_boot=500)
+    ci = B.head_metric_intervals(np.stack([y, y], 1), np.stack([p, p], 1), "test/", n_boot=500)
     assert ci["test/intent_auroc_ci_high"] - ci["test/intent_auroc_ci_low"] > 0.5
 
 

@@ -31,7 +31,8 @@ ray = pytest.importorskip("ray")
 
 from sellerlift import score
 from sellerlift.allocate import allocate_lagrangian
-from sellerlift.allocate.sharded import AllocShard, solve_sharded, split_by_seller
+from sellerlift.allocate.shard import AllocShard
+from sellerlift.allocate.sharded import solve_sharded, split_by_seller
 from sellerlift.engine import JobFailed, get_engine, jobs, partial_outputs, staged_output
 from sellerlift.engine.cluster import LocalCluster
 from sellerlift.engine.scoring import score_file as score_on

@@ -7,17 +7,13 @@ import pandas as pd
 import pytest
 from sklearn.cluster import KMeans
 
+from sellerlift.k_selection import KSelection, elbow_k, gap_k, plot_k_selection, select_k
 from sellerlift.segment import (
     RFM_FEATURES,
-    KSelection,
     SegmentModel,
-    elbow_k,
     fit_segments,
-    gap_k,
     name_segments,
-    plot_k_selection,
     segment_summary,
-    select_k,
 )
 
 CENTRES_LOG = np.array(

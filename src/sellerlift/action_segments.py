@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from sellerlift.segment import nearest_centroid, select_k
+from sellerlift.k_selection import select_k
+from sellerlift.segment import nearest_centroid
 
 FEATURES = (
     "log_recency",
@@ -106,7 +107,7 @@ def _describe(z: np.ndarray) -> str:
 
 def fit(X: np.ndarray, ks=range(3, 9), seed: int = 0) -> tuple[ActionSegmentModel, object]:
     """Standardise, pick k by silhouette, k-means, name; segments ordered by predicted value (highest first)."""
-    from sellerlift.segment import _kmeans
+    from sellerlift.k_selection import _kmeans
 
     X = np.asarray(X, dtype=np.float64)
     mean, scale = X.mean(axis=0), np.maximum(X.std(axis=0), 1e-9)

@@ -88,6 +88,22 @@ def ceiling_enduring_policy(model: ceiling.CeilingModel, margin: float):
     return Policy()
 
 
+def loyalty_measure(bundle):
+    """The bundle's loyalty score of every customer from their history so far (one yardstick for every
+    policy); None when the bundle has no value head."""
+    from sellerlift.runtime import Runtime
+
+    rt = Runtime.load(bundle)
+    if not rt.has_loyalty:
+        return None
+
+    def measure(obs: Observation) -> np.ndarray:
+        feats = rt.features_of(obs.events(), obs.as_of, customers=obs.customer_id)
+        return rt.loyalty(rt.score(feats))
+
+    return measure
+
+
 def policy_set(model_policy, ceil, s: Settings) -> list:
     out = [
         P.NoOffers(),
@@ -146,10 +162,11 @@ def run(
     if bundle is not None and (Path(bundle) / "enduring.onnx").exists():
         aware = P.retention_aware_policy(bundle, s.retention_weight, s.margin, name="retention_aware")
     budget = Budget(s.budget_fraction, s.per_seller)
+    loyalty = loyalty_measure(bundle) if bundle is not None else None
     runs = {}
     for pol in policy_set(model, ceil, s) + ([aware] if aware else []):
         t0 = time.perf_counter()
-        runs[pol.name] = run_policy(pop, pol, s.days, budget, horizons=s.horizons)
+        runs[pol.name] = run_policy(pop, pol, s.days, budget, horizons=s.horizons, loyalty=loyalty)
         timings[f"run/{pol.name}_s"] = time.perf_counter() - t0
         progress(f"  {pol.name}: {timings[f'run/{pol.name}_s']:.1f} s")
     table = policy_rows(runs, s.margin)

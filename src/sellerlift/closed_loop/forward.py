@@ -117,6 +117,7 @@ class Outcomes:
     active: np.ndarray  # alive at the end and any event in its last 30 days
     offers: np.ndarray  # offers received
     discount_pct: np.ndarray  # sum of the levels offered (face value, percent)
+    loyalty: np.ndarray | None = None  # the bundle's loyalty score at the horizon (``run_policy(loyalty=...)``)
 
 
 @dataclass
@@ -127,6 +128,7 @@ class PolicyRun:
     daily: pd.DataFrame  # day, net revenue, purchases, active customers, offers (whole population)
     seller_daily: pd.DataFrame  # day, seller_id, net revenue (for seller-level analyses)
     campaigns: list[dict] = field(default_factory=list)  # per campaign day: mailed, offered, planned spend
+    loyalty_start: np.ndarray | None = None  # the loyalty score at the cutoff (``run_policy(loyalty=...)``)
 
 
 def _world(pop: Population, ch: Chunk, stream: int, record: bool) -> World:
@@ -152,11 +154,13 @@ def run_policy(
     record_events: bool = True,
     frozen: bool = False,
     progress=None,
+    loyalty=None,
 ) -> PolicyRun:
     """Run ``policy`` for ``days`` days after the cutoff; outcomes at each horizon (days <= ``days``).
 
     ``frozen``: keep the state frozen as the label truth assumes (a check of the simulator, not a world to
-    decide in).
+    decide in). ``loyalty``: a callable scoring an :class:`Observation` of every customer (their history so
+    far) -> float [n]; called at the cutoff and at each horizon (the loyalty movement a policy causes).
     """
     T = pop.cfg.history_days
     worlds = [_world(pop, ch, FORWARD_STREAM + replication, record_events) for ch in pop.chunks]
@@ -166,6 +170,8 @@ def run_policy(
     ]
     pct0 = [np.zeros(len(w.x)) for w in worlds]
     alive0 = np.concatenate([w.alive.copy() for w in worlds])
+    everyone = [np.arange(len(w.x)) for w in worlds]
+    loyalty0 = None if loyalty is None else np.asarray(loyalty(Observation(T, pop, worlds, everyone, budget)))
     outcomes, daily, seller_daily, log = {}, [], [], []
     for t in range(T, T + days):
         mailed = [w.mailable(t) for w in worlds]
@@ -218,6 +224,8 @@ def run_policy(
         h = t - T + 1
         if h in horizons:
             outcomes[h] = _outcomes(h, t, worlds, start, pct0, alive0)
+            if loyalty is not None:  # as of the day after the horizon's last day: everything it saw
+                outcomes[h].loyalty = np.asarray(loyalty(Observation(t + 1, pop, worlds, everyone, budget)))
         if progress is not None:
             progress()
     return PolicyRun(
@@ -227,6 +235,7 @@ def run_policy(
         pd.DataFrame(daily),
         pd.concat(seller_daily, ignore_index=True),
         log,
+        loyalty0,
     )
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sellerlift.closed_loop.did import plot_event_study
 from sellerlift.closed_loop.evaluate import Result, Settings
-from sellerlift.closed_loop.experiments import plot_event_study
 
 
 def _plt():
@@ -192,22 +192,26 @@ COLUMNS = [
     ("active", "active", "{:.1%}"),
     ("share_of_oracle", "share of oracle", "{:.0%}"),
     ("spread_vs_rule", "spread vs top-value rule", "{:+.0%}"),
+    ("loyalty", "loyalty", "{:.3f}"),  # bundles with the value head only
+    ("loyalty_change", "loyalty change", "{:+.3f}"),
+    ("loyalty_change_reached", "loyalty change, reached", "{:+.3f}"),
 ]
 
 
 def policy_markdown(table: pd.DataFrame) -> str:
     """The policy table as markdown, one section per horizon; money per customer of the population."""
     out = []
+    columns = [c for c in COLUMNS if not c[0].startswith("loyalty") or c[0] in table]
     for h, g in table.groupby("horizon_days"):
         out += [
             f"**{h} days** (money per customer)",
             "",
-            "| policy | " + " | ".join(c[1] for c in COLUMNS) + " |",
-            "|---|" + "---|" * len(COLUMNS),
+            "| policy | " + " | ".join(c[1] for c in columns) + " |",
+            "|---|" + "---|" * len(columns),
         ]
         for row in g.to_dict("records"):
             cells = []
-            for key, _, fmt in COLUMNS:
+            for key, _, fmt in columns:
                 v = row.get(key, float("nan"))
                 if key == "incremental_profit":
                     cells.append(

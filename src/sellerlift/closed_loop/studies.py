@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sellerlift.closed_loop import experiments, ope
+from sellerlift.closed_loop import did, experiments, ope
 from sellerlift.closed_loop.forward import Population, run_policy
 from sellerlift.closed_loop.observe import Budget
 from sellerlift.closed_loop.outcomes import profit, true_effects
@@ -103,10 +103,8 @@ def did_study(
     panel = _monthly(roll.seller_daily)
     panel["treated"] = panel["seller_id"].isin(adopters).astype(int)
     panel["post"] = (panel["month"] >= adopt_month).astype(int)
-    res = experiments.did(panel, unit="seller_id", period="month", y="net_revenue", treated="treated", post="post")
-    es = experiments.event_study(
-        panel, adopt_month, unit="seller_id", period="month", y="net_revenue", treated="treated"
-    )
+    res = did.did(panel, unit="seller_id", period="month", y="net_revenue", treated="treated", post="post")
+    es = did.event_study(panel, adopt_month, unit="seller_id", period="month", y="net_revenue", treated="treated")
     cf = _monthly(base.seller_daily).rename(columns={"net_revenue": "without"})
     both = panel.merge(cf, on=["seller_id", "month"], how="left").fillna({"without": 0.0})
     both["effect"] = both["net_revenue"] - both["without"]

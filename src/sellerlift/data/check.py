@@ -63,8 +63,13 @@ def _source(events: Path | None, mapping: str | None, overrides: dict) -> FileSo
     return FileSource.contract_shaped(events, **overrides)
 
 
-def check_file(events: str | Path | None, mapping: str | None = None, cutoff: str | None = None,
-               intent_days: int | None = None, churn_days: int | None = None) -> Report:
+def check_file(
+    events: str | Path | None,
+    mapping: str | None = None,
+    cutoff: str | None = None,
+    intent_days: int | None = None,
+    churn_days: int | None = None,
+) -> Report:
     """Read, map and validate ``events`` (default: the mapping's own ``path``) as training would; never raises
     for a data problem."""
     path = Path(events) if events else Path(mapping or "events")
@@ -107,9 +112,11 @@ def check_file(events: str | Path | None, mapping: str | None = None, cutoff: st
         _unmapped(report, src, policy)
         report.problems.append(str(err))
         if not mapping and "is not in the file" in str(err):
-            report.problems.append("no --mapping: the file must use the contract's column names. Map yours in a copy "
-                                   "of configs/data/seller_file.yaml (or examples/seller_events.mapping.yaml) and "
-                                   "pass it with --mapping")
+            report.problems.append(
+                "no --mapping: the file must use the contract's column names. Map yours in a copy "
+                "of configs/data/seller_file.yaml (or examples/seller_events.mapping.yaml) and "
+                "pass it with --mapping"
+            )
         return report
     report.unmapped = dict(src.unmapped)
     _unmapped(report, src, policy)
@@ -128,20 +135,27 @@ def _unmapped(report: Report, src: FileSource, policy: str) -> None:
     n = sum(report.unmapped.values())
     names = ", ".join(f"{k!r} ({v:,})" for k, v in sorted(report.unmapped.items(), key=lambda kv: -kv[1]))
     if policy == "drop":
-        report.warnings.append(f"{n:,} row(s) with {len(report.unmapped)} unmapped event name(s) will be dropped "
-                               f"({KEY}.unknown_event_types=drop): {names}")
+        report.warnings.append(
+            f"{n:,} row(s) with {len(report.unmapped)} unmapped event name(s) will be dropped "
+            f"({KEY}.unknown_event_types=drop): {names}"
+        )
     else:
-        report.problems.append(f"{len(report.unmapped)} event name(s) in {n:,} row(s) are not mapped: {names}. Add "
-                               f"them to {KEY}.event_types (the block printed above) or set "
-                               f"{KEY}.unknown_event_types=drop")
+        report.problems.append(
+            f"{len(report.unmapped)} event name(s) in {n:,} row(s) are not mapped: {names}. Add "
+            f"them to {KEY}.event_types (the block printed above) or set "
+            f"{KEY}.unknown_event_types=drop"
+        )
 
 
 def _describe_events(report: Report, src: FileSource, raw: pd.DataFrame, ev: pd.DataFrame) -> None:
     unmapped = sum(report.unmapped.values())
     dropped = sum(src.dropped_names.values()) + (unmapped if report.policy == "drop" else 0)
-    notes = [f"{dropped:,} dropped (names mapped to drop, or unknown_event_types=drop)" if dropped else "",
-             f"{unmapped:,} with unmapped names left out of the counts below" if unmapped and report.policy == "error"
-             else ""]
+    notes = [
+        f"{dropped:,} dropped (names mapped to drop, or unknown_event_types=drop)" if dropped else "",
+        f"{unmapped:,} with unmapped names left out of the counts below"
+        if unmapped and report.policy == "error"
+        else "",
+    ]
     report.add("events", f"{len(ev):,} (after mapping)" + "".join(f"; {n}" for n in notes if n))
     report.add("customers", f"{ev['customer_id'].nunique():,} (ids: {ev['customer_id'].dtype})")
     report.add("sellers", f"{ev['seller_id'].nunique():,}")
@@ -152,26 +166,38 @@ def _describe_events(report: Report, src: FileSource, raw: pd.DataFrame, ev: pd.
     types = ", ".join(f"{t} {int(counts.get(t, 0)):,}" for t in EVENT_TYPES if counts.get(t, 0))
     report.add("event types", types or "none")
     if src.event_type_constant:
-        report.add("event names", f"none in the file: every row is a {src.event_type_constant} "
-                                  f"({KEY}.event_type_constant)")
+        report.add(
+            "event names", f"none in the file: every row is a {src.event_type_constant} ({KEY}.event_type_constant)"
+        )
     elif src.event_types:
         col = src.columns["event_type"]
         names = raw[col].astype("string").str.strip().value_counts()
-        shown = [f"{name} -> {src.event_types.get(name, name)} ({int(c):,})" for name, c in names.items()
-                 if src.event_types.get(name, name) in EVENT_TYPES][:12]
+        shown = [
+            f"{name} -> {src.event_types.get(name, name)} ({int(c):,})"
+            for name, c in names.items()
+            if src.event_types.get(name, name) in EVENT_TYPES
+        ][:12]
         report.add(f"'{col}' names", "; ".join(shown))
     purchases = ev["event_type"] == "purchase"
     if not purchases.any():
-        report.problems.append("no purchase events: intent and churn are read from purchases; map the file's "
-                               f"purchase name to purchase in {KEY}.event_types")
+        report.problems.append(
+            "no purchase events: intent and churn are read from purchases; map the file's "
+            f"purchase name to purchase in {KEY}.event_types"
+        )
     elif (ev.loc[purchases, "amount"] == 0).all():
         amount = src.columns.get("amount")
-        report.add("order values", ("none" if not amount else f"all 0 in '{amount}'") + ": models use counts and "
-                                   "timing only; segments are named without money words")
+        report.add(
+            "order values",
+            ("none" if not amount else f"all 0 in '{amount}'") + ": models use counts and "
+            "timing only; segments are named without money words",
+        )
     else:
         amounts = ev.loc[purchases, "amount"]
-        report.add("order values", f"{int((amounts > 0).sum()):,} of {int(purchases.sum()):,} purchases, median "
-                                   f"{amounts[amounts > 0].median():,.2f}")
+        report.add(
+            "order values",
+            f"{int((amounts > 0).sum()):,} of {int(purchases.sum()):,} purchases, median "
+            f"{amounts[amounts > 0].median():,.2f}",
+        )
 
 
 def _cutoff(report: Report, src: FileSource, ev: pd.DataFrame, horizons: dict) -> None:
@@ -185,16 +211,23 @@ def _cutoff(report: Report, src: FileSource, ev: pd.DataFrame, horizons: dict) -
     cov = src.coverage(ev, cutoff)
     lines = src.describe_coverage(cov, report.path.name)
     report.add("cutoff", f"{cutoff.date()} ({KEY}.cutoff={src.cutoff_cfg})")
-    report.add("before the cutoff", f"{cov.customers_before:,} of {cov.customers:,} customers, "
-                                    f"{cov.events_before:,} events (history)")
-    report.add("on or after it", f"{cov.events_after:,} events (the labels' future); {cov.customers_excluded:,} "
-                                 "customers have no history before it")
+    report.add(
+        "before the cutoff",
+        f"{cov.customers_before:,} of {cov.customers:,} customers, {cov.events_before:,} events (history)",
+    )
+    report.add(
+        "on or after it",
+        f"{cov.events_after:,} events (the labels' future); {cov.customers_excluded:,} "
+        "customers have no history before it",
+    )
     if len(lines) > 1:
         report.warnings.append(lines[1].removeprefix(f"data {report.path.name}: "))
     if cov.customers_before < src.min_customers:
-        report.problems.append(f"only {cov.customers_before} customer(s) have events before the cutoff "
-                               f"{cutoff.date()}; training needs >= {src.min_customers} ({KEY}.min_customers): "
-                               f"choose another {KEY}.cutoff")
+        report.problems.append(
+            f"only {cov.customers_before} customer(s) have events before the cutoff "
+            f"{cutoff.date()}; training needs >= {src.min_customers} ({KEY}.min_customers): "
+            f"choose another {KEY}.cutoff"
+        )
     end = cov.last
     fits = []
     for key, days in sorted(horizons.items()):
@@ -202,23 +235,37 @@ def _cutoff(report: Report, src: FileSource, ev: pd.DataFrame, horizons: dict) -
         ok = end >= need - pd.Timedelta(days=1)
         fits.append(f"{key}={days}: {'fits' if ok else 'does NOT fit'} (needs data until {need.date()})")
         if not ok:
-            report.problems.append(f"data.horizons.{key}={days} does not fit: the labels need events until "
-                                   f"{need.date()} but the data ends {end.date()}; use an earlier {KEY}.cutoff "
-                                   f"or a shorter horizon")
+            report.problems.append(
+                f"data.horizons.{key}={days} does not fit: the labels need events until "
+                f"{need.date()} but the data ends {end.date()}; use an earlier {KEY}.cutoff "
+                f"or a shorter horizon"
+            )
     report.add("horizons", f"data ends {end.date()}; " + "; ".join(fits))
-    if cov.customers_before and all(end >= cutoff + pd.Timedelta(days=int(d)) - pd.Timedelta(days=1)
-                                    for d in horizons.values()):
+    if cov.customers_before and all(
+        end >= cutoff + pd.Timedelta(days=int(d)) - pd.Timedelta(days=1) for d in horizons.values()
+    ):
         customers = np.sort(ev.loc[ev["ts"] < cutoff, "customer_id"].unique())
-        lab = make_labels(ev, cutoff, customers, intent_days=int(horizons.get("intent_days", 7)),
-                          churn_days=int(horizons.get("churn_days", 90)), check=False)
+        lab = make_labels(
+            ev,
+            cutoff,
+            customers,
+            intent_days=int(horizons.get("intent_days", 7)),
+            churn_days=int(horizons.get("churn_days", 90)),
+            check=False,
+        )
         pos = {k: int(lab[k].sum()) for k in ("intent", "churn")}
-        report.add("labels at the cutoff", f"intent {pos['intent']:,} of {len(lab):,} ({lab['intent'].mean():.1%}), "
-                                           f"churn {pos['churn']:,} ({lab['churn'].mean():.1%})")
+        report.add(
+            "labels at the cutoff",
+            f"intent {pos['intent']:,} of {len(lab):,} ({lab['intent'].mean():.1%}), "
+            f"churn {pos['churn']:,} ({lab['churn'].mean():.1%})",
+        )
         for k, n in pos.items():
             rest = len(lab) - n
             if min(n, rest) < FEW_POSITIVES:
-                report.warnings.append(f"only {min(n, rest)} customers on one side of the {k} label: test metrics "
-                                       "on a 15 % split will be noise (more customers, or another cutoff/horizon)")
+                report.warnings.append(
+                    f"only {min(n, rest)} customers on one side of the {k} label: test metrics "
+                    "on a 15 % split will be noise (more customers, or another cutoff/horizon)"
+                )
 
 
 def _promotions(report: Report, src: FileSource) -> None:
@@ -231,10 +278,13 @@ def _promotions(report: Report, src: FileSource) -> None:
         return
     levels = promos["discount_pct"].value_counts().sort_index()
     rnd = f", randomised {promos['randomized'].mean():.0%}" if "randomized" in promos else ", no randomised flag"
-    report.add("promotions", f"{len(promos):,} offers to {promos['customer_id'].nunique():,} customers, "
-                             f"{promos['ts'].min().date()} .. {promos['ts'].max().date()}, converted "
-                             f"{promos['converted'].mean():.1%}{rnd}; levels "
-                             + ", ".join(f"{int(lv)}% {int(c):,}" for lv, c in levels.items()))
+    report.add(
+        "promotions",
+        f"{len(promos):,} offers to {promos['customer_id'].nunique():,} customers, "
+        f"{promos['ts'].min().date()} .. {promos['ts'].max().date()}, converted "
+        f"{promos['converted'].mean():.1%}{rnd}; levels "
+        + ", ".join(f"{int(lv)}% {int(c):,}" for lv, c in levels.items()),
+    )
 
 
 # --------------------------------------------------------------------------- output
@@ -255,8 +305,11 @@ def print_report(report: Report, console=None) -> None:
     for w in report.warnings:
         console.print(f"[yellow]warning:[/] {w}", soft_wrap=True, highlight=False)
     if report.unmapped:
-        console.print(f"Unmapped event names, ready to paste under {KEY} of your data config (or at the top level "
-                      "of a mapping file); check each guess, replace every ???:", highlight=False)
+        console.print(
+            f"Unmapped event names, ready to paste under {KEY} of your data config (or at the top level "
+            "of a mapping file); check each guess, replace every ???:",
+            highlight=False,
+        )
         console.print(event_types_block(report.unmapped), markup=False, highlight=False, soft_wrap=True)
     for p in report.problems:
         console.print("[red]problem:[/] ", end="")
@@ -265,21 +318,32 @@ def print_report(report: Report, console=None) -> None:
         how = "data=<your data config>"
         if report.mapping_is_data_config:
             m = Path(report.mapping).resolve()
-            how = f"data={m.stem}" if m.parent.name == "data" and m.parent.parent.name == "configs" else \
-                f"data={report.mapping}"
-        console.print(f"[green]ok[/]: {report.path.name} is ready to train on (python train.py {how})",
-                      highlight=False)
+            how = (
+                f"data={m.stem}"
+                if m.parent.name == "data" and m.parent.parent.name == "configs"
+                else f"data={report.mapping}"
+            )
+        console.print(f"[green]ok[/]: {report.path.name} is ready to train on (python train.py {how})", highlight=False)
     else:
         console.print(f"[red]{len(report.problems)} problem(s)[/]: fix them and run the check again", highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sellerlift.data check",
-                                 description="Validate an events file against its mapping, without training.")
-    ap.add_argument("events", nargs="?", help="the events file: CSV/TXT/TSV (optionally .gz), Parquet or a directory "
-                                              "of parts (default: the mapping's data.source.path)")
-    ap.add_argument("--mapping", help="a data config (configs/data/*.yaml) or a mapping file "
-                                      "(examples/*.mapping.yaml); default: contract column names")
+    ap = argparse.ArgumentParser(
+        prog="python -m sellerlift.data check",
+        description="Validate an events file against its mapping, without training.",
+    )
+    ap.add_argument(
+        "events",
+        nargs="?",
+        help="the events file: CSV/TXT/TSV (optionally .gz), Parquet or a directory "
+        "of parts (default: the mapping's data.source.path)",
+    )
+    ap.add_argument(
+        "--mapping",
+        help="a data config (configs/data/*.yaml) or a mapping file "
+        "(examples/*.mapping.yaml); default: contract column names",
+    )
     ap.add_argument("--cutoff", help="auto or a date (default: the mapping's data.source.cutoff)")
     ap.add_argument("--intent-days", type=int, help="intent horizon (default: the mapping's data.horizons, else 7)")
     ap.add_argument("--churn-days", type=int, help="churn horizon (default: the mapping's data.horizons, else 90)")

@@ -49,7 +49,8 @@ from sellerlift.data.mapping import (
     with_timestamp_hint,
 )
 from sellerlift.data.sources import Coverage, Tables, coverage_of
-from sellerlift.io import separator_hint, sha256_file
+from sellerlift.delimited import separator_hint
+from sellerlift.io import sha256_file
 from sellerlift.schema import EVENT_TYPES, EVENTS, DataError, Problem, SchemaError, _column_hint, sort_table, validate
 
 CONTRACT_COLUMNS = tuple(c.name for c in EVENTS.columns)
@@ -91,19 +92,37 @@ class FileSource:
     min_customers:     fewer customers with history before the cutoff is an error
     """
 
-    def __init__(self, path: str | None = None, columns: Mapping | None = None, event_types: Mapping | None = None,
-                 cutoff: str = "auto", horizons: Mapping | None = None, name: str | None = None,
-                 seller_id_default: int | str = 0, unknown_event_types: str = "error",
-                 fill_missing_amount: bool = True, timezone: str = "UTC", csv_sep: str = ",",
-                 encoding: str = "utf-8", decimal: str = ".", names: list | None = None,
-                 timestamp_format: str | None = None, event_type_constant: str | None = None, id_type: str = "auto",
-                 which: str | None = None, layouts: Mapping | None = None, promotions: Mapping | None = None,
-                 promotions_path: str | None = None, min_customers: int = 20):
+    def __init__(
+        self,
+        path: str | None = None,
+        columns: Mapping | None = None,
+        event_types: Mapping | None = None,
+        cutoff: str = "auto",
+        horizons: Mapping | None = None,
+        name: str | None = None,
+        seller_id_default: int | str = 0,
+        unknown_event_types: str = "error",
+        fill_missing_amount: bool = True,
+        timezone: str = "UTC",
+        csv_sep: str = ",",
+        encoding: str = "utf-8",
+        decimal: str = ".",
+        names: list | None = None,
+        timestamp_format: str | None = None,
+        event_type_constant: str | None = None,
+        id_type: str = "auto",
+        which: str | None = None,
+        layouts: Mapping | None = None,
+        promotions: Mapping | None = None,
+        promotions_path: str | None = None,
+        min_customers: int = 20,
+    ):
         layouts = plain(layouts)
         if layouts or which is not None:
             if which not in layouts:
-                raise DataError(f"{KEY}.which={which!r}: expected one of {sorted(layouts)} (the files of "
-                                f"{KEY}.layouts)")
+                raise DataError(
+                    f"{KEY}.which={which!r}: expected one of {sorted(layouts)} (the files of {KEY}.layouts)"
+                )
             layout = plain(layouts[which])
             extra = sorted(set(layout) - set(_LAYOUT_KEYS))
             if extra:
@@ -118,8 +137,10 @@ class FileSource:
         self.event_types = {str(k): str(v) for k, v in plain(event_types).items()}
         bad = sorted({v for v in self.event_types.values() if v not in EVENT_TYPES and v != DROP})
         if bad:
-            raise DataError(f"{KEY}.event_types maps to unknown type(s) {bad}; the contract's types are "
-                            f"{list(EVENT_TYPES)} (or {DROP}: remove those rows)")
+            raise DataError(
+                f"{KEY}.event_types maps to unknown type(s) {bad}; the contract's types are "
+                f"{list(EVENT_TYPES)} (or {DROP}: remove those rows)"
+            )
         if unknown_event_types not in ("error", "drop"):
             raise DataError(f"{KEY}.unknown_event_types must be 'error' or 'drop', got {unknown_event_types!r}")
         check_options(KEY, csv_sep, decimal, id_type, timestamp_format)
@@ -151,14 +172,18 @@ class FileSource:
             if constant not in EVENT_TYPES:
                 raise DataError(f"{KEY}.event_type_constant={constant!r}: expected one of {list(EVENT_TYPES)}")
             if cols.get("event_type"):
-                raise DataError(f"{KEY}.event_type_constant={constant!r} and {KEY}.columns.event_type="
-                                f"{cols['event_type']!r} are both set: either every row is a {constant} (set "
-                                f"{KEY}.columns.event_type=null) or the file's column says what each row is")
+                raise DataError(
+                    f"{KEY}.event_type_constant={constant!r} and {KEY}.columns.event_type="
+                    f"{cols['event_type']!r} are both set: either every row is a {constant} (set "
+                    f"{KEY}.columns.event_type=null) or the file's column says what each row is"
+                )
             cols["event_type"] = None
         elif "event_type" in cols and not cols["event_type"]:
-            raise DataError(f"{KEY}.columns.event_type is null (the file has no event-type column) but "
-                            f"{KEY}.event_type_constant is not set: for a transaction log where every row is "
-                            f"one purchase set {KEY}.event_type_constant=purchase")
+            raise DataError(
+                f"{KEY}.columns.event_type is null (the file has no event-type column) but "
+                f"{KEY}.event_type_constant is not set: for a transaction log where every row is "
+                f"one purchase set {KEY}.event_type_constant=purchase"
+            )
         for required in ("customer_id", "ts"):
             if required in cols and not cols[required]:
                 raise DataError(f"{KEY}.columns.{required} cannot be null: every event needs a {required}")
@@ -196,16 +221,27 @@ class FileSource:
         return path
 
     def _read_kw(self) -> dict:
-        return dict(csv_sep=self.csv_sep, encoding=self.encoding, decimal=self.decimal, names=self.names,
-                    id_columns=[self.columns.get(c) for c in ("customer_id", "seller_id")], key=KEY)
+        return dict(
+            csv_sep=self.csv_sep,
+            encoding=self.encoding,
+            decimal=self.decimal,
+            names=self.names,
+            id_columns=[self.columns.get(c) for c in ("customer_id", "seller_id")],
+            key=KEY,
+        )
 
     def read_raw(self, path: Path | None = None) -> pd.DataFrame:
         return read_file(self._path(path), "events", **self._read_kw())
 
     def iter_raw(self, path: Path | None = None, chunk_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
         """The raw file in row chunks (constant memory): Parquet row batches or CSV chunks."""
-        return read_file(self._path(path), "events", chunk_rows=chunk_rows,
-                         usecols=[v for v in self.columns.values() if v], **self._read_kw())
+        return read_file(
+            self._path(path),
+            "events",
+            chunk_rows=chunk_rows,
+            usecols=[v for v in self.columns.values() if v],
+            **self._read_kw(),
+        )
 
     def header(self, path: Path | None = None) -> list[str]:
         return header_of(self._path(path), csv_sep=self.csv_sep, encoding=self.encoding, names=self.names)
@@ -219,8 +255,9 @@ class FileSource:
         return None
 
     # ------------------------------------------------------------------ mapping
-    def map_frame(self, raw: pd.DataFrame, source: str | None = None, row_offset: int = 0,
-                  id_type: str | None = None) -> pd.DataFrame:
+    def map_frame(
+        self, raw: pd.DataFrame, source: str | None = None, row_offset: int = 0, id_type: str | None = None
+    ) -> pd.DataFrame:
         """The file's columns and event names -> a validated contract ``events`` frame (same row order).
 
         ``row_offset``: rows of ``raw`` before this chunk in the file, so errors name the file's rows.
@@ -228,9 +265,16 @@ class FileSource:
         """
         source = source or str(self.path)
         found = list(raw.columns)
-        problems = [Problem(None, NO_ROWS, f"column '{col}' ({KEY}.columns.{contract}) is not in the file; found "
-                                           f"{found}{_column_hint(col, found)}")
-                    for contract, col in self.columns.items() if col and col not in raw.columns]
+        problems = [
+            Problem(
+                None,
+                NO_ROWS,
+                f"column '{col}' ({KEY}.columns.{contract}) is not in the file; found "
+                f"{found}{_column_hint(col, found)}",
+            )
+            for contract, col in self.columns.items()
+            if col and col not in raw.columns
+        ]
         if problems:
             if Path(source).is_file() and not is_parquet(Path(source)):
                 hint = separator_hint(Path(source), self.csv_sep, self.encoding, KEY)
@@ -254,13 +298,15 @@ class FileSource:
                 self.dropped_rows += int(unknown.sum())
                 removed |= unknown
             else:
-                err = UnmappedEventNames(source, "events", [unmapped_problem(np.flatnonzero(unknown), counts, KEY)],
-                                         counts=counts)
+                err = UnmappedEventNames(
+                    source, "events", [unmapped_problem(np.flatnonzero(unknown), counts, KEY)], counts=counts
+                )
                 raise renamed(err, self.columns, row_offset)
         df["event_type"] = pd.Categorical.from_codes(type_code, categories=list(EVENT_TYPES))
 
-        id_problems = coerce_ids(df, [c for c in ("customer_id", "seller_id") if self.columns.get(c)],
-                                 id_type or self.id_type, KEY)
+        id_problems = coerce_ids(
+            df, [c for c in ("customer_id", "seller_id") if self.columns.get(c)], id_type or self.id_type, KEY
+        )
         ts_problems = convert_timestamps(df, self.timestamp_format, self.timezone, KEY)
         if id_problems or ts_problems:
             raise renamed(SchemaError(source, "events", id_problems + ts_problems), self.columns, row_offset)
@@ -291,8 +337,9 @@ class FileSource:
         codes, uniques = pd.factorize(names_col)  # -1 = missing
         names = [str(v).strip() for v in uniques]
         mapped = [self.event_types.get(v, v) for v in names]
-        type_of_name = np.array([EVENT_TYPES.index(m) if m in EVENT_TYPES else -2 if m == DROP else -1
-                                 for m in mapped] + [-1])
+        type_of_name = np.array(
+            [EVENT_TYPES.index(m) if m in EVENT_TYPES else -2 if m == DROP else -1 for m in mapped] + [-1]
+        )
         type_code = type_of_name[codes]  # code -1 (missing) picks the trailing -1
         unknown = (codes >= 0) & (type_code == -1)
         for i in np.flatnonzero(type_of_name[:-1] == -2):
@@ -317,11 +364,15 @@ class FileSource:
         self.dropped_rows, self.unmapped, self.dropped_names = 0, {}, {}
         events = self.map_frame(self.read_raw(path), str(path))
         if self.dropped_names:
-            print(f"data {path.name}: dropped {sum(self.dropped_names.values()):,} row(s) of event names mapped to "
-                  f"{DROP} ({KEY}.event_types): {self.dropped_names}")
+            print(
+                f"data {path.name}: dropped {sum(self.dropped_names.values()):,} row(s) of event names mapped to "
+                f"{DROP} ({KEY}.event_types): {self.dropped_names}"
+            )
         if self.unmapped and self.unknown_event_types == "drop":
-            print(f"data {path.name}: dropped {sum(self.unmapped.values()):,} row(s) with unmapped event names "
-                  f"{sorted(self.unmapped)} ({KEY}.unknown_event_types=drop)")
+            print(
+                f"data {path.name}: dropped {sum(self.unmapped.values()):,} row(s) with unmapped event names "
+                f"{sorted(self.unmapped)} ({KEY}.unknown_event_types=drop)"
+            )
         return sort_table(events, "events")
 
     # ------------------------------------------------------------------ the pipeline's source API
@@ -345,17 +396,36 @@ class FileSource:
     def describe_coverage(self, cov: Coverage, label: str | None = None) -> list[str]:
         """What the cutoff keeps, in words: the lines :meth:`load` prints."""
         auto = self.cutoff_cfg.lower() == "auto"
-        how = (f"auto: last event day {cov.last.date()} minus data.horizons.churn_days={self.churn_days()}" if auto
-               else f"{KEY}.cutoff={self.cutoff_cfg}")
-        return cov.lines(label or (self.path.name if self.path else self.name), how,
-                         None if auto else f"a later {KEY}.cutoff keeps more (and leaves less future for the labels)")
+        how = (
+            f"auto: last event day {cov.last.date()} minus data.horizons.churn_days={self.churn_days()}"
+            if auto
+            else f"{KEY}.cutoff={self.cutoff_cfg}"
+        )
+        return cov.lines(
+            label or (self.path.name if self.path else self.name),
+            how,
+            None if auto else f"a later {KEY}.cutoff keeps more (and leaves less future for the labels)",
+        )
 
     def fingerprint(self, cutoff: pd.Timestamp) -> str:
-        mapping = json.dumps({"columns": self.columns, "event_types": self.event_types, "tz": self.timezone,
-                              "unknown": self.unknown_event_types, "fill": self.fill_missing_amount,
-                              "ts_format": self.timestamp_format, "constant": self.event_type_constant,
-                              "ids": self.id_type, "names": self.names, "sep": self.csv_sep,
-                              "decimal": self.decimal, "encoding": self.encoding}, sort_keys=True, default=str)
+        mapping = json.dumps(
+            {
+                "columns": self.columns,
+                "event_types": self.event_types,
+                "tz": self.timezone,
+                "unknown": self.unknown_event_types,
+                "fill": self.fill_missing_amount,
+                "ts_format": self.timestamp_format,
+                "constant": self.event_type_constant,
+                "ids": self.id_type,
+                "names": self.names,
+                "sep": self.csv_sep,
+                "decimal": self.decimal,
+                "encoding": self.encoding,
+            },
+            sort_keys=True,
+            default=str,
+        )
         h = hashlib.sha256((sha256_file(self._path(None)) + mapping).encode()).hexdigest()
         return f"{default_name(self.name)}-{h[:16]}-cutoff{cutoff:%Y%m%d}"
 
@@ -363,8 +433,14 @@ class FileSource:
         if self.promotions:
             from sellerlift.data.promotions import PromotionsFile
 
-            inherit = dict(timezone=self.timezone, csv_sep=self.csv_sep, encoding=self.encoding, decimal=self.decimal,
-                           id_type=self.id_type, seller_id_default=self.seller_id_default)
+            inherit = dict(
+                timezone=self.timezone,
+                csv_sep=self.csv_sep,
+                encoding=self.encoding,
+                decimal=self.decimal,
+                id_type=self.id_type,
+                seller_id_default=self.seller_id_default,
+            )
             return PromotionsFile(**{**inherit, **self.promotions}).read()
         if self.promotions_path:
             from sellerlift.io import read_table
@@ -382,16 +458,24 @@ class FileSource:
         for line in self.describe_coverage(cov):
             print(line)
         if cov.customers_before < self.min_customers:
-            raise DataError(f"{path.name}: only {cov.customers_before} customer(s) have events before the cutoff "
-                            f"{cutoff.date()} ({KEY}.cutoff={self.cutoff_cfg}); need >= {self.min_customers} "
-                            f"({KEY}.min_customers). The data runs from {cov.first.date()} to {cov.last.date()}"
-                            + ("; choose a later cutoff" if cutoff <= cov.first else ""))
+            raise DataError(
+                f"{path.name}: only {cov.customers_before} customer(s) have events before the cutoff "
+                f"{cutoff.date()} ({KEY}.cutoff={self.cutoff_cfg}); need >= {self.min_customers} "
+                f"({KEY}.min_customers). The data runs from {cov.first.date()} to {cov.last.date()}"
+                + ("; choose a later cutoff" if cutoff <= cov.first else "")
+            )
         if self.horizons:
             key, days = max(self.horizons.items(), key=lambda kv: kv[1])
             try:
-                check_horizon(events, cutoff, days, source=f"{path.name} ({KEY}.cutoff={self.cutoff_cfg} -> "
-                                                           f"{cutoff.date()}, data.horizons.{key}={days})")
+                check_horizon(
+                    events,
+                    cutoff,
+                    days,
+                    source=f"{path.name} ({KEY}.cutoff={self.cutoff_cfg} -> "
+                    f"{cutoff.date()}, data.horizons.{key}={days})",
+                )
             except ValueError as err:
                 raise DataError(str(err)) from None
-        return Tables(self.name, events, cutoff, self.fingerprint(cutoff), promotions=self.load_promotions(),
-                      coverage=cov)
+        return Tables(
+            self.name, events, cutoff, self.fingerprint(cutoff), promotions=self.load_promotions(), coverage=cov
+        )

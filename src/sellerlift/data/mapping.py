@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sellerlift import columns as colkit
-from sellerlift.io import WHITESPACE, ids_from_text, read_delimited
+from sellerlift import file_formats
+from sellerlift.delimited import WHITESPACE, read_delimited
+from sellerlift.io import ids_from_text
 from sellerlift.schema import EVENT_TYPES, DataError, Problem, SchemaError
 
 NO_ROWS = np.array([], dtype=np.int64)
@@ -59,24 +60,44 @@ def is_parquet(path: Path) -> bool:
 
 def check_options(key: str, csv_sep: str, decimal: str, id_type: str, timestamp_format: str | None = None) -> None:
     """Reading options of a mapping; a bad one is a :class:`DataError` naming its key."""
-    if not (timestamp_format is None or timestamp_format in colkit.TIMESTAMP_FORMATS
-            or (isinstance(timestamp_format, str) and "%" in timestamp_format)):
-        raise DataError(f"{key}.timestamp_format={timestamp_format!r}: expected null (ISO 8601), one of "
-                        f"{list(colkit.TIMESTAMP_FORMATS)} or a strftime format such as %d/%m/%Y or %Y-%m-%d %H:%M:%S")
+    if not (
+        timestamp_format is None
+        or timestamp_format in file_formats.TIMESTAMP_FORMATS
+        or (isinstance(timestamp_format, str) and "%" in timestamp_format)
+    ):
+        raise DataError(
+            f"{key}.timestamp_format={timestamp_format!r}: expected null (ISO 8601), one of "
+            f"{list(file_formats.TIMESTAMP_FORMATS)} or a strftime format such as %d/%m/%Y or "
+            "%Y-%m-%d %H:%M:%S"
+        )
     if csv_sep != WHITESPACE and (not isinstance(csv_sep, str) or len(csv_sep) != 1):
-        raise DataError(f"{key}.csv_sep={csv_sep!r}: expected one character (',', ';', '\\t', '|') or "
-                         f"'{WHITESPACE}' (fields separated by runs of spaces)")
+        raise DataError(
+            f"{key}.csv_sep={csv_sep!r}: expected one character (',', ';', '\\t', '|') or "
+            f"'{WHITESPACE}' (fields separated by runs of spaces)"
+        )
     if decimal not in (".", ","):
         raise DataError(f"{key}.decimal={decimal!r}: expected '.' or ','")
     if id_type not in ID_TYPES:
         raise DataError(f"{key}.id_type={id_type!r}: expected one of {list(ID_TYPES)}")
     if csv_sep == decimal:
-        raise DataError(f"{key}.csv_sep and {key}.decimal are both {csv_sep!r}; a file with decimal commas is "
-                         "usually ';'-separated")
+        raise DataError(
+            f"{key}.csv_sep and {key}.decimal are both {csv_sep!r}; a file with decimal commas is usually ';'-separated"
+        )
 
 
-def read_file(path: Path, table: str, *, csv_sep: str = ",", encoding: str = "utf-8", decimal: str = ".",
-              names=None, id_columns=(), chunk_rows: int | None = None, usecols=None, key: str = "data.source"):
+def read_file(
+    path: Path,
+    table: str,
+    *,
+    csv_sep: str = ",",
+    encoding: str = "utf-8",
+    decimal: str = ".",
+    names=None,
+    id_columns=(),
+    chunk_rows: int | None = None,
+    usecols=None,
+    key: str = "data.source",
+):
     """The raw file (a DataFrame, or an iterator of chunks with ``chunk_rows``): Parquet, or delimited text."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file ({key}.path; expected the {table} as CSV or Parquet)")
@@ -91,12 +112,23 @@ def read_file(path: Path, table: str, *, csv_sep: str = ",", encoding: str = "ut
                 raise SchemaError(str(path), table, [Problem(None, NO_ROWS, why)]) from None
         return _parquet_batches(path, chunk_rows, usecols)
     if path.suffix.lower() not in TEXT_SUFFIXES:
-        raise DataError(f"{path}: unsupported file type '{path.suffix}'; expected .csv, .txt, .tsv (text, "
-                         "optionally .gz) or .parquet")
+        raise DataError(
+            f"{path}: unsupported file type '{path.suffix}'; expected .csv, .txt, .tsv (text, "
+            "optionally .gz) or .parquet"
+        )
     sep = "\t" if path.suffix.lower() == ".tsv" and csv_sep == "," else csv_sep
     ids = {c: str for c in id_columns if c}
-    return read_delimited(path, table, sep=sep, encoding=encoding, decimal=decimal, names=names, dtype=ids or None,
-                          chunksize=chunk_rows, key=key)
+    return read_delimited(
+        path,
+        table,
+        sep=sep,
+        encoding=encoding,
+        decimal=decimal,
+        names=names,
+        dtype=ids or None,
+        chunksize=chunk_rows,
+        key=key,
+    )
 
 
 def _parquet_batches(path: Path, chunk_rows: int, usecols) -> Iterator[pd.DataFrame]:
@@ -105,8 +137,9 @@ def _parquet_batches(path: Path, chunk_rows: int, usecols) -> Iterator[pd.DataFr
     dataset = ds.dataset(str(path), format="parquet")
     cols = [c for c in (usecols or []) if c in dataset.schema.names]
     # No read-ahead across files: pyarrow's defaults (4 files, 16 batches) hold up to gigabytes in memory.
-    for batch in dataset.to_batches(columns=cols or None, batch_size=chunk_rows, batch_readahead=1,
-                                    fragment_readahead=1):
+    for batch in dataset.to_batches(
+        columns=cols or None, batch_size=chunk_rows, batch_readahead=1, fragment_readahead=1
+    ):
         yield batch.to_pandas()
 
 
@@ -139,11 +172,12 @@ def packaged_file(distribution: str, name: str) -> Path:
     try:
         dist = importlib.metadata.distribution(distribution)
     except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError(f"{name} ships with the Python package '{distribution}', which is not installed; "
-                                f"run: {hint}") from None
+        raise FileNotFoundError(
+            f"{name} ships with the Python package '{distribution}', which is not installed; run: {hint}"
+        ) from None
     want = name.strip("/").split("/")
     for f in dist.files or ():
-        if list(f.parts[-len(want):]) == want:
+        if list(f.parts[-len(want) :]) == want:
             path = Path(dist.locate_file(f))
             if path.is_file():
                 return path
@@ -154,7 +188,7 @@ def resolve_path(path: str | os.PathLike, key: str = "data.source.path") -> Path
     """A file path, or ``package://<distribution>/<file>`` (a data file inside an installed package)."""
     text = str(path)
     if text.startswith(PACKAGE_SCHEME):
-        dist, _, name = text[len(PACKAGE_SCHEME):].partition("/")
+        dist, _, name = text[len(PACKAGE_SCHEME) :].partition("/")
         if not dist or not name:
             raise ValueError(f"{key}={text!r}: expected {PACKAGE_SCHEME}<distribution>/<file name>")
         return packaged_file(dist, name)
@@ -174,18 +208,24 @@ def coerce_ids(df: pd.DataFrame, cols, id_type: str, key: str = "data.source") -
         s = df[c]
         if id_type == "str":
             if not (pd.api.types.is_string_dtype(s) or s.dtype == object):
-                df[c] = colkit.as_text(s).astype("string")
+                df[c] = file_formats.as_text(s).astype("string")
         elif id_type == "int":
             if pd.api.types.is_integer_dtype(s):
                 continue
-            num = pd.to_numeric(colkit.as_text(s), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            num = pd.to_numeric(file_formats.as_text(s), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             present = s.notna().to_numpy()
             bad = present & ~(np.isfinite(num) & (np.floor(num) == num) & (np.abs(num) < 2.0**53))
             if bad.any():
                 rows = np.flatnonzero(bad)
                 seen = list(dict.fromkeys(str(v) for v in s.to_numpy(dtype=object)[rows[:50]]))[:3]
-                problems.append(Problem(c, rows, f"not an integer identifier ({key}.id_type=int); e.g. {seen}; "
-                                                 f"set {key}.id_type=str to keep ids as text"))
+                problems.append(
+                    Problem(
+                        c,
+                        rows,
+                        f"not an integer identifier ({key}.id_type=int); e.g. {seen}; "
+                        f"set {key}.id_type=str to keep ids as text",
+                    )
+                )
             elif present.all():
                 df[c] = num.astype(np.int64)
         elif pd.api.types.is_string_dtype(s) and not isinstance(s.dtype, pd.CategoricalDtype):
@@ -207,7 +247,7 @@ def convert_timestamps(df: pd.DataFrame, fmt: str | None, timezone: str, key: st
     """``df['ts']`` in the file's format and zone -> timestamps ``schema.validate`` accepts (in place)."""
     tz = timezone or "UTC"
     if fmt:
-        ts, found, absolute = colkit.parse_timestamps(df["ts"], fmt, key=f"{key}.timestamp_format")
+        ts, found, absolute = file_formats.parse_timestamps(df["ts"], fmt, key=f"{key}.timestamp_format")
         if found:
             return [Problem("ts", rows, msg) for rows, msg in found]
         if not absolute and tz.upper() != "UTC":
@@ -216,8 +256,11 @@ def convert_timestamps(df: pd.DataFrame, fmt: str | None, timezone: str, key: st
                 return [Problem("ts", bad, f"ambiguous local time in {tz} (a daylight-saving change); give an offset")]
         df["ts"] = ts
         return []
-    if tz.upper() != "UTC" and not isinstance(df["ts"].dtype, pd.DatetimeTZDtype) \
-            and not pd.api.types.is_numeric_dtype(df["ts"]):
+    if (
+        tz.upper() != "UTC"
+        and not isinstance(df["ts"].dtype, pd.DatetimeTZDtype)
+        and not pd.api.types.is_numeric_dtype(df["ts"])
+    ):
         try:
             ts = pd.to_datetime(df["ts"], errors="coerce", format="ISO8601")
         except (ValueError, TypeError):  # mixed offsets / types: schema.validate names the rows
@@ -237,10 +280,17 @@ def with_timestamp_hint(err: SchemaError, raw_ts: pd.Series | None, fmt: str | N
     hint = None
     problems = []
     for p in err.problems:
-        if p.column == "ts" and ("timestamp" in p.message and ("unparseable" in p.message or "not timestamps" in
-                                                                p.message or "wrong type" in p.message)):
-            hint = colkit.timestamp_format_hint(raw_ts.iloc[p.rows[:1000]] if len(p.rows) else raw_ts,
-                                                f"{key}.timestamp_format") if hint is None else hint
+        if p.column == "ts" and (
+            "timestamp" in p.message
+            and ("unparseable" in p.message or "not timestamps" in p.message or "wrong type" in p.message)
+        ):
+            hint = (
+                file_formats.timestamp_format_hint(
+                    raw_ts.iloc[p.rows[:1000]] if len(p.rows) else raw_ts, f"{key}.timestamp_format"
+                )
+                if hint is None
+                else hint
+            )
             p = Problem(p.column, p.rows, p.message + hint)
         problems.append(p)
     return SchemaError(err.source, err.table, problems, err.max_rows_shown)
@@ -249,8 +299,9 @@ def with_timestamp_hint(err: SchemaError, raw_ts: pd.Series | None, fmt: str | N
 # --------------------------------------------------------------------------- the file's names in errors
 
 
-def renamed(err: SchemaError, columns: Mapping, row_offset: int = 0, rows_in_chunk: np.ndarray | None = None
-            ) -> SchemaError:
+def renamed(
+    err: SchemaError, columns: Mapping, row_offset: int = 0, rows_in_chunk: np.ndarray | None = None
+) -> SchemaError:
     """Name the file's own columns (and the file's rows) in a contract error."""
     problems = []
     for p in err.problems:
@@ -279,8 +330,19 @@ _GUESSES = (
     ("view", ("view", "product", "page", "detail", "impression", "item", "search", "browse", "click")),
     ("visit", ("visit", "session", "login", "signin", "open", "start", "landing", "launch", "app")),
 )
-_NO_GUESS = ("remove", "delete", "refund", "return", "cancel", "unsubscribe", "logout", "begin", "abandon",
-             "fail", "error")
+_NO_GUESS = (
+    "remove",
+    "delete",
+    "refund",
+    "return",
+    "cancel",
+    "unsubscribe",
+    "logout",
+    "begin",
+    "abandon",
+    "fail",
+    "error",
+)
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_ .-]*")
 _YAML_WORDS = {"y", "n", "yes", "no", "true", "false", "on", "off", "null", "none", "~"}
 
@@ -333,11 +395,14 @@ def unmapped_problem(rows: np.ndarray, counts: Mapping[str, int], key: str = "da
     top = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
     listing = ", ".join(f"{n!r} ({c:,})" for n, c in top[:10])
     more = f" and {len(top) - 10} more (all in the block below)" if len(top) > 10 else ""
-    return Problem("event_type", rows,
-                   f"{len(top)} event name(s) not mapped: {listing}{more}. Map each to one of {list(EVENT_TYPES)} "
-                   f"(or drop: remove its rows) in {key}.event_types, or set {key}.unknown_event_types=drop. Every "
-                   f"unmapped name, ready to paste under {key} (check each guess; ??? must be replaced):\n"
-                   + event_types_block(counts, 4))
+    return Problem(
+        "event_type",
+        rows,
+        f"{len(top)} event name(s) not mapped: {listing}{more}. Map each to one of {list(EVENT_TYPES)} "
+        f"(or drop: remove its rows) in {key}.event_types, or set {key}.unknown_event_types=drop. Every "
+        f"unmapped name, ready to paste under {key} (check each guess; ??? must be replaced):\n"
+        + event_types_block(counts, 4),
+    )
 
 
 # --------------------------------------------------------------------------- mapping files
@@ -353,8 +418,10 @@ def mapping_kwargs(mapping_file: str | Path) -> dict:
 
     path = Path(mapping_file)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such mapping file (expected a data config like "
-                                "configs/data/seller_file.yaml or a mapping like examples/*.mapping.yaml)")
+        raise FileNotFoundError(
+            f"{path}: no such mapping file (expected a data config like "
+            "configs/data/seller_file.yaml or a mapping like examples/*.mapping.yaml)"
+        )
     try:
         doc = OmegaConf.load(path)
     except Exception as err:

@@ -29,7 +29,7 @@ from sellerlift.data.mapping import (
     resolve_path,
     with_timestamp_hint,
 )
-from sellerlift.io import separator_hint
+from sellerlift.delimited import separator_hint
 from sellerlift.schema import DISCOUNT_LEVELS, PROMOTIONS, DataError, Problem, SchemaError, sort_table, validate
 
 KEY = "data.source.promotions"
@@ -52,18 +52,31 @@ class PromotionsFile:
     timestamp_format, timezone, csv_sep, encoding, decimal, names, id_type: as for the events
     """
 
-    def __init__(self, path: str, columns: Mapping | None = None, level_unit: str = "percent",
-                 timestamp_format: str | None = None, timezone: str = "UTC", csv_sep: str = ",",
-                 encoding: str = "utf-8", decimal: str = ".", names: list | None = None, id_type: str = "auto",
-                 seller_id_default: int | str = 0, true_values: list | None = None, false_values: list | None = None):
+    def __init__(
+        self,
+        path: str,
+        columns: Mapping | None = None,
+        level_unit: str = "percent",
+        timestamp_format: str | None = None,
+        timezone: str = "UTC",
+        csv_sep: str = ",",
+        encoding: str = "utf-8",
+        decimal: str = ".",
+        names: list | None = None,
+        id_type: str = "auto",
+        seller_id_default: int | str = 0,
+        true_values: list | None = None,
+        false_values: list | None = None,
+    ):
         if not path:
             raise DataError(f"{KEY}.path is not set: the promotions file (CSV or Parquet)")
         self.path = resolve_path(path, f"{KEY}.path")
         cols = plain(columns)
         unknown = sorted(set(cols) - set(PROMOTION_COLUMNS))
         if unknown:
-            raise DataError(f"{KEY}.columns: unknown contract column(s) {unknown}; map these: "
-                            f"{list(PROMOTION_COLUMNS)}")
+            raise DataError(
+                f"{KEY}.columns: unknown contract column(s) {unknown}; map these: {list(PROMOTION_COLUMNS)}"
+            )
         for c in PROMOTION_COLUMNS:
             if c not in OPTIONAL:
                 if c in cols and not cols[c]:
@@ -77,13 +90,22 @@ class PromotionsFile:
         self.csv_sep, self.encoding, self.decimal, self.id_type = csv_sep, encoding or "utf-8", decimal, id_type
         self.names = [str(n) for n in names] if names else None
         self.seller_id_default = seller_id_default
-        self.booleans = {**{str(v).strip().lower(): "true" for v in true_values or ()},
-                         **{str(v).strip().lower(): "false" for v in false_values or ()}}
+        self.booleans = {
+            **{str(v).strip().lower(): "true" for v in true_values or ()},
+            **{str(v).strip().lower(): "false" for v in false_values or ()},
+        }
 
     def read_raw(self) -> pd.DataFrame:
-        return read_file(self.path, "promotions", csv_sep=self.csv_sep, encoding=self.encoding, decimal=self.decimal,
-                         names=self.names, id_columns=[self.columns.get(c) for c in ("customer_id", "seller_id")],
-                         key=KEY)
+        return read_file(
+            self.path,
+            "promotions",
+            csv_sep=self.csv_sep,
+            encoding=self.encoding,
+            decimal=self.decimal,
+            names=self.names,
+            id_columns=[self.columns.get(c) for c in ("customer_id", "seller_id")],
+            key=KEY,
+        )
 
     def read(self) -> pd.DataFrame:
         return sort_table(self.map_frame(self.read_raw()), "promotions")
@@ -91,10 +113,20 @@ class PromotionsFile:
     def map_frame(self, raw: pd.DataFrame, source: str | None = None) -> pd.DataFrame:
         source = source or str(self.path)
         found = list(raw.columns)
-        missing = [Problem(None, NO_ROWS, f"column '{col}' ({KEY}.columns.{c}) is not in the file; found {found}"
-                                          + (separator_hint(self.path, self.csv_sep, self.encoding, KEY)
-                                             if self.path.is_file() and self.path.suffix != ".parquet" else ""))
-                   for c, col in self.columns.items() if col and col not in raw.columns]
+        missing = [
+            Problem(
+                None,
+                NO_ROWS,
+                f"column '{col}' ({KEY}.columns.{c}) is not in the file; found {found}"
+                + (
+                    separator_hint(self.path, self.csv_sep, self.encoding, KEY)
+                    if self.path.is_file() and self.path.suffix != ".parquet"
+                    else ""
+                ),
+            )
+            for c, col in self.columns.items()
+            if col and col not in raw.columns
+        ]
         if missing:
             raise SchemaError(source, "promotions", missing)
         df = pd.DataFrame({c: raw[col].to_numpy() for c, col in self.columns.items() if col})
@@ -135,8 +167,14 @@ class PromotionsFile:
             hint = f"; these look like fractions: set {KEY}.level_unit=fraction"
         elif self.level_unit == "fraction" and len(ok) and ok.max() > 100:
             hint = f"; these look like percents: set {KEY}.level_unit=percent"
-        return [Problem("discount_pct", rows, f"offered level {seen} is not one of the discount levels "
-                                              f"{list(DISCOUNT_LEVELS)} % ({KEY}.level_unit={self.level_unit}){hint}")]
+        return [
+            Problem(
+                "discount_pct",
+                rows,
+                f"offered level {seen} is not one of the discount levels "
+                f"{list(DISCOUNT_LEVELS)} % ({KEY}.level_unit={self.level_unit}){hint}",
+            )
+        ]
 
 
 def promotions_from(config: Mapping | None, path: str | Path | None = None, **inherit) -> pd.DataFrame | None:

@@ -20,13 +20,13 @@ class Coverage:
     """
 
     cutoff: pd.Timestamp
-    first: pd.Timestamp                # first and last event of the whole file
+    first: pd.Timestamp  # first and last event of the whole file
     last: pd.Timestamp
-    events: int                        # all events (after mapping)
-    events_before: int                 # ts < cutoff: the history features are built from
-    customers: int                     # every customer in the file
-    customers_before: int              # with at least one event before the cutoff: the training rows
-    shorter: dict | None = None        # churn horizon (days) -> (cutoff, customers_before) for cutoff "auto"
+    events: int  # all events (after mapping)
+    events_before: int  # ts < cutoff: the history features are built from
+    customers: int  # every customer in the file
+    customers_before: int  # with at least one event before the cutoff: the training rows
+    shorter: dict | None = None  # churn horizon (days) -> (cutoff, customers_before) for cutoff "auto"
 
     @property
     def events_after(self) -> int:
@@ -40,15 +40,22 @@ class Coverage:
     def lines(self, label: str, how: str, later: str | None = None) -> list[str]:
         """In words: what the cutoff (chosen ``how``) keeps and, when customers are left out, why and what would
         keep more (a shorter horizon for an ``auto`` cutoff; ``later`` otherwise)."""
-        out = [f"data {label}: cutoff {self.cutoff.date()} ({how}); before it {self.customers_before:,} of "
-               f"{self.customers:,} customers and {self.events_before:,} of {self.events:,} events (the history "
-               f"models learn from); {self.events_after:,} events on or after it (the labels' future)"]
+        out = [
+            f"data {label}: cutoff {self.cutoff.date()} ({how}); before it {self.customers_before:,} of "
+            f"{self.customers:,} customers and {self.events_before:,} of {self.events:,} events (the history "
+            f"models learn from); {self.events_after:,} events on or after it (the labels' future)"
+        ]
         if self.customers_excluded:
-            line = (f"data {label}: {self.customers_excluded:,} of {self.customers:,} customers "
-                    f"({self.customers_excluded / max(self.customers, 1):.0%}) are left out: their first event is on "
-                    "or after the cutoff, so they have no history before it")
-            better = [f"churn_days={d} -> cutoff {c.date()}, {k:,} customers" for d, (c, k) in
-                      (self.shorter or {}).items() if k > self.customers_before]
+            line = (
+                f"data {label}: {self.customers_excluded:,} of {self.customers:,} customers "
+                f"({self.customers_excluded / max(self.customers, 1):.0%}) are left out: their first event is on "
+                "or after the cutoff, so they have no history before it"
+            )
+            better = [
+                f"churn_days={d} -> cutoff {c.date()}, {k:,} customers"
+                for d, (c, k) in (self.shorter or {}).items()
+                if k > self.customers_before
+            ]
             if better:
                 line += "; a shorter horizon keeps more: " + "; ".join(better)
             elif later and not self.shorter:
@@ -73,8 +80,16 @@ def coverage_of(events: pd.DataFrame, cutoff: pd.Timestamp, shorter_horizons=())
     for days in shorter_horizons:
         c = last.normalize() - pd.Timedelta(days=int(days))
         shorter[int(days)] = (c, int((first_of < np.datetime64(c)).sum()))
-    return Coverage(pd.Timestamp(cutoff), pd.Timestamp(ts.min()), last, int(len(ts)), int((ts < cut).sum()),
-                    int(len(first_of)), int((first_of < cut).sum()), shorter or None)
+    return Coverage(
+        pd.Timestamp(cutoff),
+        pd.Timestamp(ts.min()),
+        last,
+        int(len(ts)),
+        int((ts < cut).sum()),
+        int(len(first_of)),
+        int((first_of < cut).sum()),
+        shorter or None,
+    )
 
 
 @dataclass
@@ -107,5 +122,12 @@ class SimulatorSource:
         from sellerlift.sim import simulate_cached
 
         sim = simulate_cached(self.config, cache_root=self.cache_root, progress=self.progress)
-        return Tables(self.name, sim.events, sim.cutoff, f"sim-{self.config.fingerprint()}",
-                      promotions=sim.promotions, truth=sim.truth, world=sim.path)
+        return Tables(
+            self.name,
+            sim.events,
+            sim.cutoff,
+            f"sim-{self.config.fingerprint()}",
+            promotions=sim.promotions,
+            truth=sim.truth,
+            world=sim.path,
+        )

@@ -11,7 +11,8 @@ import time
 from functools import partial
 from pathlib import Path
 
-from sellerlift.allocate.sharded import AllocShard, ShardedAllocation, solve_sharded
+from sellerlift.allocate.shard import AllocShard
+from sellerlift.allocate.sharded import ShardedAllocation, solve_sharded
 from sellerlift.engine.base import Engine, JobFailed, LocalEngine, staged_output
 from sellerlift.sim.config import SimulatorConfig
 from sellerlift.sim.history import write_chunk, write_meta

@@ -27,7 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from sellerlift import baselines as bl
-from sellerlift import metrics, tracking
+from sellerlift import bootstrap, metrics, tracking
 from sellerlift.constants import HEADS
 from sellerlift.stages.context import RunContext
 from sellerlift.stages.sequence import evaluation_intervals, exported_probabilities, fmt_ci, truth_probabilities
@@ -240,7 +240,7 @@ def gap_metrics(
             key = f"compare/{c}_minus_best_baseline"
             out[key] = float(seq[c].iloc[0] - vals[best])
             if n_boot > 0 and seq_probs is not None:
-                d = metrics.paired_difference(
+                d = bootstrap.paired_difference(
                     y_test[:, i],
                     seq_probs[:, i],
                     probs[best][:, i],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sellerlift import segment
+from sellerlift import k_selection, segment
 from sellerlift.stages.context import RunContext
 
 
@@ -16,7 +16,7 @@ def fit_segments_stage(ctx: RunContext) -> None:
     cfg = ctx.cfg.segments
     prep = ctx.prep
     rfm = prep.feats.rfm()
-    rule = cfg.rule if cfg.rule in segment.RULES else int(cfg.rule)
+    rule = cfg.rule if cfg.rule in k_selection.RULES else int(cfg.rule)
     model, sel = segment.fit_segments(rfm, ks=range(cfg.k_min, cfg.k_max + 1), rule=rule, seed=cfg.seed)
     names = np.asarray(model.names, dtype=object)[model.assign(rfm)]
     summary = segment.segment_summary(rfm, names, churn=prep.targets[:, 1], intent=prep.targets[:, 0])
@@ -33,6 +33,6 @@ def fit_segments_stage(ctx: RunContext) -> None:
         metrics["segments/archetype_ari"] = adjusted_rand_score(prep.truth["archetype"].astype(str), names)
     ctx.log_metrics(metrics)
     with tempfile.TemporaryDirectory() as tmp:
-        ctx.log_artifact(segment.plot_k_selection(sel, Path(tmp) / "segment_k_selection.png"), "plots")
+        ctx.log_artifact(k_selection.plot_k_selection(sel, Path(tmp) / "segment_k_selection.png"), "plots")
     ari = f", ARI vs archetypes {metrics['segments/archetype_ari']:.3f}" if "segments/archetype_ari" in metrics else ""
     ctx.summary_rows.append(("segments", f"k={model.k} by {sel.rule}: {', '.join(model.names)}{ari}"))

@@ -23,7 +23,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from sellerlift import export, metrics, plots, reliability
+from sellerlift import bootstrap, export, metrics, plots, reliability
 from sellerlift.constants import HEADS, head_description, score_outputs, truth_columns, value_outputs
 from sellerlift.features import AGGREGATES, EVENT_NUMERIC
 from sellerlift.stages.context import RunContext, is_global_zero
@@ -36,7 +36,7 @@ def evaluation_intervals(ctx: RunContext, targets: np.ndarray, probs: np.ndarray
     if n_boot <= 0 or len(targets) == 0:
         return {}
     top = float(ctx.cfg.model.module.get("top_fraction", 0.2))
-    return metrics.head_metric_intervals(
+    return bootstrap.head_metric_intervals(
         targets, probs, prefix, top, n_boot, float(e.get("level", 0.95)), int(e.get("seed", 0))
     )
 

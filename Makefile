@@ -17,7 +17,7 @@ help:
 	@echo "make test-slow    the slow tests"
 	@echo "make ui           the MLflow UI on http://$(HOST):$(PORT)"
 	@echo "make sweep        a small Optuna sweep (SWEEP_TRIALS=3), trials nested under one MLflow run"
-	@echo "make champion     who holds sellerlift-sequence@champion"
+	@echo "make champion     who holds each data set's sellerlift-sequence-<data>@champion"
 	@echo "make score        batch-score EVENTS=... [MAPPING=...] OUT=... with the @champion bundle"
 	@echo "make bench        every benchmark; results in benchmarks/results and docs/benchmarks.md"
 	@echo "make bench-before-after  the performance pass vs an older commit (BEFORE=<rev>)"
@@ -75,7 +75,7 @@ clean:
 	rm -rf outputs multirun bundles .pytest_cache
 
 # The inference server (serve/, no torch; docs/serving.md): BUNDLE=dir or SELLERLIFT_BUNDLE, else the
-# registry alias sellerlift-sequence@champion, else the newest bundle under bundles/. Binds $(HOST).
+# registry alias sellerlift-sequence-<data>@champion (ARGS="--data NAME", default simulator), else the newest bundle of that data set. Binds $(HOST).
 SERVE_PORT ?= 8000
 .PHONY: serve
 serve: $(STAMP)
@@ -93,7 +93,7 @@ SWEEP_TRIALS ?= 3
 sweep: $(STAMP)  ## a small Optuna sweep: $(SWEEP_TRIALS) tiny trials nested under one MLflow parent run
 	$(PY) train.py hparams_search=sequence_optuna hydra.sweeper.n_trials=$(SWEEP_TRIALS) experiment=smoke \
 		data.source.n_customers=1000 $(ARGS)
-champion: $(STAMP)  ## who holds sellerlift-sequence@champion, its metric and bundle
+champion: $(STAMP)  ## who holds each data set's sellerlift-sequence-<data>@champion, its metric and bundle
 	$(PY) -m sellerlift.champion show
 train-seller-file: $(STAMP)  ## train on examples/seller_events.csv (configs/data/seller_file.yaml)
 	$(PY) train.py data=seller_file $(ARGS)
@@ -125,6 +125,6 @@ ray-env: $(STAMP)
 ray-down: $(STAMP)
 	$(PY) -m sellerlift.engine cluster down
 test-scale: $(STAMP)
-	$(PY) -m pytest -m "slow or not slow" -n 1 --timeout=3600 tests/test_engine.py tests/test_ray_cluster.py $(ARGS)
+	$(PY) -m pytest -m "slow or not slow" -n 1 --timeout=3600 tests/test_engine.py tests/test_ray_cluster.py tests/test_ray_faults.py $(ARGS)
 bench-ray: $(STAMP)
 	$(PY) benchmarks/bench_ray.py $(ARGS)

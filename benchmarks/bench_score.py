@@ -10,7 +10,7 @@ is the scorer's alone. The scorer's memory is bounded by its partition size
 (``--partition-rows``), not by the file: ``peak_rss_ratio`` (largest size over
 smallest) near 1 is the "constant memory" figure.
 
-The bundle: --bundle, else the newest under bundles/, else a synthetic one (the
+The bundle: --bundle, else the newest simulator bundle under bundles/, else a synthetic one (the
 default GRU with random weights; speed does not depend on the weights).
 Writes benchmarks/results/score.json (score.quick.json with --quick).
 """

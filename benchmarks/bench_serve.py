@@ -232,6 +232,8 @@ class Server:
                 "serve",
                 "--bundle",
                 str(bundle),
+                "--data",  # the bundle's own data set: the benchmark serves exactly the bundle it is given
+                str(json.loads((Path(bundle) / "manifest.json").read_text()).get("data") or ""),
                 "--port",
                 str(self.port),
                 "--workers",

@@ -85,15 +85,16 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def newest_bundle(model: str | None = None) -> Path | None:
-    """The newest complete bundle under bundles/ (of ``model``, e.g. "gru", when given), or None."""
+def newest_bundle(model: str | None = None, data: str | None = "simulator") -> Path | None:
+    """The newest complete bundle under bundles/ trained on ``data`` (default: the simulator, which every benchmark
+    measures on; bundles that do not record their data set count) and of ``model`` (e.g. "gru") when given."""
     root = Path(__file__).resolve().parents[1] / "bundles"
     found = []
     for manifest in root.glob("*/manifest.json") if root.is_dir() else []:
         try:
-            kind = json.loads(manifest.read_text()).get("model")
+            m = json.loads(manifest.read_text())
         except (OSError, ValueError):
             continue
-        if model is None or kind == model:
+        if (model is None or m.get("model") == model) and (data is None or m.get("data", data) == data):
             found.append(manifest)
     return max(found, key=lambda m: m.stat().st_mtime).parent if found else None

@@ -61,6 +61,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "segment",
             "action_segments",
             "baselines",
+            "clv_baseline",
             "policy_eval",
             "champion",
             "report",

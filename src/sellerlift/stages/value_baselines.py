@@ -1,7 +1,7 @@
 """Customer value next to the classic model: BG/NBD + Gamma-Gamma against the sequence model's value head.
 
 Called by :func:`sellerlift.stages.baselines.train_baselines` for every entry of
-``baselines.value_models`` (default: ``bgnbd_gg``, :class:`sellerlift.baselines.BGNBDGammaGammaValue`).
+``baselines.value_models`` (default: ``bgnbd_gg``, :class:`sellerlift.clv_baseline.BGNBDGammaGammaValue`).
 Each is fitted on the run's training customers (and rolling rows), scored on the test customers with
 the metric names the value head uses (``test/value_*`` vs the realised spend, ``test/value_truth_*`` vs
 the simulator's true expected spend; :func:`sellerlift.stages.value.score_values`) and logged as its

@@ -732,6 +732,19 @@ def test_reload_disabled_without_admin_token(client):
     assert client.post("/v1/admin/reload", headers={"Authorization": "Bearer x"}).status_code == 403
 
 
+def test_reload_body_is_empty_or_json():
+    """No body reloads the configured bundle; whitespace alone is invalid JSON (422), not "no body"."""
+    from serve import parsing, schemas
+    from serve.errors import ClientError
+
+    assert parsing.decode_small(b"", schemas.ReloadRequest) is None
+    assert parsing.decode_small(b' {"bundle": null} ', schemas.ReloadRequest).bundle is None
+    for body in (b"\r", b"  \n"):
+        with pytest.raises(ClientError) as err:
+            parsing.decode_small(body, schemas.ReloadRequest)
+        assert err.value.status == 422
+
+
 def test_only_probes_and_docs_without_api_token(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json()["ready"] is True

@@ -4,6 +4,7 @@ actor process is retried / rebuilt with the same output; a job that cannot finis
 its final name; the score CLI logs its run to MLflow; Lightning multi-node training placed by Ray is one MLflow run.
 A lost node (raylet SIGKILL) is in tests/test_ray_faults.py (its own cluster)."""
 
+import contextlib
 import json
 import os
 import signal
@@ -48,8 +49,10 @@ def short_tmp() -> Path:
     return Path(tempfile.mkdtemp(prefix="slr-"))
 
 
-@pytest.fixture(scope="module")
-def cluster():
+@contextlib.contextmanager
+def two_node_cluster():
+    """A started 2 x 1-CPU LocalCluster with its RAY_* variables set; afterwards the driver is disconnected,
+    the variables restored and the nodes stopped."""
     c = LocalCluster(nodes=2, cpus=1, root=short_tmp() / "ray")
     c.start()
     saved = {k: os.environ.get(k) for k in c.env}
@@ -65,6 +68,12 @@ def cluster():
             else:
                 os.environ[k] = v
         c.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with two_node_cluster() as c:
+        yield c
 
 
 @pytest.fixture

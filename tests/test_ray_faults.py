@@ -2,18 +2,16 @@
 two-node localhost cluster. Its tasks are retried on the node that is left and the output is byte for byte the
 single-process simulator's. Its own cluster: the node does not come back."""
 
-import os
 import threading
 import time
 
 import pytest
 from test_engine import files_of
-from test_ray_cluster import short_tmp
+from test_ray_cluster import two_node_cluster
 
 ray = pytest.importorskip("ray")
 
 from sellerlift.engine import get_engine, jobs, partial_outputs
-from sellerlift.engine.cluster import LocalCluster
 from sellerlift.sim import SimulatorConfig, simulate
 
 pytestmark = pytest.mark.slow
@@ -23,21 +21,8 @@ pytestmark = pytest.mark.slow
 def cluster():
     if ray.is_initialized():
         ray.shutdown()
-    c = LocalCluster(nodes=2, cpus=1, root=short_tmp() / "ray")
-    c.start()
-    saved = {k: os.environ.get(k) for k in c.env}
-    os.environ.update(c.env)
-    try:
+    with two_node_cluster() as c:
         yield c
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        c.stop()
 
 
 def test_lost_node_mid_simulation_is_retried_with_the_same_bytes(cluster, tmp_path):

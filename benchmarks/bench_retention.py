@@ -35,6 +35,7 @@ QUICK_TRAIN = [
     "trainer.max_epochs=2",
     "promotion.dipn.trainer.max_epochs=2",
     "promotion.enduring.max_epochs=2",
+    "promotion.enduring.ensemble=2",
     "ceiling.customers=8000",
     "baselines.models={}",
 ]

@@ -143,7 +143,7 @@ def allocate(rt: Runtime, body: bytes, settings, metrics: Metrics) -> bytes:
     prob = curve.astype(np.float64)
     end_matrix = None
     if has_enduring:
-        end_matrix = enduring_value(prob, rt.enduring_response(feats, scores), value, margin)
+        end_matrix = enduring_value(rt.enduring_response(feats, scores), margin)
     segment, segment_caps = None, None
     if head.segment_max_discount is not None:
         action = rt.assign_action_segments(feats, scores, curve) if getattr(rt, "action_segments", None) else None

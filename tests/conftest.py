@@ -42,6 +42,7 @@ TINY = [
     "promotion.baselines.lightgbm_params.n_estimators=10",
     "promotion.propensity.candidates=[logistic]",
     "promotion.enduring.max_epochs=1",
+    "promotion.enduring.ensemble=2",
     "data.source.truth_replications=2",
     "ceiling.customers=3000",
 ]

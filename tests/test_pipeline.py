@@ -76,7 +76,12 @@ def test_tiny_run_tracks_exports_and_registers(tiny_config, tmp_path, model):
         assert 0.5 < r.data.metrics[f"obs_ceiling/{head}_auroc"] <= 1.0
         assert f"gap_closed/{head}_auroc" in r.data.metrics
     assert {"dipn", "enduring", "action_segments"} <= set(manifest["files"])
-    assert manifest["enduring"]["monotone"] == {"conversion": True, "retention": False, "revenue": False}
+    assert manifest["enduring"]["monotone"] == {
+        "conversion": True,
+        "retention": False,
+        "revenue": False,
+        "later_revenue": False,
+    }
     assert manifest["enduring"]["onnx_parity_max_abs_diff"] <= 1e-5
     children = client.search_runs([r.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
     assert {"dipn", "enduring"} <= {c.data.tags.get("model.kind") for c in children}

@@ -117,7 +117,7 @@ def _add_enduring(src: Path, dst: Path, events: pd.DataFrame, as_of: str) -> Non
     manifest["enduring"] = {
         "horizon_days": 90,
         "revenue_scale": 100.0,
-        "outputs": ["conversion", "retention", "revenue"],
+        "outputs": ["conversion", "retention", "revenue", "later_revenue"],
         "uses_sequence_outputs": True,
     }
     (dst / "manifest.json").write_text(json.dumps(manifest, indent=2))

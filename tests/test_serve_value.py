@@ -277,7 +277,7 @@ def test_weight_1_maximises_the_90_day_profit_as_in_process(full_client, full, e
     scores = full.score(feats)
     p = full.curves(feats, scores).astype(np.float64)
     value = np.array([c["value"] for c in body["customers"]])
-    E = enduring_value(p, full.enduring_response(feats, scores), value, np.full(len(ids), 0.4))
+    E = enduring_value(full.enduring_response(feats, scores), np.full(len(ids), 0.4))
     ref = allocate_offers(p, value, np.full(len(ids), 0.4), full.levels, budget=10.0, enduring=E, weight=1.0)
     assert [x["level_pct"] for x in out["results"]] == ref.level_pct.tolist()
     t = out["totals"]

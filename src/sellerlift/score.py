@@ -54,6 +54,7 @@ from sellerlift.score_parts import (  # noqa: F401 - score_events, _mapped_chunk
     cutoff_of,
     n_partitions,
     partition_events,
+    public,
     read_partition,
     score_events,
     score_partition,
@@ -222,7 +223,7 @@ def score_file(
             for scores, used in score_partition(bundle, ev, cutoff, chunk_customers, one.id_kind, value_col):
                 if opts.wanted:
                     collected.add(bundle, scores)
-                writer.write(scores.drop(columns=["_value"], errors="ignore"))
+                writer.write(public(scores))
                 n_customers += len(scores)
                 bar.update(task, advance=used)
         writer.close()

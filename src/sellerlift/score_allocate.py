@@ -1,7 +1,7 @@
 """The batch scorer's allocation (``--budget`` and friends): the server's ``/v1/promotions/allocate`` on a file.
 
 Pass 2 of :mod:`sellerlift.score` keeps, per customer, the curve (K floats), the order value, the enduring
-model's 90-day revenue per level (K floats, when the bundle has it), the seller and the segment;
+model's revenue after the offer's window per level (K floats, when the bundle has it), the seller and the segment;
 :func:`allocate_and_write` then solves one allocation over every customer with the same objective and
 constraints as the server (:func:`sellerlift.runtime.allocate_offers`: ``weight`` 0 = the week's profit,
 1 = the 90-day profit; total / per-seller / per-tier budgets, a maximum discount per customer or per
@@ -81,7 +81,7 @@ class Collected:
     levels: tuple
     curves: list = field(default_factory=list)
     value: list = field(default_factory=list)
-    revenue: list = field(default_factory=list)
+    later: list = field(default_factory=list)
     seller: list = field(default_factory=list)
     segment: list = field(default_factory=list)
 
@@ -89,8 +89,7 @@ class Collected:
         self.curves.append(scores[[f"conversion_{lvl}pct" for lvl in self.levels]].to_numpy(np.float64))
         self.value.append(scores["_value"].to_numpy(np.float64))
         if rt.enduring is not None:
-            h = rt.enduring.horizon_days
-            self.revenue.append(scores[[f"value_{h}d_{lvl}pct" for lvl in self.levels]].to_numpy(np.float64))
+            self.later.append(scores[[f"_later_{lvl}pct" for lvl in self.levels]].to_numpy(np.float64))
         self.seller.append(np.array([_seller_key(s) for s in scores["seller_id"].tolist()], dtype=object))
         col = "action_segment" if "action_segment" in scores else "segment"
         self.segment.append(scores[col].to_numpy(dtype=object) if col in scores else np.full(len(scores), None))
@@ -161,7 +160,7 @@ def allocate_and_write(
     margin = np.full(len(value), m)
     end = None
     if rt.enduring is not None:
-        end = enduring_value(p, {"revenue": np.concatenate(got.revenue)}, value, margin)
+        end = enduring_value({"later_revenue": np.concatenate(got.later)}, margin)
     seller, sb, tiers, tb = _sellers(opts, np.concatenate(got.seller))
     segment, caps = None, None
     if opts.segment_max_discount is not None:

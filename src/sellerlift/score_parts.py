@@ -71,11 +71,18 @@ def score_events(
                 out[f"retention_{h}d_{lvl}pct"] = end["retention"][:, j]
             for j, lvl in enumerate(rt.levels):
                 out[f"value_{h}d_{lvl}pct"] = end["revenue"][:, j]
+            for j, lvl in enumerate(rt.levels):  # internal: what the allocation's enduring value needs
+                out[f"_later_{lvl}pct"] = end["later_revenue"][:, j]
             act = rt.assign_action_segments(feats, scores, curve, end)
             if act is not None:
                 out["action_segment"], out["action_segment_id"] = act[1], act[0].astype(np.int64)
         out["_value"] = rt.basket(feats)
     return out
+
+
+def public(scores: pd.DataFrame) -> pd.DataFrame:
+    """The scores without the internal columns (``_value``, ``_later_*``: pass 2's allocation reads them)."""
+    return scores.drop(columns=[c for c in scores.columns if str(c).startswith("_")])
 
 
 # --------------------------------------------------------------------------- pass 1 and pass 2

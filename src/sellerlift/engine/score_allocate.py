@@ -12,7 +12,7 @@ import pandas as pd
 
 from sellerlift.allocate.shard import AllocShard
 from sellerlift.engine.base import Engine, chunks_of
-from sellerlift.score_parts import _Writer, part_name
+from sellerlift.score_parts import _Writer, part_name, public
 
 
 class ScoreShard(AllocShard):
@@ -48,7 +48,7 @@ class ScoreShard(AllocShard):
         pct = np.asarray(self.levels, dtype=np.float64)[level]
         pos = 0
         for j in self.parts:
-            df = pd.read_parquet(Path(self.folder) / part_name(j)).drop(columns=["_value"])
+            df = public(pd.read_parquet(Path(self.folder) / part_name(j)))
             sl = slice(pos, pos + len(df))
             df["discount_pct"] = pct[sl]
             df["expected_spend"] = spend[sl]

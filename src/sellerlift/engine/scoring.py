@@ -41,6 +41,7 @@ from sellerlift.score_parts import (
     n_partitions,
     part_name,
     partition_events,
+    public,
     read_partition,
     score_partition,
 )
@@ -123,7 +124,7 @@ class PartitionScorer:
         writer = _Writer(self.out / part_name(j))
         n = 0
         for scores, _ in score_partition(self.rt, ev, self.cutoff, self.chunk_customers, self.id_kind, self.value_col):
-            writer.write(scores if self.keep_value else scores.drop(columns=["_value"], errors="ignore"))
+            writer.write(scores if self.keep_value else public(scores))
             n += len(scores)
         writer.close()
         return {

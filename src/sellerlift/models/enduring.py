@@ -1,21 +1,33 @@
 """The direct and enduring response to each discount level (CDEE-style), as one multi-task network.
 
-``EnduringNet``: offer-time inputs -> a shared trunk -> three heads, each one value per level:
+``EnduringNet``: offer-time inputs -> a shared trunk -> per level ``k``:
 
-* **conversion in the offer's window** (7 days): a base logit plus non-negative (softplus)
-  increments, so it is monotone in the discount for every input and weight, like DIPN. A discount
-  is only an option for the customer: a larger one never lowers the chance to buy this week.
-* **retention** (a purchase after the window, days 8-90) and **90-day revenue** (before discount,
-  a log-link mean): *unconstrained*. Their enduring part can fall with the discount: the
-  reference-price effect (promotion-sensitive customers who learn to wait for one), or a large
-  discount that wins a purchase the customer would have made later anyway. A smoothness penalty
-  on second differences over the levels keeps them from zig-zagging.
+* **conversion** in the offer's window (7 days), ``p_k``: a base logit plus non-negative (softplus)
+  increments, monotone in the discount for every input and weight, like DIPN (a larger discount is
+  only a better option for the customer this week);
+* **later revenue**, ``L_k``: revenue (before discount) after the window, to day 90;
+* **retention**, ``r_k``: a purchase after the window;
+* **90-day revenue** ``W_k + L_k``, with the window's revenue ``W_k = p_k * v(x)``.
 
-``EnduringModule`` trains on logged offers with a full 90-day follow-up: each offer supervises the
-three heads at the level it was offered (binary cross-entropy, binary cross-entropy, Poisson
-deviance on revenue scaled by ``revenue_scale``), weighted by inverse propensity weights.
-``EnduringNet(monotone=False)`` is the unconstrained baseline: the same network with a free
-conversion head.
+``structure="redemption"`` (the default): an offer changes the customer's future only through the coupon
+being *redeemed*, by an amount that grows with its depth. So each level's enduring effect is the chance
+of redeeming it times its depth times one per-customer effect:
+``log L_k = l0(x) + gain * dose_k * g(x)``, ``logit r_k = r0(x) + gain * dose_k * h(x)`` with
+``dose_k = p_k * d_k / d_max`` (0 at level 0). ``g`` and ``h`` are *unconstrained in sign*: the enduring
+effect may fall with the discount (the reference-price effect: promotion-sensitive customers learn to
+wait for one) or rise (habit). Two numbers per customer instead of one free value per level: the
+90-day outcome is noisy (its sd is ~20 times the effects), and a free per-level head learns mostly
+that noise (docs/customer_value.md measures both). ``gain`` only puts ``g`` on a scale the optimiser
+reaches quickly (the dose is ~0.1).
+
+``structure="free"`` is the unconstrained baseline: free per-level heads for conversion, later revenue
+and retention (a smoothness penalty on their second differences over the levels).
+
+``EnduringModule`` trains on logged offers with a full 90-day follow-up: each offer supervises every
+output at the level it was offered (binary cross-entropy for conversion and retention, Poisson deviance
+for the window's and the later revenue in units of ``revenue_scale``), weighted by inverse propensity
+weights. ``EnduringEnsemble`` averages several members trained from different seeds: the enduring
+effect is a small difference of noisy outcomes, and averaging removes much of each member's noise.
 """
 
 from __future__ import annotations
@@ -31,58 +43,105 @@ from sellerlift.models.dipn import _mlp
 from sellerlift.schema import DISCOUNT_LEVELS
 
 K = len(DISCOUNT_LEVELS)
-OUTPUTS = ("conversion", "retention", "revenue")
+OUTPUTS = ("conversion", "retention", "revenue", "later_revenue")
+STRUCTURES = ("redemption", "free")
 
 
 class EnduringNet(nn.Module):
-    def __init__(self, n_inputs: int, hidden=(64, 64), dropout: float = 0.1, n_levels: int = K, monotone: bool = True):
+    def __init__(
+        self,
+        n_inputs: int,
+        hidden=(64, 64),
+        dropout: float = 0.1,
+        structure: str = "redemption",
+        gain: float = 10.0,
+        levels=DISCOUNT_LEVELS,
+    ):
         super().__init__()
+        if structure not in STRUCTURES:
+            raise ValueError(f"structure={structure!r}: expected one of {STRUCTURES}")
+        self.k, self.structure, self.gain = len(levels), structure, float(gain)
         self.trunk, width = _mlp(n_inputs, hidden, dropout)
-        self.heads = nn.Linear(width, 3 * n_levels)
-        self.k, self.monotone = n_levels, bool(monotone)
+        # redemption: conversion K + (l0, g, r0, h, v); free: conversion K + later K + retention K + v
+        self.heads = nn.Linear(width, self.k + (5 if structure == "redemption" else 2 * self.k + 1))
+        depth = torch.as_tensor(np.asarray(levels, dtype=np.float32) / float(max(levels)))
+        self.register_buffer("depth", depth[None, :], persistent=False)
         with torch.no_grad():
             self.heads.bias.zero_()
             self.heads.bias[0] = -2.5  # conversion: a low base ...
-            self.heads.bias[1:n_levels] = -2.0  # ... with small positive steps
+            self.heads.bias[1 : self.k] = -2.0  # ... with small positive steps
 
-    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(conversion logits, retention logits, log revenue) [B, K] each."""
+    def parts(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Conversion and retention logits, log later revenue, log window revenue [B, K] each (revenue in
+        units of the module's ``revenue_scale``)."""
         z = self.heads(self.trunk(x))
-        conv, ret, rev = z[:, : self.k], z[:, self.k : 2 * self.k], z[:, 2 * self.k :]
-        if self.monotone:
-            base, inc = conv[:, :1], F.softplus(conv[:, 1:])
-            conv = torch.cat([base, base + torch.cumsum(inc, dim=1)], dim=1)
-        return conv, ret, rev
+        k = self.k
+        conv = z[:, :k]
+        if self.structure == "redemption":
+            conv = torch.cat([conv[:, :1], conv[:, :1] + torch.cumsum(F.softplus(conv[:, 1:]), dim=1)], dim=1)
+            p = torch.sigmoid(conv).detach()  # the dose: conversion is learned from conversions alone
+            dose = self.gain * p * self.depth
+            l0, g, r0, h, v = (z[:, k + j : k + j + 1] for j in range(5))
+            later, ret = l0 + dose * g, r0 + dose * h
+        else:
+            later, ret, v = z[:, k : 2 * k], z[:, 2 * k : 3 * k], z[:, 3 * k :]
+            p = torch.sigmoid(conv).detach()
+        window = torch.log(p.clamp_min(1e-6)) + v  # log(p_k * v(x))
+        return {"conversion": conv, "retention": ret, "later": later, "window": window}
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """What the ONNX file computes: conversion and retention probabilities, expected revenue (scaled)."""
-        conv, ret, rev = self.parts(x)
-        p = torch.sigmoid(conv)
-        if self.monotone:  # a running max: exact no-op here, keeps monotone under approximate sigmoids
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What the ONNX file computes: conversion and retention probabilities, 90-day and later revenue."""
+        z = self.parts(x)
+        p = torch.sigmoid(z["conversion"])
+        if self.structure == "redemption":  # a running max: exact no-op here, keeps monotone under approximate sigmoids
             out = [p[:, :1]]
             for j in range(1, p.shape[1]):
                 out.append(torch.maximum(out[-1], p[:, j : j + 1]))
             p = torch.cat(out, dim=1)
-        return p, torch.sigmoid(ret), torch.exp(rev.clamp(max=20.0))
+        later = torch.exp(z["later"].clamp(max=20.0))
+        return p, torch.sigmoid(z["retention"]), torch.exp(z["window"].clamp(max=20.0)) + later, later
+
+
+class EnduringEnsemble(nn.Module):
+    """The mean of the members' outputs (monotone outputs stay monotone: a mean of monotone curves)."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outs = [m(x) for m in self.members]
+        return tuple(torch.stack(parts).mean(dim=0) for parts in zip(*outs))
 
 
 class EnduringOffers(Dataset):
-    """Logged offers with their outcomes: inputs [n, F], level [n], converted, retained, revenue, weight."""
+    """Logged offers with their outcomes: inputs [n, F], level [n], converted, retained, window revenue,
+    later revenue, weight."""
 
-    def __init__(self, x, level, converted, retained, revenue, weight=None):
+    FIELDS = ("x", "level", "converted", "retained", "window_revenue", "later_revenue", "weight")
+
+    def __init__(self, x, level, converted, retained, window_revenue, later_revenue, weight=None):
         def t(a, dtype=np.float32):
             return torch.from_numpy(np.array(a, dtype=dtype))
 
-        self.x, self.level = t(x), t(level, np.int64)
-        self.converted, self.retained, self.revenue = t(converted), t(retained), t(revenue)
-        self.w = t(np.ones(len(level)) if weight is None else weight)
+        self.tensors = (
+            t(x),
+            t(level, np.int64),
+            t(converted),
+            t(retained),
+            t(window_revenue),
+            t(later_revenue),
+            t(np.ones(len(level)) if weight is None else weight),
+        )
 
     def __len__(self) -> int:
-        return len(self.level)
+        return len(self.tensors[1])
 
     def __getitems__(self, indices):
         idx = torch.as_tensor(indices)
-        return (self.x[idx], self.level[idx], self.converted[idx], self.retained[idx], self.revenue[idx], self.w[idx])
+        return tuple(a[idx] for a in self.tensors)
 
 
 def _already_batched(batch):
@@ -99,6 +158,9 @@ def loader(data: EnduringOffers, batch_size: int, shuffle: bool, seed: int = 0) 
     )
 
 
+TASKS = ("conversion", "retention", "window", "later")
+
+
 class EnduringModule(L.LightningModule):
     def __init__(
         self,
@@ -106,36 +168,40 @@ class EnduringModule(L.LightningModule):
         lr: float = 3e-3,
         weight_decay: float = 1e-4,
         smooth_weight: float = 1.0,
-        loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        loss_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0),
         revenue_scale: float = 100.0,
     ):
         super().__init__()
-        if lr <= 0 or smooth_weight < 0 or revenue_scale <= 0:
-            raise ValueError(
-                f"lr ({lr}) and revenue_scale ({revenue_scale}) must be > 0, smooth_weight ({smooth_weight}) >= 0"
-            )
         loss_weights = tuple(float(w) for w in loss_weights)
+        if lr <= 0 or smooth_weight < 0 or revenue_scale <= 0 or len(loss_weights) != len(TASKS):
+            raise ValueError(
+                f"lr ({lr}) and revenue_scale ({revenue_scale}) must be > 0, smooth_weight ({smooth_weight}) "
+                f">= 0, loss_weights ({loss_weights}) one per task {TASKS}"
+            )
         self.save_hyperparameters(ignore=["net"])
         self.net = net
 
     def _loss(self, batch):
-        x, level, conv_y, ret_y, rev_y, w = batch
-        conv, ret, rev = self.net.parts(x)
+        x, level, conv_y, ret_y, window_y, later_y, w = batch
+        z = self.net.parts(x)
         at = level.view(-1, 1)
-        pick = [h.gather(1, at).squeeze(1) for h in (conv, ret, rev)]
-        bce = F.binary_cross_entropy_with_logits
+        pick = {name: z[name].gather(1, at).squeeze(1) for name in TASKS}
+        bce, scale = F.binary_cross_entropy_with_logits, self.hparams.revenue_scale
+
+        def poisson(name, y):
+            return F.poisson_nll_loss(pick[name], y / scale, log_input=True, full=False, reduction="none")
+
         losses = [
-            bce(pick[0], conv_y, reduction="none"),
-            bce(pick[1], ret_y, reduction="none"),
-            F.poisson_nll_loss(
-                pick[2], rev_y / self.hparams.revenue_scale, log_input=True, full=False, reduction="none"
-            ),
+            bce(pick["conversion"], conv_y, reduction="none"),
+            bce(pick["retention"], ret_y, reduction="none"),
+            poisson("window", window_y),
+            poisson("later", later_y),
         ]
         wsum = w.sum().clamp_min(1e-12)
         per_task = [(loss * w).sum() / wsum for loss in losses]
         total = sum(lw * t for lw, t in zip(self.hparams.loss_weights, per_task))
-        if self.hparams.smooth_weight > 0:
-            for h in (torch.sigmoid(ret), rev):  # conversion's smoothness is DIPN's business
+        if self.hparams.smooth_weight > 0 and getattr(self.net, "structure", "") == "free":
+            for h in (torch.sigmoid(z["retention"]), z["later"]):  # conversion's smoothness is DIPN's business
                 total = total + self.hparams.smooth_weight * ((h[:, 2:] - 2 * h[:, 1:-1] + h[:, :-2]) ** 2).mean()
         return total, per_task
 
@@ -150,7 +216,7 @@ class EnduringModule(L.LightningModule):
         loss, per_task = self._loss(batch)
         n = len(batch[1])
         self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=n, prog_bar=True)
-        for name, v in zip(OUTPUTS, per_task):
+        for name, v in zip(TASKS, per_task):
             self.log(f"val/{name}_loss", v, on_step=False, on_epoch=True, batch_size=n)
 
     def configure_optimizers(self):
@@ -178,8 +244,9 @@ def fit(
 
 
 @torch.no_grad()
-def predict(net: EnduringNet, x: np.ndarray, revenue_scale: float, batch_size: int = 8192) -> dict[str, np.ndarray]:
-    """{conversion, retention, revenue} [n, K] (revenue in currency: the net's output times ``revenue_scale``)."""
+def predict(net: nn.Module, x: np.ndarray, revenue_scale: float, batch_size: int = 8192) -> dict[str, np.ndarray]:
+    """{conversion, retention, revenue, later_revenue} [n, K] (revenues in currency: the net's output times
+    ``revenue_scale``)."""
     net.eval()
     parts = {k: [] for k in OUTPUTS}
     for s in range(0, len(x), batch_size):
@@ -187,5 +254,6 @@ def predict(net: EnduringNet, x: np.ndarray, revenue_scale: float, batch_size: i
         for k, v in zip(OUTPUTS, out):
             parts[k].append(v.numpy().astype(np.float64))
     res = {k: np.concatenate(v) if v else np.zeros((0, K)) for k, v in parts.items()}
-    res["revenue"] = res["revenue"] * revenue_scale
+    for k in ("revenue", "later_revenue"):
+        res[k] = res[k] * revenue_scale
     return res

@@ -1,5 +1,5 @@
-"""enduring.onnx: the direct and enduring response per level (conversion, 90-day retention, 90-day revenue),
-the retention-aware objective built on it, and the inputs of the action segments.
+"""enduring.onnx: the direct and enduring response per level (conversion, 90-day retention, 90-day revenue and
+the revenue after the offer's window), the retention-aware objective built on it, and the action segments' inputs.
 
 :meth:`sellerlift.runtime.Runtime.load` builds :class:`EnduringModel` from the verified bytes of
 ``enduring.onnx`` and the manifest's ``enduring`` section; :func:`enduring_value` is the value of each
@@ -18,7 +18,7 @@ from sellerlift.constants import DIPN_INPUT
 from sellerlift.runtime.bundle import BundleError
 from sellerlift.runtime.onnx import session
 
-OUTPUTS = ("conversion", "retention", "revenue")
+OUTPUTS = ("conversion", "retention", "revenue", "later_revenue")
 
 
 class EnduringModel:
@@ -29,7 +29,10 @@ class EnduringModel:
 
         names = [o.name for o in sess.get_outputs()]
         if [i.name for i in sess.get_inputs()] != [DIPN_INPUT] or names != list(OUTPUTS):
-            raise BundleError(f"enduring.onnx must map '{DIPN_INPUT}' -> {list(OUTPUTS)}, has {names}")
+            raise BundleError(
+                f"enduring.onnx must map '{DIPN_INPUT}' -> {list(OUTPUTS)}, has {names}: a bundle from before the "
+                "later_revenue output; retrain it (python train.py) to get the retention-aware objective"
+            )
         self.sess, self.info, self._inputs = sess, dict(info), dipn_inputs
         self.uses_sequence_outputs = bool(info.get("uses_sequence_outputs", False))
         self.revenue_scale = float(info.get("revenue_scale", 1.0))
@@ -46,40 +49,40 @@ class EnduringModel:
         return cls(session(Path(bundle_dir) / "enduring.onnx", threads), info)
 
     def predict(self, feats, scores: dict | None) -> dict[str, np.ndarray]:
-        """{conversion, retention, revenue} [n, K] float64; revenue (before discount) in currency."""
+        """{conversion, retention, revenue, later_revenue} [n, K] float64; revenues (before discount, over the
+        90 days and after the offer's window) in currency."""
         x = np.ascontiguousarray(self._inputs(feats, scores if self.uses_sequence_outputs else None), np.float32)
         n = len(x)
         parts = [self.sess.run(list(OUTPUTS), {DIPN_INPUT: x[s : s + 8192]}) for s in range(0, max(n, 1), 8192)]
         out = {name: np.concatenate([p[j] for p in parts]).astype(np.float64) for j, name in enumerate(OUTPUTS)}
-        out["revenue"] = out["revenue"] * self.revenue_scale
+        for name in ("revenue", "later_revenue"):
+            out[name] = out[name] * self.revenue_scale
         if not all(np.isfinite(v).all() for v in out.values()):
             raise RuntimeError("enduring model returned non-finite values")
         return out
 
 
-def enduring_value(curves: np.ndarray, enduring: dict, basket, margin) -> np.ndarray:
-    """[n, K] the margin on the extra 90-day revenue of each level *beyond* the week's extra purchases:
-    ``margin * ((R_k - R_0) - basket * (p_k - p_0))``; exactly 0 at level 0. ``basket`` [n], ``margin``
-    a number or [n]."""
-    p, b = np.asarray(curves, dtype=np.float64), np.asarray(basket, dtype=np.float64)[:, None]
+def enduring_value(enduring: dict, margin) -> np.ndarray:
+    """[n, K] the value of each level *beyond* the offer's week: the margin on the extra revenue after the
+    window, ``margin * (L_k - L_0)`` (``enduring["later_revenue"]``); exactly 0 at level 0. ``margin`` a
+    number or [n]."""
+    later = np.asarray(enduring["later_revenue"], dtype=np.float64)
     m = np.asarray(margin, dtype=np.float64)
-    m = m[:, None] if m.ndim else m
-    rev = enduring["revenue"]
-    return m * ((rev - rev[:, :1]) - b * (p - p[:, :1]))
+    return (m[:, None] if m.ndim else m) * (later - later[:, :1])
 
 
 def retention_aware_objective(
     curves: np.ndarray, enduring: dict, basket: np.ndarray, margin: float, levels, weight: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(objective, expected spend) [n, K]: the week's incremental profit + ``weight`` x the enduring value.
-
-    The enduring value of a level is :func:`enduring_value`; with weight 1 the objective is the whole 90-day
-    incremental profit, with weight 0 exactly the week's (today's allocation).
-    """
+    """(objective, expected spend) [n, K]: the week's incremental profit on the DIPN curves + ``weight`` x the
+    enduring value (:func:`enduring_value`). Weight 1 values the whole 90 days, weight 0 is exactly the week's
+    (today's allocation; ``enduring`` is then not read)."""
     d = np.asarray(levels, dtype=np.float64)[None, :] / 100.0
     p, b = np.asarray(curves, dtype=np.float64), np.asarray(basket, dtype=np.float64)[:, None]
     direct = b * (p * (margin - d) - p[:, :1] * margin)
-    return direct + float(weight) * enduring_value(p, enduring, basket, margin), b * p * d
+    if float(weight) != 0.0:
+        direct = direct + float(weight) * enduring_value(enduring, margin)
+    return direct, b * p * d
 
 
 def action_inputs(feats, curves: np.ndarray, enduring: dict, basket: np.ndarray, margin: float, levels) -> np.ndarray:

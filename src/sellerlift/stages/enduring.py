@@ -1,14 +1,17 @@
 """Stage: the direct and enduring response per level (CDEE-style), trained on logged offers with a 90-day follow-up.
 
-Runs after the promotion stage (it reuses its offers, their offer-time inputs and the propensity
-model). Offers whose 90-day follow-up ends before the cutoff are labelled from the events
-(:mod:`sellerlift.offer_outcomes`): converted in the window, retained after it, 90-day revenue
-before discount. :class:`~sellerlift.models.enduring.EnduringNet` (monotone conversion, free
-retention and revenue) and its unconstrained baseline are trained with IPW weights; on the
-simulator both are measured against the 90-day truth of every level at the cutoff (RMSE of the
-predicted *effect* of each level over no offer, noise-corrected for the truth's Monte Carlo error;
-rank correlation), next to the observable ceiling and an EconML DR-learner when configured.
-``enduring.onnx`` goes into the bundle (parity-checked).
+Runs after the promotion stage (it reuses its propensity model and the held-out customers). Its training
+data are *all* the split's logged offers whose 90-day follow-up ends before the cutoff (up to
+``max_offers``), not only the DIPN's sample: the enduring effect is a small difference of noisy 90-day
+outcomes and needs every offer there is. Each offer is labelled from the events
+(:mod:`sellerlift.offer_outcomes`): converted in the window, retained after it, the window's and the later
+revenue before discount. :class:`~sellerlift.models.enduring.EnduringNet` (``structure``: redemption,
+the default, or free) is trained ``ensemble`` times from different seeds with IPW weights and averaged;
+the free structure is the unconstrained baseline. On the simulator both are measured against the 90-day
+truth of every level at the cutoff (RMSE of the predicted *effect* of each level over no offer,
+noise-corrected for the truth's Monte Carlo error; rank correlation) next to the observable ceiling and an
+EconML DR-learner when configured, and by the 90-day profit on the truth of one campaign allocated with
+each model at the run's budgets. ``enduring.onnx`` (the ensemble) goes into the bundle (parity-checked).
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from sellerlift.models import enduring as E
 from sellerlift.offer_outcomes import follow_up_mask, offer_outcomes
 from sellerlift.schema import DISCOUNT_LEVELS
 from sellerlift.stages.context import RunContext
+from sellerlift.stages.promotion_offers import split_offers, with_ipw_weights
 
 LEVELS = np.asarray(DISCOUNT_LEVELS)
+WINDOW_DAYS = 7  # the offer's own window (the simulator's campaign window; offer_outcomes' retention split)
 
 
 def train_enduring(ctx: RunContext) -> dict | None:
@@ -35,36 +40,45 @@ def train_enduring(ctx: RunContext) -> dict | None:
         ctx.summary_rows.append(("enduring response", "skipped: the promotion stage did not run (no campaigns)"))
         return None
     H, margin = int(ecfg.horizon_days), float(ctx.cfg.promotion.allocation.margin)
-    splits = {name: _labelled(ctx, o, H) for name, o in ctx.promotion["offers"].items()}
-    if min(len(s[0]) for s in splits.values()) < 200:
+    splits = _labelled_offers(ctx, ecfg, H)
+    if splits is None or min(len(s[0]) for s in splits.values()) < 200:
         ctx.summary_rows.append(("enduring response", f"skipped: too few offers with a {H}-day follow-up"))
         return None
-    fitted = {"enduring": _fit(ctx, ecfg, splits, monotone=True), "unconstrained": _fit(ctx, ecfg, splits, False)}
+    fitted = {
+        "enduring": _fit(ctx, ecfg, splits, str(ecfg.net.get("structure", "redemption"))),
+        "unconstrained": _fit(ctx, ecfg, splits, "free"),
+    }
     held = ctx.promotion["held_out"]
-    preds = {name: E.predict(net, held.x, float(ecfg.module.revenue_scale)) for name, net in fitted.items()}
+    scale = float(ecfg.module.revenue_scale)
+    preds = {name: E.predict(net, held.x, scale) for name, net in fitted.items()}
     if ctx.ceiling is not None and held.truth is not None:
         preds["observable_ceiling"] = _ceiling_prediction(ctx, held)
     if ecfg.get("econml") and held.truth is not None:
-        preds["econml_dr"] = _econml(ecfg, splits, held.x, margin, int(ctx.cfg.seed))
+        preds["econml_dr"] = _econml(splits, held.x, margin, int(ctx.cfg.seed))
     metrics, table = {}, None
     if held.truth is not None:
         from sellerlift.promotion_features import order_value
 
-        table = effect_table(preds, held.truth, margin, H, order_value(held.feats, ctx.promotion["fallback"]))
+        basket = order_value(held.feats, ctx.promotion["fallback"])
+        table = effect_table(preds, held.truth, margin, H, basket)
+        table = table.merge(_allocation_table(ctx, preds, held, basket, margin, H), on="model", how="outer")
         for row in table.to_dict("records"):
             for k, v in row.items():
-                if k != "model":
+                if k != "model" and pd.notna(v):
                     metrics[f"enduring/{row['model']}/{k}"] = v
     path = ctx.bundle_dir / "enduring.onnx"
     export.export_enduring_onnx(fitted["enduring"], path, held.x.shape[1])
     parity = export.check_enduring_parity(fitted["enduring"], path, held.x.shape[1], extra=held.x[:2048])
     ctx.bundle_files["enduring"] = path
-    ctx.enduring = {"net": fitted["enduring"], "revenue_scale": float(ecfg.module.revenue_scale)}
+    ctx.enduring = {"net": fitted["enduring"], "revenue_scale": scale}
     ctx.bundle_extra["enduring"] = {
         "horizon_days": H,
-        "revenue_scale": float(ecfg.module.revenue_scale),
+        "window_days": WINDOW_DAYS,
+        "revenue_scale": scale,
         "outputs": list(E.OUTPUTS),
-        "monotone": {"conversion": True, "retention": False, "revenue": False},
+        "structure": str(ecfg.net.get("structure", "redemption")),
+        "ensemble": int(ecfg.ensemble),
+        "monotone": {"conversion": True, "retention": False, "revenue": False, "later_revenue": False},
         "uses_sequence_outputs": bool(ctx.promotion["scorer"] is not None),
         "onnx_parity_max_abs_diff": parity,
     }
@@ -80,47 +94,64 @@ def train_enduring(ctx: RunContext) -> dict | None:
                 ", ".join(
                     f"{m} {best.loc[m, 'profit_effect_rmse']:.2f} / {best.loc[m, 'profit_effect_spearman']:.2f}"
                     for m in best.index
+                    if pd.notna(best.loc[m, "profit_effect_rmse"])
                 ),
             )
         )
     return {"metrics": metrics, "table": table, "nets": fitted}
 
 
-def _labelled(ctx: RunContext, o, H: int):
-    keep = follow_up_mask(o.frame, ctx.tables.cutoff, H)
-    frame = o.frame[keep].reset_index(drop=True)
-    out = offer_outcomes(ctx.tables.events, frame, H, all_offers=ctx.tables.promotions)
-    return (
-        o.x[keep],
-        o.level[keep],
-        o.converted[keep],
-        out[f"retained_{H}d"].to_numpy().astype(np.float32),
-        out[f"gross_{H}d"].to_numpy(np.float32),
-        o.weight[keep],
-        frame,
-    )
+def _labelled_offers(ctx: RunContext, ecfg, H: int) -> dict | None:
+    """Per split: (inputs, level, converted, retained, window revenue, later revenue, IPW weight, frame) of the
+    offers with a whole ``H``-day follow-up; None when there are none."""
+    promos = ctx.tables.promotions
+    promos = promos[follow_up_mask(promos, ctx.tables.cutoff, H)].reset_index(drop=True)
+    if len(promos) == 0:
+        return None
+    pcfg = ctx.cfg.promotion
+    try:
+        offers = split_offers(
+            ctx, promos, ctx.promotion["scorer"], int(ecfg.max_offers), int(ecfg.max_eval_offers), int(pcfg.seed)
+        )
+    except ValueError:  # a split without such offers: too little history for a 90-day follow-up
+        return None
+    offers = with_ipw_weights(pcfg, offers, ctx.promotion["policy"])
+    out = {}
+    for name, o in offers.items():
+        whole = offer_outcomes(ctx.tables.events, o.frame, H, WINDOW_DAYS, all_offers=ctx.tables.promotions)
+        window = offer_outcomes(ctx.tables.events, o.frame, WINDOW_DAYS, WINDOW_DAYS, all_offers=ctx.tables.promotions)
+        gross, in_window = whole[f"gross_{H}d"].to_numpy(), window[f"gross_{WINDOW_DAYS}d"].to_numpy()
+        out[name] = (
+            o.x,
+            o.level,
+            o.converted,
+            whole[f"retained_{H}d"].to_numpy().astype(np.float32),
+            in_window.astype(np.float32),
+            (gross - in_window).astype(np.float32),
+            o.weight,
+            o.frame,
+        )
+    return out
 
 
-def _fit(ctx: RunContext, ecfg, splits: dict, monotone: bool) -> E.EnduringNet:
+def _fit(ctx: RunContext, ecfg, splits: dict, structure: str):
+    """``ecfg.ensemble`` networks of ``structure``, each from its own seed, averaged."""
     import torch
 
-    torch.manual_seed(int(ctx.cfg.seed))
-    net = instantiate(ecfg.net, n_inputs=splits["train"][0].shape[1], monotone=monotone)
-    module = instantiate(ecfg.module, _partial_=True)(net=net)
-    callbacks = [instantiate(c) for c in (ctx.cfg.promotion.dipn.get("callbacks") or {}).values() if c is not None]
-    trainer = instantiate(ctx.cfg.promotion.dipn.trainer, _partial_=True)(
-        callbacks=callbacks, max_epochs=int(ecfg.max_epochs)
-    )
-    data = {k: E.EnduringOffers(*v[:6]) for k, v in splits.items()}
-    E.fit(
-        trainer,
-        module,
-        data["train"],
-        data["val"],
-        batch_size=int(ctx.cfg.promotion.dipn.batch_size),
-        seed=int(ctx.cfg.seed),
-    )
-    return module.net.eval()
+    data = {k: E.EnduringOffers(*v[:7]) for k, v in splits.items()}
+    members = []
+    for i in range(int(ecfg.ensemble)):
+        seed = int(ctx.cfg.seed) + i
+        torch.manual_seed(seed)
+        net = instantiate(ecfg.net, n_inputs=splits["train"][0].shape[1], structure=structure)
+        module = instantiate(ecfg.module, _partial_=True)(net=net)
+        callbacks = [instantiate(c) for c in (ctx.cfg.promotion.dipn.get("callbacks") or {}).values() if c is not None]
+        trainer = instantiate(ctx.cfg.promotion.dipn.trainer, _partial_=True)(
+            callbacks=callbacks, max_epochs=int(ecfg.max_epochs)
+        )
+        E.fit(trainer, module, data["train"], data["val"], batch_size=int(ctx.cfg.promotion.dipn.batch_size), seed=seed)
+        members.append(module.net.eval())
+    return E.EnduringEnsemble(members).eval()
 
 
 def _ceiling_prediction(ctx: RunContext, held) -> dict[str, np.ndarray]:
@@ -128,13 +159,13 @@ def _ceiling_prediction(ctx: RunContext, held) -> dict[str, np.ndarray]:
     return {"revenue": e["gross"], "cost": e["cost"]}
 
 
-def _econml(ecfg, splits: dict, x_cut: np.ndarray, margin: float, seed: int) -> dict[str, np.ndarray]:
+def _econml(splits: dict, x_cut: np.ndarray, margin: float, seed: int) -> dict[str, np.ndarray]:
     """A multi-treatment DR-learner (EconML) on the 90-day profit of the same offers: what a user would pick."""
     from econml.dr import DRLearner
     from lightgbm import LGBMClassifier, LGBMRegressor
 
-    x, level, _, _, gross, _, frame = splits["train"]
-    y = margin * gross - frame["cost"].to_numpy()
+    x, level, _, _, window, later, _, frame = splits["train"]
+    y = margin * (window + later) - frame["cost"].to_numpy()
     lgb = {
         "n_estimators": 150,
         "learning_rate": 0.05,
@@ -154,6 +185,44 @@ def _econml(ecfg, splits: dict, x_cut: np.ndarray, margin: float, seed: int) -> 
     est.fit(y, level, X=x)
     effect = np.column_stack([np.zeros(len(x_cut))] + [est.effect(x_cut, T0=0, T1=k) for k in range(1, len(LEVELS))])
     return {"profit_effect": effect}
+
+
+def _allocation_table(ctx: RunContext, preds: dict, held, basket: np.ndarray, margin: float, H: int) -> pd.DataFrame:
+    """Per model and budget: the true 90-day incremental profit per customer of one campaign allocated at the
+    cutoff with that model, and its share of the enduring oracle's. The enduring models add their enduring value
+    (weight 1) to the DIPN's week (what the retention-aware policy does); the observable ceiling and EconML
+    allocate on their own 90-day profit; ``next_week_dipn`` is the week alone. Budgets are the run's fractions of
+    the true expected coupon cost of giving every customer the top level."""
+    from sellerlift.allocate import allocate_values
+    from sellerlift.runtime.enduring import retention_aware_objective
+
+    truth, levels = held.truth, [int(v) for v in LEVELS]
+    g = np.column_stack([truth[f"gross_{H}d_{d}"] for d in LEVELS])
+    c = np.column_stack([truth[f"cost_{H}d_{d}"] for d in LEVELS])
+    true_profit = margin * (g - g[:, :1]) - c
+    curves = np.clip(ctx.promotion["dipn"](held.x), 0.0, 1.0)
+    week, spend = retention_aware_objective(curves, {}, basket, margin, levels, 0.0)
+    plans = {"oracle_enduring": (true_profit, c), "next_week_dipn": (week, spend)}
+    for name, pred in preds.items():
+        if "later_revenue" in pred:
+            plans[name] = retention_aware_objective(curves, pred, basket, margin, levels, 1.0)
+        else:
+            plans[name] = (profit_effects(pred, margin, basket), pred.get("cost", spend))
+    rows = {name: {"model": name} for name in plans}
+    for scen, frac in ctx.cfg.promotion.allocation.budgets.items():
+        if frac is None:
+            continue
+        budget = float(frac) * float(c[:, -1].sum())
+        oracle = None
+        for name, (obj, sp) in plans.items():
+            obj, sp = obj.copy(), np.maximum(sp, 0.0)
+            obj[:, 0], sp[:, 0] = 0.0, 0.0
+            level = allocate_values(obj, sp, levels, budget=budget).level_index
+            profit = float(true_profit[np.arange(len(level)), level].mean())
+            oracle = profit if oracle is None else oracle
+            rows[name][f"alloc_{scen}_profit"] = profit
+            rows[name][f"alloc_{scen}_share_of_oracle"] = profit / oracle if oracle > 0 else float("nan")
+    return pd.DataFrame(list(rows.values()))
 
 
 def profit_effects(pred: dict, margin: float, basket: np.ndarray) -> np.ndarray:

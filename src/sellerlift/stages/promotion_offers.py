@@ -88,14 +88,22 @@ class HeldOut:
 # --------------------------------------------------------------------------- offers and their inputs
 def load_offers(ctx: RunContext, pcfg: DictConfig, scorer: SequenceScorer) -> OfferSplits:
     """Each split's logged offers (by customer), subsampled to ``max_offers`` / ``max_eval_offers``."""
-    promos = ctx.tables.promotions
+    return split_offers(
+        ctx, ctx.tables.promotions, scorer, int(pcfg.max_offers), int(pcfg.max_eval_offers), int(pcfg.seed)
+    )
+
+
+def split_offers(
+    ctx: RunContext, promos: pd.DataFrame, scorer: SequenceScorer, max_train: int, max_eval: int, seed: int
+) -> OfferSplits:
+    """The offers of ``promos`` by the run's customer split, each split subsampled to at most its cap."""
     split_of = pd.Series(ctx.prep.split, index=pd.Index(ctx.prep.feats.customer_id))
     offer_split = split_of.reindex(promos["customer_id"].to_numpy()).to_numpy()
-    rng = np.random.default_rng(int(pcfg.seed))
+    rng = np.random.default_rng(seed)
     out = []
     for code, name in enumerate(SPLITS):
         rows = np.flatnonzero(offer_split == code)
-        cap = int(pcfg.max_offers if name == "train" else pcfg.max_eval_offers)
+        cap = max_train if name == "train" else max_eval
         if len(rows) > cap:
             rows = np.sort(rng.choice(rows, cap, replace=False))
         if len(rows) == 0:

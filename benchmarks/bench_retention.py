@@ -8,8 +8,10 @@ MLflow), then every policy run forward 90 days on that run's held-out customers 
 (``sellerlift.closed_loop.evaluate`` without the A/B, DiD and OPE studies). Reported per policy and budget:
 the 90-day incremental profit per customer (mean over seeds, and the per-seed values with their intervals),
 its share of the oracle's and of the observable ceiling's (the same 90-day allocation on predictions fit to
-the truth), retention vs no offers, revenue, ROI, the spread of incentives; and the paired difference
-retention-aware minus next-week DIPN per seed with its 95 % interval over customers.
+the truth), retention vs no offers, revenue, ROI, the spread of incentives; and the paired differences of
+both retention-aware policies (``retention_aware``: the margin after the week; ``retention_aware_clv``:
+retention valued at a kept customer's CLV) minus the next-week DIPN per seed, with 95 % intervals over
+customers.
 Writes benchmarks/results/retention.json.
 """
 
@@ -47,6 +49,7 @@ POLICIES = (
     "blanket_10",
     "next_week_dipn",
     "retention_aware",
+    "retention_aware_clv",
     "observable_ceiling",
     "observable_ceiling_enduring",
     "oracle_direct",
@@ -134,14 +137,17 @@ def main(argv=None) -> dict:
                             "share_of_ceiling": float(row["incremental_profit"] / ceil) if ceil > 0 else np.nan,
                         }
                     )
-            if {"retention_aware", "next_week_dipn"} <= set(r.runs):
-                a, n = r.runs["retention_aware"].outcomes[90], r.runs["next_week_dipn"].outcomes[90]
+            for aware in ("retention_aware", "retention_aware_clv"):
+                if {aware, "next_week_dipn"} - set(r.runs):
+                    continue
+                a, n = r.runs[aware].outcomes[90], r.runs["next_week_dipn"].outcomes[90]
                 d = profit(a, s.margin) - profit(n, s.margin)
                 dr = (a.retained.astype(float) - n.retained.astype(float))[a.alive_at_start]
                 h = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
                 hr = 1.96 * dr.std(ddof=1) / np.sqrt(len(dr))
                 paired.append(
                     {
+                        "policy": aware,
                         "seed": seed,
                         "budget": b,
                         "profit_diff": float(d.mean()),
@@ -178,7 +184,7 @@ def main(argv=None) -> dict:
         "bundles": [str(b) for b in bundles],
         "rows": rows,
         "summary": summary,
-        "paired_retention_aware_minus_next_week": paired,
+        "paired_minus_next_week": paired,
         "seconds": time.perf_counter() - t0,
     }
     write_result("retention", payload, quick=args.quick)

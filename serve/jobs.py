@@ -129,6 +129,18 @@ def allocate(rt: Runtime, body: bytes, settings, metrics: Metrics) -> bytes:
                 )
             ],
         )
+    if head.weight > 0 and head.enduring_value == "retention" and getattr(rt, "value", None) is None:
+        raise ClientError(
+            422,
+            [
+                (
+                    ("enduring_value",),
+                    "enduring_value 'retention' values retention with the sequence model's value head, which this "
+                    "bundle does not have; expected 'margin'",
+                    "enduring_value",
+                )
+            ],
+        )
     levels = list(rt.levels)
     if p.batch.n == 0:
         return encode(
@@ -143,7 +155,9 @@ def allocate(rt: Runtime, body: bytes, settings, metrics: Metrics) -> bytes:
     prob = curve.astype(np.float64)
     end_matrix = None
     if has_enduring:
-        end_matrix = enduring_value(rt.enduring_response(feats, scores), margin)
+        kept = rt.kept_value(scores, margin) if head.enduring_value == "retention" else None
+        if head.enduring_value == "margin" or kept is not None:
+            end_matrix = enduring_value(rt.enduring_response(feats, scores), margin, head.enduring_value, kept)
     segment, segment_caps = None, None
     if head.segment_max_discount is not None:
         action = rt.assign_action_segments(feats, scores, curve) if getattr(rt, "action_segments", None) else None

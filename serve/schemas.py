@@ -104,6 +104,14 @@ class AllocateRequest(Struct, forbid_unknown_fields=True, gc=False):
             ),
         ),
     ] = 0.0
+    enduring_value: Annotated[
+        Literal["margin", "retention"],
+        _d(
+            "what the weight values beyond the week: 'margin' (the margin on the extra revenue after the offer's "
+            "week, the default) or 'retention' (the change in retention after it, valued at a kept customer's "
+            "CLV: the value head's 90-day margin over P(buy again); needs a bundle with the value head)"
+        ),
+    ] = "margin"
     seller_tiers: Annotated[
         dict[str, Name] | None,
         _d("tier of each seller (keys: seller_id as a string); every seller of the request needs one"),

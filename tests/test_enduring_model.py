@@ -108,3 +108,19 @@ def test_the_redemption_structure_learns_the_sign_of_each_customers_enduring_eff
         rmse[structure] = float(np.sqrt(((value - true_value)[:, 1:] ** 2).mean()))
     assert agree["redemption"] >= 0.85, agree
     assert rmse["redemption"] < 0.85 * rmse["free"], rmse  # measured 3.39 vs 4.28
+
+
+def test_enduring_value_kinds():
+    from sellerlift.runtime.enduring import kept_value
+
+    rng = np.random.default_rng(0)
+    later, ret = rng.gamma(2.0, 30.0, (5, len(D))), rng.random((5, len(D)))
+    response = {"later_revenue": later, "retention": ret}
+    np.testing.assert_allclose(enduring_value(response, 0.4), 0.4 * (later - later[:, :1]))
+    kept = kept_value(np.full(5, 50.0), np.array([0.0, 0.5, 0.9, 0.99, 1.0]), 0.4)
+    np.testing.assert_allclose(kept, [20.0, 40.0, 200.0, 400.0, 400.0])  # 1 - churn floored at 0.05
+    np.testing.assert_allclose(enduring_value(response, 0.4, "retention", kept), kept[:, None] * (ret - ret[:, :1]))
+    with pytest.raises(ValueError, match="kept_value"):
+        enduring_value(response, 0.4, "retention")
+    with pytest.raises(ValueError, match="expected one of"):
+        enduring_value(response, 0.4, "clv")

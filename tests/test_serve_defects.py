@@ -332,6 +332,16 @@ def test_d6_reload_is_confined_to_the_bundle_root(dipn_client, bundle_info, tmp_
         shutil.rmtree(inner, ignore_errors=True)
 
 
+def test_reload_of_a_path_no_file_can_have_is_a_client_error(dipn_client):
+    """The slow schema fuzz's finding: a NUL byte in the bundle path was a 500 (ValueError: embedded null byte)."""
+    auth = {"Authorization": "Bearer adm"}
+    for target in (rb"\u0000\ud879\udc72Z", rb"bundles/\u0000", rb"a\u0000b"):  # JSON escapes, as the fuzzer sent
+        body = b'{"bundle": "' + target + b'"}'
+        r = dipn_client.post("/v1/admin/reload", content=body, headers={**auth, "Content-Type": "application/json"})
+        assert r.status_code == 409, (target, r.text)
+        assert "not a usable path" in r.json()["detail"], r.text
+
+
 def _sign(bundle: Path, key: bytes) -> None:
     sig = hmac.new(key, (bundle / "manifest.json").read_bytes(), hashlib.sha256).hexdigest()
     (bundle / "manifest.sig").write_text(json.dumps({"alg": "hmac-sha256", "signature": sig}))

@@ -464,6 +464,8 @@ def test_batch_scorer_writes_the_servers_columns_and_the_chosen_level(full_clien
             '{"a": 5, "b": 2}',
             "--spread-penalty",
             "0.01",
+            "--enduring-value",
+            "retention",
             "--no-progress",
         ]
     )
@@ -483,6 +485,11 @@ def test_batch_scorer_writes_the_servers_columns_and_the_chosen_level(full_clien
     assert df["discount_pct"].max() <= 20 and df["expected_spend"].sum() <= 8 * (1 + 1e-9)
     assert df.loc[df["seller_id"] == "s1", "expected_spend"].sum() <= 2 * (1 + 1e-9)
     assert {"expected_enduring_value", "objective"} <= set(df.columns)
+    feats = reference_features(full, events, df["customer_id"].tolist())  # --enduring-value retention, as served
+    scores = full.score(feats)
+    E = enduring_value(full.enduring_response(feats, scores), full.margin, "retention", full.kept_value(scores, 0.4))
+    chosen = np.searchsorted(full.levels, df["discount_pct"].to_numpy())
+    np.testing.assert_allclose(df["expected_enduring_value"], E[np.arange(len(df)), chosen], rtol=1e-5, atol=1e-6)
     bad = score.main(
         [
             "--bundle",
@@ -503,3 +510,25 @@ def test_batch_scorer_writes_the_servers_columns_and_the_chosen_level(full_clien
         ]
     )
     assert bad == 2  # weight > 0 needs the enduring model
+
+
+def test_retention_valued_objective_is_served_as_in_process(full_client, full, events):
+    """enduring_value='retention': the change in retention after the week, valued at a kept customer's CLV."""
+    ids = _ids(events, 120)
+    body = {**_alloc_body(events, ids, budget=10.0, weight=1.0), "enduring_value": "retention"}
+    out = full_client.post("/v1/promotions/allocate", json=body).json()
+    feats = reference_features(full, events, ids)
+    scores = full.score(feats)
+    p = full.curves(feats, scores).astype(np.float64)
+    value, margin = np.array([c["value"] for c in body["customers"]]), np.full(len(ids), 0.4)
+    kept = full.kept_value(scores, margin)
+    np.testing.assert_allclose(kept, 0.4 * scores["value_90d"] / np.maximum(1 - scores["churn_90d"], 0.05), rtol=1e-6)
+    E = enduring_value(full.enduring_response(feats, scores), margin, "retention", kept)
+    assert np.all(E[:, 0] == 0)
+    ref = allocate_offers(p, value, margin, full.levels, budget=10.0, enduring=E, weight=1.0)
+    assert [x["level_pct"] for x in out["results"]] == ref.level_pct.tolist()
+    assert out["totals"]["enduring_value"] == pytest.approx(float(ref.enduring.sum()))
+    margin_kind = full_client.post("/v1/promotions/allocate", json={**body, "enduring_value": "margin"}).json()
+    assert margin_kind["totals"]["enduring_value"] != pytest.approx(out["totals"]["enduring_value"])
+    bad = full_client.post("/v1/promotions/allocate", json={**body, "enduring_value": "clv"})
+    assert bad.status_code == 422 and "enduring_value" in bad.text

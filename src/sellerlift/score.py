@@ -292,6 +292,13 @@ def main(argv: list[str] | None = None) -> int:
         help="objective weight: 0 = the week's profit (default), 1 = the 90-day profit (needs the "
         "enduring model); the same as /v1/promotions/allocate",
     )
+    ap.add_argument(
+        "--enduring-value",
+        choices=["margin", "retention"],
+        default="margin",
+        help="what --weight values beyond the week: margin (the margin on the revenue after it, default) or "
+        "retention (the retention after it, valued at a kept customer's CLV: needs the value head)",
+    )
     ap.add_argument("--seller-budgets", help="budget per seller: JSON ('{\"s1\": 100}') or a .json/.yaml file")
     ap.add_argument("--seller-tiers", help="tier of each seller: JSON or a .json/.yaml file")
     ap.add_argument("--tier-budgets", help="budget per seller tier: JSON or a .json/.yaml file")
@@ -386,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             segment_max_discount=mapping_arg(args.segment_max_discount, "--segment-max-discount"),
             max_incentive=args.max_incentive,
             spread_penalty=args.spread_penalty,
+            enduring_value=args.enduring_value,
         )
         extra = [
             f
@@ -398,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("--segment-max-discount", alloc.segment_max_discount),
                 ("--max-incentive", alloc.max_incentive),
                 ("--spread-penalty", alloc.spread_penalty),
+                ("--enduring-value", alloc.enduring_value != "margin"),
             )
             if v
         ]

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from sellerlift.runtime import Runtime
+from sellerlift.runtime.enduring import ENDURING_VALUES
 
 
 class AllocationError(ValueError):
@@ -55,6 +56,7 @@ class AllocationOptions:
     segment_max_discount: dict | None = None
     max_incentive: float | None = None
     spread_penalty: float = 0.0
+    enduring_value: str = "margin"  # runtime.enduring.ENDURING_VALUES: the margin after the week, or retention
 
     @property
     def wanted(self) -> bool:
@@ -70,6 +72,13 @@ class AllocationOptions:
             raise AllocationError(
                 f"--weight {self.weight}: bundle {rt.bundle_dir} has no enduring model (enduring.onnx); expected 0"
             )
+        if self.enduring_value not in ENDURING_VALUES:
+            raise AllocationError(f"--enduring-value {self.enduring_value!r}: expected one of {ENDURING_VALUES}")
+        if self.weight > 0 and self.enduring_value == "retention" and rt.value is None:
+            raise AllocationError(
+                f"--enduring-value retention: bundle {rt.bundle_dir} has no value head (value_<d>d) to value a kept "
+                "customer with; use margin"
+            )
         if self.segment_max_discount is not None and rt.segments is None and rt.action_segments is None:
             raise AllocationError("--segment-max-discount: the bundle has no segments to cap by")
 
@@ -82,6 +91,8 @@ class Collected:
     curves: list = field(default_factory=list)
     value: list = field(default_factory=list)
     later: list = field(default_factory=list)
+    retention: list = field(default_factory=list)
+    kept: list = field(default_factory=list)
     seller: list = field(default_factory=list)
     segment: list = field(default_factory=list)
 
@@ -89,7 +100,11 @@ class Collected:
         self.curves.append(scores[[f"conversion_{lvl}pct" for lvl in self.levels]].to_numpy(np.float64))
         self.value.append(scores["_value"].to_numpy(np.float64))
         if rt.enduring is not None:
+            h = rt.enduring.horizon_days
             self.later.append(scores[[f"_later_{lvl}pct" for lvl in self.levels]].to_numpy(np.float64))
+            self.retention.append(scores[[f"retention_{h}d_{lvl}pct" for lvl in self.levels]].to_numpy(np.float64))
+            if "_kept" in scores:
+                self.kept.append(scores["_kept"].to_numpy(np.float64))
         self.seller.append(np.array([_seller_key(s) for s in scores["seller_id"].tolist()], dtype=object))
         col = "action_segment" if "action_segment" in scores else "segment"
         self.segment.append(scores[col].to_numpy(dtype=object) if col in scores else np.full(len(scores), None))
@@ -160,7 +175,10 @@ def allocate_and_write(
     margin = np.full(len(value), m)
     end = None
     if rt.enduring is not None:
-        end = enduring_value({"later_revenue": np.concatenate(got.later)}, margin)
+        response = {"later_revenue": np.concatenate(got.later), "retention": np.concatenate(got.retention)}
+        kept = m * np.concatenate(got.kept) if got.kept else None
+        if opts.enduring_value == "margin" or kept is not None:
+            end = enduring_value(response, margin, opts.enduring_value, kept)
     seller, sb, tiers, tb = _sellers(opts, np.concatenate(got.seller))
     segment, caps = None, None
     if opts.segment_max_discount is not None:

@@ -73,6 +73,9 @@ def score_events(
                 out[f"value_{h}d_{lvl}pct"] = end["revenue"][:, j]
             for j, lvl in enumerate(rt.levels):  # internal: what the allocation's enduring value needs
                 out[f"_later_{lvl}pct"] = end["later_revenue"][:, j]
+            kept = rt.kept_value(scores, 1.0)  # times the margin: the CLV of a kept customer
+            if kept is not None:
+                out["_kept"] = kept
             act = rt.assign_action_segments(feats, scores, curve, end)
             if act is not None:
                 out["action_segment"], out["action_segment_id"] = act[1], act[0].astype(np.int64)

@@ -27,6 +27,8 @@ from sellerlift.promotion_features import iter_offer_time_features
 from sellerlift.runtime.decide import allocate_offers
 from sellerlift.sim.config import LEVELS
 
+AWARE_NAMES = {"margin": "retention_aware", "retention": "retention_aware_clv"}
+
 
 @dataclass
 class Settings:
@@ -42,7 +44,10 @@ class Settings:
     did_months: int = 12
     adopt_month: int = 6
     ope: bool = True
-    retention_weight: float = 1.0  # the retention-aware policy's weight on the enduring value (bundles with it)
+    retention_weight: float = 1.0  # the retention-aware policies' weight on the enduring value (bundles with it)
+    # the enduring values a retention-aware policy is run for: "margin" (retention_aware, the A/B and DiD's
+    # treatment) and "retention" (retention_aware_clv: retention valued at a kept customer's CLV)
+    retention_values: tuple[str, ...] = ("margin", "retention")
     seed: int = 0
     extra_policies: list = field(default_factory=list)
 
@@ -158,13 +163,18 @@ def run(
     ceil = ceiling.fit(pop.cfg, Path(sim_path).parent, n_customers=s.ceiling_customers) if s.ceiling_customers else None
     timings["ceiling_s"] = time.perf_counter() - t0
     model = P.model_policy(bundle, s.margin, name="next_week_dipn") if bundle is not None else None
-    aware = None
+    aware_all = []
     if bundle is not None and (Path(bundle) / "enduring.onnx").exists():
-        aware = P.retention_aware_policy(bundle, s.retention_weight, s.margin, name="retention_aware")
+        aware_all = [
+            P.retention_aware_policy(bundle, s.retention_weight, s.margin, name=AWARE_NAMES[v], value=v)
+            for v in s.retention_values
+            if v == "margin" or _has_value_head(bundle)  # retention is valued with the value head's CLV
+        ]
+    aware = aware_all[0] if aware_all else None
     budget = Budget(s.budget_fraction, s.per_seller)
     loyalty = loyalty_measure(bundle) if bundle is not None else None
     runs = {}
-    for pol in policy_set(model, ceil, s) + ([aware] if aware else []):
+    for pol in policy_set(model, ceil, s) + aware_all:
         t0 = time.perf_counter()
         runs[pol.name] = run_policy(pop, pol, s.days, budget, horizons=s.horizons, loyalty=loyalty)
         timings[f"run/{pol.name}_s"] = time.perf_counter() - t0
@@ -206,3 +216,9 @@ def _ope(pop: Population, bundle, ceil, s: Settings):
     top = (q * basket[:, None] * (LEVELS / 100.0)[None, :])[:, -1].mean()
     qini = qini_study(offers, q, basket, np.linspace(0, top, 11), rct, s.seed) if rct.sum() >= 50 else None
     return res, qini
+
+
+def _has_value_head(bundle) -> bool:
+    import json
+
+    return bool(json.loads((Path(bundle) / "manifest.json").read_text()).get("value"))

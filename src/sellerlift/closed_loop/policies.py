@@ -143,9 +143,12 @@ def model_policy(bundle_dir, margin: float = 0.4, name: str = "model") -> CurveP
     return CurvePolicy(name, curves, margin)
 
 
-def retention_aware_policy(bundle_dir, weight: float = 1.0, margin: float = 0.4, name: str | None = None):
-    """The bundle's DIPN curves and enduring response: the week's profit + ``weight`` x the enduring value
-    (:func:`sellerlift.runtime.enduring.retention_aware_objective`), allocated under the campaign's budget."""
+def retention_aware_policy(
+    bundle_dir, weight: float = 1.0, margin: float = 0.4, name: str | None = None, value: str = "margin"
+):
+    """The bundle's DIPN curves and enduring response: the week's profit + ``weight`` x the enduring value of kind
+    ``value`` (:func:`sellerlift.runtime.enduring.retention_aware_objective`: the margin after the week, or the
+    retention after it valued at a kept customer's CLV), allocated under the campaign's budget."""
     import json
     from pathlib import Path
 
@@ -160,17 +163,20 @@ def retention_aware_policy(bundle_dir, weight: float = 1.0, margin: float = 0.4,
             "stages) for the retention-aware policy"
         )
     model = EnduringModel.from_bundle(bundle_dir, info)
+    if value == "retention" and rt.value is None:
+        raise ValueError(f"{bundle_dir}: value='retention' needs the sequence model's value head (value_<d>d)")
 
     class Policy:
         def __init__(self):
-            self.name = name or f"retention_aware_w{weight:g}"
+            self.name = name or f"retention_aware_{value}_w{weight:g}"
 
         def __call__(self, obs: Observation) -> np.ndarray:
             feats = rt.features_of(obs.events(), obs.as_of, customers=obs.customer_id)
             scores = rt.score(feats)
             curves = rt.curves(feats, scores)
+            kept = rt.kept_value(scores, margin) if value == "retention" else None
             objective, spend = retention_aware_objective(
-                curves, model.predict(feats, scores), obs.basket, margin, _LEVELS, weight
+                curves, model.predict(feats, scores), obs.basket, margin, _LEVELS, weight, value, kept
             )
             return allocate_values(objective, spend, _LEVELS, budget=obs.budget, **_seller_kw(obs)).level_index
 

@@ -221,7 +221,10 @@ def check_bundle_data(bundle_dir: str | Path, data: str | None, what: str = "thi
 
 def inside(path: str | Path, root: str | Path) -> Path:
     """``path`` resolved, if it lies inside ``root`` (a reload may not wander off through ``..``)."""
-    p, r = Path(path).resolve(), Path(root).resolve()
+    try:
+        p, r = Path(path).resolve(), Path(root).resolve()
+    except (ValueError, UnicodeError, OSError) as err:  # a NUL byte or a lone surrogate cannot name a file
+        raise BundleError(f"{path!r}: not a usable path ({err})") from None
     if p != r and r not in p.parents:
         raise BundleError(f"{path}: not inside the bundle root {r}; only bundles under it can be loaded")
     return p

@@ -62,26 +62,58 @@ class EnduringModel:
         return out
 
 
-def enduring_value(enduring: dict, margin) -> np.ndarray:
-    """[n, K] the value of each level *beyond* the offer's week: the margin on the extra revenue after the
-    window, ``margin * (L_k - L_0)`` (``enduring["later_revenue"]``); exactly 0 at level 0. ``margin`` a
-    number or [n]."""
-    later = np.asarray(enduring["later_revenue"], dtype=np.float64)
+ENDURING_VALUES = ("margin", "retention")  # what the enduring value of a level is (the seller's choice)
+KEPT_FLOOR = 0.05  # the smallest P(buy again) a kept customer's value is divided by
+
+
+def enduring_value(enduring: dict, margin, kind: str = "margin", kept_value=None) -> np.ndarray:
+    """[n, K] the value of each level *beyond* the offer's week; exactly 0 at level 0.
+
+    * ``margin``: the margin on the extra revenue after the window, ``margin * (L_k - L_0)``
+      (``enduring["later_revenue"]``);
+    * ``retention``: the change in retention after the window, valued at what a kept customer brings,
+      ``kept_value * (r_k - r_0)`` (``enduring["retention"]``; ``kept_value`` [n] from :func:`kept_value`).
+
+    ``margin`` a number or [n].
+    """
+    if kind == "margin":
+        later = np.asarray(enduring["later_revenue"], dtype=np.float64)
+        m = np.asarray(margin, dtype=np.float64)
+        return (m[:, None] if m.ndim else m) * (later - later[:, :1])
+    if kind == "retention":
+        if kept_value is None:
+            raise ValueError("enduring value 'retention' needs kept_value: the bundle's value head (value_<d>d)")
+        r = np.asarray(enduring["retention"], dtype=np.float64)
+        return np.asarray(kept_value, dtype=np.float64)[:, None] * (r - r[:, :1])
+    raise ValueError(f"enduring value {kind!r}: expected one of {ENDURING_VALUES}")
+
+
+def kept_value(spend, churn, margin) -> np.ndarray:
+    """[n] the margin a customer who buys again brings over the horizon: the value head's expected spend over the
+    chance of buying at all, ``margin * value / max(1 - churn, KEPT_FLOOR)`` (the CLV of a kept customer)."""
     m = np.asarray(margin, dtype=np.float64)
-    return (m[:, None] if m.ndim else m) * (later - later[:, :1])
+    alive = np.maximum(1.0 - np.asarray(churn, dtype=np.float64), KEPT_FLOOR)
+    return m * np.asarray(spend, dtype=np.float64) / alive
 
 
 def retention_aware_objective(
-    curves: np.ndarray, enduring: dict, basket: np.ndarray, margin: float, levels, weight: float
+    curves: np.ndarray,
+    enduring: dict,
+    basket: np.ndarray,
+    margin: float,
+    levels,
+    weight: float,
+    kind: str = "margin",
+    kept: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(objective, expected spend) [n, K]: the week's incremental profit on the DIPN curves + ``weight`` x the
-    enduring value (:func:`enduring_value`). Weight 1 values the whole 90 days, weight 0 is exactly the week's
-    (today's allocation; ``enduring`` is then not read)."""
+    enduring value (:func:`enduring_value` of ``kind``). Weight 1 values the whole 90 days, weight 0 is exactly
+    the week's (today's allocation; ``enduring`` is then not read)."""
     d = np.asarray(levels, dtype=np.float64)[None, :] / 100.0
     p, b = np.asarray(curves, dtype=np.float64), np.asarray(basket, dtype=np.float64)[:, None]
     direct = b * (p * (margin - d) - p[:, :1] * margin)
     if float(weight) != 0.0:
-        direct = direct + float(weight) * enduring_value(enduring, margin)
+        direct = direct + float(weight) * enduring_value(enduring, margin, kind, kept)
     return direct, b * p * d
 
 

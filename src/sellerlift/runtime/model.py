@@ -25,7 +25,7 @@ import pandas as pd
 
 from sellerlift.features import FeatureSpec, SequenceFeatures, build_features, build_features_from_arrays
 from sellerlift.runtime.bundle import BundleError, read_verified
-from sellerlift.runtime.enduring import EnduringModel, action_inputs
+from sellerlift.runtime.enduring import EnduringModel, action_inputs, kept_value
 from sellerlift.runtime.loyalty import DEFINITION as LOYALTY_DEFINITION
 from sellerlift.runtime.loyalty import ValueInfo, loyalty_score
 from sellerlift.runtime.models import BATCH, EventBatch, PromotionModel, SequenceModel  # noqa: F401 (re-exported)
@@ -250,8 +250,15 @@ class Runtime:
             return None
         return loyalty_score(scores[self.sequence.heads["churn"]], scores[self.value.spend], self.value.reference)
 
+    def kept_value(self, scores: dict[str, np.ndarray], margin) -> np.ndarray | None:
+        """[n] the margin a kept customer brings over the churn horizon (:func:`~sellerlift.runtime.enduring.
+        kept_value`, what ``enduring_value="retention"`` values retention at); None without the value head."""
+        if self.value is None:
+            return None
+        return kept_value(scores[self.value.spend], scores[self.sequence.heads["churn"]], margin)
+
     def enduring_response(self, feats: SequenceFeatures, scores: dict | None = None) -> dict[str, np.ndarray] | None:
-        """{conversion, retention, revenue} [n, K] of the enduring model (None without enduring.onnx)."""
+        """{conversion, retention, revenue, later_revenue} [n, K] of the enduring model (None without it)."""
         if self.enduring is None:
             return None
         if scores is None and self.enduring.uses_sequence_outputs:

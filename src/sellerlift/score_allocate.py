@@ -1,7 +1,8 @@
 """The batch scorer's allocation (``--budget`` and friends): the server's ``/v1/promotions/allocate`` on a file.
 
 Pass 2 of :mod:`sellerlift.score` keeps, per customer, the curve (K floats), the order value, the enduring
-model's revenue after the offer's window per level (K floats, when the bundle has it), the seller and the segment;
+model's revenue after the offer's window and retention per level (K floats each, when the bundle has it; the
+value head's kept-customer value), the seller and the segment;
 :func:`allocate_and_write` then solves one allocation over every customer with the same objective and
 constraints as the server (:func:`sellerlift.runtime.allocate_offers`: ``weight`` 0 = the week's profit,
 1 = the 90-day profit; total / per-seller / per-tier budgets, a maximum discount per customer or per

@@ -7,7 +7,7 @@ outcomes and needs every offer there is. Each offer is labelled from the events
 (:mod:`sellerlift.offer_outcomes`): converted in the window, retained after it, the window's and the later
 revenue before discount. Offers carry IPW weights, the randomised slice ``randomized_weight`` times its
 own: it alone is free of confounding by the logged policy, whose fitted propensities leave a bias that a
-model of the small enduring effect picks up (docs/enduring.md measures 1, 5 and 10).
+model of the small enduring effect picks up (docs/enduring.md compares 1 and 5).
 
 :class:`~sellerlift.models.enduring.EnduringNet` (``structure``: redemption, the default, or free) is
 trained ``ensemble`` times from different seeds and averaged; the free structure is the unconstrained

@@ -194,3 +194,25 @@ def test_loyalty_is_measured_at_the_cutoff_and_at_each_horizon_with_one_yardstic
     change = blanket.outcomes[30].loyalty - blanket.loyalty_start
     assert row["loyalty_change"] == pytest.approx(change.mean())
     assert row["loyalty_change_reached"] == pytest.approx(change[blanket.outcomes[30].offers > 0].mean())
+
+
+def test_retention_aware_policies_at_weight_0_are_the_next_week_policy(pop, tmp_path_factory):
+    """Both kinds of enduring value (margin after the week, retention at CLV) reduce to today's allocation at
+    weight 0, in the loop; at weight 1 they run forward."""
+    from test_serve import build_test_bundle
+
+    bundle = build_test_bundle(tmp_path_factory)["bundle_full"]
+    budget = Budget(0.15)
+    base = run_policy(pop, P.model_policy(bundle, name="next_week"), 30, budget, horizons=(30,))
+    for value in ("margin", "retention"):
+        same = run_policy(pop, P.retention_aware_policy(bundle, 0.0, value=value), 30, budget, horizons=(30,))
+        np.testing.assert_array_equal(same.outcomes[30].discount_pct, base.outcomes[30].discount_pct)
+        np.testing.assert_array_equal(same.outcomes[30].net, base.outcomes[30].net)
+        aware = P.retention_aware_policy(bundle, 1.0, value=value)
+        assert aware.name == f"retention_aware_{value}_w1"
+        run = run_policy(pop, aware, 30, budget, horizons=(30,))
+        assert np.isfinite(run.outcomes[30].net).all()
+    with pytest.raises(ValueError, match="expected one of"):
+        from sellerlift.runtime.enduring import enduring_value
+
+        enduring_value({"later_revenue": np.zeros((1, 7))}, 0.4, "clv")

@@ -28,7 +28,8 @@ def offer_outcomes(
     window_days: int = 7,
     all_offers: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Per offer (row-aligned with ``offers``): net_H, purchases_H, retained_H, gross_H, discounts_H.
+    """Per offer (row-aligned with ``offers``): net_H, purchases_H, retained_H, gross_H, discounts_H, and gross_W:
+    the revenue before discount within the offer's own window (``window_days``).
 
     ``all_offers``: every logged offer (default ``offers``): the later campaigns' discounts within an offer's
     follow-up are added back to turn net revenue into revenue before discount.
@@ -59,7 +60,9 @@ def offer_outcomes(
     net = np.where(known, csum[end] - csum[start], 0.0)
     n = np.where(known, end - start, 0)
     retained = np.where(known, end > after_window, False)
-    discounts = _discounts_within(offers, offers if all_offers is None else all_offers, horizon_days)
+    every = offers if all_offers is None else all_offers
+    discounts = _discounts_within(offers, every, horizon_days)
+    in_window = np.where(known, csum[after_window] - csum[start], 0.0) + _discounts_within(offers, every, window_days)
     return pd.DataFrame(
         {
             f"net_{horizon_days}d": net,
@@ -67,6 +70,7 @@ def offer_outcomes(
             f"retained_{horizon_days}d": retained,
             f"gross_{horizon_days}d": net + discounts,
             f"discounts_{horizon_days}d": discounts,
+            f"gross_{window_days}d": in_window,
         }
     )
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +220,4 @@ def _ope(pop: Population, bundle, ceil, s: Settings):
 
 
 def _has_value_head(bundle) -> bool:
-    import json
-
     return bool(json.loads((Path(bundle) / "manifest.json").read_text()).get("value"))

@@ -120,8 +120,6 @@ class EnduringOffers(Dataset):
     """Logged offers with their outcomes: inputs [n, F], level [n], converted, retained, window revenue,
     later revenue, weight."""
 
-    FIELDS = ("x", "level", "converted", "retained", "window_revenue", "later_revenue", "weight")
-
     def __init__(self, x, level, converted, retained, window_revenue, later_revenue, weight=None):
         def t(a, dtype=np.float32):
             return torch.from_numpy(np.array(a, dtype=dtype))

@@ -125,14 +125,13 @@ def _labelled_offers(ctx: RunContext, ecfg, H: int) -> dict | None:
         raise ValueError(f"promotion.enduring.randomized_weight={rct_weight}: expected a number > 0")
     out = {}
     for name, o in offers.items():
-        whole = offer_outcomes(ctx.tables.events, o.frame, H, WINDOW_DAYS, all_offers=ctx.tables.promotions)
-        window = offer_outcomes(ctx.tables.events, o.frame, WINDOW_DAYS, WINDOW_DAYS, all_offers=ctx.tables.promotions)
-        gross, in_window = whole[f"gross_{H}d"].to_numpy(), window[f"gross_{WINDOW_DAYS}d"].to_numpy()
+        got = offer_outcomes(ctx.tables.events, o.frame, H, WINDOW_DAYS, all_offers=ctx.tables.promotions)
+        gross, in_window = got[f"gross_{H}d"].to_numpy(), got[f"gross_{WINDOW_DAYS}d"].to_numpy()
         out[name] = (
             o.x,
             o.level,
             o.converted,
-            whole[f"retained_{H}d"].to_numpy().astype(np.float32),
+            got[f"retained_{H}d"].to_numpy().astype(np.float32),
             in_window.astype(np.float32),
             (gross - in_window).astype(np.float32),
             np.where(o.randomized, rct_weight * o.weight, o.weight).astype(np.float32),

@@ -84,7 +84,7 @@ def test_default_run_has_one_bundle_and_a_nested_dipn_run(tiny_config, sim_cache
         "plots/uplift_by_level.png",
         "plots/roi_and_profit_by_budget.png",
     } <= plots
-    versions = client.search_model_versions("name='sellerlift-dipn'")
+    versions = client.search_model_versions("name='sellerlift-dipn-simulator'")  # one registry per data set
     assert versions and versions[0].run_id == child.info.run_id
 
     # the server's path (raw events -> features -> sequence.onnx -> dipn.onnx) gives monotone curves

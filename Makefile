@@ -54,8 +54,12 @@ lint: $(STAMP)
 test: lint
 	$(TEST_ENV) $(PY) -m pytest -m "not slow" -n $(PYTEST_WORKERS) --timeout=900 $(ARGS)
 
+# The Ray cluster tests run one at a time (test-scale): two local clusters started side by side by two pytest
+# workers share ports, and a job can land on the other worker's cluster.
+RAY_TESTS := tests/test_ray_cluster.py tests/test_ray_faults.py
 test-slow: $(STAMP)
-	$(TEST_ENV) $(PY) -m pytest -m slow -n $(PYTEST_WORKERS) --timeout=3600 $(ARGS)
+	$(TEST_ENV) $(PY) -m pytest -m slow -n $(PYTEST_WORKERS) --timeout=3600 $(foreach f,$(RAY_TESTS),--ignore=$(f)) $(ARGS)
+	$(TEST_ENV) $(PY) -m pytest -m slow -n 1 --timeout=3600 $(RAY_TESTS) $(ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py $(ARGS)
@@ -125,6 +129,6 @@ ray-env: $(STAMP)
 ray-down: $(STAMP)
 	$(PY) -m sellerlift.engine cluster down
 test-scale: $(STAMP)
-	$(PY) -m pytest -m "slow or not slow" -n 1 --timeout=3600 tests/test_engine.py tests/test_ray_cluster.py tests/test_ray_faults.py $(ARGS)
+	$(PY) -m pytest -m "slow or not slow" -n 1 --timeout=3600 tests/test_engine.py $(RAY_TESTS) $(ARGS)
 bench-ray: $(STAMP)
 	$(PY) benchmarks/bench_ray.py $(ARGS)

@@ -75,9 +75,10 @@ def _offers(n: int, seed: int):
     return E.EnduringOffers(x, level, converted, retained, window, later), x, gamma, base
 
 
-def _fit(structure: str, train, val, seed: int = 0) -> torch.nn.Module:
+def _fit(structure: str, train, val, seed: int = 0, tweedie_power: float = 1.0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    module = E.EnduringModule(E.EnduringNet(4, hidden=(32, 32), dropout=0.0, structure=structure))
+    net = E.EnduringNet(4, hidden=(32, 32), dropout=0.0, structure=structure)
+    module = E.EnduringModule(net, tweedie_power=tweedie_power)
     trainer = L.Trainer(
         accelerator="cpu",
         max_epochs=15,
@@ -124,3 +125,58 @@ def test_enduring_value_kinds():
         enduring_value(response, 0.4, "retention")
     with pytest.raises(ValueError, match="expected one of"):
         enduring_value(response, 0.4, "clv")
+
+
+@pytest.mark.parametrize("power", [1.0, 1.3, 1.7, 1.95])
+def test_the_revenue_loss_is_tweedie_minimised_at_the_mean_with_a_gradient_scaled_by_mu_to_1_minus_p(power):
+    y = torch.tensor([0.0, 0.3, 2.0, 40.0], dtype=torch.float64)
+    log_mu = torch.log(torch.tensor([0.5, 0.3, 1.0, 10.0], dtype=torch.float64)).requires_grad_()
+    E.tweedie_nll(log_mu, y, power).sum().backward()
+    mu = log_mu.detach().exp()
+    torch.testing.assert_close(log_mu.grad, mu ** (1 - power) * (mu - y))  # zero where mu == y
+    if power == 1.0:
+        torch.testing.assert_close(
+            E.tweedie_nll(log_mu, y, 1.0), torch.nn.functional.poisson_nll_loss(log_mu, y, reduction="none")
+        )
+    # at a fixed y the loss is smallest at mu = y, for every power
+    grid = torch.log(torch.linspace(0.5, 8.0, 301, dtype=torch.float64))
+    best = grid[E.tweedie_nll(grid, torch.full_like(grid, 2.0), power).argmin()].exp()
+    assert abs(float(best) - 2.0) < 0.03
+
+
+def test_a_tweedie_power_outside_1_to_2_is_refused():
+    for bad in (0.5, 2.0, 3.0):
+        with pytest.raises(ValueError, match="tweedie_power"):
+            E.EnduringModule(E.EnduringNet(4), tweedie_power=bad)
+
+
+def _mixed_offers(n: int, seed: int):
+    """A third of the customers are large (mean later revenue ~400, sd twice that) with no enduring effect; the rest
+    are small (mean 8) with an effect of +-0.5 by the sign of x[:, 2], as in the simulator, where the high-value
+    customers carry most of the 90-day revenue's noise and the promotion-sensitive and new ones most of the effect."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    level = rng.integers(0, len(D), n)
+    p = 1 / (1 + np.exp(-(-1.5 + 0.8 * x[:, 0] + 6 * D[level])))
+    converted = rng.random(n) < p
+    large = x[:, 1] > 0.5
+    gamma = np.where(large, 0.0, np.where(x[:, 2] > 0, 0.5, -0.5))
+    base = np.where(large, 400 * np.exp(0.3 * x[:, 3]), 8.0)
+    later = rng.gamma(0.25, 4 * base * np.exp(converted * D[level] / 0.3 * gamma))
+    window = converted * rng.gamma(2.0, 15.0, n)
+    offers = E.EnduringOffers(x, level, converted, rng.random(n) < 0.5, window, later)
+    true_p = 1 / (1 + np.exp(-(-1.5 + 0.8 * x[:, :1] + 6 * D[None, :])))
+    return offers, x, 0.4 * base[:, None] * true_p * (np.exp(D[None, :] / 0.3 * gamma[:, None]) - 1), ~large
+
+
+def test_a_tweedie_loss_finds_the_small_customers_effects_that_the_large_customers_noise_hides_from_poisson():
+    train, *_ = _mixed_offers(60_000, 0)
+    val, *_ = _mixed_offers(10_000, 1)
+    _, x, true_value, small = _mixed_offers(4_000, 2)
+    agree, rmse = {}, {}
+    for power in (1.0, 1.7):
+        value = enduring_value(E.predict(_fit("redemption", train, val, tweedie_power=power), x, 100.0), 0.4)[small]
+        agree[power] = float(np.mean(np.sign(value[:, -1]) == np.sign(true_value[small, -1])))
+        rmse[power] = float(np.sqrt(((value - true_value[small])[:, 1:] ** 2).mean()))
+    assert agree[1.7] >= 0.7 and agree[1.7] > agree[1.0] + 0.08, agree  # measured 0.77 vs 0.62
+    assert rmse[1.7] < 0.7 * rmse[1.0], rmse  # measured 1.21 vs 5.39

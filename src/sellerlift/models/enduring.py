@@ -24,10 +24,13 @@ reaches quickly (the dose is ~0.1).
 and retention (a smoothness penalty on their second differences over the levels).
 
 ``EnduringModule`` trains on logged offers with a full 90-day follow-up: each offer supervises every
-output at the level it was offered (binary cross-entropy for conversion and retention, Poisson deviance
-for the window's and the later revenue in units of ``revenue_scale``), weighted by inverse propensity
-weights. ``EnduringEnsemble`` averages several members trained from different seeds: the enduring
-effect is a small difference of noisy outcomes, and averaging removes much of each member's noise.
+output at the level it was offered (binary cross-entropy for conversion and retention, the Tweedie
+deviance of power ``tweedie_power`` for the window's and the later revenue in units of ``revenue_scale``),
+weighted by inverse propensity weights. Revenue's variance grows faster than its mean (a random number of
+purchases times a random basket): under the Poisson deviance (power 1) the few largest customers' noise
+steers the shared trunk, and the small enduring effects of everyone else are lost in it.
+``EnduringEnsemble`` averages several members trained from different seeds: the enduring effect is a small
+difference of noisy outcomes, and averaging removes much of each member's noise.
 """
 
 from __future__ import annotations
@@ -159,6 +162,19 @@ def loader(data: EnduringOffers, batch_size: int, shuffle: bool, seed: int = 0) 
 TASKS = ("conversion", "retention", "window", "later")
 
 
+def tweedie_nll(log_mu: torch.Tensor, y: torch.Tensor, power: float) -> torch.Tensor:
+    """The Tweedie negative log-likelihood of ``y`` (>= 0) at mean ``exp(log_mu)``, up to terms free of the mean
+    (power 1: Poisson, as ``F.poisson_nll_loss``).
+
+    Revenue is a random number of purchases times a random basket: its variance grows like ``mean ** p``, ``p``
+    between 1 (Poisson) and 2. The gradient on ``log_mu`` is ``(mu - y) / mu ** (p - 1)``: a power above 1 stops the
+    largest, noisiest customers from drowning the small enduring effects of the rest."""
+    if power == 1.0:
+        return F.poisson_nll_loss(log_mu, y, log_input=True, full=False, reduction="none")
+    a, b = 1.0 - power, 2.0 - power
+    return -y * torch.exp(a * log_mu) / a + torch.exp(b * log_mu) / b
+
+
 class EnduringModule(L.LightningModule):
     def __init__(
         self,
@@ -168,6 +184,7 @@ class EnduringModule(L.LightningModule):
         smooth_weight: float = 1.0,
         loss_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0),
         revenue_scale: float = 100.0,
+        tweedie_power: float = 1.0,
     ):
         super().__init__()
         loss_weights = tuple(float(w) for w in loss_weights)
@@ -175,6 +192,10 @@ class EnduringModule(L.LightningModule):
             raise ValueError(
                 f"lr ({lr}) and revenue_scale ({revenue_scale}) must be > 0, smooth_weight ({smooth_weight}) "
                 f">= 0, loss_weights ({loss_weights}) one per task {TASKS}"
+            )
+        if not 1.0 <= tweedie_power < 2.0:
+            raise ValueError(
+                f"tweedie_power={tweedie_power}: expected 1 (Poisson) <= power < 2 (compound Poisson-gamma)"
             )
         self.save_hyperparameters(ignore=["net"])
         self.net = net
@@ -186,14 +207,14 @@ class EnduringModule(L.LightningModule):
         pick = {name: z[name].gather(1, at).squeeze(1) for name in TASKS}
         bce, scale = F.binary_cross_entropy_with_logits, self.hparams.revenue_scale
 
-        def poisson(name, y):
-            return F.poisson_nll_loss(pick[name], y / scale, log_input=True, full=False, reduction="none")
+        def revenue(name, y):
+            return tweedie_nll(pick[name], y / scale, self.hparams.tweedie_power)
 
         losses = [
             bce(pick["conversion"], conv_y, reduction="none"),
             bce(pick["retention"], ret_y, reduction="none"),
-            poisson("window", window_y),
-            poisson("later", later_y),
+            revenue("window", window_y),
+            revenue("later", later_y),
         ]
         wsum = w.sum().clamp_min(1e-12)
         per_task = [(loss * w).sum() / wsum for loss in losses]

@@ -83,6 +83,7 @@ def test_tiny_run_tracks_exports_and_registers(tiny_config, tmp_path, model):
         "later_revenue": False,
     }
     assert manifest["enduring"]["onnx_parity_max_abs_diff"] <= 1e-5
+    assert manifest["enduring"]["later_coupons"] is False  # the default
     children = client.search_runs([r.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
     assert {"dipn", "enduring"} <= {c.data.tags.get("model.kind") for c in children}
 
@@ -110,6 +111,7 @@ def test_tiny_run_other_horizons_rolling_intervals_guard_and_data_set_in_mlflow(
         "data.rolling.step_days=30",
         "evaluation.bootstrap=200",
         "guards.min_positives=40",
+        "promotion.enduring.later_coupons=true",
     )
     result = run(cfg)
     client = MlflowClient(cfg.logger.tracking_uri)
@@ -127,6 +129,8 @@ def test_tiny_run_other_horizons_rolling_intervals_guard_and_data_set_in_mlflow(
     manifest = verify_bundle(result.bundle_dir)
     assert manifest["horizons"] == {"intent_days": 7, "churn_days": 30}
     assert set(manifest["cold_start"]) >= {"intent_7d", "churn_30d"}
+    assert manifest["enduring"]["later_coupons"] is True  # trained on the later coupons, exported with parity
+    assert manifest["enduring"]["onnx_parity_max_abs_diff"] <= 1e-5
     assert r.data.tags["data.horizons"] == "intent_7d/churn_30d"
     assert not any(k.startswith("ceiling/") for k in r.data.metrics)  # the simulator's truth is for 90 days
 

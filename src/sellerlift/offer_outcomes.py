@@ -75,20 +75,43 @@ def offer_outcomes(
     )
 
 
+def later_coupons(offers: pd.DataFrame, all_offers: pd.DataFrame, horizon_days: int = 90) -> np.ndarray:
+    """[n, 2] the coupons (``discount_pct`` > 0) the customer was sent *after* each offer and within its follow-up
+    (t, t + H): their number and their summed depth (``discount_pct`` / 30).
+
+    The 90-day outcome of a logged offer includes what the later campaigns did: a customer who waits for the next
+    coupon looks the same as one whose habit the first coupon built. A model of the enduring effect conditions on
+    these and predicts with none (the effect of this offer alone, what the allocation weighs)."""
+    pct = all_offers["discount_pct"].to_numpy(dtype=np.float64)
+    coupon = (pct > 0).astype(np.float64)
+    sent_after = np.timedelta64(1, "us")  # strictly after the offer itself
+    count = _sum_within(offers, all_offers, coupon, horizon_days, sent_after)
+    depth = _sum_within(offers, all_offers, pct / 30.0, horizon_days, sent_after)
+    return np.column_stack([count, depth]).astype(np.float32)
+
+
 def _discounts_within(offers: pd.DataFrame, every: pd.DataFrame, horizon_days: int) -> np.ndarray:
     """Discounts of the customer's offers (in ``every``) sent in [t, t + H) for each offer of ``offers``: this one
     and later campaigns': what turns net revenue back into revenue before discount."""
     if "cost" not in every:
         return np.zeros(len(offers))
+    return _sum_within(offers, every, every["cost"].to_numpy(dtype=np.float64), horizon_days)
+
+
+def _sum_within(
+    offers: pd.DataFrame, every: pd.DataFrame, values: np.ndarray, horizon_days: int, skip=np.timedelta64(0, "us")
+) -> np.ndarray:
+    """Per offer of ``offers``: the sum of ``values`` over the same customer's rows of ``every`` sent in
+    [t + skip, t + H)."""
     codes, ids = pd.factorize(every["customer_id"].to_numpy(), sort=True)
     t = every["ts"].to_numpy().astype("datetime64[us]").astype(np.int64)
     order = np.lexsort((t, codes))
     t0 = int(t.min())
     span = int(t.max() - t0 + 1) + horizon_days * US_PER_DAY
     key = codes.astype(np.int64)[order] * span + (t[order] - t0)
-    csum = np.concatenate([[0.0], np.cumsum(every["cost"].to_numpy(dtype=np.float64)[order])])
+    csum = np.concatenate([[0.0], np.cumsum(np.asarray(values, dtype=np.float64)[order])])
     oc = pd.Index(ids).get_indexer(offers["customer_id"].to_numpy()).astype(np.int64)
     own = oc * span + (offers["ts"].to_numpy().astype("datetime64[us]").astype(np.int64) - t0)
-    lo = np.searchsorted(key, own, side="left")
+    lo = np.searchsorted(key, own + int(skip.astype("timedelta64[us]").astype(np.int64)), side="left")
     hi = np.searchsorted(key, own + horizon_days * US_PER_DAY, side="left")
     return np.where(oc >= 0, csum[hi] - csum[lo], 0.0)

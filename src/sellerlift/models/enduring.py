@@ -29,6 +29,10 @@ deviance of power ``tweedie_power`` for the window's and the later revenue in un
 weighted by inverse propensity weights. Revenue's variance grows faster than its mean (a random number of
 purchases times a random basket): under the Poisson deviance (power 1) the few largest customers' noise
 steers the shared trunk, and the small enduring effects of everyone else are lost in it.
+With ``n_later`` > 0 the trunk also reads the coupons sent *after* the offer within its follow-up (their
+number and summed depth, :func:`sellerlift.offer_outcomes.later_coupons`) in training, and none at
+prediction (``forward``, the ONNX graph): a logged offer's 90 days include the seller's later campaigns,
+and the allocation needs the effect of this offer alone.
 ``EnduringEnsemble`` averages several members trained from different seeds: the enduring effect is a small
 difference of noisy outcomes, and averaging removes much of each member's noise.
 """
@@ -59,12 +63,15 @@ class EnduringNet(nn.Module):
         structure: str = "redemption",
         gain: float = 10.0,
         levels=DISCOUNT_LEVELS,
+        n_later: int = 0,
     ):
         super().__init__()
         if structure not in STRUCTURES:
             raise ValueError(f"structure={structure!r}: expected one of {STRUCTURES}")
-        self.k, self.structure, self.gain = len(levels), structure, float(gain)
-        self.trunk, width = _mlp(n_inputs, hidden, dropout)
+        if n_later < 0:
+            raise ValueError(f"n_later={n_later}: expected the number of later-coupon inputs, >= 0")
+        self.k, self.structure, self.gain, self.n_later = len(levels), structure, float(gain), int(n_later)
+        self.trunk, width = _mlp(n_inputs + self.n_later, hidden, dropout)
         # redemption: conversion K + (l0, g, r0, h, v); free: conversion K + later K + retention K + v
         self.heads = nn.Linear(width, self.k + (5 if structure == "redemption" else 2 * self.k + 1))
         depth = torch.as_tensor(np.asarray(levels, dtype=np.float32) / float(max(levels)))
@@ -74,9 +81,14 @@ class EnduringNet(nn.Module):
             self.heads.bias[0] = -2.5  # conversion: a low base ...
             self.heads.bias[1 : self.k] = -2.0  # ... with small positive steps
 
-    def parts(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def parts(self, x: torch.Tensor, later_coupons: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Conversion and retention logits, log later revenue, log window revenue [B, K] each (revenue in
-        units of the module's ``revenue_scale``)."""
+        units of the module's ``revenue_scale``). ``later_coupons`` [B, n_later]: the coupons sent after the
+        offer within its follow-up (training); none when not given (prediction: the offer's effect alone)."""
+        if self.n_later:
+            if later_coupons is None:
+                later_coupons = x.new_zeros(x.shape[0], self.n_later)
+            x = torch.cat([x, later_coupons], dim=1)
         z = self.heads(self.trunk(x))
         k = self.k
         conv = z[:, :k]
@@ -121,9 +133,9 @@ class EnduringEnsemble(nn.Module):
 
 class EnduringOffers(Dataset):
     """Logged offers with their outcomes: inputs [n, F], level [n], converted, retained, window revenue,
-    later revenue, weight."""
+    later revenue, weight, and the coupons sent after each offer [n, n_later] (none by default)."""
 
-    def __init__(self, x, level, converted, retained, window_revenue, later_revenue, weight=None):
+    def __init__(self, x, level, converted, retained, window_revenue, later_revenue, weight=None, later_coupons=None):
         def t(a, dtype=np.float32):
             return torch.from_numpy(np.array(a, dtype=dtype))
 
@@ -135,6 +147,7 @@ class EnduringOffers(Dataset):
             t(window_revenue),
             t(later_revenue),
             t(np.ones(len(level)) if weight is None else weight),
+            t(np.zeros((len(level), 0)) if later_coupons is None else later_coupons),
         )
 
     def __len__(self) -> int:
@@ -201,8 +214,8 @@ class EnduringModule(L.LightningModule):
         self.net = net
 
     def _loss(self, batch):
-        x, level, conv_y, ret_y, window_y, later_y, w = batch
-        z = self.net.parts(x)
+        x, level, conv_y, ret_y, window_y, later_y, w, coupons = batch
+        z = self.net.parts(x, coupons if coupons.shape[1] else None)
         at = level.view(-1, 1)
         pick = {name: z[name].gather(1, at).squeeze(1) for name in TASKS}
         bce, scale = F.binary_cross_entropy_with_logits, self.hparams.revenue_scale

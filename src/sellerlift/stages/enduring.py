@@ -8,6 +8,8 @@ outcomes and needs every offer there is. Each offer is labelled from the events
 revenue before discount. Offers carry IPW weights, the randomised slice ``randomized_weight`` times its
 own: it alone is free of confounding by the logged policy, whose fitted propensities leave a bias that a
 model of the small enduring effect picks up (docs/enduring.md compares 1 and 5).
+With ``later_coupons`` each offer also carries the coupons the customer was sent after it within the
+follow-up: the network conditions on them in training and predicts with none (the offer's effect alone).
 
 :class:`~sellerlift.models.enduring.EnduringNet` (``structure``: redemption, the default, or free) is
 trained ``ensemble`` times from different seeds and averaged; the free structure is the unconstrained
@@ -27,7 +29,7 @@ from omegaconf import OmegaConf
 
 from sellerlift import export, tracking
 from sellerlift.models import enduring as E
-from sellerlift.offer_outcomes import follow_up_mask, offer_outcomes
+from sellerlift.offer_outcomes import follow_up_mask, later_coupons, offer_outcomes
 from sellerlift.schema import DISCOUNT_LEVELS
 from sellerlift.stages.context import RunContext
 from sellerlift.stages.promotion_offers import split_offers, with_ipw_weights
@@ -82,6 +84,7 @@ def train_enduring(ctx: RunContext) -> dict | None:
         "outputs": list(E.OUTPUTS),
         "structure": str(ecfg.net.get("structure", "redemption")),
         "ensemble": int(ecfg.ensemble),
+        "later_coupons": bool(splits["train"][7].shape[1]),  # trained on them, predicts with none
         "monotone": {"conversion": True, "retention": False, "revenue": False, "later_revenue": False},
         "uses_sequence_outputs": bool(ctx.promotion["scorer"] is not None),
         "onnx_parity_max_abs_diff": parity,
@@ -106,8 +109,9 @@ def train_enduring(ctx: RunContext) -> dict | None:
 
 
 def _labelled_offers(ctx: RunContext, ecfg, H: int) -> dict | None:
-    """Per split: (inputs, level, converted, retained, window revenue, later revenue, IPW weight, frame) of the
-    offers with a whole ``H``-day follow-up; None when there are none."""
+    """Per split: (inputs, level, converted, retained, window revenue, later revenue, IPW weight, later coupons,
+    frame) of the offers with a whole ``H``-day follow-up; None when there are none. The later coupons are
+    [n, 0] unless ``later_coupons`` is on."""
     promos = ctx.tables.promotions
     promos = promos[follow_up_mask(promos, ctx.tables.cutoff, H)].reset_index(drop=True)
     if len(promos) == 0:
@@ -123,9 +127,10 @@ def _labelled_offers(ctx: RunContext, ecfg, H: int) -> dict | None:
     rct_weight = float(ecfg.get("randomized_weight", 1.0))
     if rct_weight <= 0:
         raise ValueError(f"promotion.enduring.randomized_weight={rct_weight}: expected a number > 0")
-    out = {}
+    out, with_later = {}, bool(ecfg.get("later_coupons", False))
     for name, o in offers.items():
         got = offer_outcomes(ctx.tables.events, o.frame, H, WINDOW_DAYS, all_offers=ctx.tables.promotions)
+        coupons = later_coupons(o.frame, ctx.tables.promotions, H) if with_later else np.zeros((len(o.x), 0))
         gross, in_window = got[f"gross_{H}d"].to_numpy(), got[f"gross_{WINDOW_DAYS}d"].to_numpy()
         out[name] = (
             o.x,
@@ -135,6 +140,7 @@ def _labelled_offers(ctx: RunContext, ecfg, H: int) -> dict | None:
             in_window.astype(np.float32),
             (gross - in_window).astype(np.float32),
             np.where(o.randomized, rct_weight * o.weight, o.weight).astype(np.float32),
+            coupons.astype(np.float32),
             o.frame,
         )
     return out
@@ -144,12 +150,13 @@ def _fit(ctx: RunContext, ecfg, splits: dict, structure: str):
     """``ecfg.ensemble`` networks of ``structure``, each from its own seed, averaged."""
     import torch
 
-    data = {k: E.EnduringOffers(*v[:7]) for k, v in splits.items()}
+    data = {k: E.EnduringOffers(*v[:8]) for k, v in splits.items()}
+    n_later = splits["train"][7].shape[1]
     members = []
     for i in range(int(ecfg.ensemble)):
         seed = int(ctx.cfg.seed) + i
         torch.manual_seed(seed)
-        net = instantiate(ecfg.net, n_inputs=splits["train"][0].shape[1], structure=structure)
+        net = instantiate(ecfg.net, n_inputs=splits["train"][0].shape[1], structure=structure, n_later=n_later)
         module = instantiate(ecfg.module, _partial_=True)(net=net)
         callbacks = [instantiate(c) for c in (ctx.cfg.promotion.dipn.get("callbacks") or {}).values() if c is not None]
         trainer = instantiate(ctx.cfg.promotion.dipn.trainer, _partial_=True)(
@@ -170,7 +177,7 @@ def _econml(splits: dict, x_cut: np.ndarray, margin: float, seed: int) -> dict[s
     from econml.dr import DRLearner
     from lightgbm import LGBMClassifier, LGBMRegressor
 
-    x, level, _, _, window, later, _, frame = splits["train"]
+    x, level, _, _, window, later, _, _, frame = splits["train"]
     y = margin * (window + later) - frame["cost"].to_numpy()
     lgb = {
         "n_estimators": 150,

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_retention.py                      # 3 seeds x budgets 5 / 15 / 30 %, 50k customers
     python benchmarks/bench_retention.py --quick              # 1 seed, 4k customers, tiny training
+    python benchmarks/bench_retention.py --train promotion.enduring.later_coupons=true --name retention_later_coupons
 
 Per seed: ``train.py`` on a world of that seed (the default run: GRU, DIPN, the enduring response; tracked in
 MLflow), then every policy run forward 90 days on that run's held-out customers at each budget
@@ -12,7 +13,7 @@ the truth), retention vs no offers, revenue, ROI, the spread of incentives; and 
 both retention-aware policies (``retention_aware``: the margin after the week; ``retention_aware_clv``:
 retention valued at a kept customer's CLV) minus the next-week DIPN per seed, with 95 % intervals over
 customers.
-Writes benchmarks/results/retention.json.
+Writes benchmarks/results/retention.json (``--name``: another file, for a run with ``--train`` overrides).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ POLICIES = (
 )
 
 
-def train(seed: int, quick: bool) -> Path:
+def train(seed: int, quick: bool, overrides: list[str]) -> Path:
     args = [
         sys.executable,
         str(REPO / "train.py"),
@@ -70,6 +71,7 @@ def train(seed: int, quick: bool) -> Path:
         "~callbacks.progress_bar",
         "data.source.progress=false",
         *(QUICK_TRAIN if quick else []),
+        *overrides,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     before = set((REPO / "bundles").glob("*/manifest.json"))
@@ -92,10 +94,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", type=int, nargs="+")
     ap.add_argument("--budgets", type=float, nargs="+", default=[0.05, 0.15, 0.30])
     ap.add_argument("--bundles", nargs="+", help="evaluate these bundles instead of training one per seed")
+    ap.add_argument("--train", nargs="+", default=[], help="Hydra overrides for the training runs (an ablation)")
+    ap.add_argument("--name", default="retention", help="the results file's name (benchmarks/results/<name>.json)")
     args = ap.parse_args(argv)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     t0 = time.perf_counter()
-    bundles = [Path(b) for b in args.bundles] if args.bundles else [train(s, args.quick) for s in seeds]
+    bundles = [Path(b) for b in args.bundles] if args.bundles else [train(s, args.quick, args.train) for s in seeds]
     rows, paired = [], []
     for seed, bundle in zip(seeds, bundles):
         sim = sim_of_bundle(bundle, REPO / "data")
@@ -182,12 +186,13 @@ def main(argv=None) -> dict:
         "seeds": seeds,
         "budgets": args.budgets,
         "bundles": [str(b) for b in bundles],
+        "train_overrides": args.train,
         "rows": rows,
         "summary": summary,
         "paired_minus_next_week": paired,
         "seconds": time.perf_counter() - t0,
     }
-    write_result("retention", payload, quick=args.quick)
+    write_result(args.name, payload, quick=args.quick)
     print(
         markdown_table(
             summary,

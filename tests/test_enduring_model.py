@@ -75,9 +75,9 @@ def _offers(n: int, seed: int):
     return E.EnduringOffers(x, level, converted, retained, window, later), x, gamma, base
 
 
-def _fit(structure: str, train, val, seed: int = 0, tweedie_power: float = 1.0) -> torch.nn.Module:
+def _fit(structure: str, train, val, seed: int = 0, tweedie_power: float = 1.0, n_later: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    net = E.EnduringNet(4, hidden=(32, 32), dropout=0.0, structure=structure)
+    net = E.EnduringNet(4, hidden=(32, 32), dropout=0.0, structure=structure, n_later=n_later)
     module = E.EnduringModule(net, tweedie_power=tweedie_power)
     trainer = L.Trainer(
         accelerator="cpu",
@@ -209,22 +209,9 @@ def test_conditioning_on_the_later_coupons_recovers_the_effect_of_the_offer_alon
     _, x, true_value = _followed_up_offers(4_000, 2)
     agree, rmse = {}, {}
     for n_later in (0, 2):
-        torch.manual_seed(0)
-        net = E.EnduringNet(4, hidden=(32, 32), dropout=0.0, n_later=n_later)
         data = [E.EnduringOffers(*(t.numpy() for t in d.tensors[:7]), d.tensors[7][:, :n_later]) for d in (train, val)]
-        trainer = L.Trainer(
-            accelerator="cpu",
-            max_epochs=15,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=False,
-            num_sanity_val_steps=0,
-            callbacks=[KeepBest("val/loss")],
-        )
-        module = E.EnduringModule(net, tweedie_power=1.5)
-        E.fit(trainer, module, *data, batch_size=1024, seed=0)
-        value = enduring_value(E.predict(module.net.eval(), x, 100.0), 0.4)
+        net = _fit("redemption", *data, tweedie_power=1.5, n_later=n_later)
+        value = enduring_value(E.predict(net, x, 100.0), 0.4)
         agree[n_later] = float(np.mean(np.sign(value[:, -1]) == np.sign(true_value[:, -1])))
         rmse[n_later] = float(np.sqrt(((value - true_value)[:, 1:] ** 2).mean()))
     assert agree[2] >= 0.8 and agree[0] < 0.7, agree  # measured 0.88 vs 0.58
